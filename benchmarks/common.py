@@ -1,0 +1,236 @@
+"""Shared helpers for the benchmark scripts.
+
+Every benchmark compares a method with its baseline in one process, prints a
+table and writes `benchmarks/results/NAME.json` (or `NAME.quick.json` with
+`--quick`, `NAME.gpu.json` on an accelerator) through `write_results`. The
+README's results table is regenerated from those files by
+`python benchmarks/make_readme_table.py`.
+
+A figure is a dict made by `figure(...)`: a name, the raw values (one per
+seed or repeat), their mean and standard deviation, an optional target such
+as `("<=", 1.05)` and whether the mean meets it.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
+
+_COMPARATORS = {
+    "<=": lambda a, b: a <= b,
+    "<": lambda a, b: a < b,
+    ">=": lambda a, b: a >= b,
+    ">": lambda a, b: a > b,
+}
+
+
+def parse_args(description, extra=None):
+    """Standard arguments: `--quick`, `--seeds`, `--output`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI-sized run (a minute or two); results go to NAME.quick.json",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="number of seeds"
+    )
+    parser.add_argument(
+        "--output", default=None, help="path of the JSON results file"
+    )
+    if extra is not None:
+        extra(parser)
+    return parser.parse_args()
+
+
+def figure(name, values, target=None, unit="", note=""):
+    """Summarises raw values into a figure.
+
+    Args:
+        name: what is measured, e.g. `"step_time_ratio/rw"`.
+        values: a number or a list of numbers (one per seed / repeat).
+        target: optional `(comparator, threshold)`, comparator one of
+            `"<="`, `"<"`, `">="`, `">"`; the mean is checked against it.
+        unit: unit for display, e.g. `"x"` or `"%"`.
+        note: free text shown beside the figure.
+    """
+    if isinstance(values, (int, float)):
+        values = [values]
+    values = [float(v) for v in values]
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    result = {
+        "name": name,
+        "mean": mean,
+        "std": std,
+        "n": len(values),
+        "values": values,
+        "unit": unit,
+    }
+    if target is not None:
+        comparator, threshold = target
+        if comparator not in _COMPARATORS:
+            raise ValueError(f"Unknown comparator {comparator!r}")
+        result["target"] = f"{comparator} {threshold:g}"
+        result["met"] = bool(_COMPARATORS[comparator](mean, threshold))
+    if note:
+        result["note"] = note
+    return result
+
+
+def machine_description():
+    """A short description of where the benchmark ran."""
+    import keras
+
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "accelerator": accelerator_name(),
+    }
+    return info
+
+
+def accelerator_name():
+    """Name of the accelerator the backend computes on, or `"cpu"`."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            if device.platform != "cpu":
+                return getattr(device, "device_kind", device.platform)
+        elif backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                return gpus[0].name
+        elif backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return torch.cuda.get_device_name(0)
+    except Exception:  # A missing device query only loses the label.
+        pass
+    return "cpu"
+
+
+def write_results(name, figures, args, extra=None):
+    """Writes the results JSON and prints where it went."""
+    if args.output:
+        path = args.output
+    else:
+        suffix = ".quick" if args.quick else ""
+        if accelerator_name() != "cpu":
+            suffix += ".gpu"
+        path = os.path.join(RESULTS_DIR, f"{name}{suffix}.json")
+    payload = {
+        "benchmark": name,
+        "command": "python " + " ".join(sys.argv),
+        "mode": "quick" if args.quick else "full",
+        "machine": machine_description(),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "figures": figures,
+    }
+    if extra:
+        payload.update(extra)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+    print(f"wrote {path}")
+    return path
+
+
+def print_table(figures, title=None):
+    """Prints figures as an aligned text table."""
+    if title:
+        print(f"\n{title}")
+    rows = [("figure", "mean", "std", "n", "target", "met")]
+    for f in figures:
+        rows.append(
+            (
+                f["name"],
+                f"{f['mean']:.4g}{f['unit']}",
+                f"{f['std']:.2g}",
+                str(f["n"]),
+                f.get("target", ""),
+                {True: "yes", False: "NO"}.get(f.get("met"), ""),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+
+def fit_time_per_step(model, x, y, batch_size, steps):
+    """Seconds per train step of one `model.fit` epoch of `steps` steps."""
+    n = batch_size * steps
+    xs = _take(x, n)
+    ys = _take(y, n)
+    start = time.perf_counter()
+    model.fit(xs, ys, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
+    return (time.perf_counter() - start) / steps
+
+
+def _take(data, n):
+    import keras
+
+    return keras.tree.map_structure(lambda a: a[:n], data)
+
+
+def compare_step_times(
+    models, x, y, batch_size, steps=20, repeats=7, baseline=None
+):
+    """Median train-step times of compiled models, interleaved.
+
+    Each model runs one warm-up epoch (compilation), then the models take
+    turns for `repeats` rounds so slow drifts of the machine hit all of them
+    alike.
+
+    Args:
+        models: dict name -> compiled model, all fed the same `x`, `y`.
+        x, y: training data with at least `batch_size * steps` examples.
+        batch_size: batch size.
+        steps: steps per timed epoch.
+        repeats: timed rounds per model.
+        baseline: name of the model the ratios are relative to; default the
+            first.
+
+    Returns:
+        dict name -> {"step_seconds": [per round], "ratios": [per round]};
+        ratios are per round against the baseline's time in the same round.
+    """
+    names = list(models)
+    baseline = baseline or names[0]
+    for name in names:
+        fit_time_per_step(models[name], x, y, batch_size, min(steps, 3))
+        fit_time_per_step(models[name], x, y, batch_size, steps)
+    times = {name: [] for name in names}
+    for _ in range(repeats):
+        for name in names:
+            times[name].append(
+                fit_time_per_step(models[name], x, y, batch_size, steps)
+            )
+    return {
+        name: {
+            "step_seconds": times[name],
+            "ratios": [t / b for t, b in zip(times[name], times[baseline])],
+        }
+        for name in names
+    }
+
+
+def median(values):
+    return statistics.median(values)

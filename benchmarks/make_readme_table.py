@@ -1,0 +1,82 @@
+"""Regenerates the README's results table from benchmarks/results/*.json.
+
+Usage: python benchmarks/make_readme_table.py
+
+The table sits between the markers `<!-- results:start -->` and
+`<!-- results:end -->` in README.md; nothing in it is typed by hand.
+"""
+
+import glob
+import json
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+START = "<!-- results:start -->"
+END = "<!-- results:end -->"
+
+
+def _format_value(figure):
+    unit = figure.get("unit", "")
+    text = f"{figure['mean']:.4g}{unit}"
+    if figure.get("n", 1) > 1:
+        text += f" ± {figure['std']:.2g}"
+    return text
+
+
+def render_table(paths):
+    lines = [
+        "| benchmark | figure | mean ± std (n) | target | met | where |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for path in paths:
+        with open(path) as f:
+            result = json.load(f)
+        machine = result.get("machine", {})
+        where = (
+            f"{machine.get('backend', '?')}, {machine.get('accelerator', '?')}"
+        )
+        if result.get("mode") == "quick":
+            where += ", quick"
+        for figure in result["figures"]:
+            met = {True: "yes", False: "**no**"}.get(figure.get("met"), "")
+            lines.append(
+                f"| {result['benchmark']} | {figure['name']} | "
+                f"{_format_value(figure)} ({figure.get('n', 1)}) | "
+                f"{figure.get('target', '')} | {met} | {where} |"
+            )
+    return "\n".join(lines)
+
+
+def main():
+    paths = sorted(
+        p
+        for p in glob.glob(
+            os.path.join(ROOT, "benchmarks", "results", "*.json")
+        )
+        if not p.endswith(".quick.json")
+    )
+    table = render_table(paths) if paths else "_No results yet._"
+    commands = []
+    for path in paths:
+        with open(path) as f:
+            result = json.load(f)
+        commands.append(
+            f"- `{result['benchmark']}` ({os.path.basename(path)}): "
+            f"`{result['command']}`"
+        )
+    block = f"{START}\n{table}\n\nReproduce with:\n\n" + "\n".join(commands)
+    block += f"\n{END}"
+    readme_path = os.path.join(ROOT, "README.md")
+    with open(readme_path) as f:
+        readme = f.read()
+    if START not in readme or END not in readme:
+        raise SystemExit(f"README.md lacks the {START} / {END} markers")
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    with open(readme_path, "w") as f:
+        f.write(head + block + tail)
+    print(f"updated {readme_path} from {len(paths)} result files")
+
+
+if __name__ == "__main__":
+    main()

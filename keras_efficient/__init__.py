@@ -1,0 +1,28 @@
+"""keras-efficient: efficient deep-learning methods for Keras 3.
+
+Layers, losses, callbacks and ready-made models that run on the JAX,
+TensorFlow and PyTorch backends:
+
+- `keras_efficient.layers`: LAuReL, AltUp, sparse lookup tables, LSH MoE.
+- `keras_efficient.losses`: SLaM, debiased distillation, temperature KD.
+- `keras_efficient.callbacks`: active query selection, magnitude pruning.
+- `keras_efficient.applications`: ResNets and a Transformer LM that switch
+  these methods on by argument.
+- `keras_efficient.datasets`: offline data for tutorials and benchmarks.
+"""
+
+from keras_efficient import applications
+from keras_efficient import callbacks
+from keras_efficient import datasets
+from keras_efficient import layers
+from keras_efficient import losses
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "applications",
+    "callbacks",
+    "datasets",
+    "layers",
+    "losses",
+]

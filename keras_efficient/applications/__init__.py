@@ -1,0 +1,1 @@
+"""Public applications of keras-efficient."""

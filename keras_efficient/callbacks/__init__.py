@@ -1,0 +1,1 @@
+"""Public callbacks of keras-efficient."""
