@@ -2,7 +2,8 @@
 
 Every benchmark compares a method with its baseline in one process, prints a
 table and writes `benchmarks/results/NAME.json` (or `NAME.quick.json` with
-`--quick`, `NAME.gpu.json` on an accelerator) through `write_results`. The
+`--quick`; `NAME.tensorflow.json` for another backend; `NAME.gpu.json` on
+an accelerator) through `write_results`. The
 README's results table is regenerated from those files by
 `python benchmarks/make_readme_table.py`.
 
@@ -132,9 +133,16 @@ def write_results(name, figures, args, extra=None):
     if args.output:
         path = args.output
     else:
-        suffix = ".quick" if args.quick else ""
+        import keras
+
+        # NAME.json for JAX on CPU; other backends, accelerators and quick
+        # runs get their own file so no run overwrites another.
+        backend = keras.backend.backend()
+        suffix = "" if backend == "jax" else f".{backend}"
         if accelerator_name() != "cpu":
             suffix += ".gpu"
+        if args.quick:
+            suffix += ".quick"
         path = os.path.join(RESULTS_DIR, f"{name}{suffix}.json")
     payload = {
         "benchmark": name,
