@@ -1,0 +1,340 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_efficient.layers import AltUp
+from keras_efficient.layers import AltUpEmbedding
+from keras_efficient.layers import AltUpInput
+from keras_efficient.layers import AltUpReadout
+from keras_efficient.layers import AltUpStack
+from keras_efficient.layers.altup import active_blocks
+from tests.harness import assert_allclose
+from tests.harness import assert_gradients_reach
+from tests.harness import run_layer_test
+from tests.harness import to_numpy
+
+RNG = np.random.default_rng(0)
+D = 8
+
+
+def widened(batch=3, length=5, k=2, d=D):
+    return RNG.normal(size=(batch, length, k, d)).astype("float32")
+
+
+class ShapeProbe(keras.layers.Layer):
+    """A residual layer recording the shapes it is called on."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seen = []
+        self.dense = keras.layers.Dense(D)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, x):
+        self.seen.append(tuple(x.shape))
+        return x + self.dense(x)
+
+
+def dense_reference(layer, x):
+    kernel, bias = (to_numpy(w) for w in layer.weights)
+    return x @ kernel + bias
+
+
+def numpy_altup(x, p, g, active, inner):
+    """NumPy AltUp; `p` (..., K, K) or (K, K), `g` (..., K) or (K,)."""
+    if p.ndim == 2:
+        xhat = np.einsum("ij,...jd->...id", p, x)
+    else:
+        xhat = np.einsum("...ij,...jd->...id", p, x)
+    y = inner(xhat[..., active, :])
+    innovation = (y - xhat[..., active, :])[..., None, :]
+    return xhat + g[..., :, None] * innovation
+
+
+# --- shared harness -------------------------------------------------------
+
+
+@pytest.mark.parametrize("coefficients", ["static", "routed"])
+def test_altup_harness(coefficients):
+    x = widened(k=3)
+    run_layer_test(
+        lambda: AltUp(
+            keras.layers.Dense(D),
+            num_blocks=3,
+            active_block=1,
+            coefficients=coefficients,
+            coefficient_clip=2.0,
+        ),
+        x,
+        expected_output_shape=x.shape,
+    )
+
+
+def test_altup_stack_harness():
+    x = widened(k=2)
+    run_layer_test(
+        lambda: AltUpStack(
+            [keras.layers.Dense(D, activation="tanh") for _ in range(3)],
+            num_blocks=2,
+        ),
+        x,
+        expected_output_shape=x.shape,
+    )
+
+
+@pytest.mark.parametrize("mode", ["split", "replicate"])
+def test_altup_input_harness(mode):
+    x = RNG.normal(size=(3, 5, D)).astype("float32")
+    out = run_layer_test(
+        lambda: AltUpInput(2, mode=mode),
+        x,
+        run_training=False,
+    )
+    if mode == "split":
+        np.testing.assert_array_equal(to_numpy(out), x.reshape(3, 5, 2, 4))
+    else:
+        np.testing.assert_array_equal(to_numpy(out)[:, :, 0], x)
+        np.testing.assert_array_equal(to_numpy(out)[:, :, 1], x)
+
+
+@pytest.mark.parametrize("recycled", [False, True])
+def test_altup_embedding(recycled):
+    ids = RNG.integers(0, 20, size=(3, 5)).astype("int32")
+    out = run_layer_test(
+        lambda: AltUpEmbedding(20, D, num_blocks=2, recycled=recycled),
+        ids,
+        expected_output_shape=(3, 5, 2, D),
+        run_training=False,
+    )
+    layer = AltUpEmbedding(20, D, num_blocks=2, recycled=recycled)
+    out = to_numpy(layer(ids))
+    table = to_numpy(layer.embeddings)
+    if recycled:
+        assert table.shape == (20, D)
+        np.testing.assert_array_equal(out[:, :, 0], table[ids])
+        np.testing.assert_array_equal(out[:, :, 1], table[ids])
+    else:
+        assert table.shape == (20, 2 * D)
+        np.testing.assert_array_equal(out, table[ids].reshape(3, 5, 2, D))
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "projection"])
+def test_altup_readout(mode):
+    x = widened(k=2)
+    out = run_layer_test(lambda: AltUpReadout(2, mode=mode), x)
+    expected = x.sum(-2) if mode == "sum" else x.mean(-2)
+    # The projection starts as the mean of the blocks.
+    assert_allclose(out, expected, atol=1e-5)
+    if mode == "projection":
+        layer = AltUpReadout(2, mode="projection")
+        layer.build(x.shape)
+        kernel = RNG.normal(size=(2 * D, D)).astype("float32")
+        layer.kernel.assign(kernel)
+        assert_allclose(layer(x), x.reshape(3, 5, 2 * D) @ kernel, atol=1e-4)
+
+
+# --- the math -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("coefficients", ["static", "routed"])
+def test_one_block_at_init_is_the_plain_layer(coefficients):
+    x = RNG.normal(size=(3, 5, D)).astype("float32")
+    inner = keras.layers.Dense(D)
+    layer = AltUp(inner, num_blocks=1, coefficients=coefficients)
+    out = layer(x[:, :, None, :])
+    assert_allclose(out[:, :, 0, :], inner(x), atol=1e-6)
+
+
+def test_at_init_every_block_gets_the_same_update():
+    x = widened(k=3)
+    inner = keras.layers.Dense(D)
+    out = to_numpy(AltUp(inner, num_blocks=3, active_block=2)(x))
+    update = to_numpy(inner(x[:, :, 2])) - x[:, :, 2]
+    for i in range(3):
+        assert_allclose(out[:, :, i], x[:, :, i] + update, atol=1e-5)
+
+
+@pytest.mark.parametrize("coefficients", ["static", "routed"])
+def test_wrapped_layer_only_sees_width_d(coefficients):
+    probe = ShapeProbe()
+    layer = AltUp(
+        probe, num_blocks=4, active_block=3, coefficients=coefficients
+    )
+    layer(widened(k=4))
+    symbolic = keras.Input((5, 4, D))
+    layer(symbolic)
+    assert probe.seen, "the wrapped layer was never called"
+    assert all(shape[-1] == D and len(shape) == 3 for shape in probe.seen)
+
+    probes = [ShapeProbe() for _ in range(3)]
+    AltUpStack(probes, num_blocks=2)(widened(k=2))
+    for p in probes:
+        assert p.seen and all(s == (3, 5, D) for s in p.seen), p.seen
+
+
+def test_static_matches_numpy():
+    x = widened(k=3)
+    inner = keras.layers.Dense(D)
+    layer = AltUp(inner, num_blocks=3, active_block=1)
+    layer.build(x.shape)
+    p = RNG.normal(size=(3, 3)).astype("float32")
+    g = RNG.normal(size=(3,)).astype("float32")
+    layer.prediction_coefficients.assign(p)
+    layer.correction_coefficients.assign(g)
+    expected = numpy_altup(x, p, g, 1, lambda h: dense_reference(inner, h))
+    assert_allclose(layer(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def routed_reference(layer, inner, x, clip=None):
+    k = layer.num_blocks
+    w_r, w_p, w_c = (
+        to_numpy(layer.router_kernel),
+        to_numpy(layer.prediction_kernel),
+        to_numpy(layer.correction_kernel),
+    )
+    active = x[..., layer.active_block, :]
+    normed = active / np.sqrt(np.mean(active**2, -1, keepdims=True) + 1e-6)
+    r = np.tanh(normed / x.shape[-1] @ w_r)
+    dp = (r @ w_p).reshape(r.shape[:-1] + (k, k))
+    dg = r @ w_c
+    if clip is not None:
+        dp, dg = np.clip(dp, -clip, clip), np.clip(dg, -clip, clip)
+    p = np.eye(k) + dp
+    g = 1.0 + dg
+    expected = numpy_altup(
+        x, p, g, layer.active_block, lambda h: dense_reference(inner, h)
+    )
+    return expected, p, g
+
+
+def randomise_router(layer, scale=1.0):
+    k, d = layer.num_blocks, layer.width
+    layer.router_kernel.assign(RNG.normal(size=(d, k)) * 50.0)
+    layer.prediction_kernel.assign(RNG.normal(size=(k, k * k)) * scale)
+    layer.correction_kernel.assign(RNG.normal(size=(k, k)) * scale)
+
+
+def test_routed_matches_numpy():
+    x = widened(k=3)
+    inner = keras.layers.Dense(D)
+    layer = AltUp(inner, num_blocks=3, active_block=2, coefficients="routed")
+    layer.build(x.shape)
+    randomise_router(layer)
+    expected, p, _ = routed_reference(layer, inner, x)
+    # Coefficients really vary per token.
+    assert p.reshape(-1, 9).std(axis=0).max() > 0.05
+    assert_allclose(layer(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_routed_clip_is_applied():
+    x = widened(k=2)
+    inner = keras.layers.Dense(D)
+    layer = AltUp(
+        inner,
+        num_blocks=2,
+        coefficients="routed",
+        coefficient_clip=0.1,
+    )
+    layer.build(x.shape)
+    randomise_router(layer, scale=10.0)
+    expected, p, g = routed_reference(layer, inner, x, clip=0.1)
+    unclipped, _, _ = routed_reference(layer, inner, x)
+    assert np.abs(expected - unclipped).max() > 1e-2  # the clip binds
+    assert_allclose(layer(x), expected, atol=1e-4, rtol=1e-4)
+    p_layer, g_layer = layer.compute_coefficients(x)
+    assert np.abs(to_numpy(p_layer) - np.eye(2)).max() <= 0.1 + 1e-6
+    assert np.abs(to_numpy(g_layer) - 1.0).max() <= 0.1 + 1e-6
+
+
+def test_static_clip_is_applied():
+    x = widened(k=2)
+    inner = keras.layers.Dense(D)
+    layer = AltUp(inner, num_blocks=2, coefficient_clip=0.5)
+    layer.build(x.shape)
+    p = np.array([[3.0, -2.0], [0.2, 1.1]], "float32")
+    g = np.array([-1.0, 1.3], "float32")
+    layer.prediction_coefficients.assign(p)
+    layer.correction_coefficients.assign(g)
+    p_clip = np.eye(2) + np.clip(p - np.eye(2), -0.5, 0.5)
+    g_clip = 1.0 + np.clip(g - 1.0, -0.5, 0.5)
+    expected = numpy_altup(
+        x, p_clip, g_clip, 0, lambda h: dense_reference(inner, h)
+    )
+    assert_allclose(layer(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_routed_gradients_reach_every_weight():
+    x = widened(k=2)
+    layer = AltUp(keras.layers.Dense(D), num_blocks=2, coefficients="routed")
+    layer.build(x.shape)
+    randomise_router(layer, scale=0.5)
+    assert_gradients_reach(layer, x)
+
+
+def test_schedule():
+    assert active_blocks(5, 2) == [0, 1, 0, 1, 0]
+    assert active_blocks(5, 3, "same") == [0] * 5
+    stack = AltUpStack([keras.layers.Dense(D) for _ in range(4)], num_blocks=3)
+    assert [a.active_block for a in stack.altup_layers] == [0, 1, 2, 0]
+    stack = AltUpStack(
+        [keras.layers.Dense(D) for _ in range(2)], num_blocks=3, schedule="same"
+    )
+    assert [a.active_block for a in stack.altup_layers] == [0, 0]
+
+
+def test_stack_matches_sequential_wrappers():
+    x = widened(k=2)
+    inners = [keras.layers.Dense(D) for _ in range(3)]
+    stack = AltUpStack(inners, num_blocks=2)
+    out = to_numpy(stack(x))
+    h = x
+    for index, inner in enumerate(inners):
+        h = numpy_altup(
+            h,
+            np.eye(2),
+            np.ones(2),
+            index % 2,
+            lambda v, inner=inner: dense_reference(inner, v),
+        )
+    assert_allclose(out, h, atol=1e-4, rtol=1e-4)
+
+
+# --- errors ---------------------------------------------------------------
+
+
+def test_errors():
+    dense = keras.layers.Dense(D)
+    with pytest.raises(ValueError, match="num_blocks"):
+        AltUp(dense, num_blocks=0)
+    with pytest.raises(ValueError, match="active_block"):
+        AltUp(dense, num_blocks=2, active_block=2)
+    with pytest.raises(ValueError, match="active_block"):
+        AltUp(dense, num_blocks=2, active_block=-1)
+    with pytest.raises(ValueError, match="coefficients"):
+        AltUp(dense, coefficients="learned")
+    with pytest.raises(ValueError, match="coefficient_clip"):
+        AltUp(dense, coefficient_clip=0.0)
+    with pytest.raises(ValueError, match="layer"):
+        AltUp("dense")
+    with pytest.raises(ValueError, match="num_blocks=3"):
+        AltUp(keras.layers.Dense(D), num_blocks=3)(widened(k=2))
+    with pytest.raises(ValueError, match="rank"):
+        AltUp(keras.layers.Dense(D))(np.ones((3, D), "float32"))
+    with pytest.raises(ValueError, match="width"):
+        AltUp(keras.layers.Dense(D + 1))(widened(k=2))
+    with pytest.raises(ValueError, match="divisible"):
+        AltUpInput(3, mode="split")(np.ones((2, 4, D), "float32"))
+    with pytest.raises(ValueError, match="mode"):
+        AltUpInput(2, mode="copy")
+    with pytest.raises(ValueError, match="mode"):
+        AltUpReadout(2, mode="max")
+    with pytest.raises(ValueError, match="num_blocks=3"):
+        AltUpReadout(3)(widened(k=2))
+    with pytest.raises(ValueError, match="schedule"):
+        AltUpStack([keras.layers.Dense(D)], schedule="random")
+    with pytest.raises(ValueError, match="layers"):
+        AltUpStack(keras.layers.Dense(D))
+    with pytest.raises(ValueError, match="num_blocks"):
+        AltUpEmbedding(10, D, num_blocks=0)
