@@ -1,0 +1,303 @@
+"""Sparse lookup tables: external memory read by token id, LSH or router."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_efficient.layers.lsh import LSHHash
+from keras_efficient.layers.lsh import bits_for
+from keras_efficient.layers.lsh import check_choice
+from keras_efficient.layers.lsh import check_num_bits
+from keras_efficient.layers.lsh import check_positive_int
+
+LOOKUPS = ("token_id", "lsh", "router")
+CONSUMES = ("add", "concat")
+TOKEN_MAPPINGS = ("modulo", "hash", "direct")
+
+# Odd multiplier of the multiplicative token-id hash (Knuth's constant, as a
+# signed int32). Products wrap in int32, which only changes which entry a
+# token lands in, the same way on every backend.
+_TOKEN_HASH_MULTIPLIER = -1640531535
+
+
+def is_concrete(x):
+    """Whether `x` holds values now (eager), not a symbolic trace."""
+    backend = keras.backend.backend()
+    if isinstance(x, keras.KerasTensor):
+        return False
+    if backend == "jax":
+        import jax
+
+        return not isinstance(x, jax.core.Tracer)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    if backend == "torch":
+        import torch
+
+        return not torch.compiler.is_compiling()
+    return True
+
+
+@keras.saving.register_keras_serializable(package="keras_efficient")
+class SparseLookupTable(keras.layers.Layer):
+    """A large table of parameters that each token reads sparsely.
+
+    The layer holds a table of `num_entries` vectors of size `dim`. Each
+    token selects one (or a few) entries and reads them with a gather
+    (`ops.take`), so the table can grow to millions of parameters while the
+    compute per token stays flat ("Alternating updates for efficient
+    transformers" and its study of sparse lookups, Baykal et al.). Three
+    lookup functions:
+
+    - `"token_id"`: the entry is indexed by the token id, passed as a second
+      input: `id mod num_entries` (`token_mapping="modulo"`), a
+      multiplicative hash of the id (`"hash"`), or the id itself
+      (`"direct"`: ids must lie in `[0, num_entries)`; checked eagerly, and
+      clipped into the table under `jit`, where values cannot be checked).
+    - `"lsh"`: the current vector is hashed by `num_tables` (L) independent
+      random-hyperplane LSH tables (frozen, seeded); the table is split into
+      L sub-tables of `num_entries // L` rows, each hash picks a row of its
+      sub-table and the L rows are summed.
+    - `"router"`: a learned softmax router over the `num_entries` entries
+      picks the `top_k` most likely entries; each is scaled by its softmax
+      probability (the gate), so the router is trained through the gate.
+
+    The entries are consumed by `"add"` (`x + entry`, needs
+    `dim == x.shape[-1]`) or `"concat"` (`[x, entry]`, output width
+    `x.shape[-1] + dim`).
+
+    The table is one weight, `embeddings`, of shape `(num_entries, dim)`:
+    shard it over devices with `keras.distribution.ModelParallel` and a
+    `LayoutMap` entry `layout_map[".*embeddings"] = ("model", None)`.
+
+    Args:
+        num_entries: number of table entries N, `>= 1`.
+        dim: width of an entry; default the input width (required for
+            `"add"`, where it must equal the input width).
+        lookup: `"token_id"`, `"lsh"` or `"router"`.
+        consume: `"add"` or `"concat"`.
+        num_tables: LSH tables L (`lookup="lsh"`); must divide
+            `num_entries`.
+        num_bits: hyperplanes per LSH table, in `[1, 30]`; default the
+            smallest m with `2**m >= num_entries // num_tables`. Bucket ids
+            are folded into the sub-table with `mod (num_entries // L)`.
+        top_k: entries read per token by the router, in
+            `[1, num_entries]`.
+        token_mapping: `"modulo"`, `"hash"` or `"direct"` (`"token_id"`).
+        embeddings_initializer: initializer of the table.
+        seed: integer seed of the LSH hyperplanes.
+        **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: float tensor `(..., D)`, the token vectors.
+        token_ids: integer tensor `(...)` with the leading shape of
+            `inputs` (only for `lookup="token_id"`).
+
+    Returns:
+        `(..., D)` for `"add"`, `(..., D + dim)` for `"concat"`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    import keras_efficient as ke
+
+    x = np.random.normal(size=(2, 10, 32)).astype("float32")
+    ids = np.random.randint(0, 256, size=(2, 10))
+    table = ke.layers.SparseLookupTable(4096, lookup="token_id")
+    table(x, ids).shape  # (2, 10, 32)
+    lsh = ke.layers.SparseLookupTable(4096, lookup="lsh", num_tables=4,
+                                      seed=0)
+    lsh(x).shape  # (2, 10, 32)
+    ```
+    """
+
+    def __init__(
+        self,
+        num_entries,
+        dim=None,
+        lookup="token_id",
+        consume="add",
+        num_tables=1,
+        num_bits=None,
+        top_k=1,
+        token_mapping="modulo",
+        embeddings_initializer=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_positive_int("num_entries", num_entries)
+        if dim is not None:
+            check_positive_int("dim", dim)
+        check_choice("lookup", lookup, LOOKUPS)
+        check_choice("consume", consume, CONSUMES)
+        check_choice("token_mapping", token_mapping, TOKEN_MAPPINGS)
+        check_positive_int("num_tables", num_tables)
+        check_positive_int("top_k", top_k)
+        if top_k > num_entries:
+            raise ValueError(
+                "`top_k` must be at most `num_entries` "
+                f"({num_entries}). Received: top_k={top_k}"
+            )
+        if lookup == "lsh" and num_entries % num_tables:
+            raise ValueError(
+                "`num_tables` must divide `num_entries` (each LSH table owns "
+                f"num_entries // num_tables rows). Received: "
+                f"num_tables={num_tables}, num_entries={num_entries}"
+            )
+        rows = num_entries // num_tables
+        if num_bits is not None:
+            check_num_bits(num_bits)
+        self.num_entries = int(num_entries)
+        self.dim = dim
+        self.lookup = lookup
+        self.consume = consume
+        self.num_tables = int(num_tables)
+        self.num_bits = num_bits
+        self.top_k = int(top_k)
+        self.token_mapping = token_mapping
+        self.embeddings_initializer = keras.initializers.get(
+            embeddings_initializer
+            or keras.initializers.RandomNormal(stddev=0.02)
+        )
+        self.seed = seed
+        self.rows_per_table = rows
+        self.hash = None
+        self.router = None
+        if lookup == "lsh":
+            self.hash = LSHHash(
+                num_tables=num_tables,
+                num_bits=num_bits or min(bits_for(rows), 30),
+                seed=seed,
+                dtype=self.dtype_policy,
+                name="hash",
+            )
+        elif lookup == "router":
+            self.router = keras.layers.Dense(
+                num_entries, dtype=self.dtype_policy, name="router"
+            )
+
+    def build(self, inputs_shape, token_ids_shape=None):
+        input_shape = inputs_shape
+        width = input_shape[-1]
+        if width is None:
+            raise ValueError(
+                "`SparseLookupTable` needs a known input width. Received: "
+                f"input_shape={input_shape}"
+            )
+        dim = self.dim if self.dim is not None else width
+        if self.consume == "add" and dim != width:
+            raise ValueError(
+                "`consume='add'` needs `dim` equal to the input width "
+                f"{width}; use consume='concat' for another width. Received: "
+                f"dim={dim}"
+            )
+        if self.lookup == "token_id" and token_ids_shape is not None:
+            if len(token_ids_shape) != len(input_shape) - 1:
+                raise ValueError(
+                    "`token_ids` must have the shape of `inputs` without "
+                    f"its last axis, {tuple(input_shape[:-1])}. Received: "
+                    f"token_ids.shape={tuple(token_ids_shape)}"
+                )
+        self._entry_dim = dim
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.num_entries, dim),
+            initializer=self.embeddings_initializer,
+            trainable=True,
+        )
+        if self.hash is not None and not self.hash.built:
+            self.hash.build(input_shape)
+        if self.router is not None and not self.router.built:
+            self.router.build(input_shape)
+        self.built = True
+
+    def entry_indices(self, inputs, token_ids=None):
+        """Table rows each token reads, int32 of shape `(..., n)`.
+
+        `n` is 1 for `"token_id"`, `num_tables` for `"lsh"` and `top_k` for
+        `"router"`. Also returns the gates `(..., n)` (ones except for the
+        router).
+        """
+        if self.lookup == "token_id":
+            if token_ids is None:
+                raise ValueError(
+                    "`lookup='token_id'` needs the token ids as the second "
+                    "input: `layer(inputs, token_ids)`. Received: "
+                    "token_ids=None"
+                )
+            ids = ops.cast(token_ids, "int32")
+            n = self.num_entries
+            if self.token_mapping == "modulo":
+                index = ops.mod(ids, n)
+            elif self.token_mapping == "hash":
+                mixed = ids * _TOKEN_HASH_MULTIPLIER
+                index = ops.mod(mixed, n)
+            else:
+                if is_concrete(ids):
+                    values = np.asarray(ops.convert_to_numpy(ids))
+                    if values.size and (values.min() < 0 or values.max() >= n):
+                        raise ValueError(
+                            "With `token_mapping='direct'`, `token_ids` must "
+                            f"lie in [0, {n}) (num_entries={n}). Received "
+                            f"ids in [{values.min()}, {values.max()}]"
+                        )
+                index = ops.clip(ids, 0, n - 1)
+            index = ops.expand_dims(index, -1)
+            return index, None
+        if self.lookup == "lsh":
+            buckets = self.hash(inputs)
+            rows = self.rows_per_table
+            if self.hash.num_buckets != rows:
+                buckets = ops.mod(buckets, rows)
+            offsets = ops.convert_to_tensor(
+                (np.arange(self.num_tables) * rows).astype("int32")
+            )
+            return buckets + offsets, None
+        logits = self.router(inputs)
+        probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+        gates, index = ops.top_k(probs, self.top_k)
+        return ops.cast(index, "int32"), gates
+
+    def call(self, inputs, token_ids=None):
+        index, gates = self.entry_indices(inputs, token_ids)
+        entries = ops.take(self.embeddings, index, axis=0)
+        entries = ops.cast(entries, self.compute_dtype)
+        if gates is not None:
+            gates = ops.cast(gates, self.compute_dtype)
+            entries = entries * ops.expand_dims(gates, -1)
+        entry = ops.sum(entries, axis=-2)
+        if self.consume == "add":
+            return inputs + entry
+        return ops.concatenate([inputs, ops.cast(entry, inputs.dtype)], -1)
+
+    def compute_output_shape(self, inputs_shape, token_ids_shape=None):
+        input_shape = inputs_shape
+        if self.consume == "add":
+            return tuple(input_shape)
+        dim = self.dim if self.dim is not None else input_shape[-1]
+        width = None if input_shape[-1] is None else input_shape[-1] + dim
+        return tuple(input_shape[:-1]) + (width,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_entries": self.num_entries,
+                "dim": self.dim,
+                "lookup": self.lookup,
+                "consume": self.consume,
+                "num_tables": self.num_tables,
+                "num_bits": self.num_bits,
+                "top_k": self.top_k,
+                "token_mapping": self.token_mapping,
+                "embeddings_initializer": keras.initializers.serialize(
+                    self.embeddings_initializer
+                ),
+                "seed": self.seed,
+            }
+        )
+        return config
