@@ -1,0 +1,275 @@
+"""Tests of `keras_efficient.layers.MixtureOfExperts`."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_efficient.layers import MixtureOfExperts
+from keras_efficient.layers.moe import expert_mlp
+from tests.harness import BACKEND
+from tests.harness import JIT
+from tests.harness import assert_allclose
+from tests.harness import assert_gradients_reach
+from tests.harness import run_layer_test
+from tests.harness import to_numpy
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(3, 8, 6)).astype("float32")
+
+
+def _numpy_moe(layer, x):
+    """Loop reference: capacity in k-major, then token order."""
+    x2 = x.reshape(-1, x.shape[-1])
+    experts, gates, _ = layer.route(x2)
+    experts, gates = to_numpy(experts), to_numpy(gates)
+    w1, b1 = to_numpy(layer.kernel_in), to_numpy(layer.bias_in)
+    w2, b2 = to_numpy(layer.kernel_out), to_numpy(layer.bias_out)
+    num_tokens = len(x2)
+    capacity = layer.capacity(num_tokens)
+    counts = np.zeros(layer.num_experts, int)
+    out = np.zeros((num_tokens, w2.shape[-1]))
+    dropped = 0
+    for j in range(layer.top_k):
+        for t in range(num_tokens):
+            e = experts[t, j]
+            counts[e] += 1
+            if counts[e] > capacity:
+                dropped += 1
+                continue
+            h = np.maximum(x2[t] @ w1[e] + b1[e], 0)
+            out[t] += gates[t, j] * (h @ w2[e] + b2[e])
+    fraction = dropped / (num_tokens * layer.top_k)
+    return out.reshape(x.shape[:-1] + (-1,)), fraction
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"router": "lsh", "seed": 0},
+        {"router": "softmax", "top_k": 2, "output_dim": 5},
+    ],
+)
+def test_harness(kwargs):
+    out_dim = kwargs.get("output_dim", 6)
+    run_layer_test(
+        lambda: MixtureOfExperts(4, 16, implementation="reference", **kwargs),
+        X,
+        expected_output_shape=(3, 8, out_dim),
+    )
+
+
+@pytest.mark.parametrize(
+    "router, capacity_factor",
+    [("lsh", None), ("softmax", 1.0), ("lsh", 0.5), ("softmax", 0.5)],
+)
+def test_matches_numpy_loop_reference(router, capacity_factor):
+    layer = MixtureOfExperts(
+        4,
+        8,
+        router=router,
+        top_k=2,
+        capacity_factor=capacity_factor,
+        bias_initializer="random_normal",
+        implementation="reference",
+        seed=0,
+    )
+    out = layer(X)
+    expected, fraction = _numpy_moe(layer, X)
+    assert_allclose(out, expected, atol=1e-5)
+    np.testing.assert_allclose(
+        float(layer.dropped_fraction), fraction, rtol=1e-6
+    )
+    if capacity_factor is None:
+        assert fraction == 0
+    if capacity_factor == 0.5:
+        assert fraction > 0.3
+
+
+def test_lsh_router_sends_each_token_to_its_bucket():
+    layer = MixtureOfExperts(8, 4, router="lsh", top_k=3, seed=5)
+    x = X.reshape(-1, 6)
+    layer(x)
+    experts, gates, probs = layer.route(x)
+    buckets = to_numpy(layer.hash(x))
+    np.testing.assert_array_equal(to_numpy(experts), buckets % 8)
+    np.testing.assert_allclose(to_numpy(gates), 1 / 3)
+    assert probs is None
+    assert layer.hash.num_bits == 3
+    assert not layer.hash.trainable_weights
+
+
+def test_load_balancing_loss_value():
+    layer = MixtureOfExperts(
+        4, 8, router="softmax", top_k=2, load_balance_weight=0.5
+    )
+    layer(X)
+    x = X.reshape(-1, 6)
+    logits = to_numpy(layer.gate_network(x)).astype("float64")
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    top = np.argsort(-probs, -1)[:, :2]
+    fraction = np.bincount(top.ravel(), minlength=4) / top.size
+    expected = 0.5 * 4 * np.sum(fraction * probs.mean(0))
+    assert len(layer.losses) == 1
+    np.testing.assert_allclose(to_numpy(layer.losses[0]), expected, rtol=1e-5)
+    lsh = MixtureOfExperts(4, 8, router="lsh")
+    lsh(X)
+    assert not lsh.losses
+
+
+@pytest.mark.parametrize("router", ["lsh", "softmax"])
+def test_gradients_reach_every_weight(router):
+    layer = MixtureOfExperts(
+        4, 8, router=router, capacity_factor=None, implementation="reference"
+    )
+    assert_gradients_reach(layer, X)
+    if router == "softmax":
+        paths = [w.path for w in layer.trainable_weights]
+        assert any("router" in p for p in paths), paths
+
+
+def test_dropped_fraction_is_updated_in_compiled_fit():
+    inputs = keras.Input((8, 6))
+    moe = MixtureOfExperts(8, 8, router="lsh", capacity_factor=0.25, seed=0)
+    model = keras.Model(inputs, inputs + moe(inputs))
+    model.compile("sgd", "mse", jit_compile=JIT)
+    assert float(moe.dropped_fraction) == 0.0
+    model.fit(X, X, batch_size=3, epochs=1, verbose=0)
+    _, expected = _numpy_moe(moe, X)
+    assert expected > 0.5
+    np.testing.assert_allclose(float(moe.dropped_fraction), expected, rtol=1e-6)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="ragged_dot is JAX only")
+@pytest.mark.parametrize("capacity_factor", [0.5])
+def test_ragged_dot_path_matches_reference(capacity_factor):
+    import jax
+
+    def make(implementation):
+        keras.utils.set_random_seed(1)
+        layer = MixtureOfExperts(
+            8,
+            16,
+            router="softmax",
+            top_k=2,
+            capacity_factor=capacity_factor,
+            bias_initializer="random_normal",
+            implementation=implementation,
+        )
+        layer.build(X.shape)
+        return layer
+
+    reference, ragged = make("reference"), make("ragged")
+    for a, b in zip(reference.weights, ragged.weights):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    assert_allclose(ragged(X), reference(X), atol=1e-5)
+    assert_allclose(ragged.dropped_fraction, reference.dropped_fraction)
+
+    # The dispatch function itself, and its gradients, on both paths.
+    x = X.reshape(-1, 6)
+    experts, gates, _ = reference.route(x)
+    expert = experts.T.reshape(-1)
+    token = np.tile(np.arange(len(x), dtype="int32"), 2)
+    one_hot = jax.nn.one_hot(expert, 8, dtype="int32")
+    position = (jax.numpy.cumsum(one_hot, 0) * one_hot).sum(-1) - 1
+    capacity = reference.capacity(len(x))
+    keep = position < capacity
+    weights = [
+        w.value
+        for w in (
+            reference.kernel_in,
+            reference.bias_in,
+            reference.kernel_out,
+            reference.bias_out,
+        )
+    ]
+
+    def loss(args, implementation):
+        xs, ws = args
+        y = expert_mlp(
+            xs,
+            token,
+            expert,
+            position,
+            keep,
+            capacity,
+            *ws,
+            jax.nn.relu,
+            implementation,
+        )
+        return (y**2).sum()
+
+    grads = {
+        impl: jax.jit(jax.grad(loss), static_argnums=1)((x, weights), impl)
+        for impl in ("reference", "ragged")
+    }
+    for a, b in zip(
+        jax.tree.leaves(grads["reference"]), jax.tree.leaves(grads["ragged"])
+    ):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+
+
+def test_config_round_trip_keeps_arguments():
+    layer = MixtureOfExperts(
+        6,
+        8,
+        router="softmax",
+        top_k=2,
+        capacity_factor=2.0,
+        output_dim=3,
+        activation="gelu",
+        load_balance_weight=0.1,
+        kernel_initializer="he_normal",
+    )
+    clone = MixtureOfExperts.from_config(layer.get_config())
+    for name in (
+        "num_experts",
+        "hidden_dim",
+        "router",
+        "top_k",
+        "capacity_factor",
+        "output_dim",
+        "load_balance_weight",
+        "num_bits",
+        "implementation",
+        "seed",
+    ):
+        assert getattr(clone, name) == getattr(layer, name)
+    assert clone.activation is keras.activations.gelu
+
+
+def test_expert_weights_have_the_expert_axis_first():
+    layer = MixtureOfExperts(16, 32, output_dim=4)
+    layer(X)
+    shapes = {w.path.split("/")[-1]: tuple(w.shape) for w in layer.weights}
+    assert shapes["kernel_in"] == (16, 6, 32)
+    assert shapes["kernel_out"] == (16, 32, 4)
+    # Per-expert Glorot: the limit of one expert's 6 x 32 matrix.
+    limit = np.sqrt(6 / (6 + 32))
+    values = np.abs(to_numpy(layer.kernel_in))
+    assert 0.8 * limit < values.max() <= limit
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_experts": 0}, "num_experts"),
+        ({"hidden_dim": 0}, "hidden_dim"),
+        ({"top_k": 5}, "top_k"),
+        ({"capacity_factor": 0}, "capacity_factor"),
+        ({"capacity_factor": -1.0}, "capacity_factor"),
+        ({"router": "hash"}, "router"),
+        ({"load_balance_weight": -1}, "load_balance_weight"),
+        ({"implementation": "pallas"}, "implementation"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    args = {"num_experts": 4, "hidden_dim": 8, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        MixtureOfExperts(**args)
+
+
+@pytest.mark.skipif(BACKEND == "jax", reason="ragged is available on JAX")
+def test_ragged_needs_jax():
+    with pytest.raises(ValueError, match="implementation"):
+        MixtureOfExperts(4, 8, implementation="ragged")
