@@ -49,6 +49,7 @@ def _check_int(name, value, low=1):
 
 def apply_rotary(x, max_wavelength=10000.0):
     """Rotary position embedding of `x` of shape `(batch, T, heads, dim)`."""
+    x = ops.convert_to_tensor(x)
     length = ops.shape(x)[1]
     dim = x.shape[-1]
     half = dim // 2
