@@ -1,0 +1,362 @@
+"""Sparse lookup tables and LSH mixture of experts: speed and quality.
+
+Three comparisons, each in one process:
+
+1. Table size. A byte-level LM block (embedding, MLP, table, MLP, head)
+   with a `SparseLookupTable` of 2**16 entries against the same model with
+   2**10 entries (parameters of the table x64), for the `token_id` lookup
+   (hashed byte bigrams) and the `lsh` lookup. Figure: step-time ratio.
+2. Experts. The same LM block with a `MixtureOfExperts` of 16 experts
+   (top-1, capacity factor 1.25) in place of its dense MLP of equal active
+   width. Figure: step-time ratio, per router and grouped-matmul path.
+3. Quality at equal active FLOPs on the LSH paper's synthetic task (a random
+   degree-4 polynomial in 8 dimensions, inputs uniform in [-1, 1]^8, target
+   scaled to unit variance): a dense one-hidden-layer MLP against an
+   LSH-routed mixture of 16 such MLPs and against the dense MLP plus an LSH
+   lookup table of scalars (2048 buckets per table). Figure: test MSE over
+   seeds.
+
+Step times are compiled train steps (`jit_compile=True` on JAX and
+TensorFlow; Adam unless the name says sgd), measured in interleaved rounds
+after warm-up (median ratio per round).
+
+    KERAS_BACKEND=jax python benchmarks/lookup_moe.py            # full
+    KERAS_BACKEND=jax python benchmarks/lookup_moe.py --quick    # CI smoke
+    KERAS_BACKEND=tensorflow python benchmarks/lookup_moe.py --timing-only
+"""
+
+import itertools
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks.common import compare_step_times  # noqa: E402
+from benchmarks.common import figure  # noqa: E402
+from benchmarks.common import median  # noqa: E402
+from benchmarks.common import parse_args  # noqa: E402
+from benchmarks.common import print_table  # noqa: E402
+from benchmarks.common import write_results  # noqa: E402
+from keras_efficient.datasets import lm_windows  # noqa: E402
+from keras_efficient.datasets import load_stdlib_text  # noqa: E402
+from keras_efficient.layers import MixtureOfExperts  # noqa: E402
+from keras_efficient.layers import SparseLookupTable  # noqa: E402
+
+FULL = dict(
+    width=128,
+    sequence_length=64,
+    batch_size=32,
+    timing_steps=10,
+    timing_repeats=5,
+    poly_train=16384,
+    poly_test=8192,
+    poly_epochs=15,
+    seeds=3,
+)
+QUICK = dict(
+    width=64,
+    sequence_length=32,
+    batch_size=16,
+    timing_steps=4,
+    timing_repeats=3,
+    poly_train=4096,
+    poly_test=2048,
+    poly_epochs=4,
+    seeds=1,
+)
+NUM_EXPERTS = 16
+POLY_DIM = 8
+POLY_DEGREE = 4
+POLY_HIDDEN = 64
+LSH_BITS = 11  # 2048 buckets per table
+LSH_TABLES = 4
+
+
+# ---------------------------------------------------------------- timing
+
+
+def _mlp(x, width, hidden, name):
+    h = keras.layers.Dense(hidden, activation="relu", name=f"{name}_in")(x)
+    return keras.layers.Dense(width, name=f"{name}_out")(h)
+
+
+def lm_block(
+    config,
+    table=None,
+    ffn="dense",
+    router="softmax",
+    impl="auto",
+    optimizer="adam",
+):
+    """Embedding -> MLP -> [table] -> FFN -> head, on byte ids."""
+    s, d = config["sequence_length"], config["width"]
+    ids = keras.Input((s,), dtype="int32", name="ids")
+    bigrams = keras.Input((s,), dtype="int32", name="bigrams")
+    x = keras.layers.Embedding(256, d, name="embed")(ids)
+    x = x + _mlp(x, d, 4 * d, "mlp1")
+    if table is not None:
+        num_entries, lookup = table
+        layer = SparseLookupTable(
+            num_entries, lookup=lookup, token_mapping="hash", seed=0
+        )
+        x = layer(x, bigrams) if lookup == "token_id" else layer(x)
+    if ffn == "dense":
+        x = x + _mlp(x, d, 4 * d, "ffn")
+    else:
+        x = x + MixtureOfExperts(
+            NUM_EXPERTS,
+            4 * d,
+            router=router,
+            capacity_factor=1.25,
+            implementation=impl,
+            seed=0,
+        )(x)
+    logits = keras.layers.Dense(256, name="head")(x)
+    model = keras.Model([ids, bigrams], logits)
+    model.compile(
+        optimizer=keras.optimizers.get(optimizer),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=keras.backend.backend() != "torch",
+    )
+    return model
+
+
+def lm_data(config, num):
+    train, _ = load_stdlib_text(max_bytes=2_000_000)
+    x, y = lm_windows(train, config["sequence_length"], num, seed=0)
+    prev = np.concatenate([np.zeros_like(x[:, :1]), x[:, :-1]], axis=1)
+    return [x, prev * 256 + x], y
+
+
+def timing_figures(config):
+    n = config["batch_size"] * config["timing_steps"]
+    x, y = lm_data(config, n)
+    run = dict(
+        batch_size=config["batch_size"],
+        steps=config["timing_steps"],
+        repeats=config["timing_repeats"],
+    )
+    figures = []
+    # Adam is the headline; SGD (no slots) shows how much of the gap is the
+    # optimizer's dense update of the whole table.
+    for lookup, opt in (("token_id", "adam"), ("lsh", "adam"), ("lsh", "sgd")):
+        keras.utils.set_random_seed(0)
+        models = {
+            "small": lm_block(config, table=(2**10, lookup), optimizer=opt),
+            "large": lm_block(config, table=(2**16, lookup), optimizer=opt),
+        }
+        params = {k: m.count_params() for k, m in models.items()}
+        times = compare_step_times(models, x, y, baseline="small", **run)
+        ratios = times["large"]["ratios"]
+        figures.append(
+            figure(
+                f"step_time_ratio/table_2^16_vs_2^10/{lookup}_{opt}",
+                median(ratios),
+                target=("<=", 1.15),
+                unit="x",
+                note=(
+                    f"median of {len(ratios)} rounds {np.round(ratios, 3)}; "
+                    f"params {params['small']:,} -> {params['large']:,}; "
+                    f"small step "
+                    f"{1e3 * median(times['small']['step_seconds']):.1f} ms"
+                ),
+            )
+        )
+        print_table(figures[-1:])
+
+    keras.utils.set_random_seed(0)
+    models = {"dense": lm_block(config)}
+    variants = [("softmax", "auto"), ("lsh", "auto")]
+    if keras.backend.backend() == "jax":
+        variants += [("softmax", "ragged")]
+    for router, impl in variants:
+        models[f"moe_{router}_{impl}"] = lm_block(
+            config, ffn="moe", router=router, impl=impl
+        )
+    times = compare_step_times(models, x, y, baseline="dense", **run)
+    dense_ms = 1e3 * median(times["dense"]["step_seconds"])
+    for name in models:
+        if name == "dense":
+            continue
+        ratios = times[name]["ratios"]
+        figures.append(
+            figure(
+                f"step_time_ratio/moe{NUM_EXPERTS}_vs_dense/{name[4:]}",
+                median(ratios),
+                target=("<=", 1.5),
+                unit="x",
+                note=(
+                    f"median of {len(ratios)} rounds {np.round(ratios, 3)}; "
+                    f"dense step {dense_ms:.1f} ms; top-1, capacity 1.25"
+                ),
+            )
+        )
+    print_table(figures[-len(models) + 1 :])
+    return figures
+
+
+# ---------------------------------------------------------------- quality
+
+
+def polynomial_task(num_train, num_test, seed):
+    """A random degree-4 polynomial in 8 dims on uniform [-1, 1]^8 inputs.
+
+    All monomials of degree <= 4 (495 of them) with N(0, 1) coefficients;
+    the target is centred and scaled to unit variance on the training set,
+    so an MSE of 1 is the constant predictor.
+    """
+    rng = np.random.default_rng(seed)
+    monomials = [
+        c
+        for k in range(POLY_DEGREE + 1)
+        for c in itertools.combinations_with_replacement(range(POLY_DIM), k)
+    ]
+    coefficients = rng.normal(size=len(monomials))
+
+    def f(x):
+        cols = [np.prod(x[:, list(m)], axis=1) for m in monomials]
+        return np.stack(cols, axis=1) @ coefficients
+
+    x = rng.uniform(-1, 1, size=(num_train + num_test, POLY_DIM))
+    y = f(x)
+    mean, std = y[:num_train].mean(), y[:num_train].std()
+    y = ((y - mean) / std).astype("float32")[:, None]
+    x = x.astype("float32")
+    return (x[:num_train], y[:num_train]), (x[num_train:], y[num_train:])
+
+
+def dense_flops(hidden):
+    """Multiply-adds x2 of an 8 -> hidden -> 1 MLP per example."""
+    return 2 * (POLY_DIM * hidden + hidden)
+
+
+def regression_models():
+    """name -> (builder, active FLOPs per example)."""
+    h = POLY_HIDDEN
+    hash_flops = 2 * POLY_DIM * LSH_BITS * LSH_TABLES
+    # The table model gives up hidden units to pay for its hashing.
+    h_table = h - math.ceil(hash_flops / dense_flops(1))
+    moe_hash = 2 * POLY_DIM * int(math.log2(NUM_EXPERTS))
+    h_moe = h - math.ceil(moe_hash / dense_flops(1))
+
+    def dense():
+        x = keras.Input((POLY_DIM,))
+        return keras.Model(x, _mlp(x, 1, h, "mlp"))
+
+    def lsh_table():
+        x = keras.Input((POLY_DIM,))
+        table = SparseLookupTable(
+            LSH_TABLES * 2**LSH_BITS,
+            dim=1,
+            lookup="lsh",
+            consume="concat",
+            num_tables=LSH_TABLES,
+            embeddings_initializer="zeros",
+            seed=0,
+        )(x)
+        entry = table[:, POLY_DIM:]
+        return keras.Model(x, _mlp(x, 1, h_table, "mlp") + entry)
+
+    def lsh_moe():
+        x = keras.Input((POLY_DIM,))
+        y = MixtureOfExperts(
+            NUM_EXPERTS,
+            h_moe,
+            router="lsh",
+            output_dim=1,
+            capacity_factor=None,
+            seed=0,
+        )(x)
+        return keras.Model(x, y)
+
+    return {
+        "dense": (dense, dense_flops(h)),
+        "lsh_table": (lsh_table, dense_flops(h_table) + hash_flops),
+        "lsh_moe": (lsh_moe, dense_flops(h_moe) + moe_hash),
+    }
+
+
+def train_regression(builder, data, epochs, seed):
+    (x, y), (x_test, y_test) = data
+    keras.utils.set_random_seed(seed)
+    model = builder()
+    schedule = keras.optimizers.schedules.CosineDecay(
+        3e-3, decay_steps=epochs * math.ceil(len(x) / 128)
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss="mse",
+        jit_compile=keras.backend.backend() != "torch",
+    )
+    model.fit(x, y, batch_size=128, epochs=epochs, verbose=0)
+    pred = model.predict(x_test, batch_size=1024, verbose=0)
+    return float(np.mean((pred - y_test) ** 2)), model.count_params()
+
+
+def quality_figures(config):
+    models = regression_models()
+    mse = {name: [] for name in models}
+    params = {}
+    for seed in range(config["seeds"]):
+        data = polynomial_task(config["poly_train"], config["poly_test"], seed)
+        for name, (builder, _) in models.items():
+            start = time.perf_counter()
+            value, params[name] = train_regression(
+                builder, data, config["poly_epochs"], seed
+            )
+            mse[name].append(value)
+            print(
+                f"seed {seed} {name}: test MSE {value:.4f} "
+                f"({time.perf_counter() - start:.0f} s)"
+            )
+    figures = []
+    for name, (_, flops) in models.items():
+        target = (
+            None if name == "dense" else ("<", float(np.mean(mse["dense"])))
+        )
+        figures.append(
+            figure(
+                f"poly_mse/{name}",
+                mse[name],
+                target=target,
+                note=f"{flops:,} active FLOPs/example, {params[name]:,} params",
+            )
+        )
+    print_table(figures, "test MSE at equal active FLOPs")
+    return figures
+
+
+def main():
+    def extra(parser):
+        parser.add_argument(
+            "--timing-only", action="store_true", help="skip the MSE part"
+        )
+
+    args = parse_args(__doc__.splitlines()[0], extra)
+    config = dict(QUICK if args.quick else FULL)
+    if args.seeds:
+        config["seeds"] = args.seeds
+    start = time.perf_counter()
+    figures = timing_figures(config)
+    if not args.timing_only:
+        figures += quality_figures(config)
+    print_table(figures, f"lookup / MoE ({keras.backend.backend()})")
+    write_results(
+        "lookup_moe",
+        figures,
+        args,
+        extra={
+            "config": config,
+            "seconds": round(time.perf_counter() - start, 1),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
