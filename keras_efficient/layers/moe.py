@@ -17,7 +17,14 @@ IMPLEMENTATIONS = ("auto", "reference", "ragged")
 def resolve_implementation(implementation):
     """Maps `"auto"` to the grouped-matmul path used on this backend."""
     if implementation == "auto":
-        return "ragged" if keras.backend.backend() == "jax" else "reference"
+        if keras.backend.backend() != "jax":
+            return "reference"
+        import jax
+
+        # ragged_dot is a grouped GEMM on GPU / TPU; on CPU XLA lowers it
+        # to a slower loop than the padded batched matmul.
+        on_cpu = jax.devices()[0].platform == "cpu"
+        return "reference" if on_cpu else "ragged"
     if implementation == "ragged" and keras.backend.backend() != "jax":
         raise ValueError(
             "`implementation='ragged'` uses `jax.lax.ragged_dot` and needs "
@@ -167,10 +174,12 @@ class MixtureOfExperts(keras.layers.Layer):
     second choices, then in token order); assignments beyond an expert's
     capacity are dropped (their output is zero, so a residual connection
     around the layer passes the token through). One batched matmul per
-    expert weight computes all experts. On JAX the default
-    `implementation="auto"` uses `jax.lax.ragged_dot` on the kept
-    assignments sorted by expert instead of the padded buffer; both paths
-    give the same outputs (see `expert_mlp`).
+    expert weight computes all experts. On JAX with a GPU or TPU the
+    default `implementation="auto"` uses `jax.lax.ragged_dot` on the kept
+    assignments sorted by expert instead of the padded buffer (on CPU,
+    where XLA's `ragged_dot` is slower than the padded batched matmul, and
+    on the other backends it uses the `keras.ops` path); both paths give
+    the same outputs (see `expert_mlp`).
 
     The fraction of assignments dropped in the last call is kept in the
     non-trainable scalar weight `dropped_fraction` (read it with
@@ -199,8 +208,9 @@ class MixtureOfExperts(keras.layers.Layer):
         kernel_initializer: initializer of the expert kernels; default
             Glorot uniform per expert (fans of one expert's `D x H` matrix).
         bias_initializer: initializer of the expert biases.
-        implementation: `"auto"`, `"reference"` (`keras.ops`, every
-            backend) or `"ragged"` (JAX `ragged_dot`).
+        implementation: `"auto"` (ragged on JAX with an accelerator,
+            else reference), `"reference"` (`keras.ops`, every backend) or
+            `"ragged"` (JAX `ragged_dot`).
         seed: integer seed of the LSH hyperplanes.
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
 
