@@ -246,7 +246,7 @@ class AltUp(keras.layers.Layer):
             p = eye + self._clip(self.prediction_coefficients - eye)
             g = 1.0 + self._clip(self.correction_coefficients - 1.0)
             return p, g
-        active = ops.take(inputs, self.active_block, axis=-2)
+        active = inputs[..., self.active_block, :]
         normed = _rms_normalize(active, self.epsilon)
         router = ops.tanh(ops.matmul(normed / self.width, self.router_kernel))
         delta_p = ops.matmul(router, self.prediction_kernel)
@@ -263,14 +263,14 @@ class AltUp(keras.layers.Layer):
 
     def correct(self, predictions, outputs, g):
         """The correction step: `xhat_i + g[i] * (y - xhat_a)`."""
-        active = ops.take(predictions, self.active_block, axis=-2)
+        active = predictions[..., self.active_block, :]
         innovation = ops.expand_dims(outputs - active, axis=-2)
         return predictions + ops.expand_dims(g, -1) * innovation
 
     def call(self, inputs, training=None):
         p, g = self.compute_coefficients(inputs)
         predictions = self.predict(inputs, p)
-        active = ops.take(predictions, self.active_block, axis=-2)
+        active = predictions[..., self.active_block, :]
         outputs = self.layer(active, training=training)
         if outputs.shape[-1] != self.width:
             raise ValueError(
