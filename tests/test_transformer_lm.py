@@ -97,6 +97,17 @@ def test_builds_trains_saves_generates(options):
     np.testing.assert_array_equal(greedy[:3], x[0, :3])
 
 
+def test_laurel_option():
+    laurel = pytest.importorskip("keras_efficient.layers.laurel")
+    model = lm(altup=2, laurel="rw+lr", laurel_rank=4)
+    blocks = [layer.layer for layer in model.layers if isinstance(layer, AltUp)]
+    assert all(
+        isinstance(b.attention_residual, laurel.LaurelResidual) for b in blocks
+    )
+    x = train_step(model)
+    save_and_load(model, x)
+
+
 def test_structure():
     model = lm(altup=2, sequence_altup=2, num_layers=4)
     altups = [layer for layer in model.layers if isinstance(layer, AltUp)]

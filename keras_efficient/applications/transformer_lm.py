@@ -14,6 +14,11 @@ constructor switches on the methods of this package:
   their anchor's update.
 - `laurel=variant`: LAuReL residuals (`LaurelResidual`) in place of the two
   residual additions of every block.
+- `lookup=N` (or a dict of `SparseLookupTable` arguments): a sparse lookup
+  table added to the token embedding, read by hashed bigram ids by default.
+- `moe=E` (or a dict of `MixtureOfExperts` arguments): every block's
+  feed-forward network becomes a mixture of E experts (LSH router by
+  default).
 
 Each block is made by `TransformerLM.make_block(index)` and its feed-forward
 sublayer by `TransformerLM.make_feedforward(index)`, so subclasses and
@@ -31,6 +36,8 @@ from keras_efficient.layers.altup import AltUp
 from keras_efficient.layers.altup import AltUpEmbedding
 from keras_efficient.layers.altup import AltUpReadout
 from keras_efficient.layers.altup import active_blocks
+from keras_efficient.layers.lookup import SparseLookupTable
+from keras_efficient.layers.moe import MixtureOfExperts
 from keras_efficient.layers.sequence_altup import SequenceAltUp
 
 POSITIONS = ("rotary", "learned")
@@ -243,9 +250,7 @@ class TransformerBlock(keras.layers.Layer):
             self.feedforward,
         ):
             layer.build(input_shape)
-        for layer in (self.attention_residual, self.feedforward_residual):
-            if layer is not None:
-                layer.build(input_shape, input_shape)
+        # LAuReL residuals (two inputs) build on their first call.
 
     def _residual(self, combine, x, fx):
         if combine is None:
@@ -375,6 +380,17 @@ class TransformerLM(keras.Model):
         sequence_altup: Sequence-AltUp stride (`1`: off).
         laurel: `None` or a LAuReL variant (`"rw"`, `"lr"`, `"rw+lr"`).
         laurel_rank: rank of LAuReL's low-rank branch.
+        lookup: `None`, a table size N, or a dict of `SparseLookupTable`
+            arguments plus `ngram` (1: token ids, 2: bigram ids
+            `previous * vocabulary_size + current`, the default). The
+            table's entry is added to the token embedding; the default
+            lookup is `"token_id"` with `token_mapping="hash"`. Not
+            available with `altup > 1`.
+        moe: `None`, a number of experts E, or a dict of `MixtureOfExperts`
+            arguments (defaults: `hidden_dim=intermediate_dim`,
+            `activation="gelu"`, `router="lsh"`): the feed-forward network
+            of every block. The softmax router's load-balancing losses
+            reach `model.losses`.
         epsilon: RMS normalisation epsilon.
         **kwargs: base `Model` arguments (`name`, `dtype`).
 
@@ -416,6 +432,8 @@ class TransformerLM(keras.Model):
         laurel=None,
         laurel_rank=32,
         epsilon=1e-6,
+        lookup=None,
+        moe=None,
         **kwargs,
     ):
         _check_int("vocabulary_size", vocabulary_size)
@@ -458,6 +476,16 @@ class TransformerLM(keras.Model):
         self.laurel = laurel
         self.laurel_rank = int(laurel_rank)
         self.epsilon = float(epsilon)
+        self.lookup = lookup
+        self.moe = moe
+        self._lookup_options = _options("lookup", lookup, "num_entries")
+        self._moe_options = _options("moe", moe, "num_experts")
+        if self._lookup_options is not None and self.altup > 1:
+            raise ValueError(
+                "`lookup` is not available with `altup` > 1 (the table is "
+                f"added to a width-d embedding). Received: lookup={lookup!r}, "
+                f"altup={altup}"
+            )
         dtype = kwargs.pop("dtype", None)
         self._layer_dtype = dtype
 
@@ -479,6 +507,8 @@ class TransformerLM(keras.Model):
             x = PositionEmbedding(
                 sequence_length, dtype=dtype, name="position_embedding"
             )(x)
+        if self._lookup_options is not None:
+            x = self._add_lookup(x, token_ids)
         for index in range(num_layers):
             block = self.make_block(index)
             if self.sequence_altup > 1 and index % 2 == 1:
@@ -511,8 +541,37 @@ class TransformerLM(keras.Model):
         super().__init__(inputs=token_ids, outputs=logits, **kwargs)
         self._generate_step = None
 
+    def _add_lookup(self, x, token_ids):
+        options = dict(self._lookup_options)
+        ngram = options.pop("ngram", 2)
+        if ngram not in (1, 2):
+            raise ValueError(
+                f"`lookup['ngram']` must be 1 or 2. Received: ngram={ngram!r}"
+            )
+        options.setdefault("lookup", "token_id")
+        options.setdefault("token_mapping", "hash")
+        table = SparseLookupTable(
+            **options, dtype=self._layer_dtype, name="lookup_table"
+        )
+        if options["lookup"] != "token_id":
+            return table(x)
+        ids = token_ids
+        if ngram == 2:
+            previous = ops.pad(token_ids[:, :-1], [[0, 0], [1, 0]])
+            ids = previous * self.vocabulary_size + token_ids
+        return table(x, ids)
+
     def make_feedforward(self, index):
         """The feed-forward sublayer of block `index` (width d to d)."""
+        if self._moe_options is not None:
+            options = {
+                "hidden_dim": self.intermediate_dim,
+                "activation": "gelu",
+                **self._moe_options,
+            }
+            return MixtureOfExperts(
+                **options, dtype=self._layer_dtype, name=f"feedforward_{index}"
+            )
         return make_feedforward(
             self.hidden_dim,
             self.intermediate_dim,
@@ -554,6 +613,8 @@ class TransformerLM(keras.Model):
             "laurel": self.laurel,
             "laurel_rank": self.laurel_rank,
             "epsilon": self.epsilon,
+            "lookup": self.lookup,
+            "moe": self.moe,
         }
         if self._layer_dtype is not None:
             config["dtype"] = keras.dtype_policies.serialize(
@@ -646,6 +707,21 @@ class TransformerLM(keras.Model):
                 [tokens, next_token[:, None].astype("int32")], axis=1
             )
         return tokens[0] if squeeze else tokens
+
+
+def _options(name, value, count_key):
+    """`None`, an int (the count) or a dict of layer arguments -> dict."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        _check_int(name, value)
+        return {count_key: int(value)}
+    raise ValueError(
+        f"`{name}` must be None, a positive integer ({count_key}) or a dict "
+        f"of layer arguments. Received: {name}={value!r}"
+    )
 
 
 def bits_per_byte(loss):
