@@ -542,8 +542,11 @@ class LaurelStack(keras.layers.Layer):
     previous=[x_{i-1}, x_{i-2}, ...])` (LAuReL, Menghani et al., ICML
     2025). For the previous-activations variants (`"pa"`, `"rw+pa"`,
     `"rw+lr+pa"`) the stack keeps the last `num_activations - 1` block
-    inputs and passes them, most recent first, to the next block: the first
-    blocks see a shorter history. Every block gets its own LAuReL weights.
+    inputs and passes them, most recent first, to the next block. Every
+    block gets its own LAuReL weights; block `i` (from 0) sees only `i`
+    previous inputs, so it is built with
+    `num_activations=min(num_activations, i + 1)` and has no unused
+    weights.
 
     Args:
         blocks: non-empty list of Keras layers or models, each keeping the
@@ -600,6 +603,15 @@ class LaurelStack(keras.layers.Layer):
                 "`blocks` must be a non-empty list of Keras layers. "
                 "Received: blocks=[]"
             )
+        if (
+            isinstance(num_activations, bool)
+            or not isinstance(num_activations, int)
+            or num_activations < 1
+        ):
+            raise ValueError(
+                "`num_activations` must be an integer >= 1. "
+                f"Received: num_activations={num_activations!r}"
+            )
         options = _residual_options(
             variant,
             rank,
@@ -610,15 +622,19 @@ class LaurelStack(keras.layers.Layer):
             low_rank_history,
             data_format,
         )
-        self.laurel_blocks = [
-            LaurelBlock(
-                block,
-                **options,
-                dtype=self.dtype_policy,
-                name=f"laurel_block_{i}",
+        self.laurel_blocks = []
+        for i, block in enumerate(blocks):
+            if "pa" in _canonical_variant(variant):
+                # Block i sees at most i previous inputs: no dead weights.
+                options["num_activations"] = min(num_activations, i + 1)
+            self.laurel_blocks.append(
+                LaurelBlock(
+                    block,
+                    **options,
+                    dtype=self.dtype_policy,
+                    name=f"laurel_block_{i}",
+                )
             )
-            for i, block in enumerate(blocks)
-        ]
         first = self.laurel_blocks[0]
         self.variant = first.variant
         self.rank = rank
