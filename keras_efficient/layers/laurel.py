@@ -367,9 +367,6 @@ class LaurelResidual(keras.layers.Layer):
     def compute_output_shape(self, x_shape, fx_shape=None):
         return x_shape
 
-    def compute_mask(self, x, fx, previous=None, mask=None):
-        return None
-
     def get_config(self):
         config = super().get_config()
         config.update(
