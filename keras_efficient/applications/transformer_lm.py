@@ -250,7 +250,9 @@ class TransformerBlock(keras.layers.Layer):
             self.feedforward,
         ):
             layer.build(input_shape)
-        # LAuReL residuals (two inputs) build on their first call.
+        for layer in (self.attention_residual, self.feedforward_residual):
+            if layer is not None:
+                layer.build(input_shape, input_shape)
 
     def _residual(self, combine, x, fx):
         if combine is None:
