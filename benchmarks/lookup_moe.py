@@ -5,7 +5,9 @@ Three comparisons, each in one process:
 1. Table size. A byte-level LM block (embedding, MLP, table, MLP, head)
    with a `SparseLookupTable` of 2**16 entries against the same model with
    2**10 entries (parameters of the table x64), for the `token_id` lookup
-   (hashed byte bigrams) and the `lsh` lookup. Figure: step-time ratio.
+   (hashed byte bigrams) and the `lsh` lookup. Figures: train step-time
+   ratio (Adam, and SGD to separate the optimizer's dense update of the
+   whole table from the lookup) and forward-only (predict) time ratio.
 2. Experts. The same LM block with a `MixtureOfExperts` of 16 experts
    (top-1, capacity factor 1.25) in place of its dense MLP of equal active
    width. Figure: step-time ratio, per router and grouped-matmul path.
@@ -134,6 +136,28 @@ def lm_data(config, num):
     return [x, prev * 256 + x], y
 
 
+def predict_ratio(models, x, lookup, repeats):
+    """Forward-only (inference) time ratio, large table / small table."""
+    batch = [a[: len(a) // 2] for a in x]
+    for model in models.values():
+        model.predict_on_batch(batch)
+    times = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            for _ in range(5):
+                model.predict_on_batch(batch)
+            times[name].append((time.perf_counter() - start) / 5)
+    ratios = [a / b for a, b in zip(times["large"], times["small"])]
+    return figure(
+        f"predict_time_ratio/table_2^16_vs_2^10/{lookup}",
+        median(ratios),
+        unit="x",
+        note=f"forward only, median of {len(ratios)} rounds "
+        f"{np.round(ratios, 3)}",
+    )
+
+
 def timing_figures(config):
     n = config["batch_size"] * config["timing_steps"]
     x, y = lm_data(config, n)
@@ -152,6 +176,8 @@ def timing_figures(config):
             "large": lm_block(config, table=(2**16, lookup), optimizer=opt),
         }
         params = {k: m.count_params() for k, m in models.items()}
+        if opt == "adam":
+            figures.append(predict_ratio(models, x, lookup, run["repeats"]))
         times = compare_step_times(models, x, y, baseline="small", **run)
         ratios = times["large"]["ratios"]
         figures.append(
@@ -168,7 +194,7 @@ def timing_figures(config):
                 ),
             )
         )
-        print_table(figures[-1:])
+        print_table(figures[-2 if opt == "adam" else -1 :])
 
     keras.utils.set_random_seed(0)
     models = {"dense": lm_block(config)}

@@ -47,9 +47,9 @@ class SparseLookupTable(keras.layers.Layer):
     The layer holds a table of `num_entries` vectors of size `dim`. Each
     token selects one (or a few) entries and reads them with a gather
     (`ops.take`), so the table can grow to millions of parameters while the
-    compute per token stays flat ("Alternating updates for efficient
-    transformers" and its study of sparse lookups, Baykal et al.). Three
-    lookup functions:
+    compute per token stays flat (Baykal et al.'s study of sparse table
+    lookups, the work that introduced alternating updates). Three lookup
+    functions:
 
     - `"token_id"`: the entry is indexed by the token id, passed as a second
       input: `id mod num_entries` (`token_mapping="modulo"`), a
