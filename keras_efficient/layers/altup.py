@@ -240,6 +240,7 @@ class AltUp(keras.layers.Layer):
         Static: `p` of shape `(K, K)` and `g` of shape `(K,)`. Routed: per
         token, `p` of shape `(batch, ..., K, K)` and `g` `(batch, ..., K)`.
         """
+        inputs = ops.convert_to_tensor(inputs, dtype=self.compute_dtype)
         k = self.num_blocks
         eye = ops.eye(k, dtype=self.compute_dtype)
         if self.coefficients == "static":
