@@ -258,9 +258,11 @@ class AltUp(keras.layers.Layer):
 
     def predict(self, inputs, p):
         """The prediction step: `xhat_i = sum_j p[i, j] x_j`."""
-        if self.coefficients == "static":
-            return ops.einsum("ij,...jd->...id", p, inputs)
-        return ops.matmul(p, inputs)
+        # A broadcast multiply-and-sum over the K blocks: XLA fuses it into
+        # one loop, where an einsum / matmul with a contraction of size K
+        # costs transposes (measured ~1.5x slower on CPU).
+        products = ops.expand_dims(p, -1) * ops.expand_dims(inputs, -3)
+        return ops.sum(products, axis=-2)
 
     def correct(self, predictions, outputs, g):
         """The correction step: `xhat_i + g[i] * (y - xhat_a)`."""
