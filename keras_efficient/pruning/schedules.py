@@ -1,0 +1,239 @@
+"""Pruning schedules with tfmot semantics (step -> prune now?, sparsity)."""
+
+import keras
+
+
+def _check_sparsity(name, value):
+    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"`{name}` must be a number in [0, 1). Received: {name}={value}"
+        )
+
+
+def _check_steps(begin_step, end_step, frequency, end_required):
+    if not isinstance(begin_step, int) or begin_step < 0:
+        raise ValueError(
+            "`begin_step` must be an integer >= 0. "
+            f"Received: begin_step={begin_step}"
+        )
+    if not isinstance(frequency, int) or frequency < 1:
+        raise ValueError(
+            f"`frequency` must be an integer >= 1. Received: frequency={frequency}"
+        )
+    if end_required or end_step != -1:
+        if not isinstance(end_step, int) or end_step <= begin_step:
+            allowed = "> begin_step" + ("" if end_required else " or -1")
+            raise ValueError(
+                f"`end_step` must be an integer {allowed}. Received: "
+                f"end_step={end_step} (begin_step={begin_step})"
+            )
+
+
+class PruningSchedule:
+    """Base class: `schedule(step)` returns `(should_prune, sparsity)`."""
+
+    def _should_prune(self, step):
+        return (
+            step >= self.begin_step
+            and (self.end_step == -1 or step <= self.end_step)
+            and (step - self.begin_step) % self.frequency == 0
+        )
+
+    def sparsity(self, step):
+        raise NotImplementedError
+
+    def __call__(self, step):
+        return self._should_prune(int(step)), float(self.sparsity(int(step)))
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_efficient")
+class ConstantSparsity(PruningSchedule):
+    """Prune to a constant sparsity every `frequency` steps.
+
+    Same semantics as tfmot's `ConstantSparsity`: pruning happens at step `s`
+    when `s >= begin_step`, `s <= end_step` (or `end_step == -1`) and
+    `(s - begin_step) % frequency == 0`.
+
+    Args:
+        target_sparsity: fraction of weights set to zero, in [0, 1).
+        begin_step: first step (optimizer iteration) at which to prune.
+        end_step: last step at which to prune, or -1 for no end.
+        frequency: prune every `frequency` steps.
+
+    Example:
+
+    >>> s = ConstantSparsity(0.9, begin_step=0, frequency=100)
+    >>> s(200)
+    (True, 0.9)
+    """
+
+    def __init__(self, target_sparsity, begin_step=0, end_step=-1, frequency=100):
+        _check_sparsity("target_sparsity", target_sparsity)
+        _check_steps(begin_step, end_step, frequency, end_required=False)
+        self.target_sparsity = target_sparsity
+        self.begin_step = begin_step
+        self.end_step = end_step
+        self.frequency = frequency
+
+    def sparsity(self, step):
+        return self.target_sparsity
+
+    def get_config(self):
+        return {
+            "target_sparsity": self.target_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_efficient")
+class PolynomialDecay(PruningSchedule):
+    """Raise sparsity from `initial_sparsity` to `final_sparsity` polynomially.
+
+    With `p = clip((s - begin_step) / (end_step - begin_step), 0, 1)`, the
+    target is `final + (initial - final) * (1 - p) ** power` (tfmot's
+    `PolynomialDecay`, Zhu & Gupta 2017).
+
+    Args:
+        initial_sparsity: sparsity at `begin_step`, in [0, 1).
+        final_sparsity: sparsity at and after `end_step`, in [0, 1).
+        begin_step: first pruning step.
+        end_step: last pruning step, > `begin_step`.
+        power: exponent of the decay (3 is the usual cubic schedule).
+        frequency: prune every `frequency` steps.
+
+    Example:
+
+    >>> s = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000)
+    >>> round(s(1000)[1], 3)
+    0.8
+    """
+
+    def __init__(
+        self,
+        initial_sparsity,
+        final_sparsity,
+        begin_step,
+        end_step,
+        power=3,
+        frequency=100,
+    ):
+        _check_sparsity("initial_sparsity", initial_sparsity)
+        _check_sparsity("final_sparsity", final_sparsity)
+        _check_steps(begin_step, end_step, frequency, end_required=True)
+        self.initial_sparsity = initial_sparsity
+        self.final_sparsity = final_sparsity
+        self.begin_step = begin_step
+        self.end_step = end_step
+        self.power = power
+        self.frequency = frequency
+
+    def sparsity(self, step):
+        p = (step - self.begin_step) / (self.end_step - self.begin_step)
+        p = min(max(p, 0.0), 1.0)
+        return self.final_sparsity + (
+            self.initial_sparsity - self.final_sparsity
+        ) * (1.0 - p) ** self.power
+
+    def get_config(self):
+        return {
+            "initial_sparsity": self.initial_sparsity,
+            "final_sparsity": self.final_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "power": self.power,
+            "frequency": self.frequency,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_efficient")
+class IterativePruning(PruningSchedule):
+    """Prune-retrain cycles: prune to `sparsities[i]`, retrain, repeat.
+
+    Cycle `i` prunes once at step `begin_step + i * steps_per_cycle` (one
+    cycle = `retrain_epochs * steps_per_epoch` steps) to `sparsities[i]`, then
+    the weights retrain under that mask until the next cycle ("Lost in
+    Pruning"'s iterative / torchprune's cascade mode). Build geometric
+    sequences with `IterativePruning.geometric`.
+
+    Args:
+        sparsities: increasing list of per-cycle sparsities in [0, 1).
+        steps_per_cycle: training steps between two pruning events.
+        begin_step: step of the first pruning event.
+
+    Example:
+
+    >>> s = IterativePruning.geometric(0.9, prune_fraction=0.5,
+    ...                                steps_per_cycle=100)
+    >>> [round(x, 3) for x in s.sparsities][:3]
+    [0.5, 0.75, 0.875]
+    """
+
+    def __init__(self, sparsities, steps_per_cycle, begin_step=0):
+        if not sparsities:
+            raise ValueError(
+                f"`sparsities` must be a non-empty list. Received: {sparsities}"
+            )
+        for s in sparsities:
+            _check_sparsity("sparsities", s)
+        if not isinstance(steps_per_cycle, int) or steps_per_cycle < 1:
+            raise ValueError(
+                "`steps_per_cycle` must be an integer >= 1. "
+                f"Received: steps_per_cycle={steps_per_cycle}"
+            )
+        self.sparsities = [float(s) for s in sparsities]
+        self.steps_per_cycle = steps_per_cycle
+        _check_steps(begin_step, -1, steps_per_cycle, end_required=False)
+        self.begin_step = begin_step
+        self.frequency = steps_per_cycle
+        self.end_step = begin_step + steps_per_cycle * (len(sparsities) - 1)
+
+    @staticmethod
+    def geometric_sparsities(final_sparsity, prune_fraction=0.1):
+        """Sparsities removing `prune_fraction` of remaining weights a cycle.
+
+        Keep ratios are `(1 - prune_fraction) ** i` for `i = 1, 2, ...` until
+        the keep ratio reaches `1 - final_sparsity` (the last cycle is clipped
+        to `final_sparsity`).
+        """
+        _check_sparsity("final_sparsity", final_sparsity)
+        if not 0.0 < prune_fraction < 1.0:
+            raise ValueError(
+                "`prune_fraction` must lie in (0, 1). "
+                f"Received: prune_fraction={prune_fraction}"
+            )
+        out, keep = [], 1.0
+        while True:
+            keep *= 1.0 - prune_fraction
+            if 1.0 - keep >= final_sparsity - 1e-12:
+                out.append(float(final_sparsity))
+                return out
+            out.append(1.0 - keep)
+
+    @classmethod
+    def geometric(
+        cls, final_sparsity, prune_fraction=0.1, steps_per_cycle=100, begin_step=0
+    ):
+        """An `IterativePruning` with `geometric_sparsities` cycles."""
+        return cls(
+            cls.geometric_sparsities(final_sparsity, prune_fraction),
+            steps_per_cycle,
+            begin_step,
+        )
+
+    def sparsity(self, step):
+        i = (step - self.begin_step) // self.steps_per_cycle
+        i = min(max(i, 0), len(self.sparsities) - 1)
+        return self.sparsities[i] if step >= self.begin_step else 0.0
+
+    def get_config(self):
+        return {
+            "sparsities": list(self.sparsities),
+            "steps_per_cycle": self.steps_per_cycle,
+            "begin_step": self.begin_step,
+        }

@@ -1,0 +1,66 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_efficient.pruning import ConstantSparsity
+from keras_efficient.pruning import IterativePruning
+from keras_efficient.pruning import PolynomialDecay
+
+
+def test_polynomial_formula_and_steps():
+    s = PolynomialDecay(0.1, 0.9, begin_step=100, end_step=1100, power=3,
+                        frequency=50)
+    for step in range(0, 1500, 7):
+        p = min(max((step - 100) / 1000, 0.0), 1.0)
+        expect = 0.9 + (0.1 - 0.9) * (1 - p) ** 3
+        prune, sp = s(step)
+        assert sp == pytest.approx(expect, abs=1e-12)
+        assert prune == (100 <= step <= 1100 and (step - 100) % 50 == 0)
+
+
+def test_constant_steps():
+    s = ConstantSparsity(0.5, begin_step=10, frequency=5)
+    assert s(10) == (True, 0.5)
+    assert s(12)[0] is False and s(9)[0] is False
+    assert s(10**6)[0] is True
+    s = ConstantSparsity(0.5, begin_step=10, end_step=20, frequency=5)
+    assert s(20)[0] and not s(25)[0]
+
+
+def test_iterative_geometric():
+    sp = IterativePruning.geometric_sparsities(0.9, prune_fraction=0.1)
+    keep = 1 - np.array(sp)
+    np.testing.assert_allclose(keep[:-1], 0.9 ** np.arange(1, len(sp)))
+    assert sp[-1] == 0.9 and keep[-2] > 0.1
+    s = IterativePruning([0.5, 0.7, 0.8], steps_per_cycle=10, begin_step=5)
+    assert s(5) == (True, 0.5) and s(15) == (True, 0.7)
+    assert s(25) == (True, 0.8) and s(35)[0] is False and s(12)[0] is False
+    assert s(100)[1] == 0.8
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        ConstantSparsity(0.3, 5, 50, 10),
+        PolynomialDecay(0.0, 0.8, 0, 100, power=2, frequency=3),
+        IterativePruning([0.2, 0.4], 7, 1),
+    ],
+)
+def test_serialization(schedule):
+    config = keras.saving.serialize_keras_object(schedule)
+    back = keras.saving.deserialize_keras_object(config)
+    assert type(back) is type(schedule)
+    assert back.get_config() == schedule.get_config()
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="target_sparsity"):
+        ConstantSparsity(1.0, 0)
+    with pytest.raises(ValueError, match="final_sparsity"):
+        PolynomialDecay(0.0, -0.1, 0, 10)
+    with pytest.raises(ValueError, match="end_step"):
+        PolynomialDecay(0.0, 0.5, 10, 10)
+    with pytest.raises(ValueError, match="frequency"):
+        ConstantSparsity(0.5, 0, frequency=0)
+    with pytest.raises(ValueError, match="steps_per_cycle"):
+        IterativePruning([0.5], 0)
