@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from keras_efficient.selection import dependent_rounding
+
+
+def test_exactly_b_distinct_every_draw():
+    rng = np.random.default_rng(0)
+    p = rng.random(40)
+    p = p / p.sum() * 7
+    p = np.minimum(p, 1)
+    p = p * 7 / p.sum()
+    p = np.clip(p, 0, 1)
+    p[:] = p / p.sum() * 7 if p.max() < 1 else p
+    for _ in range(200):
+        idx = dependent_rounding(p, rng)
+        assert len(idx) == round(p.sum())
+        assert len(np.unique(idx)) == len(idx)
+
+
+def test_inclusion_frequencies_match_marginals():
+    rng = np.random.default_rng(1)
+    p = np.array([0.1, 0.9, 0.5, 0.5, 0.25, 0.75, 1.0, 0.0, 0.3, 0.7])
+    trials = 4000
+    counts = np.zeros(len(p))
+    for _ in range(trials):
+        idx = dependent_rounding(p, rng)
+        assert len(idx) == 5
+        counts[idx] += 1
+    freq = counts / trials
+    se = np.sqrt(p * (1 - p) / trials) + 1e-9
+    assert np.all(np.abs(freq - p) <= 4 * se + 1e-12)
+    assert freq[6] == 1.0 and freq[7] == 0.0
+
+
+def test_integral_marginals_returned_as_is():
+    p = np.array([0, 1, 1, 0, 1.0])
+    for seed in range(5):
+        np.testing.assert_array_equal(dependent_rounding(p, seed), [1, 2, 4])
+
+
+def test_bad_marginals():
+    with pytest.raises(ValueError, match="sum to an integer"):
+        dependent_rounding([0.5, 0.2])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        dependent_rounding([1.5, -0.5])

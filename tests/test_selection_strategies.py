@@ -1,0 +1,139 @@
+import keras
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+from keras_efficient import selection
+from keras_efficient.selection import CoresetSelection
+from keras_efficient.selection import EntropySelection
+from keras_efficient.selection import MarginSelection
+from keras_efficient.selection import RobustSelection
+from keras_efficient.selection import SleepingExpertsSelection
+from keras_efficient.selection import UniformSelection
+from keras_efficient.selection import robust_marginals
+
+
+def _probs(n, c=4, seed=0):
+    return np.random.default_rng(seed).dirichlet(np.ones(c) * 0.7, size=n)
+
+
+def _lp_maxmin(g, b, m):
+    # max sum g p - m t - sum u  s.t. u_i >= g_i p_i - t, u >= 0, sum p = b.
+    n = len(g)
+    c = np.concatenate([-g, [m], np.ones(n)])
+    a_ub = np.hstack([np.diag(g), -np.ones((n, 1)), -np.eye(n)])
+    a_eq = np.concatenate([np.ones(n), [0], np.zeros(n)])[None]
+    bounds = [(0, 1)] * n + [(0, None)] + [(0, None)] * n
+    res = linprog(
+        c,
+        A_ub=a_ub,
+        b_ub=np.zeros(n),
+        A_eq=a_eq,
+        b_eq=[b],
+        bounds=bounds,
+        method="highs",
+    )
+    assert res.status == 0
+    return -res.fun
+
+
+def _worst(p, g, m):
+    v = np.sort(p * g)
+    return v.sum() - (v[len(v) - m :].sum() if m else 0.0)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_robust_matches_lp_optimum(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 30))
+    b = int(rng.integers(1, n))
+    m = int(rng.integers(0, b + 1))
+    g = rng.random(n)
+    if seed % 2:
+        g = g**3  # skewed gains
+    p, val = robust_marginals(g, b, m)
+    assert abs(p.sum() - b) < 1e-9
+    assert p.min() >= -1e-12 and p.max() <= 1 + 1e-12
+    lp = _lp_maxmin(g, b, m)
+    assert abs(_worst(p, g, m) - lp) < 1e-6 * max(1, lp)
+    assert abs(val - lp) < 1e-6 * max(1, lp)
+
+
+def test_robust_no_spoiling_is_greedy_and_spoiling_spreads():
+    g = np.array([0.9, 0.8, 0.7, 0.1, 0.05])
+    p, _ = robust_marginals(g, 2, 0)
+    np.testing.assert_allclose(p, [1, 1, 0, 0, 0], atol=1e-9)
+    p, _ = robust_marginals(g, 2, 1)
+    assert np.count_nonzero(p > 1e-9) >= 3  # mass spread over a top set
+
+
+def test_robust_select_is_b_distinct():
+    s = RobustSelection(teacher_accuracy=0.7)
+    idx = s.select(_probs(500), 50, rng=0)
+    assert len(np.unique(idx)) == 50
+
+
+def test_margin_entropy_uniform():
+    p = np.array([[0.9, 0.1], [0.52, 0.48], [0.6, 0.4], [0.99, 0.01]])
+    assert MarginSelection().select(p, 2).tolist() == [1, 2]
+    assert EntropySelection().select(p, 2).tolist() == [1, 2]
+    u = UniformSelection().select(_probs(100), 10, rng=0)
+    assert len(np.unique(u)) == 10
+    counts = np.zeros(20)
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        counts[UniformSelection().select(np.ones((20, 2)) / 2, 5, rng)] += 1
+    np.testing.assert_allclose(counts / 2000, 0.25, atol=0.05)
+
+
+def test_coreset_k_center():
+    rng = np.random.default_rng(0)
+    clusters = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], float)
+    x = np.concatenate([c + 0.1 * rng.normal(size=(50, 2)) for c in clusters])
+    idx = CoresetSelection().select(x, 3, rng=0, centers=clusters[:1])
+    assert sorted(set(i // 50 for i in idx)) == [1, 2, 3]
+    # Large pool runs (batched distances).
+    big = rng.normal(size=(20000, 8)).astype("float32")
+    idx = CoresetSelection(batch_size=4096).select(big, 20, rng=0)
+    assert len(np.unique(idx)) == 20
+
+
+def test_sleeping_experts_tracks_best_and_beats_uniform():
+    rng = np.random.default_rng(0)
+    n, b, rounds = 400, 10, 15
+    means = rng.beta(0.5, 2.0, size=n)
+    awake = {k: np.ones(n, bool) for k in ("se", "uni", "best")}
+    gains = {k: 0.0 for k in awake}
+    se = SleepingExpertsSelection()
+    order = np.argsort(-means)
+    for t in range(rounds):
+        obs = np.clip(means + 0.15 * rng.normal(size=n), 0, 1)
+        # Two-class "probabilities" whose 1 - margin is the observation.
+        probs = np.stack([0.5 + (1 - obs) / 2, 0.5 - (1 - obs) / 2], 1)
+        ids = np.flatnonzero(awake["se"])
+        pick = ids[se.select(probs[ids], b, rng, indices=ids)]
+        gains["se"] += obs[pick].sum()
+        awake["se"][pick] = False
+        ids = np.flatnonzero(awake["uni"])
+        pick = rng.choice(ids, b, replace=False)
+        gains["uni"] += obs[pick].sum()
+        awake["uni"][pick] = False
+        pick = order[t * b : (t + 1) * b]  # best fixed choice in hindsight
+        gains["best"] += obs[pick].sum()
+    assert gains["se"] > 1.5 * gains["uni"]
+    assert gains["se"] > 0.75 * gains["best"]
+
+
+def test_errors_and_registry():
+    with pytest.raises(ValueError, match="Unknown selection strategy"):
+        selection.get("nope")
+    with pytest.raises(ValueError, match="`b`"):
+        MarginSelection().select(_probs(5), 6)
+    with pytest.raises(ValueError, match="teacher_accuracy"):
+        RobustSelection(teacher_accuracy=1.5)
+    for name in selection.STRATEGIES:
+        s = selection.get(name)
+        cfg = keras.saving.serialize_keras_object(s)
+        s2 = keras.saving.deserialize_keras_object(cfg)
+        assert type(s2) is type(s)
+        assert s2.get_config() == s.get_config()
