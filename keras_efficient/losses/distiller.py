@@ -1,0 +1,66 @@
+"""Adapters that plug our losses into `keras.distillation.Distiller`."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_efficient")
+class DistillationLossAdapter(keras.distillation.DistillationLoss):
+    """Uses a keras-efficient loss as a `keras.distillation.DistillationLoss`.
+
+    `Distiller` passes the teacher's and the student's raw outputs (logits)
+    to `compute_loss`; the wrapped loss must therefore read teacher logits
+    (`teacher_from_logits=True`; `KnowledgeDistillationLoss` does by
+    default). Note: `Distiller` does not pass `sample_weight` to the
+    distillation term, so per-example user weights are dropped on that
+    path. For per-example weights, compile the student directly with the
+    loss, teacher outputs as `y_true`, and pass `sample_weight` to `fit`.
+
+    Args:
+        loss: a `keras.losses.Loss` taking (teacher output, student output).
+
+    Example:
+
+    ```python
+    import keras
+    from keras_efficient.losses import DistillationLossAdapter
+    from keras_efficient.losses import KnowledgeDistillationLoss
+    teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    distiller = keras.distillation.Distiller(
+        teacher=teacher, student=student,
+        distillation_losses=DistillationLossAdapter(
+            KnowledgeDistillationLoss(temperature=4.0)),
+        student_loss_weight=0.5)
+    distiller.compile(optimizer="adam",
+                      loss="sparse_categorical_crossentropy")
+    ```
+    """
+
+    def __init__(self, loss):
+        if isinstance(loss, dict):
+            loss = keras.saving.deserialize_keras_object(loss)
+        if not isinstance(loss, keras.losses.Loss):
+            raise ValueError(
+                f"`loss` must be a `keras.losses.Loss` instance; got {loss!r}."
+            )
+        self.loss = loss
+
+    def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+        return ops.mean(self.loss(teacher_outputs, student_outputs))
+
+    def validate_outputs(self, teacher_outputs, student_outputs):
+        if isinstance(teacher_outputs, (list, tuple, dict)) or isinstance(
+            student_outputs, (list, tuple, dict)
+        ):
+            raise ValueError(
+                "`DistillationLossAdapter` supports single-output teacher "
+                "and student models."
+            )
+
+    def get_config(self):
+        return {"loss": keras.saving.serialize_keras_object(self.loss)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

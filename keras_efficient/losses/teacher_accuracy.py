@@ -1,0 +1,266 @@
+"""Teacher-accuracy estimator fitted on a small labeled validation set."""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def _to_probs(outputs, from_logits):
+    outputs = np.asarray(outputs, dtype="float64")
+    if from_logits:
+        outputs = outputs - outputs.max(axis=-1, keepdims=True)
+        outputs = np.exp(outputs)
+        outputs = outputs / outputs.sum(axis=-1, keepdims=True)
+    return outputs
+
+
+def _np_margin(probs):
+    top2 = np.sort(probs, axis=-1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def teacher_margin(probs):
+    """Top-1 minus top-2 probability, with `keras.ops` (last axis)."""
+    top2, _ = ops.top_k(probs, k=2)
+    return top2[..., 0] - top2[..., 1]
+
+
+@keras.saving.register_keras_serializable(package="keras_efficient")
+class TeacherAccuracy:
+    """Estimates P(teacher's top-1 is right | teacher margin).
+
+    Fitted on a small labeled validation set V: isotonic regression
+    (scikit-learn's `IsotonicRegression`, increasing, clipped to [0, 1]) of
+    the teacher's top-1 correctness on its margin (top-1 minus top-2
+    probability). The fitted knots are stored as lists, so the map serializes
+    with `get_config` and is applied inside compiled graphs by piecewise
+    linear interpolation with `keras.ops`. Also records the teacher's top-k
+    accuracy on V for k = 1..C. Used by `SLaMLoss` (Iliopoulos et al.,
+    "SLaM: Student-Label Mixing for Distillation with Unlabeled Examples",
+    NeurIPS 2023) and `DebiasedDistillationLoss`.
+
+    Args:
+        knots_x: optional list of margins of the fitted map (from `fit`).
+        knots_y: optional list of accuracies at `knots_x`.
+        topk_accuracy: optional list, top-k accuracy on V for k = 1..C.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_efficient.losses import TeacherAccuracy
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(10), size=500)
+    labels = np.where(rng.random(500) < 0.7, probs.argmax(-1),
+                      rng.integers(0, 10, 500))
+    est = TeacherAccuracy().fit(probs, labels)
+    alpha = est(probs[:4])  # estimated accuracy per example
+    print(est.report(probs, labels)["ece"])
+    ```
+    """
+
+    def __init__(self, knots_x=None, knots_y=None, topk_accuracy=None):
+        if (knots_x is None) != (knots_y is None):
+            raise ValueError(
+                "`knots_x` and `knots_y` must be given together; got "
+                f"knots_x={knots_x}, knots_y={knots_y}."
+            )
+        if knots_x is not None and len(knots_x) != len(knots_y):
+            raise ValueError(
+                "`knots_x` and `knots_y` must have the same length; got "
+                f"{len(knots_x)} and {len(knots_y)}."
+            )
+        self.knots_x = None if knots_x is None else [float(v) for v in knots_x]
+        self.knots_y = None if knots_y is None else [float(v) for v in knots_y]
+        self.topk_accuracy = (
+            None if topk_accuracy is None else [float(v) for v in topk_accuracy]
+        )
+
+    @property
+    def fitted(self):
+        return self.knots_x is not None
+
+    @staticmethod
+    def _check(probs, labels):
+        if probs.ndim != 2 or probs.shape[-1] < 2:
+            raise ValueError(
+                "`teacher_outputs` must have shape (n, num_classes) with "
+                f"num_classes >= 2; got shape {probs.shape}."
+            )
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(probs):
+            raise ValueError(
+                "`labels` and `teacher_outputs` must have the same length; "
+                f"got {len(labels)} and {len(probs)}."
+            )
+        num_classes = probs.shape[-1]
+        if np.any(labels < 0) or np.any(labels >= num_classes):
+            bad = labels[(labels < 0) | (labels >= num_classes)][0]
+            raise ValueError(
+                f"`labels` must be class ids in [0, {num_classes}); got {bad}."
+            )
+        return labels.astype("int64")
+
+    def fit(self, teacher_outputs, labels, from_logits=False):
+        """Fits the map on validation outputs and labels; returns self."""
+        from sklearn.isotonic import IsotonicRegression
+
+        probs = _to_probs(teacher_outputs, from_logits)
+        labels = self._check(probs, labels)
+        correct = (probs.argmax(-1) == labels).astype("float64")
+        if correct.min() == correct.max():
+            which = "wrong" if correct[0] == 1 else "right"
+            raise ValueError(
+                "The validation set must contain both right and wrong "
+                f"teacher predictions; it has no {which} ones "
+                f"(accuracy {correct.mean():.3f} on {len(correct)} examples)."
+            )
+        margin = _np_margin(probs)
+        iso = IsotonicRegression(
+            increasing=True, y_min=0.0, y_max=1.0, out_of_bounds="clip"
+        ).fit(margin, correct)
+        self.knots_x = [float(v) for v in iso.X_thresholds_]
+        self.knots_y = [float(v) for v in iso.y_thresholds_]
+        order = np.argsort(-probs, axis=-1)
+        hits = order == labels[:, None]
+        self.topk_accuracy = [
+            float(v) for v in np.cumsum(hits, axis=-1).mean(axis=0)
+        ]
+        return self
+
+    def smallest_k(self, coverage):
+        """Smallest k >= 2 whose top-k accuracy on V reaches `coverage`."""
+        if not 0.0 < coverage <= 1.0:
+            raise ValueError(f"`coverage` must be in (0, 1]; got {coverage}.")
+        if self.topk_accuracy is None:
+            return 2
+        for k in range(2, len(self.topk_accuracy) + 1):
+            if self.topk_accuracy[k - 1] >= coverage - 1e-12:
+                return k
+        return len(self.topk_accuracy)
+
+    def __call__(self, probs):
+        """alpha(x) for teacher probabilities `probs` (batch, C), ops only.
+
+        Unfitted, returns the teacher's own top-1 probability.
+        """
+        probs = ops.cast(probs, "float32")
+        if not self.fitted:
+            return ops.max(probs, axis=-1)
+        margin = teacher_margin(probs)
+        return self.interpolate(margin)
+
+    def interpolate(self, margin):
+        """Piecewise-linear interpolation of the knots at `margin`."""
+        xs, ys = list(self.knots_x), list(self.knots_y)
+        if len(xs) == 1:
+            xs, ys = xs + [xs[0] + 1.0], ys + ys
+        kx = ops.convert_to_tensor(np.asarray(xs, "float32"))
+        ky = ops.convert_to_tensor(np.asarray(ys, "float32"))
+        margin = ops.cast(margin, "float32")
+        idx = ops.searchsorted(kx, margin, side="right")
+        idx = ops.clip(idx, 1, len(xs) - 1)
+        x0, x1 = ops.take(kx, idx - 1), ops.take(kx, idx)
+        y0, y1 = ops.take(ky, idx - 1), ops.take(ky, idx)
+        t = ops.clip((margin - x0) / ops.maximum(x1 - x0, 1e-12), 0.0, 1.0)
+        return y0 + t * (y1 - y0)
+
+    def predict_numpy(self, teacher_outputs, from_logits=False):
+        """alpha(x) in NumPy for a (n, C) array of teacher outputs."""
+        probs = _to_probs(teacher_outputs, from_logits)
+        if not self.fitted:
+            return probs.max(-1)
+        return np.interp(_np_margin(probs), self.knots_x, self.knots_y)
+
+    def report(self, teacher_outputs, labels, from_logits=False, num_bins=10):
+        """Calibration report of the teacher on labeled data.
+
+        Returns a dict: `bins` (a list of dicts with `lo`, `hi`, `count`,
+        `confidence`, `accuracy`, `estimated`), `ece` (expected calibration
+        error of the teacher's top-1 probability), `ece_estimator` (of this
+        estimator's alpha), `accuracy` and `topk_accuracy`.
+        """
+        probs = _to_probs(teacher_outputs, from_logits)
+        labels = self._check(probs, labels)
+        conf = probs.max(-1)
+        correct = (probs.argmax(-1) == labels).astype("float64")
+        est = self.predict_numpy(probs)
+        edges = np.linspace(0.0, 1.0, num_bins + 1)
+        which = np.clip(np.digitize(conf, edges[1:-1]), 0, num_bins - 1)
+        bins, ece, ece_est = [], 0.0, 0.0
+        for b in range(num_bins):
+            sel = which == b
+            count = int(sel.sum())
+            row = {
+                "lo": float(edges[b]),
+                "hi": float(edges[b + 1]),
+                "count": count,
+                "confidence": None,
+                "accuracy": None,
+                "estimated": None,
+            }
+            if count:
+                row["confidence"] = float(conf[sel].mean())
+                row["accuracy"] = float(correct[sel].mean())
+                row["estimated"] = float(est[sel].mean())
+                w = count / len(conf)
+                ece += w * abs(row["confidence"] - row["accuracy"])
+                ece_est += w * abs(row["estimated"] - row["accuracy"])
+            bins.append(row)
+        order = np.argsort(-probs, axis=-1)
+        topk = np.cumsum(order == labels[:, None], axis=-1).mean(0)
+        return {
+            "bins": bins,
+            "ece": float(ece),
+            "ece_estimator": float(ece_est),
+            "accuracy": float(correct.mean()),
+            "topk_accuracy": [float(v) for v in topk],
+        }
+
+    def plot(
+        self, teacher_outputs, labels, path=None, from_logits=False, num_bins=10
+    ):
+        """Reliability plot (needs matplotlib); saves to `path` if given."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as e:  # pragma: no cover
+            raise ImportError("`plot` needs matplotlib.") from e
+        rep = self.report(teacher_outputs, labels, from_logits, num_bins)
+        rows = [r for r in rep["bins"] if r["count"]]
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        ax.plot([0, 1], [0, 1], "k:", label="perfect")
+        ax.plot(
+            [r["confidence"] for r in rows],
+            [r["accuracy"] for r in rows],
+            "o-",
+            label=f"teacher (ECE {rep['ece']:.3f})",
+        )
+        if self.fitted:
+            m = np.linspace(0, 1, 101)
+            ax.plot(
+                m,
+                np.interp(m, self.knots_x, self.knots_y),
+                "-",
+                label="alpha(margin)",
+            )
+        ax.set_xlabel("confidence / margin")
+        ax.set_ylabel("accuracy")
+        ax.legend()
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=100)
+        return fig
+
+    def get_config(self):
+        return {
+            "knots_x": self.knots_x,
+            "knots_y": self.knots_y,
+            "topk_accuracy": self.topk_accuracy,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
