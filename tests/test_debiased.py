@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+
+from keras_efficient.losses import DebiasedDistillationLoss
+from keras_efficient.losses import TeacherAccuracy
+from tests.harness import run_loss_test
+from tests.harness import to_numpy
+
+
+def _est(c=5):
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.ones(c) * 0.5, size=400)
+    y = np.where(rng.random(400) < 0.6, p.argmax(-1), rng.integers(0, c, 400))
+    return TeacherAccuracy().fit(p, y)
+
+
+def _data(n=16, c=5, seed=0):
+    rng = np.random.default_rng(seed)
+    t = rng.dirichlet(np.ones(c) * 0.5, size=n).astype("float32")
+    s = rng.normal(size=(n, c)).astype("float32")
+    return t, s
+
+
+def _ce(t, s):
+    s = s.astype("float64")
+    logq = s - s.max(-1, keepdims=True)
+    logq = logq - np.log(np.exp(logq).sum(-1, keepdims=True))
+    return -(t * logq).sum(-1)
+
+
+def test_weights_mean_one_on_pool_and_matches_reference():
+    est = _est()
+    pool, _ = _data(n=500, seed=5)
+    loss = DebiasedDistillationLoss(
+        est, pool_teacher_outputs=pool, reduction="none"
+    )
+    w_pool = to_numpy(loss.weights(pool))
+    np.testing.assert_allclose(w_pool.mean(), 1.0, atol=1e-4)
+    t, s = _data()
+    w = est.predict_numpy(t) / est.predict_numpy(pool).mean()
+    np.testing.assert_allclose(
+        to_numpy(loss(t, s)), w * _ce(t, s), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_normalizer_fixed_not_per_batch():
+    est = _est()
+    pool, _ = _data(n=500, seed=5)
+    loss = DebiasedDistillationLoss(est, pool_teacher_outputs=pool)
+    c = loss.normalizer
+    t, s = _data(n=4)
+    loss(t, s)
+    assert loss.normalizer == c
+    w = to_numpy(loss.weights(t))
+    assert abs(w.mean() - 1.0) > 1e-3  # batch mean is not forced to 1
+
+
+def test_power_floor_and_user_weights():
+    est = _est()
+    pool, _ = _data(n=500, seed=5)
+    loss = DebiasedDistillationLoss(
+        est, pool_teacher_outputs=pool, power=2.0, floor=0.3, reduction="none"
+    )
+    t, s = _data()
+    raw = np.maximum(est.predict_numpy(t) ** 2, 0.3)
+    c = np.maximum(est.predict_numpy(pool) ** 2, 0.3).mean()
+    sw = np.linspace(0, 1, len(t)).astype("float32")
+    np.testing.assert_allclose(
+        to_numpy(loss(t, s, sample_weight=sw)),
+        sw * raw / c * _ce(t, s),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_harness_and_config():
+    est = _est()
+    pool, _ = _data(n=200, seed=5)
+    t, s = _data()
+    run_loss_test(
+        lambda **kw: DebiasedDistillationLoss(
+            est, pool_teacher_outputs=pool, **kw
+        ),
+        t,
+        s,
+    )
+    loss = DebiasedDistillationLoss(est, pool_teacher_outputs=pool)
+    loss2 = DebiasedDistillationLoss.from_config(loss.get_config())
+    assert loss2.normalizer == loss.normalizer
+    np.testing.assert_allclose(to_numpy(loss2(t, s)), to_numpy(loss(t, s)))
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="power"):
+        DebiasedDistillationLoss(power=0)
+    with pytest.raises(ValueError, match="floor"):
+        DebiasedDistillationLoss(floor=1.0)
+    with pytest.raises(ValueError, match="pool_teacher_outputs"):
+        DebiasedDistillationLoss(pool_teacher_outputs=np.zeros((3,)))
