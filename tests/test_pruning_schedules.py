@@ -8,8 +8,9 @@ from keras_efficient.pruning import PolynomialDecay
 
 
 def test_polynomial_formula_and_steps():
-    s = PolynomialDecay(0.1, 0.9, begin_step=100, end_step=1100, power=3,
-                        frequency=50)
+    s = PolynomialDecay(
+        0.1, 0.9, begin_step=100, end_step=1100, power=3, frequency=50
+    )
     for step in range(0, 1500, 7):
         p = min(max((step - 100) / 1000, 0.0), 1.0)
         expect = 0.9 + (0.1 - 0.9) * (1 - p) ** 3

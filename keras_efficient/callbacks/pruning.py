@@ -107,8 +107,10 @@ class MagnitudePruning(keras.callbacks.Callback):
             )
         if structure is None:
             structure = (
-                "block" if block is not None
-                else "n_m" if n_m is not None
+                "block"
+                if block is not None
+                else "n_m"
+                if n_m is not None
                 else "unstructured"
             )
         if structure not in masks_lib.STRUCTURES:
@@ -182,6 +184,7 @@ class MagnitudePruning(keras.callbacks.Callback):
             self._masks.append(mask)
 
     def _prune(self, sparsity):
+        model = self.model  # on JAX, this syncs the jitted state back
         kernels = [
             keras.ops.convert_to_numpy(layer.kernel.value)
             for layer in self._layers
@@ -200,11 +203,12 @@ class MagnitudePruning(keras.callbacks.Callback):
             layer.kernel.assign((k * m).astype(k.dtype))
         if keras.backend.backend() == "jax":
             # JAX bakes the masks into the jitted step: retrace it.
-            self.model.make_train_function(force=True)
+            model.make_train_function(force=True)
 
     def achieved_sparsity(self):
         """Fraction of zeros over all target kernels."""
         n = z = 0
+        self.model  # noqa: B018 (syncs JAX state)
         for layer in self._layers:
             w = keras.ops.convert_to_numpy(layer.kernel.value)
             n += w.size
@@ -213,14 +217,22 @@ class MagnitudePruning(keras.callbacks.Callback):
 
     # -- callback hooks ----------------------------------------------------
     def on_train_begin(self, logs=None):
+        # Attach at the first batch, after other callbacks' on_train_begin
+        # (BackupAndRestore restores weights and optimizer there).
+        self._started = False
+
+    def _start(self):
         self._attach()
         self.step = int(
             keras.ops.convert_to_numpy(self.model.optimizer.iterations)
         )
         self.target_sparsity = float(self.schedule.sparsity(self.step))
         self.model.make_train_function(force=True)
+        self._started = True
 
     def on_train_batch_begin(self, batch, logs=None):
+        if not getattr(self, "_started", False):
+            self._start()
         should_prune, sparsity = self.schedule(self.step)
         if should_prune:
             self.target_sparsity = sparsity
@@ -230,7 +242,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         self.step += 1
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
+        if logs is not None and getattr(self, "_started", False):
             target = self.target_sparsity
             if self.structure == "n_m" and target > 0:
                 target = 1.0 - self.n_m[0] / self.n_m[1]

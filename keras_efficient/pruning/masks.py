@@ -89,8 +89,15 @@ def n_m_mask(kernel, n, m):
     return keep.reshape(np.shape(kernel)).astype("float32")
 
 
-def compute_masks(kernels, sparsity, structure, scope="layer", block=None,
-                  n_m=None, pooling="avg"):
+def compute_masks(
+    kernels,
+    sparsity,
+    structure,
+    scope="layer",
+    block=None,
+    n_m=None,
+    pooling="avg",
+):
     """Masks (float32 NumPy arrays) for a list of kernels.
 
     `structure` is one of "unstructured", "block", "n_m", "filter". For

@@ -21,8 +21,11 @@ def _check_steps(begin_step, end_step, frequency, end_required):
             f"`frequency` must be an integer >= 1. Received: frequency={frequency}"
         )
     if end_required or end_step != -1:
-        if not isinstance(end_step, int) or end_step <= begin_step:
-            allowed = "> begin_step" + ("" if end_required else " or -1")
+        too_small = (
+            end_step <= begin_step if end_required else (end_step < begin_step)
+        )
+        if not isinstance(end_step, int) or too_small:
+            allowed = "> begin_step" if end_required else ">= begin_step or -1"
             raise ValueError(
                 f"`end_step` must be an integer {allowed}. Received: "
                 f"end_step={end_step} (begin_step={begin_step})"
@@ -61,7 +64,8 @@ class ConstantSparsity(PruningSchedule):
     Args:
         target_sparsity: fraction of weights set to zero, in [0, 1).
         begin_step: first step (optimizer iteration) at which to prune.
-        end_step: last step at which to prune, or -1 for no end.
+        end_step: last step at which to prune, or -1 for no end;
+            `end_step == begin_step` prunes once (one-shot).
         frequency: prune every `frequency` steps.
 
     Example:
@@ -71,7 +75,9 @@ class ConstantSparsity(PruningSchedule):
     (True, 0.9)
     """
 
-    def __init__(self, target_sparsity, begin_step=0, end_step=-1, frequency=100):
+    def __init__(
+        self, target_sparsity, begin_step=0, end_step=-1, frequency=100
+    ):
         _check_sparsity("target_sparsity", target_sparsity)
         _check_steps(begin_step, end_step, frequency, end_required=False)
         self.target_sparsity = target_sparsity
@@ -136,9 +142,11 @@ class PolynomialDecay(PruningSchedule):
     def sparsity(self, step):
         p = (step - self.begin_step) / (self.end_step - self.begin_step)
         p = min(max(p, 0.0), 1.0)
-        return self.final_sparsity + (
-            self.initial_sparsity - self.final_sparsity
-        ) * (1.0 - p) ** self.power
+        return (
+            self.final_sparsity
+            + (self.initial_sparsity - self.final_sparsity)
+            * (1.0 - p) ** self.power
+        )
 
     def get_config(self):
         return {
@@ -217,7 +225,11 @@ class IterativePruning(PruningSchedule):
 
     @classmethod
     def geometric(
-        cls, final_sparsity, prune_fraction=0.1, steps_per_cycle=100, begin_step=0
+        cls,
+        final_sparsity,
+        prune_fraction=0.1,
+        steps_per_cycle=100,
+        begin_step=0,
     ):
         """An `IterativePruning` with `geometric_sparsities` cycles."""
         return cls(

@@ -1,0 +1,236 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_efficient.callbacks import MagnitudePruning
+from keras_efficient.pruning import ConstantSparsity
+from keras_efficient.pruning import PolynomialDecay
+from keras_efficient.pruning import sparsity_report
+from keras_efficient.pruning import strip_pruning
+
+JIT = keras.backend.backend() != "torch"
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8, 4)).astype("float32")
+    y = rng.integers(0, 3, size=(n,))
+    return x, y
+
+
+def _model(seed=0, kind="sequential"):
+    keras.utils.set_random_seed(seed)
+    if kind == "functional":
+        inp = keras.Input((8, 4))
+        h = keras.layers.Conv1D(8, 3, padding="same", activation="relu")(inp)
+        h = keras.layers.Flatten()(h)
+        h = keras.layers.Dense(16, activation="relu")(h)
+        return keras.Model(inp, keras.layers.Dense(3)(h))
+    if kind == "subclassed":
+
+        class Net(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.f = keras.layers.Flatten()
+                self.d1 = keras.layers.Dense(16, activation="relu")
+                self.d2 = keras.layers.Dense(3)
+
+            def call(self, x):
+                return self.d2(self.d1(self.f(x)))
+
+        m = Net()
+        m(np.zeros((1, 8, 4), "float32"))
+        return m
+    return keras.Sequential(
+        [
+            keras.Input((8, 4)),
+            keras.layers.Conv1D(8, 3, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
+
+
+def _fit(model, cb, epochs=2, optimizer="adam", extra=(), **kw):
+    model.compile(
+        optimizer=keras.optimizers.get(optimizer),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=JIT,
+    )
+    x, y = _data()
+    return model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=epochs,
+        verbose=0,
+        shuffle=False,
+        callbacks=[cb, *extra],
+        **kw,
+    )
+
+
+def _kernels(cb):
+    return [
+        keras.ops.convert_to_numpy(l.kernel.value) for l in cb.target_layers
+    ]
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional", "subclassed"])
+def test_layer_sparsity_exact_and_stays_zero(kind):
+    model = _model(kind=kind)
+    cb = MagnitudePruning(ConstantSparsity(0.75, begin_step=0, end_step=0))
+    hist = _fit(model, cb, epochs=3)  # 12 Adam steps after pruning at 0
+    for w in _kernels(cb):
+        k = max(round(w.size * 0.25), 1)
+        assert np.count_nonzero(w) == k
+    assert hist.history["pruning_sparsity"][-1] == pytest.approx(0.75, 0.02)
+    assert hist.history["pruning_target_sparsity"][-1] == 0.75
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_masked_weights_stay_zero_momentum(optimizer):
+    model = _model()
+    opt = (
+        keras.optimizers.SGD(0.1, momentum=0.9)
+        if optimizer == "sgd"
+        else keras.optimizers.Adam(0.01)
+    )
+    cb = MagnitudePruning(ConstantSparsity(0.5, begin_step=2, end_step=2))
+    _fit(model, cb, epochs=4, optimizer=opt)
+    for w, m in zip(_kernels(cb), cb.mask_variables):
+        m = keras.ops.convert_to_numpy(m)
+        assert np.all(w[m == 0] == 0)
+        assert m.mean() == pytest.approx(0.5, abs=0.01)
+
+
+def test_global_scope():
+    model = _model()
+    cb = MagnitudePruning(ConstantSparsity(0.9, 0, 0), scope="global")
+    _fit(model, cb, epochs=1)
+    ws = _kernels(cb)
+    n = sum(w.size for w in ws)
+    assert sum(np.count_nonzero(w) for w in ws) == round(n * 0.1)
+    assert len({round(float((w == 0).mean()), 3) for w in ws}) > 1
+
+
+def test_n_m_block_filter_patterns():
+    model = _model()
+    cb = MagnitudePruning(
+        ConstantSparsity(0.5, 0, 0),
+        n_m=(2, 4),
+        targets=lambda l: isinstance(l, keras.layers.Dense),
+    )
+    _fit(model, cb, epochs=1)
+    for w in _kernels(cb):
+        g = w.reshape(-1, 4, w.shape[-1])
+        assert np.all((g != 0).sum(axis=1) == 2)
+
+    model = _model()
+    cb = MagnitudePruning(
+        ConstantSparsity(0.5, 0, 0),
+        block=(4, 1),
+        targets=lambda l: isinstance(l, keras.layers.Dense),
+    )
+    _fit(model, cb, epochs=1)
+    for w in _kernels(cb):
+        b = (w != 0).reshape(w.shape[0] // 4, 4, w.shape[1], 1)
+        per_block = b.sum(axis=(1, 3))
+        assert set(np.unique(per_block)) <= {0, 4}
+        assert (per_block == 0).mean() == pytest.approx(0.5)
+
+    model = _model()
+    cb = MagnitudePruning(ConstantSparsity(0.5, 0, 0), structure="filter")
+    _fit(model, cb, epochs=1)
+    for w in _kernels(cb):
+        cols = w.reshape(-1, w.shape[-1])
+        nz = (cols != 0).any(axis=0)
+        assert nz.sum() == max(round(cols.shape[1] * 0.5), 1)
+        assert np.all(cols[:, ~nz] == 0)
+
+
+def test_polynomial_prunes_on_schedule():
+    model = _model()
+    cb = MagnitudePruning(PolynomialDecay(0.0, 0.8, 0, 8, frequency=2))
+    hist = _fit(model, cb, epochs=3)
+    assert hist.history["pruning_target_sparsity"][-1] == pytest.approx(0.8)
+    assert hist.history["pruning_sparsity"][-1] == pytest.approx(0.8, 0.02)
+
+
+def test_strip_and_report(tmp_path):
+    model = _model(kind="functional")
+    cb = MagnitudePruning(ConstantSparsity(0.8, 0, 0))
+    _fit(model, cb, epochs=1)
+    x, _ = _data(8)
+    stripped = strip_pruning(model)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(stripped(x)),
+        keras.ops.convert_to_numpy(model(x)),
+        atol=1e-5,
+    )
+    assert all(
+        getattr(getattr(l, "kernel", None), "constraint", None) is None
+        for l in stripped.layers
+    )
+    path = os.path.join(tmp_path, "m.keras")
+    stripped.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(x)),
+        keras.ops.convert_to_numpy(model(x)),
+        atol=1e-5,
+    )
+    rep = sparsity_report(loaded)
+    assert rep["sparsity"] == pytest.approx(0.8, abs=0.01)
+    assert set(rep["layers"]) == {l.name for l in cb.target_layers}
+    assert rep["compressed_bytes"] < rep["dense_bytes"]
+    assert rep["nonzero"] == sum(np.count_nonzero(w) for w in _kernels(cb))
+
+
+def test_backup_and_restore_resume(tmp_path):
+    sched = PolynomialDecay(0.0, 0.7, 0, 12, frequency=3)
+    ref = _model(seed=1)
+    cb = MagnitudePruning(sched)
+    _fit(ref, cb, epochs=4)
+    ref_masks = [keras.ops.convert_to_numpy(m) for m in cb.mask_variables]
+
+    model = _model(seed=1)
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path))
+    cb1 = MagnitudePruning(sched)
+
+    class Stop(keras.callbacks.Callback):
+        n = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            Stop.n += 1
+            if Stop.n == 10:
+                raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        _fit(model, cb1, epochs=4, extra=[backup, Stop()])
+    model2 = _model(seed=1)
+    cb2 = MagnitudePruning(sched)
+    _fit(model2, cb2, epochs=4, extra=[backup])
+    assert cb2.step == cb.step == 16
+    for a, b in zip(ref_masks, cb2.mask_variables):
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="scope"):
+        MagnitudePruning(ConstantSparsity(0.5, 0), scope="model")
+    with pytest.raises(ValueError, match="n_m"):
+        MagnitudePruning(ConstantSparsity(0.5, 0), n_m=(4, 2))
+    with pytest.raises(ValueError, match="block"):
+        MagnitudePruning(ConstantSparsity(0.5, 0), structure="block")
+    with pytest.raises(ValueError, match="schedule"):
+        MagnitudePruning(0.5)
+    cb = MagnitudePruning(ConstantSparsity(0.5, 0), targets=["nope"])
+    with pytest.raises(ValueError, match="nope"):
+        _fit(_model(), cb, epochs=1)
+    config = MagnitudePruning(ConstantSparsity(0.5, 0), n_m=(2, 4)).get_config()
+    back = MagnitudePruning.from_config(config)
+    assert back.n_m == (2, 4) and back.schedule.target_sparsity == 0.5
