@@ -75,7 +75,7 @@ def _fit(model, cb, epochs=2, optimizer="adam", extra=(), **kw):
 
 def _kernels(cb):
     return [
-        keras.ops.convert_to_numpy(l.kernel.value) for l in cb.target_layers
+        keras.ops.convert_to_numpy(lay.kernel.value) for lay in cb.target_layers
     ]
 
 
@@ -122,7 +122,7 @@ def test_n_m_block_filter_patterns():
     cb = MagnitudePruning(
         ConstantSparsity(0.5, 0, 0),
         n_m=(2, 4),
-        targets=lambda l: isinstance(l, keras.layers.Dense),
+        targets=lambda lay: isinstance(l, keras.layers.Dense),
     )
     _fit(model, cb, epochs=1)
     for w in _kernels(cb):
@@ -133,7 +133,7 @@ def test_n_m_block_filter_patterns():
     cb = MagnitudePruning(
         ConstantSparsity(0.5, 0, 0),
         block=(4, 1),
-        targets=lambda l: isinstance(l, keras.layers.Dense),
+        targets=lambda lay: isinstance(l, keras.layers.Dense),
     )
     _fit(model, cb, epochs=1)
     for w in _kernels(cb):
@@ -173,7 +173,7 @@ def test_strip_and_report(tmp_path):
     )
     assert all(
         getattr(getattr(l, "kernel", None), "constraint", None) is None
-        for l in stripped.layers
+        for lay in stripped.layers
     )
     path = os.path.join(tmp_path, "m.keras")
     stripped.save(path)
@@ -185,7 +185,7 @@ def test_strip_and_report(tmp_path):
     )
     rep = sparsity_report(loaded)
     assert rep["sparsity"] == pytest.approx(0.8, abs=0.01)
-    assert set(rep["layers"]) == {l.name for l in cb.target_layers}
+    assert set(rep["layers"]) == {lay.name for lay in cb.target_layers}
     assert rep["compressed_bytes"] < rep["dense_bytes"]
     assert rep["nonzero"] == sum(np.count_nonzero(w) for w in _kernels(cb))
 

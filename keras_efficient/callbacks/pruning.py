@@ -103,7 +103,8 @@ class MagnitudePruning(keras.callbacks.Callback):
             )
         if scope not in ("layer", "global"):
             raise ValueError(
-                f"`scope` must be 'layer' or 'global'. Received: scope={scope!r}"
+                "`scope` must be 'layer' or 'global'. "
+                f"Received: scope={scope!r}"
             )
         if structure is None:
             structure = (

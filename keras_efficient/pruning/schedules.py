@@ -18,7 +18,8 @@ def _check_steps(begin_step, end_step, frequency, end_required):
         )
     if not isinstance(frequency, int) or frequency < 1:
         raise ValueError(
-            f"`frequency` must be an integer >= 1. Received: frequency={frequency}"
+            "`frequency` must be an integer >= 1. "
+            f"Received: frequency={frequency}"
         )
     if end_required or end_step != -1:
         too_small = (

@@ -42,14 +42,14 @@ def strip_pruning(model):
         raise ValueError(
             f"`model` must be a keras.Model. Received: model={model!r}"
         )
-    for layer, kernel, c in _masked_kernels(model):
+    for _, kernel, c in _masked_kernels(model):
         kernel.assign(kernel.value * keras.ops.cast(c.mask, kernel.dtype))
     try:
         clone = keras.models.clone_model(model)
         clone.set_weights(model.get_weights())
     except Exception:  # subclassed model without a usable config
         clone = model
-    for layer, kernel, c in _masked_kernels(clone):
+    for _, kernel, c in _masked_kernels(clone):
         kernel.constraint = c.original
     return clone
 
