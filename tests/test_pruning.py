@@ -122,7 +122,7 @@ def test_n_m_block_filter_patterns():
     cb = MagnitudePruning(
         ConstantSparsity(0.5, 0, 0),
         n_m=(2, 4),
-        targets=lambda lay: isinstance(l, keras.layers.Dense),
+        targets=lambda lay: isinstance(lay, keras.layers.Dense),
     )
     _fit(model, cb, epochs=1)
     for w in _kernels(cb):
@@ -133,7 +133,7 @@ def test_n_m_block_filter_patterns():
     cb = MagnitudePruning(
         ConstantSparsity(0.5, 0, 0),
         block=(4, 1),
-        targets=lambda lay: isinstance(l, keras.layers.Dense),
+        targets=lambda lay: isinstance(lay, keras.layers.Dense),
     )
     _fit(model, cb, epochs=1)
     for w in _kernels(cb):
@@ -172,7 +172,7 @@ def test_strip_and_report(tmp_path):
         atol=1e-5,
     )
     assert all(
-        getattr(getattr(l, "kernel", None), "constraint", None) is None
+        getattr(getattr(lay, "kernel", None), "constraint", None) is None
         for lay in stripped.layers
     )
     path = os.path.join(tmp_path, "m.keras")
