@@ -1,5 +1,8 @@
 """Magnitude pruning: schedules, masks, strip and report, evaluation."""
 
+from keras_efficient.pruning.evaluation import compare_to_dense
+from keras_efficient.pruning.evaluation import noisy_accuracy
+from keras_efficient.pruning.evaluation import prune_potential
 from keras_efficient.pruning.masks import compute_masks
 from keras_efficient.pruning.schedules import ConstantSparsity
 from keras_efficient.pruning.schedules import IterativePruning
@@ -13,7 +16,10 @@ __all__ = [
     "IterativePruning",
     "PolynomialDecay",
     "PruningSchedule",
+    "compare_to_dense",
     "compute_masks",
+    "noisy_accuracy",
+    "prune_potential",
     "sparsity_report",
     "strip_pruning",
 ]
