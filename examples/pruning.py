@@ -13,7 +13,6 @@ import argparse
 import os
 
 import keras
-import numpy as np
 
 from keras_efficient.callbacks import MagnitudePruning
 from keras_efficient.datasets import load_mnist1d
