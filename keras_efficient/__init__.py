@@ -16,6 +16,7 @@ from keras_efficient import callbacks
 from keras_efficient import datasets
 from keras_efficient import layers
 from keras_efficient import losses
+from keras_efficient import pruning
 
 __version__ = "0.1.0"
 
@@ -25,4 +26,5 @@ __all__ = [
     "datasets",
     "layers",
     "losses",
+    "pruning",
 ]
