@@ -1,11 +1,15 @@
 """Regenerates the README's results table from benchmarks/results/*.json.
 
-Usage: python benchmarks/make_readme_table.py
+Usage: python benchmarks/make_readme_table.py [--all]
 
 The table sits between the markers `<!-- results:start -->` and
-`<!-- results:end -->` in README.md; nothing in it is typed by hand.
+`<!-- results:end -->` in README.md; nothing in it is typed by hand. By
+default it lists the figures that carry a target (the headline comparisons);
+`--all` lists every figure. The JSON files hold everything, raw values per
+seed included.
 """
 
+import argparse
 import glob
 import json
 import os
@@ -23,10 +27,10 @@ def _format_value(figure):
     return text
 
 
-def render_table(paths):
+def render_table(paths, all_figures=False):
     lines = [
-        "| benchmark | figure | mean ± std (n) | target | met | where |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| benchmark | figure | mean ± std (n) | target | met | where | file |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for path in paths:
         with open(path) as f:
@@ -38,16 +42,22 @@ def render_table(paths):
         if result.get("mode") == "quick":
             where += ", quick"
         for figure in result["figures"]:
+            if not all_figures and "target" not in figure:
+                continue
             met = {True: "yes", False: "**no**"}.get(figure.get("met"), "")
             lines.append(
                 f"| {result['benchmark']} | {figure['name']} | "
                 f"{_format_value(figure)} ({figure.get('n', 1)}) | "
-                f"{figure.get('target', '')} | {met} | {where} |"
+                f"{figure.get('target', '')} | {met} | {where} | "
+                f"{os.path.basename(path)} |"
             )
     return "\n".join(lines)
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--all", action="store_true", help="list every figure")
+    args = parser.parse_args()
     paths = sorted(
         p
         for p in glob.glob(
@@ -55,14 +65,17 @@ def main():
         )
         if not p.endswith(".quick.json")
     )
-    table = render_table(paths) if paths else "_No results yet._"
+    table = render_table(paths, args.all) if paths else "_No results yet._"
     commands = []
     for path in paths:
         with open(path) as f:
             result = json.load(f)
+        command = result["command"]
+        backend = result.get("machine", {}).get("backend")
+        if backend and "KERAS_BACKEND" not in command:
+            command = f"KERAS_BACKEND={backend} {command}"
         commands.append(
-            f"- `{result['benchmark']}` ({os.path.basename(path)}): "
-            f"`{result['command']}`"
+            f"- `{result['benchmark']}` ({os.path.basename(path)}): `{command}`"
         )
     block = f"{START}\n{table}\n\nReproduce with:\n\n" + "\n".join(commands)
     block += f"\n{END}"
