@@ -147,77 +147,121 @@ def capped_proportional(weights, b):
 
 
 def robust_marginals(gains, b, num_spoiled):
-    """Max-min marginals for robust selection (exact, O(n log n)).
+    """Max-min marginals for robust selection, solved exactly.
 
     Solves `max_p min_{|S| <= m} sum_{i not in S} p_i g_i` subject to
-    `sum(p) = b`, `0 <= p <= 1`. By LP duality the inner minimum equals
-    `min_t sum_i min(p_i g_i, t) - m t`, so the problem is
-    `max_t G(t) - m t` with `G(t)` a fractional knapsack (items sorted by
-    gain, capacity `min(1, t / g_i)`: water-filling, `p_i = t / g_i` on the
-    top set). `G(t) - m t` is concave in `t`; a golden-section search on
-    the sorted gains finds its maximum to machine precision.
+    `sum(p) = b` and `0 <= p <= 1`, where an adversary spoils (sets the
+    gain to 0 of) up to `m = num_spoiled` chosen points.
+
+    The worst case of a fixed `p` is the sum of `v_i = p_i g_i` minus its
+    `m` largest terms, which by LP duality is
+    `max_t sum_i min(v_i, t) - m t`. So the problem is `max_t F(t)` with
+    `F(t) = G(t) - m t` and `G(t)` a fractional knapsack: items sorted by
+    gain, item `i` holds at most `min(1, t / g_i)` mass. Its greedy
+    solution is the water-filling of the spec: the top set `{g_i > t}`
+    gets `p_i = t / g_i` (equal `p_i g_i = t`), the next points get
+    `p_i = 1`, one point is fractional. `F` is concave and piecewise
+    linear; its maximum is at a breakpoint, and there are three kinds:
+    `t = g_i` (the top set changes), `t = b / H_r` with
+    `H_r = sum_{i < r} 1 / g_i` (the top set alone holds all the mass),
+    and, for each top-set size `k`, the one point where the slope
+    `k - m - H_k g_j` (with `j` the fractional point) changes sign.
+    With sorted gains and prefix sums each candidate is evaluated in
+    `O(log n)`, so the exact optimum costs `O(n log n)` in all.
+
+    Args:
+        gains: 1-D array of non-negative gains `g_i`.
+        b: number of points to choose, `0 <= b <= len(gains)`.
+        num_spoiled: the adversary's budget `m >= 0`.
 
     Returns:
-        `(p, value)`: the marginals and the worst-case value.
+        `(p, value)`: the marginals (shape `(n,)`, in `[0, 1]`, summing to
+        `b`) and their worst-case value.
+
+    Example:
+
+    >>> import numpy as np
+    >>> p, v = robust_marginals(np.array([0.9, 0.8, 0.7, 0.1]), 2, 1)
+    >>> round(float(p.sum()), 6)
+    2.0
     """
     g = np.asarray(gains, dtype=np.float64).reshape(-1)
     n = len(g)
     b = _check_b(b, n)
+    if int(num_spoiled) != num_spoiled or num_spoiled < 0:
+        raise ValueError(
+            "`num_spoiled` must be an integer >= 0. Received: "
+            f"num_spoiled={num_spoiled}"
+        )
     m = int(num_spoiled)
-    if m < 0:
-        raise ValueError(f"`num_spoiled` must be >= 0. Received: {m}")
+    if not np.all(np.isfinite(g)):
+        raise ValueError("`gains` must be finite.")
     g = np.maximum(g, 0.0)
     if b == 0:
         return np.zeros(n), 0.0
     order = np.argsort(-g, kind="stable")
     gs = g[order]
+    neg = -gs  # ascending, for searchsorted
+    npos = int(np.count_nonzero(gs > 0))
+    # H[r] = sum_{i < r} 1 / g_i over positive gains; S[r] = sum_{i < r} g_i.
+    h = np.concatenate([[0.0], np.cumsum(1.0 / gs[:npos])])
+    s = np.concatenate([[0.0], np.cumsum(gs)])
 
-    def knapsack(t):
-        cap = np.where(gs > t, t / np.maximum(gs, 1e-300), 1.0)
-        cum = np.cumsum(cap)
-        if cum[-1] <= b:
-            # Every item at its cap and mass left: the rest raises p_i
-            # beyond t / g_i (no gain), lowest gains first.
-            ps = cap.copy()
-            rest = b - cum[-1]
-            room = (1.0 - ps)[::-1]
-            fill = np.minimum(
-                room, np.maximum(rest - (np.cumsum(room) - room), 0.0)
-            )
-            ps += fill[::-1]
-            return ps
-        k = int(np.searchsorted(cum, b - 1e-12))
-        ps = np.zeros(n)
-        ps[:k] = cap[:k]
-        ps[k] = min(cap[k], b - (cum[k - 1] if k > 0 else 0.0))
-        return ps
+    def dual(t):  # F(t) = G(t) - m t for an array of t >= 0.
+        k = np.searchsorted(neg, -t, side="left")  # #{g_i > t}
+        hk = h[k]
+        mass = t * hk
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.searchsorted(h, np.where(t > 0, b / t, np.inf), "right")
+        r = np.clip(r - 1, 0, max(npos - 1, 0))
+        g1 = r * t + (b - t * h[r]) * gs[np.minimum(r, n - 1)]
+        rest = b - mass
+        q = np.floor(np.maximum(rest, 0.0))
+        j = np.minimum(k + q.astype(np.int64), n)
+        frac = np.where(j < n, (rest - q) * gs[np.minimum(j, n - 1)], 0.0)
+        g2 = k * t + s[j] - s[k] + frac
+        return np.where(mass >= b, g1, g2) - m * t
 
-    def value(ps):
-        v = ps * gs
-        if m == 0:
-            return v.sum()
-        if m >= n:
-            return 0.0
-        top = np.partition(v, n - m)[n - m :].sum()
-        return v.sum() - top
+    cands = [np.zeros(1), gs[:npos], b / h[1:]]
+    if npos:
+        ks = np.arange(1, npos + 1)
+        thr = (ks - m) / h[ks]
+        keep = thr > 0
+        ks, thr = ks[keep], thr[keep]
+        first_below = np.searchsorted(neg, -thr, side="right")
+        jstar = np.maximum(ks, first_below)
+        tc = (b - (jstar - ks)) / h[ks]
+        cands.append(tc[tc > 0])
+    cands = np.concatenate(cands)
+    values = dual(cands)
+    t = float(cands[int(np.argmax(values))])
 
-    def dual(t):  # F(t) = G(t) - m t, concave in t.
-        return float(np.minimum(knapsack(t) * gs, t).sum()) - m * t
-
-    lo, hi = 0.0, float(gs[0]) + 1.0
-    for _ in range(120):
-        m1 = lo + (hi - lo) * 0.381966
-        m2 = hi - (hi - lo) * 0.381966
-        if dual(m1) < dual(m2):
-            lo = m1
-        else:
-            hi = m2
-    best_ps = knapsack(0.5 * (lo + hi))
-    best = value(best_ps)
+    # The water-filling marginals at the optimal t (greedy knapsack).
+    cap = np.ones(n)
+    top = gs > t
+    cap[top] = t / gs[top]
+    cum = np.cumsum(cap)
+    ps = np.minimum(cap, np.maximum(b - (cum - cap), 0.0))
+    surplus = b - ps.sum()
+    if surplus > 1e-12:
+        # Every point holds its cap: extra mass cannot add worst-case
+        # value; put it on the top set, lowest gains first.
+        room = (1.0 - ps)[::-1]
+        before = np.cumsum(room) - room
+        fill = np.minimum(room, np.maximum(surplus - before, 0.0))
+        ps += fill[::-1]
     p = np.zeros(n)
-    p[order] = best_ps
-    p = np.clip(p, 0, 1)
-    return p, float(best)
+    p[order] = np.clip(ps, 0.0, 1.0)
+    return p, _worst_case(p, g, m)
+
+
+def _worst_case(p, g, m):
+    v = p * g
+    if m == 0:
+        return float(v.sum())
+    if m >= len(v):
+        return 0.0
+    return float(v.sum() - np.partition(v, len(v) - m)[len(v) - m :].sum())
 
 
 class SelectionStrategy:
@@ -308,11 +352,20 @@ class CoresetSelection(SelectionStrategy):
     """Greedy k-center (core-set) selection on student embeddings.
 
     Picks, one at a time, the point farthest from the current centers (the
-    already-queried points, passed as `centers=`). Distances are kept as a
-    running minimum, updated in batches, so each pick is O(n d).
+    already-queried points, passed as `centers=`, plus the points picked so
+    far). The squared distance of every point to its nearest center is
+    kept as a running minimum; a pick updates it with one matrix-vector
+    product and three in-place vector operations over the pool (O(n d),
+    no temporaries), and the distances to `centers` are computed in blocks
+    of `batch_size` rows. About 2 s for `b=1000` from 100k 64-d points on
+    one CPU core.
 
     Call arguments of `select`: `embeddings=` (n, d) for the candidates
     (defaults to `scores`), `centers=` (k, d) already-chosen embeddings.
+    Without centers the first pick is uniform (from `rng`).
+
+    Args:
+        batch_size: rows per block when computing distances to `centers`.
 
     Example:
 
@@ -325,6 +378,11 @@ class CoresetSelection(SelectionStrategy):
     name = "coreset"
 
     def __init__(self, batch_size=8192):
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(
+                "`batch_size` must be an integer >= 1. Received: "
+                f"batch_size={batch_size}"
+            )
         self.batch_size = int(batch_size)
 
     def select(
@@ -333,43 +391,53 @@ class CoresetSelection(SelectionStrategy):
         x = np.asarray(
             scores if embeddings is None else embeddings, dtype=np.float32
         )
-        x = x.reshape(len(x), -1)
+        x = np.ascontiguousarray(x.reshape(len(x), -1))
         n = len(x)
         b = _check_b(b, n)
-        sq = (x * x).sum(1)
-
-        def dist_to(c):  # squared distances of all points to rows of c
-            out = np.full(n, np.inf, dtype=np.float32)
-            cc = (c * c).sum(1)
-            for s in range(0, n, self.batch_size):
-                xb = x[s : s + self.batch_size]
-                d = sq[s : s + self.batch_size, None] + cc[None] - 2 * xb @ c.T
-                out[s : s + self.batch_size] = d.min(1)
-            return out
-
+        if b == 0:
+            return np.zeros((0,), dtype=np.int64)
+        sq = np.einsum("ij,ij->i", x, x)
+        mind = np.full(n, np.inf, dtype=np.float32)
+        chosen = np.empty(b, dtype=np.int64)
         if centers is not None and len(centers):
             c = np.asarray(centers, dtype=np.float32).reshape(len(centers), -1)
-            mind = np.full(n, np.inf, dtype=np.float32)
-            for s in range(0, len(c), 1024):
-                mind = np.minimum(mind, dist_to(c[s : s + 1024]))
+            if c.shape[1] != x.shape[1]:
+                raise ValueError(
+                    "`centers` must have the embeddings' dimension "
+                    f"{x.shape[1]}. Received: shape={c.shape}"
+                )
+            cc = np.einsum("ij,ij->i", c, c)
+            step = max(1, (1 << 22) // max(len(c), 1))  # ~16 MB blocks
+            step = min(step, self.batch_size)
+            for s0 in range(0, n, step):
+                blk = x[s0 : s0 + step] @ c.T
+                blk *= -2.0
+                blk += cc[None]
+                blk += sq[s0 : s0 + step, None]
+                mind[s0 : s0 + step] = blk.min(axis=1)
+            start = 0
         else:
-            mind = np.full(n, np.inf, dtype=np.float32)
-            if b:
-                first = int(_rng(rng).integers(n))
-                mind = np.minimum(mind, dist_to(x[first : first + 1]))
-                mind[first] = -1.0
-        chosen = (
-            []
-            if centers is not None and len(centers)
-            else ([first] if b else [])
-        )
-        while len(chosen) < b:
+            chosen[0] = int(_rng(rng).integers(n))
+            start = 1
+        buf = np.empty(n, dtype=np.float32)
+
+        def update(j):
+            # einsum, not BLAS: a threaded gemv is several times slower on a
+            # busy machine, and this loop is memory-bound anyway.
+            np.einsum("ij,j->i", x, x[j], out=buf)
+            np.multiply(buf, -2.0, out=buf)
+            np.add(buf, sq, out=buf)
+            np.add(buf, sq[j], out=buf)
+            np.minimum(mind, buf, out=mind)
+            mind[j] = -np.inf  # never picked again
+
+        if start:
+            update(chosen[0])
+        for k in range(start, b):
             j = int(np.argmax(mind))
-            chosen.append(j)
-            d = sq + sq[j] - 2 * x @ x[j]
-            mind = np.minimum(mind, d)
-            mind[chosen] = -1.0
-        return np.sort(np.asarray(chosen, dtype=np.int64))
+            chosen[k] = j
+            update(j)
+        return np.sort(chosen)
 
     def get_config(self):
         return {"batch_size": self.batch_size}

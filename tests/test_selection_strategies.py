@@ -42,21 +42,56 @@ def _worst(p, g, m):
     return v.sum() - (v[len(v) - m :].sum() if m else 0.0)
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(24))
 def test_robust_matches_lp_optimum(seed):
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(5, 30))
-    b = int(rng.integers(1, n))
-    m = int(rng.integers(0, b + 1))
+    n = int(rng.integers(2, 40))
+    b = int(rng.integers(1, n + 1))
+    m = int(rng.integers(0, n))
     g = rng.random(n)
-    if seed % 2:
-        g = g**3  # skewed gains
+    if seed % 3 == 1:
+        g = g**4  # skewed gains
+    elif seed % 3 == 2:
+        g = np.round(g * 4) / 4  # ties and zero gains
     p, val = robust_marginals(g, b, m)
     assert abs(p.sum() - b) < 1e-9
-    assert p.min() >= -1e-12 and p.max() <= 1 + 1e-12
+    assert p.min() >= 0.0 and p.max() <= 1.0
     lp = _lp_maxmin(g, b, m)
     assert abs(_worst(p, g, m) - lp) < 1e-6 * max(1, lp)
     assert abs(val - lp) < 1e-6 * max(1, lp)
+
+
+def test_robust_water_filling_structure():
+    # Equal p_i g_i on a top set: p_i = t / g_i there.
+    g = np.random.default_rng(0).random(200)
+    p, _ = robust_marginals(g, 20, 5)
+    top = p * g > 1e-9
+    levels = (p * g)[top & (p < 1 - 1e-9)]
+    assert levels.max() - levels.min() < 1e-9 * max(1, levels.max())
+    assert top.sum() > 20  # spread beyond the greedy top b
+
+
+def test_robust_large_pool_exact_and_fast_enough():
+    g = np.random.default_rng(1).random(100_000) ** 2
+    p, val = robust_marginals(g, 1000, 150)
+    assert abs(p.sum() - 1000) < 1e-6 and 0 <= p.min() and p.max() <= 1
+    # No feasible perturbation does better: moving mass between two points
+    # (one of the top set, one outside) cannot raise the worst case.
+    order = np.argsort(-g)
+    for i, j in [(order[0], order[5000]), (order[10], order[-1])]:
+        for eps in (1e-3, -1e-3):
+            q = p.copy()
+            q[i] += eps
+            q[j] -= eps
+            if 0 <= q.min() and q.max() <= 1:
+                assert _worst(q, g, 150) <= val + 1e-9
+
+
+def test_robust_argument_errors():
+    with pytest.raises(ValueError, match="num_spoiled"):
+        robust_marginals(np.ones(4), 2, -1)
+    with pytest.raises(ValueError, match="`b`"):
+        robust_marginals(np.ones(4), 5, 1)
 
 
 def test_robust_no_spoiling_is_greedy_and_spoiling_spreads():
@@ -86,16 +121,56 @@ def test_margin_entropy_uniform():
     np.testing.assert_allclose(counts / 2000, 0.25, atol=0.05)
 
 
+def _reference_k_center(x, b, first=None, centers=None):
+    # Textbook greedy k-center, float64, one distance column per pick.
+    x = np.asarray(x, np.float64)
+    mind = np.full(len(x), np.inf)
+    chosen = []
+    if centers is not None:
+        for c in centers:
+            mind = np.minimum(mind, ((x - c) ** 2).sum(1))
+    else:
+        chosen.append(first)
+        mind = np.minimum(mind, ((x - x[first]) ** 2).sum(1))
+        mind[first] = -1
+    while len(chosen) < b:
+        j = int(np.argmax(mind))
+        chosen.append(j)
+        mind = np.minimum(mind, ((x - x[j]) ** 2).sum(1))
+        mind[chosen] = -1
+    return sorted(chosen)
+
+
+def test_coreset_matches_reference_k_center():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 6)).astype("float32")
+    first = int(np.random.default_rng(3).integers(500))
+    idx = CoresetSelection().select(x, 40, rng=3)
+    assert idx.tolist() == _reference_k_center(x, 40, first=first)
+    centers = rng.normal(size=(30, 6)).astype("float32")
+    idx = CoresetSelection(batch_size=64).select(
+        np.zeros((500, 2)), 25, embeddings=x, centers=centers
+    )
+    assert idx.tolist() == _reference_k_center(x, 25, centers=centers)
+
+
 def test_coreset_k_center():
     rng = np.random.default_rng(0)
     clusters = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], float)
     x = np.concatenate([c + 0.1 * rng.normal(size=(50, 2)) for c in clusters])
     idx = CoresetSelection().select(x, 3, rng=0, centers=clusters[:1])
     assert sorted(set(i // 50 for i in idx)) == [1, 2, 3]
-    # Large pool runs (batched distances).
+    # A large pool with many centers (blocked distances), duplicates.
     big = rng.normal(size=(20000, 8)).astype("float32")
-    idx = CoresetSelection(batch_size=4096).select(big, 20, rng=0)
-    assert len(np.unique(idx)) == 20
+    big[1000:1100] = big[0]
+    idx = CoresetSelection(batch_size=4096).select(
+        big, 50, rng=0, centers=big[:3000:7]
+    )
+    assert len(np.unique(idx)) == 50
+    with pytest.raises(ValueError, match="centers"):
+        CoresetSelection().select(big, 5, centers=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="batch_size"):
+        CoresetSelection(batch_size=0)
 
 
 def test_sleeping_experts_tracks_best_and_beats_uniform():
