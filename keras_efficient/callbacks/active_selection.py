@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import threading
 
 import keras
 import numpy as np
@@ -14,8 +15,16 @@ class QueriedDataset(keras.utils.PyDataset):
     """Training data that grows as the teacher is queried.
 
     Its length is fixed (`steps_per_epoch` batches) so `fit` sees the same
-    number of steps on every backend; each batch is drawn from the points
-    queried so far, cycling through a fresh permutation of them.
+    number of steps on every backend. The batches of an epoch come from a
+    plan the owning `ActiveDistillation` makes before the epoch's data is
+    read: a snapshot of the points queried so far and a permutation of
+    them drawn from `(seed, epoch)` alone, cycled to fill the epoch.
+
+    Batches are served in the order they are requested, whatever index
+    `fit` asks for: `fit(shuffle=True)` shuffles the batch indices of a
+    `PyDataset` with Python's global `random`, whose state no checkpoint
+    holds, so serving by index would make a resumed run train on another
+    batch order. The plan is already a random permutation.
     """
 
     def __init__(self, owner, batch_size, steps_per_epoch):
@@ -23,25 +32,47 @@ class QueriedDataset(keras.utils.PyDataset):
         self._owner = owner
         self.batch_size = batch_size
         self.steps = steps_per_epoch
-        self._perm = None
+        self._lock = threading.Lock()
+        self._plan = None  # (epoch, x, y, batch rows)
+        self._served = 0
 
     def __len__(self):
         return self.steps
 
-    def on_epoch_end(self):
-        self._perm = None
+    @property
+    def planned_epoch(self):
+        return None if self._plan is None else self._plan[0]
+
+    def plan(self, epoch, x, y, seed):
+        """Fixes the batches of `epoch` (called by the owner)."""
+        n = len(y)
+        perm = np.random.default_rng([seed, 1, epoch]).permutation(n)
+        total = self.steps * self.batch_size
+        rows = perm[np.arange(total) % n].reshape(self.steps, -1)
+        with self._lock:
+            self._plan = (epoch, x, y, rows)
+            self._served = 0
+
+    def clear(self):
+        with self._lock:
+            self._plan = None
+            self._served = 0
 
     def __getitem__(self, idx):
-        if self._owner.train_y is None:
-            # fit peeks at a batch before any callback runs.
+        with self._lock:
+            plan = self._plan
+            if plan is not None:
+                k = self._served % self.steps
+                self._served += 1
+        if plan is None:
+            # `fit` peeks at a batch (for shapes) before any callback runs:
+            # the first rows of the current data, no RNG drawn.
             self._owner._start()
-        x, y = self._owner.train_x, self._owner.train_y
-        n = len(y)
-        if self._perm is None or len(self._perm) != n:
-            self._perm = self._owner._data_rng.permutation(n)
-        pos = (np.arange(self.batch_size) + idx * self.batch_size) % n
-        sel = self._perm[pos]
-        return x[sel], y[sel]
+            x, y = self._owner.train_x, self._owner.train_y
+            sel = np.arange(self.batch_size) % len(y)
+            return x[sel], y[sel]
+        _, x, y, rows = plan
+        return x[rows[k]], y[rows[k]]
 
 
 class ActiveDistillation(keras.callbacks.Callback):
@@ -83,7 +114,8 @@ class ActiveDistillation(keras.callbacks.Callback):
             `coreset` (functional models); default: the probabilities.
         state_dir: directory for the resumable state (e.g. the
             `BackupAndRestore` directory).
-        seed: seed of the selection and data RNGs.
+        seed: integer seed of the selection RNG and of the per-epoch data
+            order (`None`: drawn once, and kept in the saved state).
         verbose: 1 prints progress bars when scoring or querying.
 
     Example:
@@ -148,10 +180,16 @@ class ActiveDistillation(keras.callbacks.Callback):
         self.from_logits = from_logits
         self.embedding_layer = embedding_layer
         self.state_dir = state_dir
-        self.seed = seed
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % (2**31))
+        if int(seed) != seed or seed < 0:
+            raise ValueError(
+                f"`seed` must be a non-negative integer or None. Received: "
+                f"seed={seed}"
+            )
+        self.seed = int(seed)
         self.verbose = verbose
-        self.rng = np.random.default_rng(seed)
-        self._data_rng = np.random.default_rng([seed, 1])
+        self.rng = np.random.default_rng(self.seed)
         self.queried = np.zeros((0,), dtype=np.int64)
         self.train_x = pool[:0]
         self.train_y = None
@@ -159,7 +197,8 @@ class ActiveDistillation(keras.callbacks.Callback):
         self.history = []  # queries per round
         steps = steps_per_epoch or math.ceil(self.budget / self.batch_size)
         self.dataset = QueriedDataset(self, self.batch_size, steps)
-        self._resumed_checked = False
+        self._epoch = None  # the epoch being trained, None outside fit
+        self._round_epoch = None  # last epoch whose round has run
         self._loaded_epoch = None
 
     # ---- state -----------------------------------------------------------
@@ -193,8 +232,9 @@ class ActiveDistillation(keras.callbacks.Callback):
             "epoch": epoch,
             "round": self.round,
             "history": self.history,
+            "seed": self.seed,
+            "round_epoch": self._round_epoch,
             "rng": self.rng.bit_generator.state,
-            "data_rng": self._data_rng.bit_generator.state,
             "strategy": self.strategy.get_state(),
             "teacher_accuracy": getattr(
                 self.strategy, "teacher_accuracy", None
@@ -204,6 +244,15 @@ class ActiveDistillation(keras.callbacks.Callback):
         with open(tmp, "w") as f:
             json.dump(meta, f)
         os.replace(tmp, path + ".json")  # the JSON marks the state complete
+        for old in self._saved_epochs():  # keep this epoch and the one before
+            if old < epoch - 1:
+                self._remove_state(old)
+
+    def _remove_state(self, epoch):
+        for ext in (".json", ".npz"):  # JSON first: it marks completeness
+            path = self._state_path(epoch) + ext
+            if os.path.exists(path):
+                os.remove(path)
 
     def _load_state(self, epoch):
         path = self._state_path(epoch)
@@ -215,8 +264,9 @@ class ActiveDistillation(keras.callbacks.Callback):
         self.train_x = self.pool[self.queried]
         self.round = meta["round"]
         self.history = meta["history"]
+        self.seed = meta["seed"]
+        self._round_epoch = meta["round_epoch"]
         self.rng.bit_generator.state = meta["rng"]
-        self._data_rng.bit_generator.state = meta["data_rng"]
         self.strategy.set_state(meta["strategy"])
         if hasattr(self.strategy, "teacher_accuracy"):
             self.strategy.teacher_accuracy = meta["teacher_accuracy"]
@@ -351,28 +401,54 @@ class ActiveDistillation(keras.callbacks.Callback):
         finally:
             self.strategy = strategy
 
-    # ---- callback hooks --------------------------------------------------
-    def on_train_begin(self, logs=None):
-        self._resumed_checked = False
+    def _plan(self, epoch):
+        self.dataset.plan(epoch, self.train_x, self.train_y, self.seed)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        if self._resumed_checked:
+    def _finish_epoch_training(self, epoch):
+        """After the last train step of `epoch`: round, then next plan.
+
+        Runs before `fit` creates the next epoch's data iterator (which on
+        TensorFlow starts prefetching at once, before `on_epoch_end`), so
+        every batch of epoch `epoch + 1` comes from the data after this
+        round, on every backend.
+        """
+        if self._round_epoch == epoch:
             return
-        self._resumed_checked = True
-        if epoch > 0 and self.state_dir:
-            if not os.path.exists(self._state_path(epoch - 1) + ".json"):
-                raise ValueError(
-                    f"Resuming at epoch {epoch} but no ActiveDistillation "
-                    f"state for epoch {epoch - 1} in {self.state_dir!r}. "
-                    "List ActiveDistillation before BackupAndRestore."
-                )
-            if self._loaded_epoch != epoch - 1:
-                self._load_state(epoch - 1)
-        self._start()
-
-    def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.epochs_per_round == 0 and self.queries_left:
             self.query_round()
+        self._round_epoch = epoch
+        self._plan(epoch + 1)
+
+    # ---- callback hooks --------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self._epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        first = self._epoch is None
+        self._epoch = epoch
+        if first:
+            # First epoch of this `fit`: resume from the state saved at the
+            # end of the previous epoch (BackupAndRestore restored the
+            # model's weights and optimizer from that same point).
+            if epoch > 0 and self.state_dir:
+                if not os.path.exists(self._state_path(epoch - 1) + ".json"):
+                    raise ValueError(
+                        f"Resuming at epoch {epoch} but no ActiveDistillation "
+                        f"state for epoch {epoch - 1} in {self.state_dir!r}."
+                    )
+                self._load_state(epoch - 1)
+            self._start()
+        if first or self.dataset.planned_epoch != epoch:
+            self._plan(epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps = (self.params or {}).get("steps") or self.dataset.steps
+        if self._epoch is not None and batch + 1 >= steps:
+            self._finish_epoch_training(self._epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Normally done at the last batch; this covers epochs cut short.
+        self._finish_epoch_training(epoch)
         if logs is not None:
             logs["queries_used"] = self.queries_used
             logs["queries_left"] = self.queries_left
@@ -380,8 +456,7 @@ class ActiveDistillation(keras.callbacks.Callback):
         self._save_state(epoch)
 
     def on_train_end(self, logs=None):
+        self._epoch = None
+        self.dataset.clear()
         for e in self._saved_epochs():
-            for ext in (".json", ".npz"):
-                path = self._state_path(e) + ext
-                if os.path.exists(path):
-                    os.remove(path)
+            self._remove_state(e)
