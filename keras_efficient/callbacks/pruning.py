@@ -5,7 +5,7 @@ import numpy as np
 
 from keras_efficient.pruning import masks as masks_lib
 from keras_efficient.pruning.schedules import PruningSchedule
-from keras_efficient.pruning.targets import find_target_layers
+from keras_efficient.pruning.targets import find_target_weights
 
 
 class _MaskConstraint:
@@ -14,6 +14,10 @@ class _MaskConstraint:
     def __init__(self, mask, original=None):
         self.mask = mask
         self.original = original
+        # The train function last built with this constraint attached, and
+        # (JAX, which bakes the mask into the jitted step) the mask then.
+        self.traced_function = None
+        self.traced_mask = None
 
     def __call__(self, w):
         if self.original is not None:
@@ -54,12 +58,20 @@ class MagnitudePruning(keras.callbacks.Callback):
     kernels' zeros. The epoch logs get `pruning_target_sparsity` and
     `pruning_sparsity` (achieved over the targets).
 
+    TensorFlow and PyTorch read the mask variables at every step. JAX bakes
+    the masks into the jitted train step, so there the train function is
+    rebuilt (retraced and recompiled) on a pruning step only when a mask
+    actually changed; `retraces` counts the rebuilds (one more per `fit`
+    that first attaches the masks, on every backend).
+
     Args:
         schedule: a `PruningSchedule` (`ConstantSparsity`, `PolynomialDecay`,
             `IterativePruning`).
         targets: None (kernels of Dense, EinsumDense, Conv1D/2D/3D layers,
-            nested ones included), a callable `layer -> bool`, or a list of
-            layer names.
+            nested ones included, and this package's projections:
+            `LaurelResidual`'s low-rank kernels, `MixtureOfExperts`' expert
+            kernels, `AltUpReadout`'s kernel), a callable `layer -> bool`,
+            or a list of layer names.
         scope: `"layer"` (each kernel at the target sparsity) or `"global"`
             (one magnitude threshold across all targets).
         structure: `"unstructured"`, `"block"`, `"n_m"` or `"filter"`.
@@ -147,8 +159,12 @@ class MagnitudePruning(keras.callbacks.Callback):
         self.block_pooling = block_pooling
         self.step = 0
         self.target_sparsity = 0.0
+        self.retraces = 0
         self._layers = []
+        self._keys = []
+        self._kernels = []
         self._masks = []
+        self._constraints = []
 
     # -- state -------------------------------------------------------------
     @property
@@ -158,38 +174,88 @@ class MagnitudePruning(keras.callbacks.Callback):
 
     @property
     def target_layers(self):
-        return list(self._layers)
+        """The layers with pruned kernels (each listed once)."""
+        out = []
+        for layer in self._layers:
+            if all(layer is not x for x in out):
+                out.append(layer)
+        return out
+
+    @property
+    def target_weights(self):
+        """`{key: kernel variable}` of the pruned kernels.
+
+        `key` is the layer name for a layer's `kernel`, `"layer/attr"` for
+        other projections (e.g. `MixtureOfExperts`' `"moe/kernel_in"`).
+        """
+        return dict(zip(self._keys, self._kernels))
 
     def _attach(self):
         model = self.model
-        self._layers = find_target_layers(model, self.targets)
-        if not self._layers:
+        found = find_target_weights(model, self.targets)
+        if not found:
             raise ValueError("The model has no layers to prune (`targets`).")
+        self._layers = [f[0] for f in found]
+        self._keys = [f[1] for f in found]
+        self._kernels = [f[2] for f in found]
         self._masks = []
-        for layer in self._layers:
-            kernel = layer.kernel
+        self._constraints = []
+        step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        resumed = step > getattr(self.schedule, "begin_step", 0)
+        for key, kernel in zip(self._keys, self._kernels):
             c = kernel.constraint
-            if isinstance(c, _MaskConstraint):
-                mask = c.mask
-            else:
+            if not isinstance(c, _MaskConstraint):
                 mask = keras.Variable(
                     np.ones(kernel.shape, "float32"),
                     trainable=False,
                     dtype="float32",
-                    name=f"{layer.name}_prune_mask",
+                    name=f"{key.replace('/', '_')}_prune_mask",
                 )
-                kernel.constraint = _MaskConstraint(mask, c)
-            # Rebuild from the kernel's zeros (resumed or refitted models).
-            w = keras.ops.convert_to_numpy(kernel.value)
-            mask.assign((w != 0).astype("float32"))
-            self._masks.append(mask)
+                c = _MaskConstraint(mask, c)
+                kernel.constraint = c
+                if resumed:
+                    # Past a pruning step (e.g. restored by BackupAndRestore):
+                    # rebuild the mask from the kernel's zeros. Before any,
+                    # keep all weights (zero-initialised kernels such as
+                    # LAuReL's `lr_kernel_b` must be free to train).
+                    w = keras.ops.convert_to_numpy(kernel.value)
+                    mask.assign((w != 0).astype("float32"))
+            self._masks.append(c.mask)
+            self._constraints.append(c)
+
+    def _needs_retrace(self, masks=None):
+        """Whether the train function must be rebuilt to see the masks.
+
+        Always after a constraint is attached to a kernel. On JAX also when
+        a mask differs from the one the jitted step was traced with (JAX
+        bakes it in as a constant); TensorFlow and PyTorch read the mask
+        variable at every step.
+        """
+        fn = self.model.train_function
+        for i, c in enumerate(self._constraints):
+            if fn is None or c.traced_function is not fn:
+                return True
+            if keras.backend.backend() == "jax":
+                m = (
+                    masks[i]
+                    if masks is not None
+                    else keras.ops.convert_to_numpy(c.mask)
+                )
+                if not np.array_equal(c.traced_mask, m):
+                    return True
+        return False
+
+    def _retrace(self):
+        self.model.make_train_function(force=True)
+        fn = self.model.train_function
+        for c in self._constraints:
+            c.traced_function = fn
+            c.traced_mask = keras.ops.convert_to_numpy(c.mask).copy()
+        self.retraces += 1
 
     def _prune(self, sparsity):
-        model = self.model  # on JAX, this syncs the jitted state back
-        kernels = [
-            keras.ops.convert_to_numpy(layer.kernel.value)
-            for layer in self._layers
-        ]
+        self.model  # noqa: B018 (on JAX, syncs the jitted state back)
+        kernels = [keras.ops.convert_to_numpy(v.value) for v in self._kernels]
         new = masks_lib.compute_masks(
             kernels,
             sparsity,
@@ -199,19 +265,20 @@ class MagnitudePruning(keras.callbacks.Callback):
             n_m=self.n_m,
             pooling=self.block_pooling,
         )
-        for layer, mask, k, m in zip(self._layers, self._masks, kernels, new):
+        for variable, mask, k, m in zip(
+            self._kernels, self._masks, kernels, new
+        ):
             mask.assign(m)
-            layer.kernel.assign((k * m).astype(k.dtype))
-        if keras.backend.backend() == "jax":
-            # JAX bakes the masks into the jitted step: retrace it.
-            model.make_train_function(force=True)
+            variable.assign((k * m).astype(k.dtype))
+        if self._needs_retrace(new):
+            self._retrace()
 
     def achieved_sparsity(self):
         """Fraction of zeros over all target kernels."""
         n = z = 0
         self.model  # noqa: B018 (syncs JAX state)
-        for layer in self._layers:
-            w = keras.ops.convert_to_numpy(layer.kernel.value)
+        for variable in self._kernels:
+            w = keras.ops.convert_to_numpy(variable.value)
             n += w.size
             z += int((w == 0).sum())
         return z / max(n, 1)
@@ -228,7 +295,8 @@ class MagnitudePruning(keras.callbacks.Callback):
             keras.ops.convert_to_numpy(self.model.optimizer.iterations)
         )
         self.target_sparsity = float(self.schedule.sparsity(self.step))
-        self.model.make_train_function(force=True)
+        if self._needs_retrace():
+            self._retrace()
         self._started = True
 
     def on_train_batch_begin(self, batch, logs=None):

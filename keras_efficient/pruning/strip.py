@@ -5,15 +5,21 @@ import math
 import keras
 import numpy as np
 
-from keras_efficient.pruning.targets import find_target_layers
+from keras_efficient.pruning.targets import find_target_weights
 
 
 def _masked_kernels(model):
+    seen = set()
     for layer in model._flatten_layers(include_self=False, recursive=True):
-        kernel = getattr(layer, "kernel", None)
-        c = getattr(kernel, "constraint", None)
-        if c is not None and hasattr(c, "mask"):
-            yield layer, kernel, c
+        for variable in layer.weights:
+            c = getattr(variable, "constraint", None)
+            if (
+                c is not None
+                and hasattr(c, "mask")
+                and id(variable) not in seen
+            ):
+                seen.add(id(variable))
+                yield layer, variable, c
 
 
 def strip_pruning(model):
@@ -68,7 +74,7 @@ def sparsity_report(model, targets=None):
         targets: as in `MagnitudePruning` (None: Dense/EinsumDense/Conv).
 
     Returns:
-        A dict with `"layers"` (name -> params, nonzero, sparsity,
+        A dict with `"layers"` (key -> params, nonzero, sparsity,
         dense_bytes, csr_bytes, bitmask_bytes, compressed_bytes) and the
         totals `params`, `nonzero`, `sparsity`, `dense_bytes`,
         `compressed_bytes`, plus `model_params` and `model_nonzero` over all
@@ -83,8 +89,8 @@ def sparsity_report(model, targets=None):
     """
     layers = {}
     tot = {"params": 0, "nonzero": 0, "dense_bytes": 0, "compressed_bytes": 0}
-    for layer in find_target_layers(model, targets):
-        w = keras.ops.convert_to_numpy(layer.kernel.value)
+    for _, key, variable in find_target_weights(model, targets):
+        w = keras.ops.convert_to_numpy(variable.value)
         n, nnz = int(w.size), int(np.count_nonzero(w))
         item = w.dtype.itemsize
         rows = w.size // (w.shape[-1] if w.ndim > 1 else 1)
@@ -99,7 +105,7 @@ def sparsity_report(model, targets=None):
         entry["compressed_bytes"] = min(
             entry["dense_bytes"], entry["csr_bytes"], entry["bitmask_bytes"]
         )
-        layers[layer.name] = entry
+        layers[key] = entry
         for key in tot:
             tot[key] += entry[key]
     weights = [keras.ops.convert_to_numpy(v) for v in model.weights]
