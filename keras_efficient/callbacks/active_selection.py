@@ -83,18 +83,23 @@ class ActiveDistillation(keras.callbacks.Callback):
     queries the teacher on those points only (batched) and adds them to
     `self.dataset`, the training data `fit` reads. Round 0 runs before any
     training (so it is uniform), then one round after every
-    `epochs_per_round` epochs until `budget` queries are spent. A point is
-    never queried twice and the budget is never exceeded. If the teacher
-    raises, nothing of that round is added and a `RuntimeError` names the
-    round. With `state_dir` the state (queried indices and teacher outputs,
-    round, strategy state, RNGs) is written after every epoch and reloaded
-    on resume, so an interrupted run resumed with
+    `epochs_per_round` epochs (at the epoch's last train batch) until
+    `budget` queries are spent. A point is never queried twice and the
+    budget is never exceeded. If the teacher raises, nothing of that round
+    is added and a `RuntimeError` names the round. With `state_dir` the
+    state (queried indices and teacher outputs, round, strategy state,
+    selection RNG, seed) is written after every epoch and reloaded on
+    resume, so an interrupted run resumed in a new process with
     `keras.callbacks.BackupAndRestore` (listed after this callback) ends
-    with the same queried set.
+    with the same queried set and, on the same machine, the same student
+    weights as an uninterrupted run.
 
     `self.dataset` is a `keras.utils.PyDataset` of fixed length
     (`steps_per_epoch` batches) that draws its batches from the points
-    queried so far: pass it to `fit` as `x`.
+    queried so far: pass it to `fit` as `x`, without `steps_per_epoch`.
+    The batch order of epoch `e` depends only on `(seed, e)`, not on
+    `fit`'s `shuffle` (which would reorder the batches with Python's global
+    `random`, a state no checkpoint restores).
 
     Args:
         pool: array `(n, ...)` of unlabeled inputs.
@@ -296,9 +301,7 @@ class ActiveDistillation(keras.callbacks.Callback):
         x = self.pool[idx]
         if self.verbose:
             print(f"ActiveDistillation round {self.round}: scoring {len(x)}")
-        out = self.model.predict(
-            x, batch_size=self.batch_size, verbose=self.verbose
-        )
+        out = self._predict(self.model, x, self.verbose)
         out = np.asarray(out, dtype=np.float64)
         if self.from_logits:
             out = out - out.max(axis=1, keepdims=True)
@@ -307,12 +310,27 @@ class ActiveDistillation(keras.callbacks.Callback):
         return out
 
     def _embed(self, idx):
-        sub = keras.Model(
-            self.model.inputs, self.model.get_layer(self.embedding_layer).output
-        )
-        return sub.predict(
-            self.pool[idx], batch_size=self.batch_size, verbose=0
-        )
+        model = self.model
+        cached = getattr(self, "_embedder", None)
+        if cached is None or cached[0] is not model:
+            # Built once per student: a new model every round would be
+            # traced and compiled again every round.
+            sub = keras.Model(
+                model.inputs, model.get_layer(self.embedding_layer).output
+            )
+            self._embedder = cached = (model, sub)
+        return self._predict(cached[1], self.pool[idx], 0)
+
+    def _predict(self, model, x, verbose):
+        # Pad to whole batches: the pool shrinks every round, and a last
+        # batch of a new size would make the backend compile `predict` for
+        # that shape again, every round.
+        n = len(x)
+        pad = -n % self.batch_size
+        if pad:
+            x = np.concatenate([x, np.repeat(x[:1], pad, axis=0)], axis=0)
+        out = model.predict(x, batch_size=self.batch_size, verbose=verbose)
+        return keras.tree.map_structure(lambda a: np.asarray(a)[:n], out)
 
     def _set_teacher_accuracy(self):
         if self.validation is None:
