@@ -1,6 +1,4 @@
 """Public callbacks of keras-efficient."""
 
+from keras_efficient.callbacks.active_selection import ActiveDistillation  # noqa: F401
 from keras_efficient.callbacks.pruning import MagnitudePruning  # noqa: F401
-from keras_efficient.callbacks.active_selection import (  # noqa: F401
-    ActiveDistillation,
-)
