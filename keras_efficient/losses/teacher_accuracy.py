@@ -158,12 +158,17 @@ class TeacherAccuracy:
         kx = ops.convert_to_tensor(np.asarray(xs, "float32"))
         ky = ops.convert_to_tensor(np.asarray(ys, "float32"))
         margin = ops.cast(margin, "float32")
-        idx = ops.searchsorted(kx, margin, side="right")
+        # TensorFlow's searchsorted needs values of rank 1 against a 1-D
+        # sequence (it matches leading dimensions otherwise), so flatten
+        # margins of any rank, e.g. (batch, time) for sequence outputs.
+        shape = ops.shape(margin)
+        flat = ops.reshape(margin, (-1,))
+        idx = ops.searchsorted(kx, flat, side="right")
         idx = ops.clip(idx, 1, len(xs) - 1)
         x0, x1 = ops.take(kx, idx - 1), ops.take(kx, idx)
         y0, y1 = ops.take(ky, idx - 1), ops.take(ky, idx)
-        t = ops.clip((margin - x0) / ops.maximum(x1 - x0, 1e-12), 0.0, 1.0)
-        return y0 + t * (y1 - y0)
+        t = ops.clip((flat - x0) / ops.maximum(x1 - x0, 1e-12), 0.0, 1.0)
+        return ops.reshape(y0 + t * (y1 - y0), shape)
 
     def predict_numpy(self, teacher_outputs, from_logits=False):
         """alpha(x) in NumPy for a (n, C) array of teacher outputs."""
