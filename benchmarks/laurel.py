@@ -14,6 +14,7 @@ digits (offline):
   and the per-seed accuracy gain of RW+LR over plain.
 
     KERAS_BACKEND=jax python benchmarks/laurel.py [--quick] [--seeds N]
+        [--timing-only]
 """
 
 import os
@@ -58,13 +59,51 @@ def build(variant, seed):
     return model
 
 
+def accuracy_figures(seeds, epochs, batch_size):
+    """Test accuracy per variant; same data, steps and seeds for each."""
+    (x_train, y_train), (x_test, y_test) = load_digits(seed=0)
+    accuracy = {v: [] for v in TRAINED}
+    for seed in range(seeds):
+        for v in TRAINED:
+            model = build(v, seed)
+            keras.utils.set_random_seed(seed)
+            model.fit(
+                x_train,
+                y_train,
+                batch_size=batch_size,
+                epochs=epochs,
+                verbose=0,
+            )
+            acc = model.evaluate(x_test, y_test, verbose=0)[1]
+            accuracy[v].append(float(acc))
+            print(f"seed {seed} {v:<9} test accuracy {acc:.4f}", flush=True)
+    figures = [figure(f"test_accuracy/{v}", accuracy[v]) for v in TRAINED]
+    gains = np.subtract(accuracy["rw+lr"], accuracy["plain"]).tolist()
+    figures.append(
+        figure(
+            "accuracy_gain/rw+lr",
+            gains,
+            target=(">", 0.0),
+            note="per-seed test accuracy of RW+LR minus plain",
+        )
+    )
+    return figures
+
+
 def main():
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(
+        __doc__.splitlines()[0],
+        extra=lambda parser: parser.add_argument(
+            "--timing-only",
+            action="store_true",
+            help="step times and parameter counts only, no training runs",
+        ),
+    )
     quick = args.quick
     seeds = args.seeds or (1 if quick else 3)
     epochs = 3 if quick else 10
     batch_size = 64
-    (x_train, y_train), (x_test, y_test) = load_digits(seed=0)
+    (x_train, y_train), _ = load_digits(seed=0)
 
     # Step time: all variants in one process, interleaved.
     models = {v: build(v, 0) for v in TIMED}
@@ -100,33 +139,8 @@ def main():
             )
         )
 
-    # Accuracy: same data, steps and seeds for every variant.
-    accuracy = {v: [] for v in TRAINED}
-    for seed in range(seeds):
-        for v in TRAINED:
-            model = build(v, seed)
-            keras.utils.set_random_seed(seed)
-            model.fit(
-                x_train,
-                y_train,
-                batch_size=batch_size,
-                epochs=epochs,
-                verbose=0,
-            )
-            acc = model.evaluate(x_test, y_test, verbose=0)[1]
-            accuracy[v].append(float(acc))
-            print(f"seed {seed} {v:<9} test accuracy {acc:.4f}", flush=True)
-    for v in TRAINED:
-        figures.append(figure(f"test_accuracy/{v}", accuracy[v]))
-    gains = np.subtract(accuracy["rw+lr"], accuracy["plain"]).tolist()
-    figures.append(
-        figure(
-            "accuracy_gain/rw+lr",
-            gains,
-            target=(">", 0.0),
-            note="per-seed test accuracy of RW+LR minus plain",
-        )
-    )
+    if not args.timing_only:
+        figures += accuracy_figures(seeds, epochs, batch_size)
 
     print_table(figures, title="LAuReL ResNet on digits")
     write_results(
@@ -139,7 +153,7 @@ def main():
                 "model": "ResNet([2, 2], [16, 32]), laurel_rank=4",
                 "epochs": epochs,
                 "batch_size": batch_size,
-                "seeds": seeds,
+                "seeds": 0 if args.timing_only else seeds,
                 "jit_compile": JIT,
             },
             "step_seconds": {v: timing[v]["step_seconds"] for v in TIMED},
