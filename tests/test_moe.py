@@ -6,6 +6,7 @@ import pytest
 
 from keras_efficient.layers import MixtureOfExperts
 from keras_efficient.layers.moe import expert_mlp
+from keras_efficient.layers.moe import positions_in_experts
 from tests.harness import BACKEND
 from tests.harness import JIT
 from tests.harness import assert_allclose
@@ -83,6 +84,15 @@ def test_matches_numpy_loop_reference(router, capacity_factor):
         assert fraction == 0
     if capacity_factor == 0.5:
         assert fraction > 0.3
+
+
+@pytest.mark.parametrize("num_experts", [1, 3, 16])
+def test_positions_count_earlier_assignments_to_the_same_expert(num_experts):
+    rng = np.random.default_rng(num_experts)
+    expert = rng.integers(0, num_experts, 257).astype("int32")
+    expected = [np.sum(expert[:i] == e) for i, e in enumerate(expert)]
+    got = to_numpy(positions_in_experts(expert, num_experts))
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_lsh_router_sends_each_token_to_its_bucket():

@@ -35,6 +35,37 @@ def resolve_implementation(implementation):
     return implementation
 
 
+def positions_in_experts(expert, num_experts):
+    """Rank of each assignment among the earlier ones to the same expert.
+
+    `position[i]` is the number of `j < i` with `expert[j] == expert[i]`,
+    i.e. the assignment's slot in its expert's buffer in arrival order.
+    Computed by one stable sort on `(expert, i)` keys rather than a cumsum
+    over a `(A, E)` one-hot: on TensorFlow's XLA a cumsum fused with a
+    hash-based router took minutes to compile for a few thousand tokens
+    (the sort also costs O(A log A) instead of O(A E)).
+
+    Args:
+        expert: `(A,)` int32 expert ids in `[0, num_experts)`.
+        num_experts: number of experts E.
+
+    Returns:
+        `(A,)` int32 positions.
+    """
+    expert = ops.cast(expert, "int32")
+    num = ops.shape(expert)[0]
+    index = ops.arange(num, dtype="int32")
+    # Unique keys: sorting them groups by expert, arrival order within.
+    order = ops.argsort(expert * num + index)
+    sorted_expert = ops.take(expert, order)
+    counts = ops.sum(ops.one_hot(expert, num_experts, dtype="int32"), axis=0)
+    starts = ops.cast(ops.cumsum(counts) - counts, "int32")
+    rank = index - ops.take(starts, sorted_expert)
+    return ops.cast(
+        ops.scatter(ops.expand_dims(order, -1), rank, (num,)), "int32"
+    )
+
+
 def expert_mlp(
     x,
     token,
@@ -394,15 +425,14 @@ class MixtureOfExperts(keras.layers.Layer):
         expert = ops.reshape(ops.transpose(experts), (-1,))
         gate = ops.reshape(ops.transpose(gates), (-1,))
         token = ops.tile(ops.arange(num_tokens, dtype="int32"), (self.top_k,))
-        one_hot = ops.one_hot(expert, self.num_experts, dtype="int32")
-        position = ops.sum(ops.cumsum(one_hot, axis=0) * one_hot, axis=-1)
-        position = ops.cast(position, "int32") - 1
+        position = positions_in_experts(expert, self.num_experts)
         capacity = self.capacity(num_tokens)
         keep = position < capacity
         kept = ops.cast(keep, "float32")
         self.dropped_fraction.assign(1.0 - ops.mean(kept))
         if probs is not None and self.load_balance_weight > 0:
-            fraction = ops.mean(ops.cast(one_hot, "float32"), axis=0)
+            one_hot = ops.one_hot(expert, self.num_experts, dtype="float32")
+            fraction = ops.mean(one_hot, axis=0)
             mean_prob = ops.mean(probs, axis=0)
             balance = self.num_experts * ops.sum(fraction * mean_prob)
             self.add_loss(self.load_balance_weight * balance)
