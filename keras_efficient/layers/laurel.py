@@ -408,6 +408,24 @@ def _residual_options(
     }
 
 
+def _options_config(layer, serialized_lr_initializer):
+    """The LAuReL options a wrapper layer passes on, for its `get_config`."""
+    options = {
+        name: getattr(layer, name)
+        for name in (
+            "variant",
+            "rank",
+            "num_activations",
+            "normalization",
+            "per_dimension",
+            "low_rank_history",
+            "data_format",
+        )
+    }
+    options["lr_initializer"] = serialized_lr_initializer
+    return options
+
+
 @keras.saving.register_keras_serializable(package="keras_efficient")
 class LaurelBlock(keras.layers.Layer):
     """Wraps a block `f` so that it computes a LAuReL residual around it.
@@ -509,19 +527,8 @@ class LaurelBlock(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         residual = self.residual.get_config()
-        config.update(
-            {
-                "block": keras.saving.serialize_keras_object(self.block),
-                "variant": self.variant,
-                "rank": self.rank,
-                "num_activations": self.num_activations,
-                "normalization": self.normalization,
-                "per_dimension": self.per_dimension,
-                "lr_initializer": residual["lr_initializer"],
-                "low_rank_history": self.low_rank_history,
-                "data_format": self.data_format,
-            }
-        )
+        config["block"] = keras.saving.serialize_keras_object(self.block)
+        config.update(_options_config(self, residual["lr_initializer"]))
         return config
 
     @classmethod
@@ -671,21 +678,10 @@ class LaurelStack(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         residual = self.laurel_blocks[0].residual.get_config()
-        config.update(
-            {
-                "blocks": [
-                    keras.saving.serialize_keras_object(b) for b in self.blocks
-                ],
-                "variant": self.variant,
-                "rank": self.rank,
-                "num_activations": self.num_activations,
-                "normalization": self.normalization,
-                "per_dimension": self.per_dimension,
-                "lr_initializer": residual["lr_initializer"],
-                "low_rank_history": self.low_rank_history,
-                "data_format": self.data_format,
-            }
-        )
+        config["blocks"] = [
+            keras.saving.serialize_keras_object(b) for b in self.blocks
+        ]
+        config.update(_options_config(self, residual["lr_initializer"]))
         return config
 
     @classmethod
