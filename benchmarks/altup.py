@@ -97,16 +97,28 @@ def build(config, options, seed):
     return model
 
 
+def _extra_arguments(parser):
+    parser.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="measure step-time ratios only (no training to equal steps)",
+    )
+    parser.add_argument(
+        "--hidden-dim",
+        type=int,
+        default=None,
+        help="width d of the baseline (default 64; 32 with --quick)",
+    )
+
+
 def main():
     args = parse_args(
         __doc__.splitlines()[0],
-        extra=lambda p: p.add_argument(
-            "--timing-only",
-            action="store_true",
-            help="measure step-time ratios only (no training to equal steps)",
-        ),
+        extra=_extra_arguments,
     )
     config = dict(QUICK if args.quick else FULL)
+    if args.hidden_dim:
+        config["hidden_dim"] = args.hidden_dim
     if args.seeds:
         config["seeds"] = args.seeds
     d, t, b = (
