@@ -49,6 +49,7 @@ from benchmarks.common import median  # noqa: E402
 from benchmarks.common import parse_args  # noqa: E402
 from benchmarks.common import print_table  # noqa: E402
 from benchmarks.common import write_results  # noqa: E402
+from examples import pruning as tutorial  # noqa: E402
 from keras_efficient.callbacks import MagnitudePruning  # noqa: E402
 from keras_efficient.datasets import load_mnist1d  # noqa: E402
 from keras_efficient.pruning import ConstantSparsity  # noqa: E402
@@ -63,19 +64,9 @@ SCOPE = "global"  # one magnitude threshold across all kernels
 
 
 def make_model(seed):
+    """The tutorial's CNN (`examples/pruning.py`), seeded."""
     keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input((40, 1)),
-            keras.layers.Conv1D(32, 5, padding="same", activation="relu"),
-            keras.layers.MaxPooling1D(2),
-            keras.layers.Conv1D(32, 3, padding="same", activation="relu"),
-            keras.layers.MaxPooling1D(2),
-            keras.layers.Flatten(),
-            keras.layers.Dense(128, activation="relu"),
-            keras.layers.Dense(10),
-        ]
-    )
+    return tutorial.make_model()
 
 
 def compile_(model, lr):
