@@ -44,7 +44,7 @@ from benchmarks.common import parse_args  # noqa: E402
 from benchmarks.common import print_table  # noqa: E402
 from benchmarks.common import write_results  # noqa: E402
 from examples import active_distillation as tutorial  # noqa: E402
-from keras_efficient import selection  # noqa: E402
+from keras_efficient.distillation import strategies as selection  # noqa: E402
 
 STRATEGIES = tutorial.STRATEGIES
 

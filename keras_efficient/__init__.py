@@ -4,8 +4,12 @@ Layers, losses, callbacks and ready-made models that run on the JAX,
 TensorFlow and PyTorch backends:
 
 - `keras_efficient.layers`: LAuReL, AltUp, sparse lookup tables, LSH MoE.
-- `keras_efficient.losses`: SLaM, debiased distillation, temperature KD.
-- `keras_efficient.callbacks`: active query selection, magnitude pruning.
+- `keras_efficient.distillation`: teacher-accuracy estimation, SLaM,
+  debiased distillation, temperature KD, budgeted active query selection.
+- `keras_efficient.pruning`: schedules, structures, the pruning callback,
+  strip and report, evaluation beyond test accuracy.
+- `keras_efficient.losses`, `keras_efficient.callbacks`: the losses and
+  callbacks above, gathered where Keras users look for them.
 - `keras_efficient.applications`: ResNets and a Transformer LM that switch
   these methods on by argument.
 - `keras_efficient.datasets`: offline data for tutorials and benchmarks.
@@ -14,6 +18,7 @@ TensorFlow and PyTorch backends:
 from keras_efficient import applications
 from keras_efficient import callbacks
 from keras_efficient import datasets
+from keras_efficient import distillation
 from keras_efficient import layers
 from keras_efficient import losses
 from keras_efficient import pruning
@@ -24,6 +29,7 @@ __all__ = [
     "applications",
     "callbacks",
     "datasets",
+    "distillation",
     "layers",
     "losses",
     "pruning",

@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from keras_efficient import selection
-from keras_efficient.selection import CoresetSelection
-from keras_efficient.selection import EntropySelection
-from keras_efficient.selection import MarginSelection
-from keras_efficient.selection import RobustSelection
-from keras_efficient.selection import SleepingExpertsSelection
-from keras_efficient.selection import UniformSelection
-from keras_efficient.selection import robust_marginals
+from keras_efficient.distillation import strategies as selection
+from keras_efficient.distillation.strategies import CoresetSelection
+from keras_efficient.distillation.strategies import EntropySelection
+from keras_efficient.distillation.strategies import MarginSelection
+from keras_efficient.distillation.strategies import RobustSelection
+from keras_efficient.distillation.strategies import SleepingExpertsSelection
+from keras_efficient.distillation.strategies import UniformSelection
+from keras_efficient.distillation.strategies import robust_marginals
 
 
 def _probs(n, c=4, seed=0):

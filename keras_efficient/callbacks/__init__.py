@@ -1,4 +1,7 @@
-"""Public callbacks of keras-efficient."""
+"""Callbacks for `model.fit`: a public face re-exporting from their homes,
+`keras_efficient.distillation` and `keras_efficient.pruning`."""
 
-from keras_efficient.callbacks.active_selection import ActiveDistillation  # noqa: F401
-from keras_efficient.callbacks.pruning import MagnitudePruning  # noqa: F401
+from keras_efficient.distillation import ActiveDistillation
+from keras_efficient.pruning import MagnitudePruning
+
+__all__ = ["ActiveDistillation", "MagnitudePruning"]

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_efficient import _backend
 from keras_efficient.layers.lsh import LSHHash
 from keras_efficient.layers.lsh import bits_for
 from keras_efficient.layers.lsh import check_choice
@@ -20,24 +21,7 @@ TOKEN_MAPPINGS = ("modulo", "hash", "direct")
 _TOKEN_HASH_MULTIPLIER = -1640531535
 
 
-def is_concrete(x):
-    """Whether `x` holds values now (eager), not a symbolic trace."""
-    backend = keras.backend.backend()
-    if isinstance(x, keras.KerasTensor):
-        return False
-    if backend == "jax":
-        import jax
-
-        return not isinstance(x, jax.core.Tracer)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.executing_eagerly()
-    if backend == "torch":
-        import torch
-
-        return not torch.compiler.is_compiling()
-    return True
+is_concrete = _backend.is_concrete
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")

@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_efficient import _backend
 from keras_efficient.layers.lsh import LSHHash
 from keras_efficient.layers.lsh import bits_for
 from keras_efficient.layers.lsh import check_choice
@@ -16,23 +17,7 @@ IMPLEMENTATIONS = ("auto", "reference", "ragged")
 
 def resolve_implementation(implementation):
     """Maps `"auto"` to the grouped-matmul path used on this backend."""
-    if implementation == "auto":
-        if keras.backend.backend() != "jax":
-            return "reference"
-        import jax
-
-        # ragged_dot is a grouped GEMM on GPU / TPU; on CPU XLA lowers it
-        # to a slower loop than the padded batched matmul.
-        on_cpu = jax.devices()[0].platform == "cpu"
-        return "reference" if on_cpu else "ragged"
-    if implementation == "ragged" and keras.backend.backend() != "jax":
-        raise ValueError(
-            "`implementation='ragged'` uses `jax.lax.ragged_dot` and needs "
-            "the JAX backend; use 'reference' or 'auto'. Received: "
-            f"implementation={implementation!r} on backend "
-            f"{keras.backend.backend()!r}"
-        )
-    return implementation
+    return _backend.resolve_implementation(implementation)
 
 
 def positions_in_experts(expert, num_experts):

@@ -1,7 +1,18 @@
-"""Public losses of keras-efficient."""
+"""Losses for `model.compile`: a public face re-exporting from
+`keras_efficient.distillation`, where they live."""
 
-from keras_efficient.losses.debiased import DebiasedDistillationLoss  # noqa: F401
-from keras_efficient.losses.distiller import DistillationLossAdapter  # noqa: F401
-from keras_efficient.losses.kd import KnowledgeDistillationLoss  # noqa: F401
-from keras_efficient.losses.slam import SLaMLoss  # noqa: F401
-from keras_efficient.losses.teacher_accuracy import TeacherAccuracy  # noqa: F401
+from keras_efficient.distillation import DebiasedDistillationLoss
+from keras_efficient.distillation import DistillationLossAdapter
+from keras_efficient.distillation import KnowledgeDistillationLoss
+from keras_efficient.distillation import SLaMLoss
+
+# Not a loss; importable from here since 0.1.0.
+from keras_efficient.distillation import TeacherAccuracy
+
+__all__ = [
+    "DebiasedDistillationLoss",
+    "DistillationLossAdapter",
+    "KnowledgeDistillationLoss",
+    "SLaMLoss",
+    "TeacherAccuracy",
+]

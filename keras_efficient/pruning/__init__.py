@@ -1,5 +1,7 @@
-"""Magnitude pruning: schedules, masks, strip and report, evaluation."""
+"""Pruning: schedules, masks and structures, the `MagnitudePruning`
+callback, strip and report, evaluation beyond test accuracy."""
 
+from keras_efficient.pruning.callback import MagnitudePruning
 from keras_efficient.pruning.evaluation import compare_to_dense
 from keras_efficient.pruning.evaluation import noisy_accuracy
 from keras_efficient.pruning.evaluation import prune_potential
@@ -14,6 +16,7 @@ from keras_efficient.pruning.strip import strip_pruning
 __all__ = [
     "ConstantSparsity",
     "IterativePruning",
+    "MagnitudePruning",
     "PolynomialDecay",
     "PruningSchedule",
     "compare_to_dense",

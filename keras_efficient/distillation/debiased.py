@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_efficient.losses import _common
+from keras_efficient.distillation import _common
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -81,7 +81,7 @@ class DebiasedDistillationLoss(keras.losses.Loss):
     def _raw_weights_numpy(self, outputs):
         outputs = np.asarray(outputs, dtype="float64")
         if self.teacher_accuracy is None:
-            from keras_efficient.losses.teacher_accuracy import _to_probs
+            from keras_efficient.distillation.teacher_accuracy import _to_probs
 
             alpha = _to_probs(outputs, self.teacher_from_logits).max(-1)
         else:

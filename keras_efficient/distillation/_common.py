@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_efficient.losses.teacher_accuracy import TeacherAccuracy
+from keras_efficient.distillation.teacher_accuracy import TeacherAccuracy
 
 
 def teacher_probs(y_true, teacher_from_logits):

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_efficient.losses import _common
+from keras_efficient.distillation import _common
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")

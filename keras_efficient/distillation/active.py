@@ -8,7 +8,7 @@ import threading
 import keras
 import numpy as np
 
-from keras_efficient import selection
+from keras_efficient.distillation import strategies as selection
 
 
 class QueriedDataset(keras.utils.PyDataset):

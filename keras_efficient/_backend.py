@@ -1,0 +1,77 @@
+"""Backend probes and fast-path dispatch (private).
+
+Layers are written with `keras.ops`. Where one backend has a faster kernel
+(e.g. `jax.lax.ragged_dot` for grouped expert matmuls), the layer keeps its
+`keras.ops` reference path and picks between the two through
+`resolve_implementation`; a test compares the fast path with the reference
+on the same inputs. To add a fast path: write it beside the reference in the
+layer's module, list it in the layer's `IMPLEMENTATIONS`, say here which
+backends and devices have it (`FAST_PATHS`), and add the comparison test.
+"""
+
+import keras
+
+# implementation name -> (backend it needs, platforms where "auto" takes it)
+FAST_PATHS = {
+    # ragged_dot is a grouped GEMM on GPU / TPU; on CPU XLA lowers it to a
+    # slower loop than the padded batched matmul, so "auto" skips it there.
+    "ragged": ("jax", ("gpu", "tpu")),
+}
+
+
+def backend():
+    """The name of the Keras backend in use."""
+    return keras.backend.backend()
+
+
+def jax_platform():
+    """`"cpu"`, `"gpu"` or `"tpu"`: the platform of JAX's default device."""
+    import jax
+
+    return jax.devices()[0].platform
+
+
+def resolve_implementation(implementation, name="implementation"):
+    """Maps `"auto"` to the fastest path here; checks an explicit choice.
+
+    `"reference"` (the `keras.ops` path) runs everywhere. A fast path named
+    in `FAST_PATHS` runs only on its backend; `"auto"` takes it where its
+    platform list says it is faster.
+    """
+    if implementation in ("auto", "reference"):
+        for fast, (needs, platforms) in FAST_PATHS.items():
+            if (
+                implementation == "auto"
+                and backend() == needs
+                and jax_platform() in platforms
+            ):
+                return fast
+        return "reference"
+    needs = FAST_PATHS[implementation][0]
+    if backend() != needs:
+        raise ValueError(
+            f"`{name}={implementation!r}` needs the {needs!r} backend; use "
+            f"'reference' or 'auto'. Received: {name}={implementation!r} on "
+            f"backend {backend()!r}"
+        )
+    return implementation
+
+
+def is_concrete(x):
+    """Whether `x` holds values now (eager), not a symbolic trace."""
+    if isinstance(x, keras.KerasTensor):
+        return False
+    name = backend()
+    if name == "jax":
+        import jax
+
+        return not isinstance(x, jax.core.Tracer)
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    if name == "torch":
+        import torch
+
+        return not torch.compiler.is_compiling()
+    return True

@@ -1,0 +1,38 @@
+"""Distillation: teacher-accuracy estimation, distillation losses, their
+`keras.distillation` adapters, and budgeted active query selection."""
+
+from keras_efficient.distillation.active import ActiveDistillation
+from keras_efficient.distillation.active import QueriedDataset
+from keras_efficient.distillation.adapters import DistillationLossAdapter
+from keras_efficient.distillation.debiased import DebiasedDistillationLoss
+from keras_efficient.distillation.kd import KnowledgeDistillationLoss
+from keras_efficient.distillation.slam import SLaMLoss
+from keras_efficient.distillation.strategies import CoresetSelection
+from keras_efficient.distillation.strategies import EntropySelection
+from keras_efficient.distillation.strategies import MarginSelection
+from keras_efficient.distillation.strategies import RobustSelection
+from keras_efficient.distillation.strategies import SelectionStrategy
+from keras_efficient.distillation.strategies import SleepingExpertsSelection
+from keras_efficient.distillation.strategies import UniformSelection
+from keras_efficient.distillation.strategies import dependent_rounding
+from keras_efficient.distillation.strategies import robust_marginals
+from keras_efficient.distillation.teacher_accuracy import TeacherAccuracy
+
+__all__ = [
+    "ActiveDistillation",
+    "CoresetSelection",
+    "DebiasedDistillationLoss",
+    "DistillationLossAdapter",
+    "EntropySelection",
+    "KnowledgeDistillationLoss",
+    "MarginSelection",
+    "QueriedDataset",
+    "RobustSelection",
+    "SLaMLoss",
+    "SelectionStrategy",
+    "SleepingExpertsSelection",
+    "TeacherAccuracy",
+    "UniformSelection",
+    "dependent_rounding",
+    "robust_marginals",
+]
