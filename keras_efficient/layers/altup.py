@@ -635,6 +635,14 @@ class AltUpReadout(keras.layers.Layer):
         input_shape = tuple(input_shape)
         return input_shape[:-2] + (input_shape[-1],)
 
+    def get_prunable_weights(self):
+        """The kernels `MagnitudePruning` may prune (pruning protocol).
+
+        The `(K * d, d)` kernel of `mode="projection"`; none otherwise.
+        """
+        kernel = getattr(self, "kernel", None)
+        return [] if kernel is None else [kernel]
+
     def get_config(self):
         config = super().get_config()
         config.update({"num_blocks": self.num_blocks, "mode": self.mode})

@@ -367,6 +367,19 @@ class LaurelResidual(keras.layers.Layer):
     def compute_output_shape(self, x_shape, fx_shape=None):
         return x_shape
 
+    def get_prunable_weights(self):
+        """The kernels `MagnitudePruning` may prune (pruning protocol).
+
+        The low-rank kernels `lr_kernel_a` / `lr_kernel_b` and the low-rank
+        previous-activation kernels; the learned residual weights and
+        `pa_gamma` are scalars and stay dense.
+        """
+        names = ("lr_kernel_a", "lr_kernel_b")
+        weights = [getattr(self, name, None) for name in names]
+        weights += list(getattr(self, "pa_kernels_a", None) or [])
+        weights += list(getattr(self, "pa_kernels_b", None) or [])
+        return [w for w in weights if w is not None]
+
     def get_config(self):
         config = super().get_config()
         config.update(

@@ -443,6 +443,16 @@ class MixtureOfExperts(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_dim or input_shape[-1],)
 
+    def get_prunable_weights(self):
+        """The kernels `MagnitudePruning` may prune (pruning protocol).
+
+        The expert kernels `kernel_in` `(E, D, H)` and `kernel_out`
+        `(E, H, O)`; the router stays dense.
+        """
+        names = ("kernel_in", "kernel_out")
+        weights = [getattr(self, name, None) for name in names]
+        return [w for w in weights if w is not None]
+
     def get_config(self):
         config = super().get_config()
         config.update(
