@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_efficient import _validation
+
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
 class DistillationLossAdapter(keras.distillation.DistillationLoss):
@@ -40,11 +42,9 @@ class DistillationLossAdapter(keras.distillation.DistillationLoss):
     def __init__(self, loss):
         if isinstance(loss, dict):
             loss = keras.saving.deserialize_keras_object(loss)
-        if not isinstance(loss, keras.losses.Loss):
-            raise ValueError(
-                f"`loss` must be a `keras.losses.Loss` instance; got {loss!r}."
-            )
-        self.loss = loss
+        self.loss = _validation.check_instance(
+            "loss", loss, keras.losses.Loss, "a `keras.losses.Loss` instance"
+        )
 
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
         return ops.mean(self.loss(teacher_outputs, student_outputs))

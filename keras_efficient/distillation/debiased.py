@@ -4,7 +4,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
+from keras_efficient.distillation import teacher_accuracy as ta
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -63,31 +65,27 @@ class DebiasedDistillationLoss(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.teacher_accuracy = _common.get_estimator(teacher_accuracy)
-        if not power > 0:
-            raise ValueError(f"`power` must be > 0; got {power}.")
-        if not 0.0 <= floor < 1.0:
-            raise ValueError(f"`floor` must be in [0, 1); got {floor}.")
-        self.power = float(power)
-        self.floor = float(floor)
-        self.teacher_from_logits = bool(teacher_from_logits)
-        self.from_logits = bool(from_logits)
-        self.normalizer = 1.0 if normalizer is None else float(normalizer)
-        if not self.normalizer > 0:
-            raise ValueError(f"`normalizer` must be > 0; got {normalizer}.")
+        self.teacher_accuracy = ta.get_estimator(teacher_accuracy)
+        self.power = v.check_number(
+            "power", power, min_value=0.0, min_inclusive=False
+        )
+        self.floor = v.check_fraction("floor", floor)
+        self.teacher_from_logits = v.check_bool(
+            "teacher_from_logits", teacher_from_logits
+        )
+        self.from_logits = v.check_bool("from_logits", from_logits)
+        self.normalizer = 1.0
+        if normalizer is not None:
+            self.normalizer = v.check_number(
+                "normalizer", normalizer, min_value=0.0, min_inclusive=False
+            )
         if pool_teacher_outputs is not None:
             self.set_pool(pool_teacher_outputs)
 
     def _raw_weights_numpy(self, outputs):
-        outputs = np.asarray(outputs, dtype="float64")
-        if self.teacher_accuracy is None:
-            from keras_efficient.distillation.teacher_accuracy import _to_probs
-
-            alpha = _to_probs(outputs, self.teacher_from_logits).max(-1)
-        else:
-            alpha = self.teacher_accuracy.predict_numpy(
-                outputs, from_logits=self.teacher_from_logits
-            )
+        alpha = ta.estimate_numpy(
+            self.teacher_accuracy, outputs, self.teacher_from_logits
+        )
         return np.maximum(alpha**self.power, self.floor)
 
     def set_pool(self, pool_teacher_outputs):
@@ -110,10 +108,7 @@ class DebiasedDistillationLoss(keras.losses.Loss):
     def weights(self, y_true):
         """w(x) for a batch of teacher outputs (keras.ops)."""
         t = _common.teacher_probs(y_true, self.teacher_from_logits)
-        if self.teacher_accuracy is None:
-            alpha = ops.max(t, axis=-1)
-        else:
-            alpha = self.teacher_accuracy(t)
+        alpha = ta.estimate(self.teacher_accuracy, t)
         w = ops.maximum(ops.power(alpha, self.power), self.floor)
         return w / self.normalizer
 
@@ -125,7 +120,7 @@ class DebiasedDistillationLoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(
-            teacher_accuracy=_common.serialize_estimator(self.teacher_accuracy),
+            teacher_accuracy=ta.serialize_estimator(self.teacher_accuracy),
             power=self.power,
             floor=self.floor,
             normalizer=self.normalizer,

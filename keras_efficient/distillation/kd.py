@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_efficient import _validation as v
+
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
 class KnowledgeDistillationLoss(keras.losses.Loss):
@@ -52,15 +54,14 @@ class KnowledgeDistillationLoss(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if not temperature > 0:
-            raise ValueError(f"`temperature` must be > 0; got {temperature}.")
-        if not from_logits:
-            raise ValueError(
-                "`from_logits` must be True (a temperature needs student "
-                f"logits); got {from_logits}."
-            )
-        self.temperature = float(temperature)
-        self.teacher_from_logits = bool(teacher_from_logits)
+        self.temperature = v.check_number(
+            "temperature", temperature, min_value=0.0, min_inclusive=False
+        )
+        if not v.check_bool("from_logits", from_logits):
+            v.fail("from_logits", "True (a temperature needs logits)", False)
+        self.teacher_from_logits = v.check_bool(
+            "teacher_from_logits", teacher_from_logits
+        )
         self.from_logits = True
 
     def call(self, y_true, y_pred):

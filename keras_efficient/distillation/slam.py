@@ -3,7 +3,9 @@
 import keras
 from keras import ops
 
+from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
+from keras_efficient.distillation import teacher_accuracy as ta
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -70,21 +72,18 @@ class SLaMLoss(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.teacher_accuracy = _common.get_estimator(teacher_accuracy)
-        if k is not None and (int(k) != k or k < 2):
-            raise ValueError(f"`k` must be None or an int >= 2; got {k!r}.")
-        if not 0.0 < coverage <= 1.0:
-            raise ValueError(f"`coverage` must be in (0, 1]; got {coverage}.")
-        _common.check_choice("target", target, ("soft", "hard"))
-        if not epsilon > 0:
-            raise ValueError(f"`epsilon` must be > 0; got {epsilon}.")
-        self.k = None if k is None else int(k)
-        self.coverage = float(coverage)
-        self.target = target
-        self.normalize = bool(normalize)
-        self.teacher_from_logits = bool(teacher_from_logits)
-        self.from_logits = bool(from_logits)
-        self.epsilon = float(epsilon)
+        self.teacher_accuracy = ta.get_estimator(teacher_accuracy)
+        self.k = None if k is None else v.check_int("k", k, min_value=2)
+        self.coverage = ta.check_coverage(coverage)
+        self.target = v.check_choice("target", target, ("soft", "hard"))
+        self.normalize = v.check_bool("normalize", normalize)
+        self.teacher_from_logits = v.check_bool(
+            "teacher_from_logits", teacher_from_logits
+        )
+        self.from_logits = v.check_bool("from_logits", from_logits)
+        self.epsilon = v.check_number(
+            "epsilon", epsilon, min_value=0.0, min_inclusive=False
+        )
 
     def resolved_k(self, num_classes=None):
         """The k used: fixed, from coverage on V, or 2; capped at C."""
@@ -103,11 +102,7 @@ class SLaMLoss(keras.losses.Loss):
         f = _common.student_probs(y_pred, self.from_logits)
         num_classes = t.shape[-1]
         k = self.resolved_k(num_classes)
-        if self.teacher_accuracy is None:
-            alpha = ops.max(t, axis=-1)
-        else:
-            alpha = self.teacher_accuracy(t)
-        alpha = ops.expand_dims(alpha, -1)
+        alpha = ops.expand_dims(ta.estimate(self.teacher_accuracy, t), -1)
         kth = ops.top_k(t, k=k)[0][..., k - 1 : k]
         topk = ops.cast(ops.greater_equal(t, kth), "float32")
         norm = float(k - 1) if self.normalize else 1.0
@@ -122,7 +117,7 @@ class SLaMLoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(
-            teacher_accuracy=_common.serialize_estimator(self.teacher_accuracy),
+            teacher_accuracy=ta.serialize_estimator(self.teacher_accuracy),
             k=self.k,
             coverage=self.coverage,
             target=self.target,

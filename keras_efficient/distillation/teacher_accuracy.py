@@ -4,25 +4,10 @@ import keras
 import numpy as np
 from keras import ops
 
-
-def _to_probs(outputs, from_logits):
-    outputs = np.asarray(outputs, dtype="float64")
-    if from_logits:
-        outputs = outputs - outputs.max(axis=-1, keepdims=True)
-        outputs = np.exp(outputs)
-        outputs = outputs / outputs.sum(axis=-1, keepdims=True)
-    return outputs
-
-
-def _np_margin(probs):
-    top2 = np.sort(probs, axis=-1)[:, -2:]
-    return top2[:, 1] - top2[:, 0]
-
-
-def teacher_margin(probs):
-    """Top-1 minus top-2 probability, with `keras.ops` (last axis)."""
-    top2, _ = ops.top_k(probs, k=2)
-    return top2[..., 0] - top2[..., 1]
+from keras_efficient import _validation
+from keras_efficient.distillation._common import margin as teacher_margin
+from keras_efficient.distillation._common import np_margin as _np_margin
+from keras_efficient.distillation._common import np_probs as _to_probs
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -130,8 +115,7 @@ class TeacherAccuracy:
 
     def smallest_k(self, coverage):
         """Smallest k >= 2 whose top-k accuracy on V reaches `coverage`."""
-        if not 0.0 < coverage <= 1.0:
-            raise ValueError(f"`coverage` must be in (0, 1]; got {coverage}.")
+        coverage = check_coverage(coverage)
         if self.topk_accuracy is None:
             return 2
         for k in range(2, len(self.topk_accuracy) + 1):
@@ -185,6 +169,7 @@ class TeacherAccuracy:
         error of the teacher's top-1 probability), `ece_estimator` (of this
         estimator's alpha), `accuracy` and `topk_accuracy`.
         """
+        num_bins = _validation.check_positive_int("num_bins", num_bins)
         probs = _to_probs(teacher_outputs, from_logits)
         labels = self._check(probs, labels)
         conf = probs.max(-1)
@@ -225,17 +210,20 @@ class TeacherAccuracy:
     def plot(
         self, teacher_outputs, labels, path=None, from_logits=False, num_bins=10
     ):
-        """Reliability plot (needs matplotlib); saves to `path` if given."""
-        try:
-            import matplotlib
+        """Reliability plot (needs matplotlib); saves to `path` if given.
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+        Returns a `matplotlib.figure.Figure` built without pyplot, so the
+        process's matplotlib backend is left as the user set it.
+        """
+        try:
+            from matplotlib.figure import Figure
         except ImportError as e:  # pragma: no cover
             raise ImportError("`plot` needs matplotlib.") from e
         rep = self.report(teacher_outputs, labels, from_logits, num_bins)
         rows = [r for r in rep["bins"] if r["count"]]
-        fig, ax = plt.subplots(figsize=(4.5, 4))
+        # A `Figure` object, not pyplot: the user's backend stays as it is.
+        fig = Figure(figsize=(4.5, 4))
+        ax = fig.subplots()
         ax.plot([0, 1], [0, 1], "k:", label="perfect")
         ax.plot(
             [r["confidence"] for r in rows],
@@ -269,3 +257,44 @@ class TeacherAccuracy:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def check_coverage(coverage):
+    """`coverage` in (0, 1] (shared by the estimator and `SLaMLoss`)."""
+    return _validation.check_number(
+        "coverage", coverage, min_value=0.0, max_value=1.0, min_inclusive=False
+    )
+
+
+def get_estimator(value):
+    """A `TeacherAccuracy`, None, or one deserialized from its config."""
+    if isinstance(value, dict):
+        value = keras.saving.deserialize_keras_object(value)
+    if value is None:
+        return None
+    return _validation.check_instance(
+        "teacher_accuracy",
+        value,
+        TeacherAccuracy,
+        "None, a `TeacherAccuracy` or its serialized config",
+    )
+
+
+def serialize_estimator(value):
+    if value is None:
+        return None
+    return keras.saving.serialize_keras_object(value)
+
+
+def estimate(estimator, probs):
+    """alpha(x) with `keras.ops`: the estimator's, or the top-1 probability.
+
+    The top-1 fallback for `estimator=None` is the unfitted estimator's.
+    """
+    return (estimator or TeacherAccuracy())(probs)
+
+
+def estimate_numpy(estimator, outputs, from_logits=False):
+    """alpha(x) in NumPy, with the same fallback as `estimate`."""
+    estimator = estimator or TeacherAccuracy()
+    return estimator.predict_numpy(outputs, from_logits=from_logits)
