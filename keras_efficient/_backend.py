@@ -9,6 +9,8 @@ layer's module, list it in the layer's `IMPLEMENTATIONS`, say here which
 backends and devices have it (`FAST_PATHS`), and add the comparison test.
 """
 
+import re
+
 import keras
 
 # implementation name -> (backend it needs, platforms where "auto" takes it)
@@ -75,3 +77,14 @@ def is_concrete(x):
 
         return not torch.compiler.is_compiling()
     return True
+
+
+def scope_safe_name(name):
+    """`name` with every character TensorFlow rejects in a name scope
+    (anything but letters, digits, `_`, `.` and `-`) replaced by `_`.
+
+    >>> from keras_efficient._backend import scope_safe_name
+    >>> scope_safe_name("resnet_rw+lr")
+    'resnet_rw_lr'
+    """
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)

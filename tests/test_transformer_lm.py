@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from keras_efficient.applications import TransformerLM
-from keras_efficient.applications.transformer_lm import CausalSelfAttention
-from keras_efficient.applications.transformer_lm import TransformerBlock
-from keras_efficient.applications.transformer_lm import apply_rotary
+from keras_efficient.applications.blocks import CausalSelfAttention
+from keras_efficient.applications.blocks import TransformerBlock
+from keras_efficient.applications.blocks import apply_rotary
 from keras_efficient.layers import AltUp
 from keras_efficient.layers import SequenceAltUp
 from tests.harness import JIT

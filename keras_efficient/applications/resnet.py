@@ -1,145 +1,101 @@
 """ResNet family with optional LAuReL residual connections.
 
 CIFAR-style ResNet20 / ResNet56 (He et al., 2016, section 4.2) and
-ImageNet-style ResNet18 / ResNet50, built with the functional API. With
-`laurel=...` every block's residual add `shortcut + branch` becomes a
+ImageNet-style ResNet18 / ResNet50, built with the functional API from the
+blocks of `resnet_blocks`. With `laurel=...` every block's residual add
+`shortcut + branch` becomes a
 `keras_efficient.layers.LaurelResidual(shortcut, branch)` (LAuReL, Menghani
 et al., ICML 2025), which is the identity `shortcut + branch` at
-initialization.
+initialization. `laurel` takes exactly the variant spellings the layer
+takes.
 """
 
 import keras
 
-from keras_efficient.layers.laurel import LaurelResidual
+from keras_efficient import _backend
+from keras_efficient._validation import check_choice
+from keras_efficient._validation import check_number
+from keras_efficient._validation import check_positive_int
+from keras_efficient._validation import fail
+from keras_efficient.applications import resnet_blocks
+from keras_efficient.applications.resnet_blocks import BLOCKS
+from keras_efficient.applications.resnet_blocks import STEMS
+from keras_efficient.layers.laurel import normalize_variant
 
-LAUREL_VARIANTS = ("rw", "lr", "pa", "rw+lr", "rw+pa", "rw+lr+pa")
 POOLINGS = (None, "avg", "max")
-STEMS = ("cifar", "imagenet")
-BLOCKS = ("basic", "bottleneck")
 
 
 def _check_arguments(
-    laurel, laurel_rank, weights, pooling, block, stem, width_multiplier
+    stack_sizes, filters, block, stem, weights, pooling, width_multiplier
 ):
     if weights is not None:
-        raise ValueError(
-            "keras_efficient ResNets ship no pretrained weights and never "
-            "download anything: `weights` must be None. "
-            f"Received: weights={weights!r}"
+        fail(
+            "weights",
+            "None (keras_efficient ResNets ship no pretrained weights and "
+            "never download anything)",
+            weights,
         )
-    if laurel is not None and laurel not in LAUREL_VARIANTS:
-        raise ValueError(
-            f"`laurel` must be None or one of {LAUREL_VARIANTS}. "
-            f"Received: laurel={laurel!r}"
-        )
-    if (
-        isinstance(laurel_rank, bool)
-        or not isinstance(laurel_rank, int)
-        or laurel_rank < 1
-    ):
-        raise ValueError(
-            "`laurel_rank` must be an integer >= 1. "
-            f"Received: laurel_rank={laurel_rank!r}"
-        )
-    if pooling not in POOLINGS:
-        raise ValueError(
-            f"`pooling` must be one of {POOLINGS}. "
-            f"Received: pooling={pooling!r}"
-        )
-    if block not in BLOCKS:
-        raise ValueError(
-            f"`block` must be one of {BLOCKS}. Received: block={block!r}"
-        )
-    if stem not in STEMS:
-        raise ValueError(
-            f"`stem` must be one of {STEMS}. Received: stem={stem!r}"
-        )
-    if (
-        isinstance(width_multiplier, bool)
-        or not isinstance(width_multiplier, (int, float))
-        or not width_multiplier > 0
-    ):
-        raise ValueError(
-            "`width_multiplier` must be a number > 0. "
-            f"Received: width_multiplier={width_multiplier!r}"
-        )
-
-
-def _conv(filters, kernel_size, strides, name):
-    return keras.layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        name=name,
+    check_choice("pooling", pooling, POOLINGS)
+    check_choice("block", block, BLOCKS)
+    check_choice("stem", stem, STEMS)
+    check_number(
+        "width_multiplier", width_multiplier, min_value=0, min_inclusive=False
     )
+    if not isinstance(stack_sizes, (list, tuple)) or not stack_sizes:
+        fail("stack_sizes", "a non-empty list of integers >= 1", stack_sizes)
+    for n in stack_sizes:
+        check_positive_int("stack_sizes", n)
+    if not isinstance(filters, (list, tuple)) or len(filters) != len(
+        stack_sizes
+    ):
+        fail(
+            "filters",
+            f"a list with one entry per stage ({len(stack_sizes)})",
+            filters,
+        )
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError(
+            "keras_efficient ResNets support only "
+            "keras.config.image_data_format() == 'channels_last'. "
+            f"Received: {keras.config.image_data_format()!r}"
+        )
 
 
-def _bn(name):
-    return keras.layers.BatchNormalization(
-        axis=-1, momentum=0.9, epsilon=1e-5, name=name
-    )
-
-
-def _residual_block(
-    x, filters, strides, bottleneck, laurel, laurel_rank, history, name
-):
-    """One basic or bottleneck block; returns the output tensor.
-
-    `history` holds the inputs of the previous blocks that have this block's
-    input shape, most recent first (used by PA variants only).
-    """
-    out_filters = filters * 4 if bottleneck else filters
-    if strides != 1 or x.shape[-1] != out_filters:
-        shortcut = _conv(out_filters, 1, strides, f"{name}_proj_conv")(x)
-        shortcut = _bn(f"{name}_proj_bn")(shortcut)
+def _inputs(input_tensor, input_shape, stem, num_stages):
+    """The model input, checked against the stem's smallest size."""
+    if input_tensor is not None:
+        inputs = input_tensor
+        if not isinstance(input_tensor, keras.KerasTensor):
+            inputs = keras.Input(tensor=input_tensor)
     else:
-        shortcut = x
-    if bottleneck:
-        y = _conv(filters, 1, 1, f"{name}_conv1")(x)
-        y = _bn(f"{name}_bn1")(y)
-        y = keras.layers.Activation("relu", name=f"{name}_relu1")(y)
-        y = _conv(filters, 3, strides, f"{name}_conv2")(y)
-        y = _bn(f"{name}_bn2")(y)
-        y = keras.layers.Activation("relu", name=f"{name}_relu2")(y)
-        y = _conv(out_filters, 1, 1, f"{name}_conv3")(y)
-        y = _bn(f"{name}_bn3")(y)
-    else:
-        y = _conv(filters, 3, strides, f"{name}_conv1")(x)
-        y = _bn(f"{name}_bn1")(y)
-        y = keras.layers.Activation("relu", name=f"{name}_relu1")(y)
-        y = _conv(filters, 3, 1, f"{name}_conv2")(y)
-        y = _bn(f"{name}_bn2")(y)
+        if input_shape is None:
+            input_shape = (224, 224, 3) if stem == "imagenet" else (32, 32, 3)
+        inputs = keras.Input(shape=tuple(input_shape))
+    shape = tuple(inputs.shape[1:])
+    if len(shape) != 3:
+        fail("input_shape", "(height, width, channels)", shape)
+    min_size = 32 if stem == "imagenet" else 2 ** (num_stages - 1)
+    if any(size is not None and size < min_size for size in shape[:2]):
+        fail(
+            "input_shape",
+            f"of height and width >= {min_size} for stem={stem!r} with "
+            f"{num_stages} stages",
+            shape,
+        )
+    return inputs
 
-    if laurel is None:
-        out = keras.layers.Add(name=f"{name}_add")([shortcut, y])
-    else:
-        rank = min(laurel_rank, out_filters)
-        if "pa" in laurel.split("+"):
-            previous = [p for p in history if p.shape[1:] == shortcut.shape[1:]]
-            previous = previous[:2]
-            residual = LaurelResidual(
-                variant=laurel,
-                rank=rank,
-                num_activations=len(previous) + 1,
-                name=f"{name}_laurel",
-            )
-            out = residual(shortcut, y, previous=previous or None)
-        else:
-            residual = LaurelResidual(
-                variant=laurel, rank=rank, name=f"{name}_laurel"
-            )
-            out = residual(shortcut, y)
-    out = keras.layers.Activation("relu", name=f"{name}_out")(out)
-    if x.shape[1:] == out.shape[1:]:
-        history.insert(0, x)
-    else:
-        # The shape changes at this block: the history restarts (PA mixes
-        # only tensors of one shape, and we add no projections for it).
-        history.clear()
-    return out
+
+def _top(x, include_top, pooling, classes, classifier_activation):
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        return keras.layers.Dense(
+            classes, activation=classifier_activation, name="predictions"
+        )(x)
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x
 
 
 def ResNet(
@@ -189,8 +145,9 @@ def ResNet(
             least `2 ** (len(stack_sizes) - 1)` pixels per side, e.g. 8x8
             digits) or `"imagenet"` (7x7 stride-2 convolution and 3x3
             stride-2 max pooling; inputs of at least 32x32).
-        laurel: `None` (plain residual adds) or a LAuReL variant: `"rw"`,
-            `"lr"`, `"pa"`, `"rw+lr"`, `"rw+pa"`, `"rw+lr+pa"`.
+        laurel: `None` (plain residual adds) or a LAuReL variant, spelled
+            as `LaurelResidual` accepts it: `"rw"`, `"lr"`, `"pa"`,
+            `"rw+lr"`, `"rw+pa"`, `"rw+lr+pa"` (parts in any order).
         laurel_rank: rank of the LAuReL low-rank maps.
         width_multiplier: scales every layer's number of filters (the stem
             too), for small, fast nets.
@@ -205,7 +162,9 @@ def ResNet(
         classes: number of classes of the classifier.
         classifier_activation: activation of the classifier (`None` for
             logits).
-        name: model name.
+        name: model name (characters other than letters, digits, `_`,
+            `.` and `-` become `_`, so e.g. `"resnet_rw+lr"` is a valid
+            TensorFlow scope name).
 
     Returns:
         A `keras.Model`.
@@ -213,6 +172,8 @@ def ResNet(
     Example:
 
     ```python
+    import keras_efficient
+
     model = keras_efficient.applications.ResNet(
         [2, 2], [8, 16], input_shape=(8, 8, 1), laurel="rw+lr", laurel_rank=4
     )
@@ -220,100 +181,33 @@ def ResNet(
     ```
     """
     _check_arguments(
-        laurel, laurel_rank, weights, pooling, block, stem, width_multiplier
+        stack_sizes, filters, block, stem, weights, pooling, width_multiplier
     )
-    if (
-        not isinstance(stack_sizes, (list, tuple))
-        or not stack_sizes
-        or any(not isinstance(n, int) or n < 1 for n in stack_sizes)
-    ):
-        raise ValueError(
-            "`stack_sizes` must be a non-empty list of integers >= 1. "
-            f"Received: stack_sizes={stack_sizes!r}"
-        )
-    if not isinstance(filters, (list, tuple)) or len(filters) != len(
-        stack_sizes
-    ):
-        raise ValueError(
-            "`filters` must be a list with one entry per stage "
-            f"({len(stack_sizes)}). Received: filters={filters!r}"
-        )
-    if keras.config.image_data_format() != "channels_last":
-        raise ValueError(
-            "keras_efficient ResNets support only "
-            "keras.config.image_data_format() == 'channels_last'. "
-            f"Received: {keras.config.image_data_format()!r}"
-        )
+    if laurel is not None:
+        laurel = normalize_variant(laurel, name="laurel")
+    laurel_rank = check_positive_int("laurel_rank", laurel_rank)
 
     def scaled(f):
         return max(1, int(round(f * width_multiplier)))
 
-    if input_tensor is not None:
-        inputs = input_tensor
-        if not isinstance(input_tensor, keras.KerasTensor):
-            inputs = keras.Input(tensor=input_tensor)
-        shape = tuple(inputs.shape[1:])
-    else:
-        if input_shape is None:
-            input_shape = (224, 224, 3) if stem == "imagenet" else (32, 32, 3)
-        shape = tuple(input_shape)
-        inputs = keras.Input(shape=shape)
-    if len(shape) != 3:
-        raise ValueError(
-            "`input_shape` must be (height, width, channels). "
-            f"Received: input_shape={shape!r}"
-        )
-    min_size = 32 if stem == "imagenet" else 2 ** (len(stack_sizes) - 1)
-    for size in shape[:2]:
-        if size is not None and size < min_size:
-            raise ValueError(
-                f"`input_shape` must have height and width >= {min_size} "
-                f"for stem={stem!r} with {len(stack_sizes)} stages. "
-                f"Received: input_shape={shape!r}"
-            )
-
-    if stem == "imagenet":
-        x = _conv(scaled(64), 7, 2, "stem_conv")(inputs)
-        x = _bn("stem_bn")(x)
-        x = keras.layers.Activation("relu", name="stem_relu")(x)
-        x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
-    else:
-        x = _conv(scaled(filters[0]), 3, 1, "stem_conv")(inputs)
-        x = _bn("stem_bn")(x)
-        x = keras.layers.Activation("relu", name="stem_relu")(x)
-
+    inputs = _inputs(input_tensor, input_shape, stem, len(stack_sizes))
+    first = 64 if stem == "imagenet" else filters[0]
+    x = resnet_blocks.stem(inputs, stem, scaled(first))
     history = []
     for stage, (num_blocks, f) in enumerate(zip(stack_sizes, filters)):
         for b in range(num_blocks):
-            strides = 2 if stage > 0 and b == 0 else 1
-            x = _residual_block(
+            x = resnet_blocks.residual_block(
                 x,
                 scaled(f),
-                strides,
+                2 if stage > 0 and b == 0 else 1,
                 block == "bottleneck",
                 laurel,
                 laurel_rank,
                 history,
                 name=f"stage{stage + 1}_block{b + 1}",
             )
-
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = keras.layers.Dense(
-            classes, activation=classifier_activation, name="predictions"
-        )(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-    return keras.Model(inputs, x, name=name)
-
-
-def _cifar_resnet(depth, **kwargs):
-    n = (depth - 2) // 6
-    return ResNet(
-        [n, n, n], [16, 32, 64], block="basic", stem="cifar", **kwargs
-    )
+    x = _top(x, include_top, pooling, classes, classifier_activation)
+    return keras.Model(inputs, x, name=_backend.scope_safe_name(name))
 
 
 def ResNet20(
@@ -337,25 +231,14 @@ def ResNet20(
     Example:
 
     ```python
+    import keras_efficient
+
     model = keras_efficient.applications.ResNet20(
         input_shape=(8, 8, 1), laurel="rw+lr"
     )
     ```
     """
-    return _cifar_resnet(
-        20,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        name=name,
-        laurel=laurel,
-        laurel_rank=laurel_rank,
-        width_multiplier=width_multiplier,
-    )
+    return ResNet([3, 3, 3], [16, 32, 64], "basic", "cifar", **locals())
 
 
 def ResNet56(
@@ -378,23 +261,12 @@ def ResNet56(
     Example:
 
     ```python
+    import keras_efficient
+
     model = keras_efficient.applications.ResNet56(laurel="rw")
     ```
     """
-    return _cifar_resnet(
-        56,
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        name=name,
-        laurel=laurel,
-        laurel_rank=laurel_rank,
-        width_multiplier=width_multiplier,
-    )
+    return ResNet([9, 9, 9], [16, 32, 64], "basic", "cifar", **locals())
 
 
 def ResNet18(
@@ -417,27 +289,15 @@ def ResNet18(
     Example:
 
     ```python
+    import keras_efficient
+
     model = keras_efficient.applications.ResNet18(
         input_shape=(64, 64, 3), classes=10, laurel="rw+lr"
     )
     ```
     """
     return ResNet(
-        [2, 2, 2, 2],
-        [64, 128, 256, 512],
-        block="basic",
-        stem="imagenet",
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        name=name,
-        laurel=laurel,
-        laurel_rank=laurel_rank,
-        width_multiplier=width_multiplier,
+        [2, 2, 2, 2], [64, 128, 256, 512], "basic", "imagenet", **locals()
     )
 
 
@@ -461,25 +321,13 @@ def ResNet50(
     Example:
 
     ```python
+    import keras_efficient
+
     model = keras_efficient.applications.ResNet50(
         input_shape=(64, 64, 3), classes=10, laurel="rw"
     )
     ```
     """
     return ResNet(
-        [3, 4, 6, 3],
-        [64, 128, 256, 512],
-        block="bottleneck",
-        stem="imagenet",
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        name=name,
-        laurel=laurel,
-        laurel_rank=laurel_rank,
-        width_multiplier=width_multiplier,
+        [3, 4, 6, 3], [64, 128, 256, 512], "bottleneck", "imagenet", **locals()
     )

@@ -32,321 +32,37 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_efficient import _backend
+from keras_efficient._validation import check_choice
+from keras_efficient._validation import check_int
+from keras_efficient._validation import check_number
+from keras_efficient._validation import check_positive_int
+from keras_efficient._validation import fail
+from keras_efficient.applications.blocks import PositionEmbedding
+from keras_efficient.applications.blocks import TransformerBlock
+from keras_efficient.applications.blocks import make_feedforward
 from keras_efficient.layers.altup import AltUp
-from keras_efficient.layers.altup import AltUpEmbedding
-from keras_efficient.layers.altup import AltUpReadout
 from keras_efficient.layers.altup import active_blocks
+from keras_efficient.layers.altup_io import AltUpEmbedding
+from keras_efficient.layers.altup_io import AltUpReadout
+from keras_efficient.layers.laurel import normalize_variant
 from keras_efficient.layers.lookup import SparseLookupTable
 from keras_efficient.layers.moe import MixtureOfExperts
 from keras_efficient.layers.sequence_altup import SequenceAltUp
 
 POSITIONS = ("rotary", "learned")
+_POSITIVE_INTS = (
+    "vocabulary_size",
+    "sequence_length",
+    "hidden_dim",
+    "num_layers",
+    "num_heads",
+    "altup",
+    "sequence_altup",
+    "laurel_rank",
+)
 
 
-def _check_int(name, value, low=1):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < low
-    ):
-        raise ValueError(
-            f"`{name}` must be an integer >= {low}. Received: {name}={value!r}"
-        )
-
-
-def apply_rotary(x, max_wavelength=10000.0):
-    """Rotary position embedding of `x` of shape `(batch, T, heads, dim)`."""
-    x = ops.convert_to_tensor(x)
-    length = ops.shape(x)[1]
-    dim = x.shape[-1]
-    half = dim // 2
-    exponents = ops.arange(half, dtype="float32") * (2.0 / dim)
-    inverse_frequency = ops.power(max_wavelength, -exponents)
-    positions = ops.arange(length, dtype="float32")
-    angles = positions[:, None] * inverse_frequency[None, :]
-    cos = ops.cast(ops.cos(angles)[None, :, None, :], x.dtype)
-    sin = ops.cast(ops.sin(angles)[None, :, None, :], x.dtype)
-    x1, x2 = x[..., :half], x[..., half:]
-    return ops.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
-
-
-@keras.saving.register_keras_serializable(package="keras_efficient")
-class CausalSelfAttention(keras.layers.Layer):
-    """Multi-head causal self-attention through `dot_product_attention`.
-
-    Args:
-        hidden_dim: model width d; must be divisible by `num_heads`.
-        num_heads: number of heads.
-        rotary: whether to apply rotary position embeddings to q and k.
-        **kwargs: base `Layer` arguments.
-
-    Call arguments:
-        inputs: tensor `(batch, T, d)`.
-
-    Example:
-
-    >>> attention = CausalSelfAttention(32, num_heads=4)
-    >>> attention(np.ones((2, 8, 32), "float32")).shape
-    (2, 8, 32)
-    """
-
-    def __init__(self, hidden_dim, num_heads, rotary=True, **kwargs):
-        super().__init__(**kwargs)
-        _check_int("hidden_dim", hidden_dim)
-        _check_int("num_heads", num_heads)
-        if hidden_dim % num_heads:
-            raise ValueError(
-                "`hidden_dim` must be divisible by `num_heads`. Received: "
-                f"hidden_dim={hidden_dim}, num_heads={num_heads}"
-            )
-        self.hidden_dim = int(hidden_dim)
-        self.num_heads = int(num_heads)
-        self.rotary = bool(rotary)
-        self.head_dim = hidden_dim // num_heads
-        self.qkv = keras.layers.Dense(
-            3 * hidden_dim, use_bias=False, dtype=self.dtype_policy, name="qkv"
-        )
-        self.output_dense = keras.layers.Dense(
-            hidden_dim, use_bias=False, dtype=self.dtype_policy, name="output"
-        )
-
-    def build(self, input_shape):
-        self.qkv.build(input_shape)
-        self.output_dense.build(tuple(input_shape)[:-1] + (self.hidden_dim,))
-
-    def call(self, inputs):
-        shape = ops.shape(inputs)
-        qkv = self.qkv(inputs)
-        qkv = ops.reshape(
-            qkv, (shape[0], shape[1], 3, self.num_heads, self.head_dim)
-        )
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        if self.rotary:
-            q, k = apply_rotary(q), apply_rotary(k)
-        out = ops.dot_product_attention(q, k, v, is_causal=True)
-        out = ops.reshape(out, (shape[0], shape[1], self.hidden_dim))
-        return self.output_dense(out)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "hidden_dim": self.hidden_dim,
-                "num_heads": self.num_heads,
-                "rotary": self.rotary,
-            }
-        )
-        return config
-
-
-def make_feedforward(hidden_dim, intermediate_dim, dtype=None, name=None):
-    """The default feed-forward sublayer: Dense -> GELU -> Dense."""
-    return keras.Sequential(
-        [
-            keras.layers.Dense(
-                intermediate_dim, activation="gelu", dtype=dtype, name="up"
-            ),
-            keras.layers.Dense(hidden_dim, dtype=dtype, name="down"),
-        ],
-        name=name,
-    )
-
-
-def make_laurel(variant, rank, dtype=None, name=None):
-    """A `LaurelResidual(variant, rank)` (imported when first needed)."""
-    from keras_efficient.layers.laurel import LaurelResidual
-
-    return LaurelResidual(variant=variant, rank=rank, dtype=dtype, name=name)
-
-
-@keras.saving.register_keras_serializable(package="keras_efficient")
-class TransformerBlock(keras.layers.Layer):
-    """Pre-norm Transformer block: causal attention, then feed-forward.
-
-    `h = x + attention(norm(x))`, `out = h + feedforward(norm(h))`; with
-    `laurel=variant` each `+` is a `LaurelResidual` (identity at init).
-
-    Args:
-        hidden_dim: width d.
-        num_heads: attention heads.
-        feedforward: the feed-forward sublayer, any layer mapping width d to
-            d (default: `make_feedforward(hidden_dim, 4 * hidden_dim)`).
-        rotary: rotary positions in attention.
-        laurel: `None` or a `LaurelResidual` variant (e.g. `"rw+lr"`).
-        laurel_rank: rank of the LAuReL low-rank branch.
-        epsilon: RMS normalisation epsilon.
-        **kwargs: base `Layer` arguments.
-
-    Call arguments:
-        inputs: tensor `(batch, T, d)`.
-
-    Example:
-
-    >>> block = TransformerBlock(32, num_heads=4)
-    >>> block(np.ones((2, 8, 32), "float32")).shape
-    (2, 8, 32)
-    """
-
-    def __init__(
-        self,
-        hidden_dim,
-        num_heads,
-        feedforward=None,
-        rotary=True,
-        laurel=None,
-        laurel_rank=32,
-        epsilon=1e-6,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.hidden_dim = int(hidden_dim)
-        self.num_heads = int(num_heads)
-        self.rotary = bool(rotary)
-        self.laurel = laurel
-        self.laurel_rank = int(laurel_rank)
-        self.epsilon = float(epsilon)
-        if feedforward is None:
-            feedforward = make_feedforward(
-                hidden_dim, 4 * hidden_dim, dtype=self.dtype_policy
-            )
-        if not isinstance(feedforward, keras.layers.Layer):
-            raise ValueError(
-                "`feedforward` must be a `keras.layers.Layer` or None. "
-                f"Received: feedforward={feedforward!r}"
-            )
-        self.feedforward = feedforward
-        self.attention = CausalSelfAttention(
-            hidden_dim,
-            num_heads,
-            rotary=rotary,
-            dtype=self.dtype_policy,
-            name="attention",
-        )
-        self.attention_norm = keras.layers.RMSNormalization(
-            epsilon=epsilon, dtype=self.dtype_policy, name="attention_norm"
-        )
-        self.feedforward_norm = keras.layers.RMSNormalization(
-            epsilon=epsilon, dtype=self.dtype_policy, name="feedforward_norm"
-        )
-        self.attention_residual = None
-        self.feedforward_residual = None
-        if laurel is not None:
-            self.attention_residual = make_laurel(
-                laurel, laurel_rank, self.dtype_policy, "attention_laurel"
-            )
-            self.feedforward_residual = make_laurel(
-                laurel, laurel_rank, self.dtype_policy, "feedforward_laurel"
-            )
-
-    def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        for layer in (
-            self.attention_norm,
-            self.attention,
-            self.feedforward_norm,
-            self.feedforward,
-        ):
-            layer.build(input_shape)
-        for layer in (self.attention_residual, self.feedforward_residual):
-            if layer is not None:
-                layer.build(input_shape, input_shape)
-
-    def _residual(self, combine, x, fx):
-        if combine is None:
-            return x + fx
-        return combine(x, fx)
-
-    def call(self, inputs):
-        x = inputs
-        h = self._residual(
-            self.attention_residual,
-            x,
-            self.attention(self.attention_norm(x)),
-        )
-        return self._residual(
-            self.feedforward_residual,
-            h,
-            self.feedforward(self.feedforward_norm(h)),
-        )
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "hidden_dim": self.hidden_dim,
-                "num_heads": self.num_heads,
-                "feedforward": keras.saving.serialize_keras_object(
-                    self.feedforward
-                ),
-                "rotary": self.rotary,
-                "laurel": self.laurel,
-                "laurel_rank": self.laurel_rank,
-                "epsilon": self.epsilon,
-            }
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if config.get("feedforward") is not None:
-            config["feedforward"] = keras.saving.deserialize_keras_object(
-                config["feedforward"]
-            )
-        return cls(**config)
-
-
-@keras.saving.register_keras_serializable(package="keras_efficient")
-class PositionEmbedding(keras.layers.Layer):
-    """Learned absolute positions added to `(batch, T, ..., d)` inputs.
-
-    Args:
-        sequence_length: the largest T.
-        **kwargs: base `Layer` arguments.
-
-    Example:
-
-    >>> PositionEmbedding(16)(np.zeros((2, 8, 32), "float32")).shape
-    (2, 8, 32)
-    """
-
-    def __init__(self, sequence_length, **kwargs):
-        super().__init__(**kwargs)
-        _check_int("sequence_length", sequence_length)
-        self.sequence_length = int(sequence_length)
-
-    def build(self, input_shape):
-        self.embeddings = self.add_weight(
-            name="embeddings",
-            shape=(self.sequence_length, input_shape[-1]),
-            initializer=keras.initializers.RandomNormal(stddev=0.02),
-        )
-
-    def call(self, inputs):
-        length = ops.shape(inputs)[1]
-        positions = self.embeddings[:length]
-        extra = len(inputs.shape) - 3
-        positions = ops.reshape(
-            positions, (1, length) + (1,) * extra + (positions.shape[-1],)
-        )
-        return inputs + ops.cast(positions, inputs.dtype)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"sequence_length": self.sequence_length})
-        return config
-
-
-@keras.saving.register_keras_serializable(package="keras_efficient")
 class TransformerLM(keras.Model):
     """Decoder-only Transformer LM with AltUp, Sequence-AltUp and LAuReL.
 
@@ -380,7 +96,8 @@ class TransformerLM(keras.Model):
         altup_coefficients: `"static"` or `"routed"`.
         altup_readout: `"sum"`, `"mean"` or `"projection"`.
         sequence_altup: Sequence-AltUp stride (`1`: off).
-        laurel: `None` or a LAuReL variant (`"rw"`, `"lr"`, `"rw+lr"`).
+        laurel: `None` or a LAuReL variant, spelled as `LaurelResidual`
+            accepts it (e.g. `"rw"`, `"lr+rw"`).
         laurel_rank: rank of LAuReL's low-rank branch.
         lookup: `None`, a table size N, or a dict of `SparseLookupTable`
             arguments plus `ngram` (1: token ids, 2: bigram ids
@@ -404,16 +121,19 @@ class TransformerLM(keras.Model):
 
     Example:
 
+    >>> import keras
+    >>> import numpy as np
+    >>> from keras_efficient.applications import TransformerLM
     >>> model = TransformerLM(
     ...     vocabulary_size=256, sequence_length=64, hidden_dim=32,
     ...     num_layers=2, num_heads=2, altup=2, recycled=True)
     >>> model.compile(
     ...     optimizer="adam",
     ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    >>> ids = np.random.randint(0, 256, size=(8, 64))
+    >>> ids = np.random.randint(0, 256, size=(4, 64))
     >>> _ = model.fit(ids[:, :-1], ids[:, 1:], epochs=1, verbose=0)
-    >>> model.generate(ids[:1, :5], max_new_tokens=10).shape
-    (1, 15)
+    >>> model.generate(ids[:1, :5], max_new_tokens=3).shape
+    (1, 8)
     """
 
     def __init__(
@@ -438,110 +158,117 @@ class TransformerLM(keras.Model):
         moe=None,
         **kwargs,
     ):
-        _check_int("vocabulary_size", vocabulary_size)
-        _check_int("sequence_length", sequence_length)
-        _check_int("hidden_dim", hidden_dim)
-        _check_int("num_layers", num_layers)
-        _check_int("num_heads", num_heads)
-        if intermediate_dim is not None:
-            _check_int("intermediate_dim", intermediate_dim)
-        if positions not in POSITIONS:
-            raise ValueError(
-                f"`positions` must be one of {POSITIONS}. "
-                f"Received: positions={positions!r}"
-            )
-        _check_int("altup", altup)
-        _check_int("sequence_altup", sequence_altup)
-        if recycled and altup == 1:
-            raise ValueError(
-                "`recycled=True` needs `altup` >= 2 (Recycled-AltUp replicates "
-                f"the embedding into the AltUp blocks). Received: altup={altup}"
-            )
-        # Validates the schedule early, with AltUp's own message.
-        active = active_blocks(num_layers, altup, altup_schedule)
+        arguments = dict(locals())
+        for name in ("self", "kwargs", "__class__"):
+            arguments.pop(name, None)
+        self._store_arguments(arguments)
+        self._layer_dtype = kwargs.pop("dtype", None)
+        if "name" in kwargs:
+            kwargs["name"] = _backend.scope_safe_name(kwargs["name"])
+        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        x = self._embed(token_ids)
+        for index in range(self.num_layers):
+            x = self.wrap_block(self.make_block(index), index)(x)
+        logits = self._head(x)
+        super().__init__(inputs=token_ids, outputs=logits, **kwargs)
+        self._generate_step = None
 
-        self.vocabulary_size = int(vocabulary_size)
-        self.sequence_length = int(sequence_length)
-        self.hidden_dim = int(hidden_dim)
-        self.num_layers = int(num_layers)
-        self.num_heads = int(num_heads)
-        self.intermediate_dim = (
-            int(intermediate_dim) if intermediate_dim else 4 * self.hidden_dim
+    def _store_arguments(self, arguments):
+        """Checks the constructor arguments and keeps each as an attribute."""
+        a = arguments
+        for name in _POSITIVE_INTS:
+            a[name] = check_positive_int(name, a[name])
+        if a["intermediate_dim"] is None:
+            a["intermediate_dim"] = 4 * a["hidden_dim"]
+        check_positive_int("intermediate_dim", a["intermediate_dim"])
+        check_choice("positions", a["positions"], POSITIONS)
+        a["recycled"] = bool(a["recycled"])
+        if a["recycled"] and a["altup"] == 1:
+            fail(
+                "recycled",
+                "False unless `altup` >= 2 (Recycled-AltUp replicates the "
+                "embedding into the AltUp blocks)",
+                a["recycled"],
+            )
+        if a["laurel"] is not None:
+            a["laurel"] = normalize_variant(a["laurel"], name="laurel")
+        a["epsilon"] = check_number("epsilon", a["epsilon"], min_value=0)
+        self._argument_names = tuple(a)
+        for name, value in a.items():
+            setattr(self, name, value)
+        # Validates the schedule early, with AltUp's own message.
+        self._active = active_blocks(
+            self.num_layers, self.altup, self.altup_schedule
         )
-        self.positions = positions
-        self.altup = int(altup)
-        self.recycled = bool(recycled)
-        self.altup_schedule = altup_schedule
-        self.altup_coefficients = altup_coefficients
-        self.altup_readout = altup_readout
-        self.sequence_altup = int(sequence_altup)
-        self.laurel = laurel
-        self.laurel_rank = int(laurel_rank)
-        self.epsilon = float(epsilon)
-        self.lookup = lookup
-        self.moe = moe
-        self._lookup_options = _options("lookup", lookup, "num_entries")
-        self._moe_options = _options("moe", moe, "num_experts")
+        self._lookup_options = _options("lookup", self.lookup, "num_entries")
+        self._moe_options = _options("moe", self.moe, "num_experts")
         if self._lookup_options is not None and self.altup > 1:
             raise ValueError(
                 "`lookup` is not available with `altup` > 1 (the table is "
-                f"added to a width-d embedding). Received: lookup={lookup!r}, "
-                f"altup={altup}"
+                "added to a width-d embedding). Received: "
+                f"lookup={self.lookup!r}, altup={self.altup}"
             )
-        dtype = kwargs.pop("dtype", None)
-        self._layer_dtype = dtype
 
-        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    def _embed(self, token_ids):
+        """Token (+ position, + lookup) embedding: `(batch, T[, K], d)`."""
+        dtype = self._layer_dtype
         if self.altup > 1:
             x = AltUpEmbedding(
-                vocabulary_size,
-                hidden_dim,
-                num_blocks=altup,
-                recycled=recycled,
+                self.vocabulary_size,
+                self.hidden_dim,
+                num_blocks=self.altup,
+                recycled=self.recycled,
                 dtype=dtype,
                 name="token_embedding",
             )(token_ids)
         else:
             x = keras.layers.Embedding(
-                vocabulary_size, hidden_dim, dtype=dtype, name="token_embedding"
+                self.vocabulary_size,
+                self.hidden_dim,
+                dtype=dtype,
+                name="token_embedding",
             )(token_ids)
-        if positions == "learned":
+        if self.positions == "learned":
             x = PositionEmbedding(
-                sequence_length, dtype=dtype, name="position_embedding"
+                self.sequence_length, dtype=dtype, name="position_embedding"
             )(x)
         if self._lookup_options is not None:
             x = self._add_lookup(x, token_ids)
-        for index in range(num_layers):
-            block = self.make_block(index)
-            if self.sequence_altup > 1 and index % 2 == 1:
-                block = SequenceAltUp(
-                    block,
-                    stride=self.sequence_altup,
-                    dtype=dtype,
-                    name=f"sequence_altup_{index}",
-                )
-            if self.altup > 1:
-                block = AltUp(
-                    block,
-                    num_blocks=altup,
-                    active_block=active[index],
-                    coefficients=altup_coefficients,
-                    dtype=dtype,
-                    name=f"altup_{index}",
-                )
-            x = block(x)
+        return x
+
+    def wrap_block(self, block, index):
+        """Block `index` in its Sequence-AltUp and AltUp wrappers, if on."""
+        if self.sequence_altup > 1 and index % 2 == 1:
+            block = SequenceAltUp(
+                block,
+                stride=self.sequence_altup,
+                dtype=self._layer_dtype,
+                name=f"sequence_altup_{index}",
+            )
+        if self.altup > 1:
+            block = AltUp(
+                block,
+                num_blocks=self.altup,
+                active_block=self._active[index],
+                coefficients=self.altup_coefficients,
+                dtype=self._layer_dtype,
+                name=f"altup_{index}",
+            )
+        return block
+
+    def _head(self, x):
+        """AltUp readout (if on), final norm and float32 logits."""
+        dtype = self._layer_dtype
         if self.altup > 1:
             x = AltUpReadout(
-                altup, mode=altup_readout, dtype=dtype, name="readout"
+                self.altup, mode=self.altup_readout, dtype=dtype, name="readout"
             )(x)
         x = keras.layers.RMSNormalization(
-            epsilon=epsilon, dtype=dtype, name="final_norm"
+            epsilon=self.epsilon, dtype=dtype, name="final_norm"
         )(x)
-        logits = keras.layers.Dense(
-            vocabulary_size, dtype="float32", name="logits"
+        return keras.layers.Dense(
+            self.vocabulary_size, dtype="float32", name="logits"
         )(x)
-        super().__init__(inputs=token_ids, outputs=logits, **kwargs)
-        self._generate_step = None
 
     def _add_lookup(self, x, token_ids):
         options = dict(self._lookup_options)
@@ -596,28 +323,8 @@ class TransformerLM(keras.Model):
         )
 
     def get_config(self):
-        config = {
-            "name": self.name,
-            "trainable": self.trainable,
-            "vocabulary_size": self.vocabulary_size,
-            "sequence_length": self.sequence_length,
-            "hidden_dim": self.hidden_dim,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "intermediate_dim": self.intermediate_dim,
-            "positions": self.positions,
-            "altup": self.altup,
-            "recycled": self.recycled,
-            "altup_schedule": self.altup_schedule,
-            "altup_coefficients": self.altup_coefficients,
-            "altup_readout": self.altup_readout,
-            "sequence_altup": self.sequence_altup,
-            "laurel": self.laurel,
-            "laurel_rank": self.laurel_rank,
-            "epsilon": self.epsilon,
-            "lookup": self.lookup,
-            "moe": self.moe,
-        }
+        config = {"name": self.name, "trainable": self.trainable}
+        config.update({k: getattr(self, k) for k in self._argument_names})
         if self._layer_dtype is not None:
             config["dtype"] = keras.dtype_policies.serialize(
                 keras.dtype_policies.get(self._layer_dtype)
@@ -683,12 +390,8 @@ class TransformerLM(keras.Model):
                 "`prompt_ids` must have shape (T,) or (batch, T) with T >= 1. "
                 f"Received: prompt_ids.shape={np.shape(prompt_ids)}"
             )
-        _check_int("max_new_tokens", max_new_tokens, low=0)
-        if not temperature >= 0:
-            raise ValueError(
-                "`temperature` must be >= 0. "
-                f"Received: temperature={temperature!r}"
-            )
+        check_int("max_new_tokens", max_new_tokens, min_value=0)
+        check_number("temperature", temperature, min_value=0)
         rng = np.random.default_rng(seed)
         tokens = prompt.astype("int32")
         length = self.sequence_length
@@ -718,7 +421,7 @@ def _options(name, value, count_key):
     if isinstance(value, dict):
         return dict(value)
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        _check_int(name, value)
+        check_positive_int(name, value)
         return {count_key: int(value)}
     raise ValueError(
         f"`{name}` must be None, a positive integer ({count_key}) or a dict "

@@ -1,12 +1,12 @@
 """Public layers of keras-efficient."""
 from keras_efficient.layers.altup import AltUp  # noqa: F401
-from keras_efficient.layers.altup import AltUpEmbedding  # noqa: F401
-from keras_efficient.layers.altup import AltUpInput  # noqa: F401
-from keras_efficient.layers.altup import AltUpReadout  # noqa: F401
 from keras_efficient.layers.altup import AltUpStack  # noqa: F401
-from keras_efficient.layers.laurel import LaurelBlock  # noqa: F401
+from keras_efficient.layers.altup_io import AltUpEmbedding  # noqa: F401
+from keras_efficient.layers.altup_io import AltUpInput  # noqa: F401
+from keras_efficient.layers.altup_io import AltUpReadout  # noqa: F401
 from keras_efficient.layers.laurel import LaurelResidual  # noqa: F401
-from keras_efficient.layers.laurel import LaurelStack  # noqa: F401
+from keras_efficient.layers.laurel_stack import LaurelBlock  # noqa: F401
+from keras_efficient.layers.laurel_stack import LaurelStack  # noqa: F401
 from keras_efficient.layers.lookup import SparseLookupTable  # noqa: F401
 from keras_efficient.layers.lsh import LSHHash  # noqa: F401
 from keras_efficient.layers.moe import MixtureOfExperts  # noqa: F401

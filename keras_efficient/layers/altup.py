@@ -10,76 +10,26 @@ before the feature axis. Layers outside AltUp never see it.
   layer on the active predicted block only, correct all blocks with the
   layer's innovation.
 - `AltUpStack` wraps a list of layers and assigns the active-block schedule.
-- `AltUpInput` and `AltUpEmbedding` make the widened representation
-  (a split of a width-K d vector or embedding table, or Recycled-AltUp: the
-  width-d vector replicated K times).
-- `AltUpReadout` reduces the K blocks back to width d.
+- `AltUpInput`, `AltUpEmbedding` and `AltUpReadout` (in `altup_io`, also
+  importable from here) make the widened representation and reduce it.
 """
 
 import keras
-import numpy as np
 from keras import ops
+
+from keras_efficient._validation import check_choice
+from keras_efficient._validation import check_int
+from keras_efficient._validation import check_number
+from keras_efficient._validation import check_optional_number
+from keras_efficient._validation import check_positive_int
+from keras_efficient.layers.altup_io import AltUpEmbedding  # noqa: F401
+from keras_efficient.layers.altup_io import AltUpInput  # noqa: F401
+from keras_efficient.layers.altup_io import AltUpReadout  # noqa: F401
+from keras_efficient.layers.altup_io import check_blocks_shape
+from keras_efficient.layers.wrapper import LayerWrapper
 
 COEFFICIENT_MODES = ("static", "routed")
 SCHEDULES = ("alternating", "same")
-INPUT_MODES = ("split", "replicate")
-READOUT_MODES = ("sum", "mean", "projection")
-
-
-def _check_positive_int(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < 1
-    ):
-        raise ValueError(
-            f"`{name}` must be an integer >= 1. Received: {name}={value!r}"
-        )
-
-
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(
-            f"`{name}` must be one of {allowed}. Received: {name}={value!r}"
-        )
-
-
-def _check_clip(value):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(
-        value, (int, float, np.integer, np.floating)
-    ):
-        raise ValueError(
-            "`coefficient_clip` must be None or a number > 0. "
-            f"Received: coefficient_clip={value!r}"
-        )
-    if not value > 0:
-        raise ValueError(
-            "`coefficient_clip` must be None or a number > 0. "
-            f"Received: coefficient_clip={value!r}"
-        )
-    return float(value)
-
-
-def _check_blocks_shape(input_shape, num_blocks, layer_name):
-    if len(input_shape) < 3:
-        raise ValueError(
-            f"{layer_name} expects a widened input of shape "
-            f"(batch, ..., num_blocks, d) (rank >= 3). Received: "
-            f"input_shape={tuple(input_shape)}"
-        )
-    if input_shape[-2] is not None and input_shape[-2] != num_blocks:
-        raise ValueError(
-            f"{layer_name}: the block axis (second to last) of the input must "
-            f"have size num_blocks={num_blocks}. Received: "
-            f"input_shape={tuple(input_shape)}"
-        )
-    if input_shape[-1] is None:
-        raise ValueError(
-            f"{layer_name}: the last axis (d) of the input must be known. "
-            f"Received: input_shape={tuple(input_shape)}"
-        )
 
 
 def active_blocks(num_layers, num_blocks, schedule="alternating"):
@@ -96,11 +46,12 @@ def active_blocks(num_layers, num_blocks, schedule="alternating"):
 
     Example:
 
+    >>> from keras_efficient.layers.altup import active_blocks
     >>> active_blocks(5, 2)
     [0, 1, 0, 1, 0]
     """
-    _check_positive_int("num_blocks", num_blocks)
-    _check_choice("schedule", schedule, SCHEDULES)
+    check_positive_int("num_blocks", num_blocks)
+    check_choice("schedule", schedule, SCHEDULES)
     if schedule == "same":
         return [0] * num_layers
     return [layer % num_blocks for layer in range(num_layers)]
@@ -112,7 +63,7 @@ def _rms_normalize(x, epsilon):
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
-class AltUp(keras.layers.Layer):
+class AltUp(LayerWrapper):
     """Alternating-updates wrapper: a layer of width d on K blocks of width d.
 
     The input is a widened representation of shape `(batch, ..., K, d)`.
@@ -156,6 +107,9 @@ class AltUp(keras.layers.Layer):
 
     Example:
 
+    >>> import keras
+    >>> import numpy as np
+    >>> from keras_efficient.layers import AltUp
     >>> block = keras.layers.Dense(16)
     >>> altup = AltUp(block, num_blocks=2, active_block=1)
     >>> altup(np.ones((4, 10, 2, 16), "float32")).shape
@@ -172,34 +126,26 @@ class AltUp(keras.layers.Layer):
         epsilon=1e-6,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if not isinstance(layer, keras.layers.Layer):
-            raise ValueError(
-                "`layer` must be a `keras.layers.Layer` instance. "
-                f"Received: layer={layer!r}"
-            )
-        _check_positive_int("num_blocks", num_blocks)
-        if (
-            isinstance(active_block, bool)
-            or not isinstance(active_block, (int, np.integer))
-            or not 0 <= active_block < num_blocks
-        ):
-            raise ValueError(
-                f"`active_block` must be an integer in [0, {num_blocks}) "
-                f"(num_blocks={num_blocks}). Received: "
-                f"active_block={active_block!r}"
-            )
-        _check_choice("coefficients", coefficients, COEFFICIENT_MODES)
-        self.layer = layer
-        self.num_blocks = int(num_blocks)
-        self.active_block = int(active_block)
-        self.coefficients = coefficients
-        self.coefficient_clip = _check_clip(coefficient_clip)
-        self.epsilon = float(epsilon)
+        super().__init__(layer, **kwargs)
+        num_blocks = check_positive_int("num_blocks", num_blocks)
+        self.num_blocks = num_blocks
+        self.active_block = check_int(
+            "active_block", active_block, 0, num_blocks - 1
+        )
+        self.coefficients = check_choice(
+            "coefficients", coefficients, COEFFICIENT_MODES
+        )
+        self.coefficient_clip = check_optional_number(
+            "coefficient_clip",
+            coefficient_clip,
+            min_value=0,
+            min_inclusive=False,
+        )
+        self.epsilon = check_number("epsilon", epsilon, min_value=0)
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
-        _check_blocks_shape(input_shape, self.num_blocks, "AltUp")
+        check_blocks_shape(input_shape, self.num_blocks, "AltUp")
         k = self.num_blocks
         self.width = int(input_shape[-1])
         if self.coefficients == "static":
@@ -225,9 +171,10 @@ class AltUp(keras.layers.Layer):
             self.correction_kernel = self.add_weight(
                 name="correction_kernel", shape=(k, k), initializer="zeros"
             )
-        inner_shape = input_shape[:-2] + (input_shape[-1],)
-        if not self.layer.built:
-            self.layer.build(inner_shape)
+        super().build(input_shape)
+
+    def inner_shape(self, input_shape):
+        return input_shape[:-2] + (input_shape[-1],)
 
     def _clip(self, delta):
         if self.coefficient_clip is None:
@@ -283,14 +230,10 @@ class AltUp(keras.layers.Layer):
             )
         return self.correct(predictions, outputs, g)
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "layer": keras.saving.serialize_keras_object(self.layer),
                 "num_blocks": self.num_blocks,
                 "active_block": self.active_block,
                 "coefficients": self.coefficients,
@@ -299,12 +242,6 @@ class AltUp(keras.layers.Layer):
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
-        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -330,6 +267,9 @@ class AltUpStack(keras.layers.Layer):
 
     Example:
 
+    >>> import keras
+    >>> import numpy as np
+    >>> from keras_efficient.layers import AltUpStack
     >>> blocks = [keras.layers.Dense(16, activation="relu") for _ in range(3)]
     >>> stack = AltUpStack(blocks, num_blocks=2)
     >>> stack(np.ones((4, 10, 2, 16), "float32")).shape
@@ -355,14 +295,12 @@ class AltUpStack(keras.layers.Layer):
             )
         if not layers:
             raise ValueError("`layers` must not be empty. Received: layers=[]")
-        _check_positive_int("num_blocks", num_blocks)
-        _check_choice("schedule", schedule, SCHEDULES)
+        schedule_blocks = active_blocks(len(layers), num_blocks, schedule)
         self.layers = list(layers)
         self.num_blocks = int(num_blocks)
         self.schedule = schedule
         self.coefficients = coefficients
-        self.coefficient_clip = _check_clip(coefficient_clip)
-        schedule_blocks = active_blocks(len(layers), num_blocks, schedule)
+        self.coefficient_clip = coefficient_clip
         self.altup_layers = [
             AltUp(
                 layer,
@@ -379,7 +317,7 @@ class AltUpStack(keras.layers.Layer):
         ]
 
     def build(self, input_shape):
-        _check_blocks_shape(tuple(input_shape), self.num_blocks, "AltUpStack")
+        check_blocks_shape(tuple(input_shape), self.num_blocks, "AltUpStack")
         for layer in self.altup_layers:
             layer.build(input_shape)
 
@@ -416,234 +354,3 @@ class AltUpStack(keras.layers.Layer):
             for layer in config["layers"]
         ]
         return cls(**config)
-
-
-def _widen(x, num_blocks, mode):
-    if mode == "replicate":
-        x = ops.expand_dims(x, axis=-2)
-        return ops.repeat(x, num_blocks, axis=-2)
-    shape = ops.shape(x)
-    width = shape[-1] // num_blocks
-    return ops.reshape(x, tuple(shape[:-1]) + (num_blocks, width))
-
-
-@keras.saving.register_keras_serializable(package="keras_efficient")
-class AltUpInput(keras.layers.Layer):
-    """Makes the widened representation `(batch, ..., K, d)` from vectors.
-
-    `mode="split"` cuts a vector of width K d (e.g. a widened embedding)
-    into K blocks of width d. `mode="replicate"` is Recycled-AltUp: a vector
-    of width d is copied into all K blocks, so a width-d embedding serves a
-    K-times wider representation with no extra parameters.
-
-    Args:
-        num_blocks: number of blocks K, `>= 1`.
-        mode: `"split"` or `"replicate"`.
-        **kwargs: base `Layer` arguments.
-
-    Call arguments:
-        inputs: tensor `(batch, ..., D)`; D must be divisible by K for
-            `"split"`.
-
-    Example:
-
-    >>> AltUpInput(2, mode="replicate")(np.ones((4, 10, 16))).shape
-    (4, 10, 2, 16)
-    >>> AltUpInput(2, mode="split")(np.ones((4, 10, 16))).shape
-    (4, 10, 2, 8)
-    """
-
-    def __init__(self, num_blocks=2, mode="split", **kwargs):
-        super().__init__(**kwargs)
-        _check_positive_int("num_blocks", num_blocks)
-        _check_choice("mode", mode, INPUT_MODES)
-        self.num_blocks = int(num_blocks)
-        self.mode = mode
-
-    def build(self, input_shape):
-        width = input_shape[-1]
-        if width is None:
-            raise ValueError(
-                "AltUpInput: the last axis of the input must be known. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
-        if self.mode == "split" and width % self.num_blocks:
-            raise ValueError(
-                "AltUpInput(mode='split'): the input width must be divisible "
-                f"by num_blocks={self.num_blocks}. Received: input width "
-                f"{width} (input_shape={tuple(input_shape)})"
-            )
-
-    def call(self, inputs):
-        return _widen(inputs, self.num_blocks, self.mode)
-
-    def compute_output_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        width = input_shape[-1]
-        if self.mode == "split":
-            width = width // self.num_blocks
-        return input_shape[:-1] + (self.num_blocks, width)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"num_blocks": self.num_blocks, "mode": self.mode})
-        return config
-
-
-@keras.saving.register_keras_serializable(package="keras_efficient")
-class AltUpEmbedding(keras.layers.Layer):
-    """Token embedding into the widened representation `(batch, ..., K, d)`.
-
-    With `recycled=False` the table has width K d and each row is split into
-    K blocks (K times the embedding parameters). With `recycled=True`
-    (Recycled-AltUp) the table has width d and each row is replicated into
-    the K blocks: no extra embedding parameters.
-
-    Args:
-        input_dim: vocabulary size, `>= 1`.
-        output_dim: block width d, `>= 1`.
-        num_blocks: number of blocks K, `>= 1`.
-        recycled: whether to replicate a width-d embedding.
-        embeddings_initializer: initializer of the table.
-        **kwargs: base `Layer` arguments.
-
-    Call arguments:
-        inputs: integer token ids `(batch, ...)`.
-
-    Example:
-
-    >>> embedding = AltUpEmbedding(256, 16, num_blocks=2, recycled=True)
-    >>> embedding(np.zeros((4, 10), "int32")).shape
-    (4, 10, 2, 16)
-    """
-
-    def __init__(
-        self,
-        input_dim,
-        output_dim,
-        num_blocks=2,
-        recycled=False,
-        embeddings_initializer="uniform",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        _check_positive_int("input_dim", input_dim)
-        _check_positive_int("output_dim", output_dim)
-        _check_positive_int("num_blocks", num_blocks)
-        self.input_dim = int(input_dim)
-        self.output_dim = int(output_dim)
-        self.num_blocks = int(num_blocks)
-        self.recycled = bool(recycled)
-        self.embeddings_initializer = keras.initializers.get(
-            embeddings_initializer
-        )
-
-    def build(self, input_shape):
-        width = self.output_dim
-        if not self.recycled:
-            width *= self.num_blocks
-        self.embeddings = self.add_weight(
-            name="embeddings",
-            shape=(self.input_dim, width),
-            initializer=self.embeddings_initializer,
-        )
-
-    def call(self, inputs):
-        if not backend_is_integer(inputs):
-            inputs = ops.cast(inputs, "int32")
-        vectors = ops.take(self.embeddings, inputs, axis=0)
-        mode = "replicate" if self.recycled else "split"
-        return _widen(vectors, self.num_blocks, mode)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape) + (self.num_blocks, self.output_dim)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "input_dim": self.input_dim,
-                "output_dim": self.output_dim,
-                "num_blocks": self.num_blocks,
-                "recycled": self.recycled,
-                "embeddings_initializer": keras.initializers.serialize(
-                    self.embeddings_initializer
-                ),
-            }
-        )
-        return config
-
-
-def backend_is_integer(x):
-    return "int" in str(keras.backend.standardize_dtype(x.dtype))
-
-
-@keras.saving.register_keras_serializable(package="keras_efficient")
-class AltUpReadout(keras.layers.Layer):
-    """Reduces the widened representation `(batch, ..., K, d)` to width d.
-
-    `mode="sum"` or `"mean"` adds or averages the K blocks (the natural
-    readout of Recycled-AltUp); `mode="projection"` learns a map from the
-    concatenated K d features to d (initialised to the mean of the blocks,
-    so the three modes agree at init up to a factor K for `"sum"`).
-
-    Args:
-        num_blocks: number of blocks K, `>= 1`.
-        mode: `"sum"`, `"mean"` or `"projection"`.
-        **kwargs: base `Layer` arguments.
-
-    Call arguments:
-        inputs: tensor `(batch, ..., K, d)`.
-
-    Example:
-
-    >>> AltUpReadout(2, mode="mean")(np.ones((4, 10, 2, 16))).shape
-    (4, 10, 16)
-    """
-
-    def __init__(self, num_blocks=2, mode="mean", **kwargs):
-        super().__init__(**kwargs)
-        _check_positive_int("num_blocks", num_blocks)
-        _check_choice("mode", mode, READOUT_MODES)
-        self.num_blocks = int(num_blocks)
-        self.mode = mode
-
-    def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        _check_blocks_shape(input_shape, self.num_blocks, "AltUpReadout")
-        if self.mode == "projection":
-            k, d = self.num_blocks, int(input_shape[-1])
-            initial = np.tile(np.eye(d, dtype="float32"), (k, 1)) / k
-
-            def initializer(shape, dtype=None):
-                return ops.cast(initial.reshape(shape), dtype or "float32")
-
-            self.kernel = self.add_weight(
-                name="kernel", shape=(k * d, d), initializer=initializer
-            )
-
-    def call(self, inputs):
-        if self.mode == "sum":
-            return ops.sum(inputs, axis=-2)
-        if self.mode == "mean":
-            return ops.mean(inputs, axis=-2)
-        shape = ops.shape(inputs)
-        flat = ops.reshape(inputs, tuple(shape[:-2]) + (-1,))
-        return ops.matmul(flat, self.kernel)
-
-    def compute_output_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        return input_shape[:-2] + (input_shape[-1],)
-
-    def get_prunable_weights(self):
-        """The kernels `MagnitudePruning` may prune (pruning protocol).
-
-        The `(K * d, d)` kernel of `mode="projection"`; none otherwise.
-        """
-        kernel = getattr(self, "kernel", None)
-        return [] if kernel is None else [kernel]
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"num_blocks": self.num_blocks, "mode": self.mode})
-        return config

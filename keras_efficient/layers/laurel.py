@@ -4,41 +4,125 @@ From "LAuReL: Learned Augmented Residual Layer" (Menghani, Kumar and Kumar,
 ICML 2025). The plain residual `x' = f(x) + x` becomes
 `x' = alpha * f(x) + g(x, x_{i-1}, ...)` with a learned scalar `alpha` and a
 learned, cheap, linear `g`. Every variant is the plain residual at init.
+
+The LAuReL options (`variant`, `rank`, ...) are defined once, by
+`laurel_options`; `LaurelResidual`, `LaurelBlock`, `LaurelStack` and the
+applications all take them through it.
 """
+
+import itertools
 
 import keras
 from keras import ops
 
+from keras_efficient._validation import check_choice
+from keras_efficient._validation import check_positive_int
+from keras_efficient._validation import fail
+
 VARIANTS = ("rw", "lr", "pa", "rw+lr", "rw+pa", "rw+lr+pa")
 NORMALIZATIONS = ("softmax", "sigmoid", "none")
+DATA_FORMATS = (None, "channels_last", "channels_first")
 _ORDER = ("rw", "lr", "pa")
 
 
-def _canonical_variant(variant):
+def normalize_variant(variant, name="variant"):
+    """The canonical spelling of a LAuReL variant (e.g. `"LR+rw"`).
+
+    Parts are case-insensitive, may be padded with spaces and come in any
+    order; the result is one of `VARIANTS`. Layers and applications all
+    read variants through this function.
+
+    Example:
+
+    >>> normalize_variant("LR + rw")
+    'rw+lr'
+    """
     if not isinstance(variant, str):
-        raise ValueError(
-            f"`variant` must be one of {VARIANTS}. "
-            f"Received: variant={variant!r}"
-        )
+        fail(name, f"one of {VARIANTS}", variant)
     parts = [p.strip() for p in variant.lower().split("+")]
+    canonical = "+".join(p for p in _ORDER if p in parts)
     if len(set(parts)) != len(parts) or not set(parts) <= set(_ORDER):
-        parts = None
-    else:
-        canonical = "+".join(p for p in _ORDER if p in parts)
-    if parts is None or canonical not in VARIANTS:
-        raise ValueError(
-            f"`variant` must be one of {VARIANTS}. "
-            f"Received: variant={variant!r}"
-        )
+        canonical = None
+    if canonical not in VARIANTS:
+        fail(name, f"one of {VARIANTS}", variant)
     return canonical
 
 
+def variant_spellings(variant):
+    """Every ordering of the parts of `variant` (all spellings it accepts,
+    up to case and spaces).
+
+    >>> variant_spellings("rw+lr")
+    ['rw+lr', 'lr+rw']
+    """
+    parts = normalize_variant(variant).split("+")
+    return ["+".join(p) for p in itertools.permutations(parts)]
+
+
+def laurel_options(
+    variant="rw+lr",
+    rank=16,
+    num_activations=3,
+    normalization="softmax",
+    per_dimension=False,
+    lr_initializer="glorot_uniform",
+    low_rank_history=False,
+    data_format=None,
+):
+    """Checks the LAuReL options and returns them, normalised, as a dict.
+
+    The one definition of the options and their defaults (documented in
+    `LaurelResidual`). `rank` is checked only where a variant uses it (the
+    check against the input width waits for `build`).
+
+    Example:
+
+    >>> laurel_options("lr+rw", rank=4)["variant"]
+    'rw+lr'
+    """
+    variant = normalize_variant(variant)
+    parts = variant.split("+")
+    low_rank_history = bool(low_rank_history)
+    if "lr" in parts or ("pa" in parts and low_rank_history):
+        rank = check_positive_int("rank", rank)
+    num_activations = check_positive_int("num_activations", num_activations)
+    if normalization is None:
+        normalization = "none"
+    check_choice("normalization", normalization, NORMALIZATIONS)
+    _check_data_format(data_format)
+    return {
+        "variant": variant,
+        "rank": rank,
+        "num_activations": num_activations,
+        "normalization": normalization,
+        "per_dimension": bool(per_dimension),
+        "lr_initializer": keras.initializers.get(lr_initializer),
+        "low_rank_history": low_rank_history,
+        "data_format": data_format,
+    }
+
+
+OPTIONS = tuple(laurel_options.__code__.co_varnames[:8])
+
+
+def split_options(kwargs):
+    """`(laurel options, other keyword arguments)` from one dict."""
+    options = {k: v for k, v in kwargs.items() if k in OPTIONS}
+    others = {k: v for k, v in kwargs.items() if k not in OPTIONS}
+    return options, others
+
+
+def options_config(layer):
+    """The LAuReL options of `layer` (attributes), for its `get_config`."""
+    config = {name: getattr(layer, name) for name in OPTIONS}
+    config["lr_initializer"] = keras.initializers.serialize(
+        layer.lr_initializer
+    )
+    return config
+
+
 def _check_data_format(data_format):
-    if data_format not in (None, "channels_last", "channels_first"):
-        raise ValueError(
-            "`data_format` must be None, 'channels_last' or 'channels_first'. "
-            f"Received: data_format={data_format!r}"
-        )
+    check_choice("data_format", data_format, DATA_FORMATS)
     if data_format == "channels_first":
         raise ValueError(
             "LAuReL layers project the last axis (channels last). Received: "
@@ -143,63 +227,19 @@ class LaurelResidual(keras.layers.Layer):
     ```
     """
 
-    def __init__(
-        self,
-        variant="rw+lr",
-        rank=16,
-        num_activations=3,
-        normalization="softmax",
-        per_dimension=False,
-        lr_initializer="glorot_uniform",
-        low_rank_history=False,
-        data_format=None,
-        **kwargs,
-    ):
+    def __init__(self, variant="rw+lr", **kwargs):
+        options, kwargs = split_options(dict(kwargs, variant=variant))
         super().__init__(**kwargs)
-        self.variant = _canonical_variant(variant)
+        for name, value in laurel_options(**options).items():
+            setattr(self, name, value)
         parts = self.variant.split("+")
         self._has_rw = "rw" in parts
         self._has_pa = "pa" in parts
         # "rw+lr+pa" folds the LR map into the lag-0 term of PA.
         self._has_lr = "lr" in parts and not self._has_pa
         self._low_rank_pa = self._has_pa and (
-            "lr" in parts or bool(low_rank_history)
+            "lr" in parts or self.low_rank_history
         )
-        uses_rank = self._has_lr or self._low_rank_pa
-
-        if uses_rank and (
-            isinstance(rank, bool) or not isinstance(rank, int) or rank < 1
-        ):
-            raise ValueError(
-                "`rank` must be an integer >= 1 (and <= the last axis size) "
-                f"for variant={self.variant!r}. Received: rank={rank!r}"
-            )
-        if (
-            isinstance(num_activations, bool)
-            or not isinstance(num_activations, int)
-            or num_activations < 1
-        ):
-            raise ValueError(
-                "`num_activations` must be an integer >= 1 (the current "
-                "input plus up to num_activations - 1 previous block "
-                f"inputs). Received: num_activations={num_activations!r}"
-            )
-        if normalization is None:
-            normalization = "none"
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"`normalization` must be one of {NORMALIZATIONS}. "
-                f"Received: normalization={normalization!r}"
-            )
-        _check_data_format(data_format)
-
-        self.rank = rank
-        self.num_activations = num_activations
-        self.normalization = normalization
-        self.per_dimension = bool(per_dimension)
-        self.lr_initializer = keras.initializers.get(lr_initializer)
-        self.low_rank_history = bool(low_rank_history)
-        self.data_format = data_format
         self.supports_masking = True
 
     def build(self, x_shape, fx_shape=None):
@@ -382,325 +422,5 @@ class LaurelResidual(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "variant": self.variant,
-                "rank": self.rank,
-                "num_activations": self.num_activations,
-                "normalization": self.normalization,
-                "per_dimension": self.per_dimension,
-                "lr_initializer": keras.initializers.serialize(
-                    self.lr_initializer
-                ),
-                "low_rank_history": self.low_rank_history,
-                "data_format": self.data_format,
-            }
-        )
+        config.update(options_config(self))
         return config
-
-
-def _residual_options(
-    variant,
-    rank,
-    num_activations,
-    normalization,
-    per_dimension,
-    lr_initializer,
-    low_rank_history,
-    data_format,
-):
-    return {
-        "variant": variant,
-        "rank": rank,
-        "num_activations": num_activations,
-        "normalization": normalization,
-        "per_dimension": per_dimension,
-        "lr_initializer": lr_initializer,
-        "low_rank_history": low_rank_history,
-        "data_format": data_format,
-    }
-
-
-def _options_config(layer, serialized_lr_initializer):
-    """The LAuReL options a wrapper layer passes on, for its `get_config`."""
-    options = {
-        name: getattr(layer, name)
-        for name in (
-            "variant",
-            "rank",
-            "num_activations",
-            "normalization",
-            "per_dimension",
-            "low_rank_history",
-            "data_format",
-        )
-    }
-    options["lr_initializer"] = serialized_lr_initializer
-    return options
-
-
-@keras.saving.register_keras_serializable(package="keras_efficient")
-class LaurelBlock(keras.layers.Layer):
-    """Wraps a block `f` so that it computes a LAuReL residual around it.
-
-    `LaurelBlock(f, ...)(x)` is `LaurelResidual(...)(x, f(x))`: the plain
-    `x + f(x)` of a residual block with learned residual weights, a
-    low-rank map and/or previous activations (LAuReL, Menghani et al.,
-    ICML 2025). `f` must keep the shape of `x`. At init it computes exactly
-    `x + f(x)`. For PA variants over many blocks, `LaurelStack` threads the
-    previous block inputs for you.
-
-    Args:
-        block: a Keras layer or model `f` with `f(x).shape == x.shape`.
-        variant, rank, num_activations, normalization, per_dimension,
-        lr_initializer, low_rank_history, data_format: as in
-            `LaurelResidual`.
-        **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
-
-    Call arguments:
-        x: the block input, shape `(batch, ..., D)`.
-        previous: optional list of previous block inputs, most recent
-            first (PA variants only, at most `num_activations - 1`).
-        training: forwarded to `block`.
-
-    Returns:
-        `x'`, a tensor of `x`'s shape.
-
-    Example:
-
-    ```python
-    import keras
-    import keras_efficient
-
-    mlp = keras.Sequential(
-        [keras.layers.Dense(128, activation="gelu"), keras.layers.Dense(64)]
-    )
-    block = keras_efficient.layers.LaurelBlock(mlp, variant="rw+lr", rank=8)
-    y = block(keras.random.normal((2, 10, 64)))
-    ```
-    """
-
-    def __init__(
-        self,
-        block,
-        variant="rw+lr",
-        rank=16,
-        num_activations=3,
-        normalization="softmax",
-        per_dimension=False,
-        lr_initializer="glorot_uniform",
-        low_rank_history=False,
-        data_format=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if not isinstance(block, keras.layers.Layer):
-            raise ValueError(
-                "`block` must be a Keras layer or model. "
-                f"Received: block={block!r}"
-            )
-        self.block = block
-        self.residual = LaurelResidual(
-            **_residual_options(
-                variant,
-                rank,
-                num_activations,
-                normalization,
-                per_dimension,
-                lr_initializer,
-                low_rank_history,
-                data_format,
-            ),
-            dtype=self.dtype_policy,
-            name="laurel_residual",
-        )
-        self.variant = self.residual.variant
-        self.rank = rank
-        self.num_activations = num_activations
-        self.normalization = self.residual.normalization
-        self.per_dimension = bool(per_dimension)
-        self.lr_initializer = self.residual.lr_initializer
-        self.low_rank_history = bool(low_rank_history)
-        self.data_format = data_format
-
-    def build(self, input_shape):
-        input_shape = _as_shape(input_shape)
-        if not self.block.built:
-            self.block.build(input_shape)
-        fx_shape = _as_shape(self.block.compute_output_shape(input_shape))
-        self.residual.build(input_shape, fx_shape)
-
-    def call(self, x, previous=None, training=None):
-        fx = self.block(x, training=training)
-        return self.residual(x, fx, previous=previous)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        residual = self.residual.get_config()
-        config["block"] = keras.saving.serialize_keras_object(self.block)
-        config.update(_options_config(self, residual["lr_initializer"]))
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["block"] = keras.saving.deserialize_keras_object(config["block"])
-        return cls(**config)
-
-
-@keras.saving.register_keras_serializable(package="keras_efficient")
-class LaurelStack(keras.layers.Layer):
-    """Applies same-shape blocks in sequence, each with a LAuReL residual.
-
-    Each block `f_i` becomes `x_{i+1} = LaurelResidual(x_i, f_i(x_i),
-    previous=[x_{i-1}, x_{i-2}, ...])` (LAuReL, Menghani et al., ICML
-    2025). For the previous-activations variants (`"pa"`, `"rw+pa"`,
-    `"rw+lr+pa"`) the stack keeps the last `num_activations - 1` block
-    inputs and passes them, most recent first, to the next block. Every
-    block gets its own LAuReL weights; block `i` (from 0) sees only `i`
-    previous inputs, so it is built with
-    `num_activations=min(num_activations, i + 1)` and has no unused
-    weights.
-
-    Args:
-        blocks: non-empty list of Keras layers or models, each keeping the
-            shape of its input.
-        variant, rank, num_activations, normalization, per_dimension,
-        lr_initializer, low_rank_history, data_format: as in
-            `LaurelResidual`.
-        **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
-
-    Call arguments:
-        x: the input of the first block, shape `(batch, ..., D)`.
-        training: forwarded to the blocks.
-
-    Returns:
-        The output of the last block, of `x`'s shape.
-
-    Example:
-
-    ```python
-    import keras
-    import keras_efficient
-
-    blocks = [keras.layers.Dense(32, activation="relu") for _ in range(4)]
-    stack = keras_efficient.layers.LaurelStack(
-        blocks, variant="rw+lr+pa", rank=4, num_activations=3
-    )
-    y = stack(keras.random.normal((2, 32)))
-    ```
-    """
-
-    def __init__(
-        self,
-        blocks,
-        variant="rw+lr",
-        rank=16,
-        num_activations=3,
-        normalization="softmax",
-        per_dimension=False,
-        lr_initializer="glorot_uniform",
-        low_rank_history=False,
-        data_format=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if isinstance(blocks, keras.layers.Layer) or not isinstance(
-            blocks, (list, tuple)
-        ):
-            raise ValueError(
-                "`blocks` must be a non-empty list of Keras layers. "
-                f"Received: blocks={blocks!r}"
-            )
-        if not blocks:
-            raise ValueError(
-                "`blocks` must be a non-empty list of Keras layers. "
-                "Received: blocks=[]"
-            )
-        if (
-            isinstance(num_activations, bool)
-            or not isinstance(num_activations, int)
-            or num_activations < 1
-        ):
-            raise ValueError(
-                "`num_activations` must be an integer >= 1. "
-                f"Received: num_activations={num_activations!r}"
-            )
-        options = _residual_options(
-            variant,
-            rank,
-            num_activations,
-            normalization,
-            per_dimension,
-            lr_initializer,
-            low_rank_history,
-            data_format,
-        )
-        self.laurel_blocks = []
-        for i, block in enumerate(blocks):
-            if "pa" in _canonical_variant(variant):
-                # Block i sees at most i previous inputs: no dead weights.
-                options["num_activations"] = min(num_activations, i + 1)
-            self.laurel_blocks.append(
-                LaurelBlock(
-                    block,
-                    **options,
-                    dtype=self.dtype_policy,
-                    name=f"laurel_block_{i}",
-                )
-            )
-        first = self.laurel_blocks[0]
-        self.variant = first.variant
-        self.rank = rank
-        self.num_activations = num_activations
-        self.normalization = first.normalization
-        self.per_dimension = bool(per_dimension)
-        self.lr_initializer = first.lr_initializer
-        self.low_rank_history = bool(low_rank_history)
-        self.data_format = data_format
-        self._uses_history = "pa" in self.variant
-
-    @property
-    def blocks(self):
-        """The wrapped blocks, in order."""
-        return [b.block for b in self.laurel_blocks]
-
-    def build(self, input_shape):
-        input_shape = _as_shape(input_shape)
-        for laurel_block in self.laurel_blocks:
-            laurel_block.build(input_shape)
-
-    def call(self, x, training=None):
-        history = []
-        depth = self.num_activations - 1
-        for laurel_block in self.laurel_blocks:
-            if self._uses_history:
-                y = laurel_block(x, previous=history, training=training)
-                history = ([x] + history)[:depth]
-            else:
-                y = laurel_block(x, training=training)
-            x = y
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        residual = self.laurel_blocks[0].residual.get_config()
-        config["blocks"] = [
-            keras.saving.serialize_keras_object(b) for b in self.blocks
-        ]
-        config.update(_options_config(self, residual["lr_initializer"]))
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["blocks"] = [
-            keras.saving.deserialize_keras_object(b) for b in config["blocks"]
-        ]
-        return cls(**config)

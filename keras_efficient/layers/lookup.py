@@ -5,11 +5,12 @@ import numpy as np
 from keras import ops
 
 from keras_efficient import _backend
+from keras_efficient._validation import check_choice
+from keras_efficient._validation import check_int
+from keras_efficient._validation import check_positive_int
 from keras_efficient.layers.lsh import LSHHash
 from keras_efficient.layers.lsh import bits_for
-from keras_efficient.layers.lsh import check_choice
 from keras_efficient.layers.lsh import check_num_bits
-from keras_efficient.layers.lsh import check_positive_int
 
 LOOKUPS = ("token_id", "lsh", "router")
 CONSUMES = ("add", "concat")
@@ -120,12 +121,7 @@ class SparseLookupTable(keras.layers.Layer):
         check_choice("consume", consume, CONSUMES)
         check_choice("token_mapping", token_mapping, TOKEN_MAPPINGS)
         check_positive_int("num_tables", num_tables)
-        check_positive_int("top_k", top_k)
-        if top_k > num_entries:
-            raise ValueError(
-                "`top_k` must be at most `num_entries` "
-                f"({num_entries}). Received: top_k={top_k}"
-            )
+        check_int("top_k", top_k, min_value=1, max_value=num_entries)
         if lookup == "lsh" and num_entries % num_tables:
             raise ValueError(
                 "`num_tables` must divide `num_entries` (each LSH table owns "

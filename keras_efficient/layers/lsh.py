@@ -6,35 +6,18 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_efficient._validation import check_choice
+from keras_efficient._validation import check_int
+from keras_efficient._validation import check_number
+from keras_efficient._validation import check_positive_int
+
 HASH_KINDS = ("hyperplane", "euclidean")
 MAX_BITS = 30
 
 
-def check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(
-            f"`{name}` must be an integer >= 1. Received: {name}={value!r}"
-        )
-    if value < 1:
-        raise ValueError(
-            f"`{name}` must be an integer >= 1. Received: {name}={value!r}"
-        )
-
-
 def check_num_bits(value, name="num_bits"):
-    check_positive_int(name, value)
-    if value > MAX_BITS:
-        raise ValueError(
-            f"`{name}` must be an integer in [1, {MAX_BITS}] (bucket ids are "
-            f"int32). Received: {name}={value!r}"
-        )
-
-
-def check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(
-            f"`{name}` must be one of {allowed}. Received: {name}={value!r}"
-        )
+    """Hash bits per table: bucket ids are int32, so at most `MAX_BITS`."""
+    return check_int(name, value, min_value=1, max_value=MAX_BITS)
 
 
 def bits_for(num_buckets):
@@ -105,23 +88,13 @@ class LSHHash(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_positive_int("num_tables", num_tables)
-        check_num_bits(num_bits)
-        check_choice("kind", kind, HASH_KINDS)
-        if not isinstance(bucket_width, (int, float)) or bucket_width <= 0:
-            raise ValueError(
-                "`bucket_width` must be a number > 0. Received: "
-                f"bucket_width={bucket_width!r}"
-            )
-        if seed is not None and not isinstance(seed, (int, np.integer)):
-            raise ValueError(
-                f"`seed` must be an integer or None. Received: seed={seed!r}"
-            )
-        self.num_tables = int(num_tables)
-        self.num_bits = int(num_bits)
-        self.kind = kind
-        self.bucket_width = float(bucket_width)
-        self.seed = seed
+        self.num_tables = check_positive_int("num_tables", num_tables)
+        self.num_bits = check_num_bits(num_bits)
+        self.kind = check_choice("kind", kind, HASH_KINDS)
+        self.bucket_width = check_number(
+            "bucket_width", bucket_width, min_value=0, min_inclusive=False
+        )
+        self.seed = None if seed is None else check_int("seed", seed)
         self.num_buckets = 2**self.num_bits
 
     def build(self, input_shape):

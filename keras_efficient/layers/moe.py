@@ -6,10 +6,13 @@ import keras
 from keras import ops
 
 from keras_efficient import _backend
+from keras_efficient._validation import check_choice
+from keras_efficient._validation import check_int
+from keras_efficient._validation import check_number
+from keras_efficient._validation import check_optional_number
+from keras_efficient._validation import check_positive_int
 from keras_efficient.layers.lsh import LSHHash
 from keras_efficient.layers.lsh import bits_for
-from keras_efficient.layers.lsh import check_choice
-from keras_efficient.layers.lsh import check_positive_int
 
 ROUTERS = ("lsh", "softmax")
 IMPLEMENTATIONS = ("auto", "reference", "ragged")
@@ -272,41 +275,27 @@ class MixtureOfExperts(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_positive_int("num_experts", num_experts)
-        check_positive_int("hidden_dim", hidden_dim)
-        check_choice("router", router, ROUTERS)
-        check_positive_int("top_k", top_k)
-        if top_k > num_experts:
-            raise ValueError(
-                f"`top_k` must be at most `num_experts` ({num_experts}). "
-                f"Received: top_k={top_k}"
-            )
-        if capacity_factor is not None and (
-            not isinstance(capacity_factor, (int, float))
-            or isinstance(capacity_factor, bool)
-            or capacity_factor <= 0
-        ):
-            raise ValueError(
-                "`capacity_factor` must be a number > 0 or None (no "
-                f"dropping). Received: capacity_factor={capacity_factor!r}"
-            )
-        if output_dim is not None:
-            check_positive_int("output_dim", output_dim)
-        if load_balance_weight < 0:
-            raise ValueError(
-                "`load_balance_weight` must be >= 0. Received: "
-                f"load_balance_weight={load_balance_weight!r}"
-            )
+        self.num_experts = check_positive_int("num_experts", num_experts)
+        self.hidden_dim = check_positive_int("hidden_dim", hidden_dim)
+        self.router = check_choice("router", router, ROUTERS)
+        self.top_k = check_int(
+            "top_k", top_k, min_value=1, max_value=num_experts
+        )
+        # None: no dropping.
+        self.capacity_factor = check_optional_number(
+            "capacity_factor", capacity_factor, min_value=0, min_inclusive=False
+        )
+        self.output_dim = (
+            None
+            if output_dim is None
+            else check_positive_int("output_dim", output_dim)
+        )
+        self.load_balance_weight = check_number(
+            "load_balance_weight", load_balance_weight, min_value=0
+        )
         check_choice("implementation", implementation, IMPLEMENTATIONS)
         resolve_implementation(implementation)
-        self.num_experts = int(num_experts)
-        self.hidden_dim = int(hidden_dim)
-        self.router = router
-        self.top_k = int(top_k)
-        self.capacity_factor = capacity_factor
-        self.output_dim = output_dim
         self.activation = keras.activations.get(activation)
-        self.load_balance_weight = float(load_balance_weight)
         self.num_bits = num_bits
         self.kernel_initializer = (
             None

@@ -3,11 +3,12 @@
 import keras
 from keras import ops
 
-from keras_efficient.layers.altup import _check_positive_int
+from keras_efficient._validation import check_positive_int
+from keras_efficient.layers.wrapper import LayerWrapper
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
-class SequenceAltUp(keras.layers.Layer):
+class SequenceAltUp(LayerWrapper):
     """Runs a layer on every `stride`-th token and propagates its update.
 
     Sequence-AltUp applies the AltUp idea along the sequence (Baykal et al.,
@@ -44,21 +45,17 @@ class SequenceAltUp(keras.layers.Layer):
 
     Example:
 
+    >>> import keras
+    >>> import numpy as np
+    >>> from keras_efficient.layers import SequenceAltUp
     >>> layer = SequenceAltUp(keras.layers.Dense(16), stride=2)
     >>> layer(np.ones((4, 10, 16), "float32")).shape
     (4, 10, 16)
     """
 
     def __init__(self, layer, stride=2, **kwargs):
-        super().__init__(**kwargs)
-        if not isinstance(layer, keras.layers.Layer):
-            raise ValueError(
-                "`layer` must be a `keras.layers.Layer` instance. "
-                f"Received: layer={layer!r}"
-            )
-        _check_positive_int("stride", stride)
-        self.layer = layer
-        self.stride = int(stride)
+        super().__init__(layer, **kwargs)
+        self.stride = check_positive_int("stride", stride)
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
@@ -70,11 +67,14 @@ class SequenceAltUp(keras.layers.Layer):
         self.gains = self.add_weight(
             name="gains", shape=(self.stride,), initializer="ones"
         )
+        super().build(input_shape)
+
+    def inner_shape(self, input_shape):
+        """The anchors' shape: the sequence is `stride` times shorter."""
         length = input_shape[1]
         if length is not None:
             length = -(-length // self.stride)
-        if not self.layer.built:
-            self.layer.build((input_shape[0], length) + input_shape[2:])
+        return (input_shape[0], length) + input_shape[2:]
 
     def call(self, inputs, training=None):
         s = self.stride
@@ -88,21 +88,7 @@ class SequenceAltUp(keras.layers.Layer):
         gains = ops.reshape(gains, (-1,) + (1,) * (len(inputs.shape) - 2))
         return inputs + gains * innovation
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "layer": keras.saving.serialize_keras_object(self.layer),
-                "stride": self.stride,
-            }
-        )
+        config["stride"] = self.stride
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
-        return cls(**config)

@@ -1,0 +1,311 @@
+"""The Transformer blocks of `TransformerLM`: attention, feed-forward, block.
+
+A pre-norm causal block (`TransformerBlock`): causal self-attention through
+`keras.ops.dot_product_attention` with rotary (`apply_rotary`) or learned
+(`PositionEmbedding`) positions, then a feed-forward network
+(`make_feedforward`, or any width-preserving layer such as a mixture of
+experts). With `laurel=variant` the two residual additions become
+`LaurelResidual`s (LAuReL, Menghani et al., ICML 2025). The ResNet blocks
+live in `resnet_blocks`.
+"""
+
+import keras
+from keras import ops
+
+from keras_efficient._validation import check_positive_int
+from keras_efficient.layers.laurel import LaurelResidual
+from keras_efficient.layers.laurel import normalize_variant
+
+
+def apply_rotary(x, max_wavelength=10000.0):
+    """Rotary position embedding of `x` of shape `(batch, T, heads, dim)`."""
+    x = ops.convert_to_tensor(x)
+    length = ops.shape(x)[1]
+    dim = x.shape[-1]
+    half = dim // 2
+    exponents = ops.arange(half, dtype="float32") * (2.0 / dim)
+    inverse_frequency = ops.power(max_wavelength, -exponents)
+    positions = ops.arange(length, dtype="float32")
+    angles = positions[:, None] * inverse_frequency[None, :]
+    cos = ops.cast(ops.cos(angles)[None, :, None, :], x.dtype)
+    sin = ops.cast(ops.sin(angles)[None, :, None, :], x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return ops.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
+
+
+@keras.saving.register_keras_serializable(package="keras_efficient")
+class CausalSelfAttention(keras.layers.Layer):
+    """Multi-head causal self-attention through `dot_product_attention`.
+
+    Args:
+        hidden_dim: model width d; must be divisible by `num_heads`.
+        num_heads: number of heads.
+        rotary: whether to apply rotary position embeddings to q and k.
+        **kwargs: base `Layer` arguments.
+
+    Call arguments:
+        inputs: tensor `(batch, T, d)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_efficient.applications.blocks import CausalSelfAttention
+    >>> attention = CausalSelfAttention(32, num_heads=4)
+    >>> attention(np.ones((2, 8, 32), "float32")).shape
+    (2, 8, 32)
+    """
+
+    def __init__(self, hidden_dim, num_heads, rotary=True, **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("hidden_dim", hidden_dim)
+        check_positive_int("num_heads", num_heads)
+        if hidden_dim % num_heads:
+            raise ValueError(
+                "`hidden_dim` must be divisible by `num_heads`. Received: "
+                f"hidden_dim={hidden_dim}, num_heads={num_heads}"
+            )
+        self.hidden_dim = int(hidden_dim)
+        self.num_heads = int(num_heads)
+        self.rotary = bool(rotary)
+        self.head_dim = hidden_dim // num_heads
+        self.qkv = keras.layers.Dense(
+            3 * hidden_dim, use_bias=False, dtype=self.dtype_policy, name="qkv"
+        )
+        self.output_dense = keras.layers.Dense(
+            hidden_dim, use_bias=False, dtype=self.dtype_policy, name="output"
+        )
+
+    def build(self, input_shape):
+        self.qkv.build(input_shape)
+        self.output_dense.build(tuple(input_shape)[:-1] + (self.hidden_dim,))
+
+    def call(self, inputs):
+        shape = ops.shape(inputs)
+        qkv = self.qkv(inputs)
+        qkv = ops.reshape(
+            qkv, (shape[0], shape[1], 3, self.num_heads, self.head_dim)
+        )
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if self.rotary:
+            q, k = apply_rotary(q), apply_rotary(k)
+        out = ops.dot_product_attention(q, k, v, is_causal=True)
+        out = ops.reshape(out, (shape[0], shape[1], self.hidden_dim))
+        return self.output_dense(out)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_dim": self.hidden_dim,
+                "num_heads": self.num_heads,
+                "rotary": self.rotary,
+            }
+        )
+        return config
+
+
+def make_feedforward(hidden_dim, intermediate_dim, dtype=None, name=None):
+    """The default feed-forward sublayer: Dense -> GELU -> Dense."""
+    return keras.Sequential(
+        [
+            keras.layers.Dense(
+                intermediate_dim, activation="gelu", dtype=dtype, name="up"
+            ),
+            keras.layers.Dense(hidden_dim, dtype=dtype, name="down"),
+        ],
+        name=name,
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_efficient")
+class TransformerBlock(keras.layers.Layer):
+    """Pre-norm Transformer block: causal attention, then feed-forward.
+
+    `h = x + attention(norm(x))`, `out = h + feedforward(norm(h))`; with
+    `laurel=variant` each `+` is a `LaurelResidual` (identity at init).
+
+    Args:
+        hidden_dim: width d.
+        num_heads: attention heads.
+        feedforward: the feed-forward sublayer, any layer mapping width d to
+            d (default: `make_feedforward(hidden_dim, 4 * hidden_dim)`).
+        rotary: rotary positions in attention.
+        laurel: `None` or a `LaurelResidual` variant (e.g. `"rw+lr"`).
+        laurel_rank: rank of the LAuReL low-rank branch.
+        epsilon: RMS normalisation epsilon.
+        **kwargs: base `Layer` arguments.
+
+    Call arguments:
+        inputs: tensor `(batch, T, d)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_efficient.applications.blocks import TransformerBlock
+    >>> block = TransformerBlock(32, num_heads=4)
+    >>> block(np.ones((2, 8, 32), "float32")).shape
+    (2, 8, 32)
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        num_heads,
+        feedforward=None,
+        rotary=True,
+        laurel=None,
+        laurel_rank=32,
+        epsilon=1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = int(hidden_dim)
+        self.num_heads = int(num_heads)
+        self.rotary = bool(rotary)
+        self.laurel = None if laurel is None else normalize_variant(laurel)
+        self.laurel_rank = int(laurel_rank)
+        self.epsilon = float(epsilon)
+        if feedforward is None:
+            feedforward = make_feedforward(
+                hidden_dim, 4 * hidden_dim, dtype=self.dtype_policy
+            )
+        if not isinstance(feedforward, keras.layers.Layer):
+            raise ValueError(
+                "`feedforward` must be a `keras.layers.Layer` or None. "
+                f"Received: feedforward={feedforward!r}"
+            )
+        self.feedforward = feedforward
+        self.attention = CausalSelfAttention(
+            hidden_dim,
+            num_heads,
+            rotary=rotary,
+            dtype=self.dtype_policy,
+            name="attention",
+        )
+        self.attention_norm = keras.layers.RMSNormalization(
+            epsilon=epsilon, dtype=self.dtype_policy, name="attention_norm"
+        )
+        self.feedforward_norm = keras.layers.RMSNormalization(
+            epsilon=epsilon, dtype=self.dtype_policy, name="feedforward_norm"
+        )
+        self.attention_residual = None
+        self.feedforward_residual = None
+        if laurel is not None:
+            self.attention_residual, self.feedforward_residual = (
+                LaurelResidual(
+                    self.laurel,
+                    rank=laurel_rank,
+                    dtype=self.dtype_policy,
+                    name=f"{part}_laurel",
+                )
+                for part in ("attention", "feedforward")
+            )
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        for layer in (
+            self.attention_norm,
+            self.attention,
+            self.feedforward_norm,
+            self.feedforward,
+        ):
+            layer.build(input_shape)
+        for layer in (self.attention_residual, self.feedforward_residual):
+            if layer is not None:
+                layer.build(input_shape, input_shape)
+
+    def _residual(self, combine, x, fx):
+        if combine is None:
+            return x + fx
+        return combine(x, fx)
+
+    def call(self, inputs):
+        x = inputs
+        h = self._residual(
+            self.attention_residual,
+            x,
+            self.attention(self.attention_norm(x)),
+        )
+        return self._residual(
+            self.feedforward_residual,
+            h,
+            self.feedforward(self.feedforward_norm(h)),
+        )
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_dim": self.hidden_dim,
+                "num_heads": self.num_heads,
+                "feedforward": keras.saving.serialize_keras_object(
+                    self.feedforward
+                ),
+                "rotary": self.rotary,
+                "laurel": self.laurel,
+                "laurel_rank": self.laurel_rank,
+                "epsilon": self.epsilon,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("feedforward") is not None:
+            config["feedforward"] = keras.saving.deserialize_keras_object(
+                config["feedforward"]
+            )
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_efficient")
+class PositionEmbedding(keras.layers.Layer):
+    """Learned absolute positions added to `(batch, T, ..., d)` inputs.
+
+    Args:
+        sequence_length: the largest T.
+        **kwargs: base `Layer` arguments.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_efficient.applications.blocks import PositionEmbedding
+    >>> PositionEmbedding(16)(np.zeros((2, 8, 32), "float32")).shape
+    (2, 8, 32)
+    """
+
+    def __init__(self, sequence_length, **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("sequence_length", sequence_length)
+        self.sequence_length = int(sequence_length)
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.sequence_length, input_shape[-1]),
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+        )
+
+    def call(self, inputs):
+        length = ops.shape(inputs)[1]
+        positions = self.embeddings[:length]
+        extra = len(inputs.shape) - 3
+        positions = ops.reshape(
+            positions, (1, length) + (1,) * extra + (positions.shape[-1],)
+        )
+        return inputs + ops.cast(positions, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"sequence_length": self.sequence_length})
+        return config

@@ -1,0 +1,270 @@
+"""The ends of an AltUp stack: widen to `(batch, ..., K, d)` and read out.
+
+`AltUpInput` and `AltUpEmbedding` make the widened representation of AltUp
+(Baykal et al., NeurIPS 2023), by splitting a width-K d vector or by
+replicating a width-d one (Recycled-AltUp); `AltUpReadout` reduces the K
+blocks back to width d.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_efficient._validation import check_choice
+from keras_efficient._validation import check_positive_int
+
+INPUT_MODES = ("split", "replicate")
+READOUT_MODES = ("sum", "mean", "projection")
+
+
+def check_blocks_shape(input_shape, num_blocks, layer_name):
+    if len(input_shape) < 3:
+        raise ValueError(
+            f"{layer_name} expects a widened input of shape "
+            f"(batch, ..., num_blocks, d) (rank >= 3). Received: "
+            f"input_shape={tuple(input_shape)}"
+        )
+    if input_shape[-2] is not None and input_shape[-2] != num_blocks:
+        raise ValueError(
+            f"{layer_name}: the block axis (second to last) of the input must "
+            f"have size num_blocks={num_blocks}. Received: "
+            f"input_shape={tuple(input_shape)}"
+        )
+    if input_shape[-1] is None:
+        raise ValueError(
+            f"{layer_name}: the last axis (d) of the input must be known. "
+            f"Received: input_shape={tuple(input_shape)}"
+        )
+
+
+def _widen(x, num_blocks, mode):
+    if mode == "replicate":
+        x = ops.expand_dims(x, axis=-2)
+        return ops.repeat(x, num_blocks, axis=-2)
+    shape = ops.shape(x)
+    width = shape[-1] // num_blocks
+    return ops.reshape(x, tuple(shape[:-1]) + (num_blocks, width))
+
+
+@keras.saving.register_keras_serializable(package="keras_efficient")
+class AltUpInput(keras.layers.Layer):
+    """Makes the widened representation `(batch, ..., K, d)` from vectors.
+
+    `mode="split"` cuts a vector of width K d (e.g. a widened embedding)
+    into K blocks of width d. `mode="replicate"` is Recycled-AltUp: a vector
+    of width d is copied into all K blocks, so a width-d embedding serves a
+    K-times wider representation with no extra parameters.
+
+    Args:
+        num_blocks: number of blocks K, `>= 1`.
+        mode: `"split"` or `"replicate"`.
+        **kwargs: base `Layer` arguments.
+
+    Call arguments:
+        inputs: tensor `(batch, ..., D)`; D must be divisible by K for
+            `"split"`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_efficient.layers import AltUpInput
+    >>> AltUpInput(2, mode="replicate")(np.ones((4, 10, 16))).shape
+    (4, 10, 2, 16)
+    >>> AltUpInput(2, mode="split")(np.ones((4, 10, 16))).shape
+    (4, 10, 2, 8)
+    """
+
+    def __init__(self, num_blocks=2, mode="split", **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("num_blocks", num_blocks)
+        check_choice("mode", mode, INPUT_MODES)
+        self.num_blocks = int(num_blocks)
+        self.mode = mode
+
+    def build(self, input_shape):
+        width = input_shape[-1]
+        if width is None:
+            raise ValueError(
+                "AltUpInput: the last axis of the input must be known. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        if self.mode == "split" and width % self.num_blocks:
+            raise ValueError(
+                "AltUpInput(mode='split'): the input width must be divisible "
+                f"by num_blocks={self.num_blocks}. Received: input width "
+                f"{width} (input_shape={tuple(input_shape)})"
+            )
+
+    def call(self, inputs):
+        return _widen(inputs, self.num_blocks, self.mode)
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        width = input_shape[-1]
+        if self.mode == "split":
+            width = width // self.num_blocks
+        return input_shape[:-1] + (self.num_blocks, width)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_blocks": self.num_blocks, "mode": self.mode})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_efficient")
+class AltUpEmbedding(keras.layers.Layer):
+    """Token embedding into the widened representation `(batch, ..., K, d)`.
+
+    With `recycled=False` the table has width K d and each row is split into
+    K blocks (K times the embedding parameters). With `recycled=True`
+    (Recycled-AltUp) the table has width d and each row is replicated into
+    the K blocks: no extra embedding parameters.
+
+    Args:
+        input_dim: vocabulary size, `>= 1`.
+        output_dim: block width d, `>= 1`.
+        num_blocks: number of blocks K, `>= 1`.
+        recycled: whether to replicate a width-d embedding.
+        embeddings_initializer: initializer of the table.
+        **kwargs: base `Layer` arguments.
+
+    Call arguments:
+        inputs: integer token ids `(batch, ...)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_efficient.layers import AltUpEmbedding
+    >>> embedding = AltUpEmbedding(256, 16, num_blocks=2, recycled=True)
+    >>> embedding(np.zeros((4, 10), "int32")).shape
+    (4, 10, 2, 16)
+    """
+
+    def __init__(
+        self,
+        input_dim,
+        output_dim,
+        num_blocks=2,
+        recycled=False,
+        embeddings_initializer="uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_positive_int("input_dim", input_dim)
+        check_positive_int("output_dim", output_dim)
+        check_positive_int("num_blocks", num_blocks)
+        self.input_dim = int(input_dim)
+        self.output_dim = int(output_dim)
+        self.num_blocks = int(num_blocks)
+        self.recycled = bool(recycled)
+        self.embeddings_initializer = keras.initializers.get(
+            embeddings_initializer
+        )
+
+    def build(self, input_shape):
+        width = self.output_dim
+        if not self.recycled:
+            width *= self.num_blocks
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.input_dim, width),
+            initializer=self.embeddings_initializer,
+        )
+
+    def call(self, inputs):
+        if "int" not in keras.backend.standardize_dtype(inputs.dtype):
+            inputs = ops.cast(inputs, "int32")
+        vectors = ops.take(self.embeddings, inputs, axis=0)
+        mode = "replicate" if self.recycled else "split"
+        return _widen(vectors, self.num_blocks, mode)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.num_blocks, self.output_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "input_dim": self.input_dim,
+                "output_dim": self.output_dim,
+                "num_blocks": self.num_blocks,
+                "recycled": self.recycled,
+                "embeddings_initializer": keras.initializers.serialize(
+                    self.embeddings_initializer
+                ),
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_efficient")
+class AltUpReadout(keras.layers.Layer):
+    """Reduces the widened representation `(batch, ..., K, d)` to width d.
+
+    `mode="sum"` or `"mean"` adds or averages the K blocks (the natural
+    readout of Recycled-AltUp); `mode="projection"` learns a map from the
+    concatenated K d features to d (initialised to the mean of the blocks,
+    so the three modes agree at init up to a factor K for `"sum"`).
+
+    Args:
+        num_blocks: number of blocks K, `>= 1`.
+        mode: `"sum"`, `"mean"` or `"projection"`.
+        **kwargs: base `Layer` arguments.
+
+    Call arguments:
+        inputs: tensor `(batch, ..., K, d)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_efficient.layers import AltUpReadout
+    >>> AltUpReadout(2, mode="mean")(np.ones((4, 10, 2, 16))).shape
+    (4, 10, 16)
+    """
+
+    def __init__(self, num_blocks=2, mode="mean", **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("num_blocks", num_blocks)
+        check_choice("mode", mode, READOUT_MODES)
+        self.num_blocks = int(num_blocks)
+        self.mode = mode
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        check_blocks_shape(input_shape, self.num_blocks, "AltUpReadout")
+        if self.mode == "projection":
+            k, d = self.num_blocks, int(input_shape[-1])
+            initial = np.tile(np.eye(d, dtype="float32"), (k, 1)) / k
+
+            def initializer(shape, dtype=None):
+                return ops.cast(initial.reshape(shape), dtype or "float32")
+
+            self.kernel = self.add_weight(
+                name="kernel", shape=(k * d, d), initializer=initializer
+            )
+
+    def call(self, inputs):
+        if self.mode == "sum":
+            return ops.sum(inputs, axis=-2)
+        if self.mode == "mean":
+            return ops.mean(inputs, axis=-2)
+        shape = ops.shape(inputs)
+        flat = ops.reshape(inputs, tuple(shape[:-2]) + (-1,))
+        return ops.matmul(flat, self.kernel)
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        return input_shape[:-2] + (input_shape[-1],)
+
+    def get_prunable_weights(self):
+        """The kernels `MagnitudePruning` may prune (pruning protocol).
+
+        The `(K * d, d)` kernel of `mode="projection"`; none otherwise.
+        """
+        kernel = getattr(self, "kernel", None)
+        return [] if kernel is None else [kernel]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_blocks": self.num_blocks, "mode": self.mode})
+        return config
