@@ -1,4 +1,8 @@
-"""Mask computation per structure (NumPy; run only on pruning steps).
+"""Mask computation per structure: the NumPy reference.
+
+`mask_ops.py` computes the same masks with `keras.ops` inside the compiled
+train step; this module is the reference it is tested against (and what
+`MagnitudePruning` uses once, before the training loop).
 
 Every kernel is viewed as a 2-D matrix `(n_in, n_out)`: the last axis is the
 output axis (Dense `(in, out)`, Conv `(*window, in, out)`, EinsumDense with
@@ -35,7 +39,7 @@ def _expand_blocks(m, block, shape):
 
 def unit_scores(kernel, structure, block=None, pooling="avg"):
     """Scores of the prunable units of one kernel (weights/blocks/filters)."""
-    a = np.abs(_as_2d(kernel)).astype("float64")
+    a = np.abs(_as_2d(kernel)).astype("float32")
     if structure == "unstructured":
         return a
     if structure == "block":
@@ -58,11 +62,25 @@ def units_to_mask(keep, kernel_shape, structure, block=None):
     return np.asarray(m, "float32").reshape(kernel_shape)
 
 
+def keep_count(n, sparsity):
+    """`k = max(round(n * (1 - s)), 1)`, in float32 (round half to even).
+
+    float32 on purpose: the compiled step computes `k` in float32 on every
+    backend (JAX runs without float64), so both paths keep the same count.
+    """
+    one = np.float32(1.0)
+    k = np.round(np.float32(n) * (one - np.float32(sparsity)))
+    return max(int(k), 1)
+
+
 def keep_top(scores_list, sparsity):
-    """Keep the k = max(round(n * (1 - s)), 1) largest scores (exactly k)."""
+    """Keep the k = max(round(n * (1 - s)), 1) largest scores (exactly k).
+
+    Ties are broken by position (a stable sort of the scores, descending).
+    """
     flat = np.concatenate([s.ravel() for s in scores_list])
     n = flat.size
-    k = max(int(round(n * (1.0 - sparsity))), 1)
+    k = keep_count(n, sparsity)
     order = np.argsort(-flat, kind="stable")
     keep = np.zeros(n, bool)
     keep[order[:k]] = True

@@ -1,40 +1,40 @@
-"""Pruning schedules with tfmot semantics (step -> prune now?, sparsity)."""
+"""Pruning schedules with tfmot semantics (step -> prune now?, sparsity).
+
+Every schedule answers twice: in Python (`schedule(step)`, for reports and
+the batch-0 masks computed before the loop) and with `keras.ops`
+(`schedule.tensor_call(step)`, traced into the compiled train step). Steps
+follow tfmot: batch `i` (0-based) of training uses step `s = i + 1`.
+"""
 
 import keras
+from keras import ops
+
+from keras_efficient import _validation as v
 
 
 def _check_sparsity(name, value):
-    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(
-            f"`{name}` must be a number in [0, 1). Received: {name}={value}"
-        )
+    return v.check_fraction(name, value)
 
 
 def _check_steps(begin_step, end_step, frequency, end_required):
-    if not isinstance(begin_step, int) or begin_step < 0:
-        raise ValueError(
-            "`begin_step` must be an integer >= 0. "
-            f"Received: begin_step={begin_step}"
-        )
-    if not isinstance(frequency, int) or frequency < 1:
-        raise ValueError(
-            "`frequency` must be an integer >= 1. "
-            f"Received: frequency={frequency}"
-        )
-    if end_required or end_step != -1:
-        too_small = (
-            end_step <= begin_step if end_required else (end_step < begin_step)
-        )
-        if not isinstance(end_step, int) or too_small:
-            allowed = "> begin_step" if end_required else ">= begin_step or -1"
-            raise ValueError(
-                f"`end_step` must be an integer {allowed}. Received: "
-                f"end_step={end_step} (begin_step={begin_step})"
-            )
+    begin_step = v.check_int("begin_step", begin_step, min_value=0)
+    frequency = v.check_positive_int("frequency", frequency)
+    if end_required:
+        end_step = v.check_int("end_step", end_step, min_value=begin_step + 1)
+    elif not (v.is_integer(end_step) and int(end_step) == -1):
+        end_step = v.check_int("end_step", end_step, min_value=begin_step)
+    return begin_step, int(end_step), frequency
 
 
 class PruningSchedule:
-    """Base class: `schedule(step)` returns `(should_prune, sparsity)`."""
+    """Base class: `schedule(step)` returns `(should_prune, sparsity)`.
+
+    Subclasses set `begin_step`, `end_step` (-1: no end) and `frequency`,
+    and implement `sparsity(step)` (Python) and `tensor_sparsity(step)`
+    (`keras.ops`, float32). Pruning happens at step `s` when
+    `s >= begin_step`, `s <= end_step` (or `end_step == -1`) and
+    `(s - begin_step) % frequency == 0`.
+    """
 
     def _should_prune(self, step):
         return (
@@ -46,8 +46,29 @@ class PruningSchedule:
     def sparsity(self, step):
         raise NotImplementedError
 
+    def tensor_sparsity(self, step):
+        raise NotImplementedError
+
     def __call__(self, step):
-        return self._should_prune(int(step)), float(self.sparsity(int(step)))
+        step = v.check_int("step", step)
+        return self._should_prune(step), float(self.sparsity(step))
+
+    def tensor_call(self, step):
+        """`(should_prune, sparsity)` as tensors (bool, float32).
+
+        `step` is an integer tensor (e.g. traced inside the train step);
+        the result equals `self(step)` up to float32 rounding.
+        """
+        step = ops.cast(step, "int32")
+        should = ops.logical_and(
+            ops.greater_equal(step, self.begin_step),
+            ops.equal(ops.mod(step - self.begin_step, self.frequency), 0),
+        )
+        if self.end_step != -1:
+            should = ops.logical_and(
+                should, ops.less_equal(step, self.end_step)
+            )
+        return should, ops.cast(self.tensor_sparsity(step), "float32")
 
     @classmethod
     def from_config(cls, config):
@@ -79,15 +100,18 @@ class ConstantSparsity(PruningSchedule):
     def __init__(
         self, target_sparsity, begin_step=0, end_step=-1, frequency=100
     ):
-        _check_sparsity("target_sparsity", target_sparsity)
-        _check_steps(begin_step, end_step, frequency, end_required=False)
-        self.target_sparsity = target_sparsity
-        self.begin_step = begin_step
-        self.end_step = end_step
-        self.frequency = frequency
+        self.target_sparsity = _check_sparsity(
+            "target_sparsity", target_sparsity
+        )
+        self.begin_step, self.end_step, self.frequency = _check_steps(
+            begin_step, end_step, frequency, end_required=False
+        )
 
     def sparsity(self, step):
         return self.target_sparsity
+
+    def tensor_sparsity(self, step):
+        return ops.full((), self.target_sparsity, "float32")
 
     def get_config(self):
         return {
@@ -130,15 +154,14 @@ class PolynomialDecay(PruningSchedule):
         power=3,
         frequency=100,
     ):
-        _check_sparsity("initial_sparsity", initial_sparsity)
-        _check_sparsity("final_sparsity", final_sparsity)
-        _check_steps(begin_step, end_step, frequency, end_required=True)
-        self.initial_sparsity = initial_sparsity
-        self.final_sparsity = final_sparsity
-        self.begin_step = begin_step
-        self.end_step = end_step
-        self.power = power
-        self.frequency = frequency
+        self.initial_sparsity = _check_sparsity(
+            "initial_sparsity", initial_sparsity
+        )
+        self.final_sparsity = _check_sparsity("final_sparsity", final_sparsity)
+        self.begin_step, self.end_step, self.frequency = _check_steps(
+            begin_step, end_step, frequency, end_required=True
+        )
+        self.power = v.check_number("power", power, min_value=0.0)
 
     def sparsity(self, step):
         p = (step - self.begin_step) / (self.end_step - self.begin_step)
@@ -148,6 +171,14 @@ class PolynomialDecay(PruningSchedule):
             + (self.initial_sparsity - self.final_sparsity)
             * (1.0 - p) ** self.power
         )
+
+    def tensor_sparsity(self, step):
+        span = float(self.end_step - self.begin_step)
+        p = ops.cast(step - self.begin_step, "float32") / span
+        p = ops.clip(p, 0.0, 1.0)
+        return self.final_sparsity + (
+            self.initial_sparsity - self.final_sparsity
+        ) * ops.power(1.0 - p, self.power)
 
     def get_config(self):
         return {
@@ -184,23 +215,19 @@ class IterativePruning(PruningSchedule):
     """
 
     def __init__(self, sparsities, steps_per_cycle, begin_step=0):
-        if not sparsities:
-            raise ValueError(
-                f"`sparsities` must be a non-empty list. Received: {sparsities}"
-            )
-        for s in sparsities:
-            _check_sparsity("sparsities", s)
-        if not isinstance(steps_per_cycle, int) or steps_per_cycle < 1:
-            raise ValueError(
-                "`steps_per_cycle` must be an integer >= 1. "
-                f"Received: steps_per_cycle={steps_per_cycle}"
-            )
-        self.sparsities = [float(s) for s in sparsities]
-        self.steps_per_cycle = steps_per_cycle
-        _check_steps(begin_step, -1, steps_per_cycle, end_required=False)
-        self.begin_step = begin_step
-        self.frequency = steps_per_cycle
-        self.end_step = begin_step + steps_per_cycle * (len(sparsities) - 1)
+        if isinstance(sparsities, (str, bytes)) or not (
+            hasattr(sparsities, "__len__") and len(sparsities)
+        ):
+            v.fail("sparsities", "a non-empty list of numbers", sparsities)
+        self.sparsities = [_check_sparsity("sparsities", s) for s in sparsities]
+        self.steps_per_cycle = v.check_positive_int(
+            "steps_per_cycle", steps_per_cycle
+        )
+        self.begin_step = v.check_int("begin_step", begin_step, min_value=0)
+        self.frequency = self.steps_per_cycle
+        self.end_step = self.begin_step + self.steps_per_cycle * (
+            len(self.sparsities) - 1
+        )
 
     @staticmethod
     def geometric_sparsities(final_sparsity, prune_fraction=0.1):
@@ -210,12 +237,10 @@ class IterativePruning(PruningSchedule):
         the keep ratio reaches `1 - final_sparsity` (the last cycle is clipped
         to `final_sparsity`).
         """
-        _check_sparsity("final_sparsity", final_sparsity)
-        if not 0.0 < prune_fraction < 1.0:
-            raise ValueError(
-                "`prune_fraction` must lie in (0, 1). "
-                f"Received: prune_fraction={prune_fraction}"
-            )
+        final_sparsity = _check_sparsity("final_sparsity", final_sparsity)
+        prune_fraction = v.check_fraction(
+            "prune_fraction", prune_fraction, allow_zero=False
+        )
         out, keep = [], 1.0
         while True:
             keep *= 1.0 - prune_fraction
@@ -243,6 +268,14 @@ class IterativePruning(PruningSchedule):
         i = (step - self.begin_step) // self.steps_per_cycle
         i = min(max(i, 0), len(self.sparsities) - 1)
         return self.sparsities[i] if step >= self.begin_step else 0.0
+
+    def tensor_sparsity(self, step):
+        i = ops.floor_divide(step - self.begin_step, self.steps_per_cycle)
+        i = ops.clip(i, 0, len(self.sparsities) - 1)
+        values = ops.convert_to_tensor(self.sparsities, "float32")
+        return ops.where(
+            ops.greater_equal(step, self.begin_step), ops.take(values, i), 0.0
+        )
 
     def get_config(self):
         return {

@@ -1,0 +1,151 @@
+"""Mask computation per structure with `keras.ops` (inside the train step).
+
+The same masks as the NumPy reference in `masks.py`, written with
+`keras.ops` so that `MagnitudePruning` computes them in the compiled train
+step (XLA on JAX and TensorFlow, eager on PyTorch) without retracing. The
+sparsity is a traced value, so the number of kept units `k` is one too:
+instead of `top_k` (which needs a static `k`), units are ranked by a stable
+descending sort and a unit is kept when its rank is below `k`.
+
+Kernels are viewed as `(n_in, n_out)` matrices, the last axis being the
+output axis, as in `masks.py`.
+"""
+
+import numpy as np
+from keras import ops
+
+
+def _as_2d(w):
+    shape = tuple(w.shape)
+    if len(shape) < 2:
+        return ops.reshape(w, (-1, 1))
+    return ops.reshape(w, (-1, shape[-1]))
+
+
+def keep_count(n, sparsity):
+    """`k = max(round(n * (1 - s)), 1)` as an int32 tensor (float32 math)."""
+    keep = 1.0 - ops.cast(sparsity, "float32")
+    k = ops.round(ops.cast(n, "float32") * keep)
+    return ops.maximum(ops.cast(k, "int32"), 1)
+
+
+def descending_ranks(x, axis=-1):
+    """Rank of every entry of `x` along `axis`, 0 for the largest.
+
+    Ties rank by position (stable sort), as `np.argsort(-x, kind="stable")`.
+    """
+    order = ops.argsort(ops.negative(x), axis=axis)
+    return ops.argsort(order, axis=axis)  # inverse permutation
+
+
+def _block_scores(a, block, pooling):
+    r, c = block
+    n_in, n_out = tuple(a.shape)
+    pi, po = (-n_in) % r, (-n_out) % c
+    p = ops.pad(a, ((0, pi), (0, po)))
+    p = ops.reshape(p, ((n_in + pi) // r, r, (n_out + po) // c, c))
+    if pooling == "max":
+        return ops.max(p, axis=(1, 3))
+    counts = np.pad(np.ones((n_in, n_out), "float32"), ((0, pi), (0, po)))
+    counts = counts.reshape(p.shape).sum(axis=(1, 3))
+    return ops.sum(p, axis=(1, 3)) / counts
+
+
+def unit_scores(kernel, structure, block=None, pooling="avg"):
+    """Scores of the prunable units (weights, blocks or filters), float32."""
+    a = ops.abs(ops.cast(_as_2d(kernel), "float32"))
+    if structure == "unstructured":
+        return a
+    if structure == "block":
+        return _block_scores(a, block, pooling)
+    if structure == "filter":
+        return ops.sum(a, axis=0)
+    raise ValueError(f"No unit scores for structure={structure!r}")
+
+
+def units_to_mask(keep, kernel_shape, structure, block=None):
+    """Expand a boolean keep-tensor over units to a kernel-shaped mask."""
+    kernel_shape = tuple(kernel_shape)
+    n_out = kernel_shape[-1] if len(kernel_shape) > 1 else 1
+    n_in = int(np.prod(kernel_shape)) // n_out
+    m = ops.cast(keep, "float32")
+    if structure == "block":
+        m = ops.repeat(ops.repeat(m, block[0], axis=0), block[1], axis=1)
+        m = m[:n_in, :n_out]
+    elif structure == "filter":
+        m = ops.broadcast_to(m[None, :], (n_in, n_out))
+    return ops.reshape(m, kernel_shape)
+
+
+def keep_top(scores_list, sparsity):
+    """Keep exactly `k = max(round(n * (1 - s)), 1)` of the largest scores
+    over all of `scores_list` together; one boolean tensor per entry."""
+    flat = ops.concatenate([ops.reshape(s, (-1,)) for s in scores_list])
+    n = int(flat.shape[0])
+    keep = ops.less(descending_ranks(flat), keep_count(n, sparsity))
+    out, i = [], 0
+    for s in scores_list:
+        size = int(np.prod(s.shape))
+        out.append(ops.reshape(keep[i : i + size], s.shape))
+        i += size
+    return out
+
+
+def n_m_mask(kernel, n, m):
+    """`n` nonzeros in every `m` consecutive weights along the input axis."""
+    a = ops.abs(ops.cast(_as_2d(kernel), "float32"))
+    n_in, n_out = tuple(a.shape)
+    if n_in % m:
+        raise ValueError(
+            f"`n_m=({n}, {m})` needs the input size ({n_in}) of kernel "
+            f"{tuple(kernel.shape)} to be a multiple of {m}."
+        )
+    g = ops.reshape(a, (n_in // m, m, n_out))
+    keep = ops.less(descending_ranks(g, axis=1), n)
+    return ops.reshape(ops.cast(keep, "float32"), tuple(kernel.shape))
+
+
+def compute_masks(
+    kernels,
+    sparsity,
+    structure,
+    scope="layer",
+    block=None,
+    n_m=None,
+    pooling="avg",
+):
+    """Masks (float32 tensors) for a list of kernels; `sparsity` may be a
+    traced scalar. Equals `masks.compute_masks` (the NumPy reference).
+
+    For `"n_m"` the sparsity is fixed at `1 - n / m` and `sparsity <= 0`
+    gives all ones; otherwise `k` units are kept per layer or, with
+    `scope="global"`, across all kernels.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras import ops
+    from keras_efficient.pruning import mask_ops
+
+    w = np.arange(8, dtype="float32").reshape(4, 2)
+    (mask,) = mask_ops.compute_masks([w], 0.5, "unstructured")
+    assert float(ops.sum(mask)) == 4.0
+    ```
+    """
+    if structure == "n_m":
+        ones = [ops.ones(tuple(k.shape), "float32") for k in kernels]
+        prune = ops.greater(ops.cast(sparsity, "float32"), 0.0)
+        return [
+            ops.where(prune, n_m_mask(k, n_m[0], n_m[1]), one)
+            for k, one in zip(kernels, ones)
+        ]
+    scores = [unit_scores(k, structure, block, pooling) for k in kernels]
+    if scope == "global":
+        keeps = keep_top(scores, sparsity)
+    else:
+        keeps = [keep_top([s], sparsity)[0] for s in scores]
+    return [
+        units_to_mask(kp, tuple(k.shape), structure, block)
+        for kp, k in zip(keeps, kernels)
+    ]
