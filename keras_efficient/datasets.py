@@ -23,16 +23,13 @@ import sysconfig
 
 import numpy as np
 
+from keras_efficient._validation import check_bool
+from keras_efficient._validation import check_fraction
+from keras_efficient._validation import check_int
+from keras_efficient._validation import check_positive_int
+
 MNIST1D_NUM_CLASSES = 10
 MNIST1D_LENGTH = 40
-
-
-def _check_positive_int(name, value, allow_zero=False):
-    low = 0 if allow_zero else 1
-    if not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(
-            f"`{name}` must be an integer >= {low}. Received: {name}={value!r}"
-        )
 
 
 def _cache_dir():
@@ -76,6 +73,16 @@ def _generate_mnist1d(num_samples, seed):
     return x, y
 
 
+def _mnist1d_copy(num_samples, seed, channels_last):
+    """Fresh arrays: the generator's cache must never be handed out, or a
+    caller's in-place edit would change the next call's data."""
+    seed = check_int("seed", seed, min_value=0)
+    channels_last = check_bool("channels_last", channels_last)
+    x, y = _generate_mnist1d(num_samples, seed)
+    x, y = x.copy(), y.copy()
+    return (x[..., None] if channels_last else x), y
+
+
 def load_mnist1d(num_train=4000, num_test=1000, seed=42, channels_last=True):
     """Loads MNIST-1D as `(x_train, y_train), (x_test, y_test)`.
 
@@ -99,11 +106,9 @@ def load_mnist1d(num_train=4000, num_test=1000, seed=42, channels_last=True):
     >>> x.shape, y_test.shape
     ((200, 40, 1), (50,))
     """
-    _check_positive_int("num_train", num_train)
-    _check_positive_int("num_test", num_test)
-    x, y = _generate_mnist1d(num_train + num_test, seed)
-    if channels_last:
-        x = x[..., None]
+    num_train = check_positive_int("num_train", num_train)
+    num_test = check_positive_int("num_test", num_test)
+    x, y = _mnist1d_copy(num_train + num_test, seed, channels_last)
     return (x[:num_train], y[:num_train]), (x[num_train:], y[num_train:])
 
 
@@ -162,14 +167,13 @@ def load_mnist1d_splits(
     >>> splits.unlabeled[0].shape
     (300, 40, 1)
     """
-    _check_positive_int("num_labeled", num_labeled)
-    _check_positive_int("num_validation", num_validation)
-    _check_positive_int("num_unlabeled", num_unlabeled, allow_zero=True)
-    _check_positive_int("num_test", num_test)
-    sizes = [num_labeled, num_validation, num_unlabeled, num_test]
-    x, y = _generate_mnist1d(sum(sizes), seed)
-    if channels_last:
-        x = x[..., None]
+    sizes = [
+        check_positive_int("num_labeled", num_labeled),
+        check_positive_int("num_validation", num_validation),
+        check_int("num_unlabeled", num_unlabeled, min_value=0),
+        check_positive_int("num_test", num_test),
+    ]
+    x, y = _mnist1d_copy(sum(sizes), seed, channels_last)
     bounds = np.cumsum([0] + sizes)
     parts = [(x[a:b], y[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
     return DistillationSplits(*parts)
@@ -200,11 +204,9 @@ def load_digits(num_test=297, seed=0, channels_last=True):
 
     digits = sklearn_load_digits()
     n = len(digits.target)
-    if not isinstance(num_test, (int, np.integer)) or not 0 < num_test < n:
-        raise ValueError(
-            f"`num_test` must be an integer in [1, {n - 1}]. "
-            f"Received: num_test={num_test!r}"
-        )
+    num_test = check_int("num_test", num_test, min_value=1, max_value=n - 1)
+    seed = check_int("seed", seed, min_value=0)
+    channels_last = check_bool("channels_last", channels_last)
     order = np.random.default_rng(seed).permutation(n)
     x = (digits.images[order] / 16.0).astype("float32")
     y = digits.target[order].astype("int32")
@@ -264,12 +266,10 @@ def load_stdlib_text(max_bytes=4_000_000, validation_fraction=0.05):
     >>> len(train) + len(validation)
     100000
     """
-    _check_positive_int("max_bytes", max_bytes)
-    if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(
-            "`validation_fraction` must be in (0, 1). "
-            f"Received: validation_fraction={validation_fraction!r}"
-        )
+    max_bytes = check_positive_int("max_bytes", max_bytes)
+    validation_fraction = check_fraction(
+        "validation_fraction", validation_fraction, allow_zero=False
+    )
     data = _stdlib_bytes(int(max_bytes))
     if len(data) < 2:
         raise ValueError("Could not read the standard library's source.")
@@ -298,8 +298,9 @@ def lm_windows(data, sequence_length, num_windows, seed=0):
     >>> bool((x[:, 1:] == y[:, :-1]).all())
     True
     """
-    _check_positive_int("sequence_length", sequence_length)
-    _check_positive_int("num_windows", num_windows)
+    sequence_length = check_positive_int("sequence_length", sequence_length)
+    num_windows = check_positive_int("num_windows", num_windows)
+    seed = check_int("seed", seed, min_value=0)
     data = np.asarray(data)
     if data.ndim != 1 or len(data) <= sequence_length:
         raise ValueError(

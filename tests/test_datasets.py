@@ -85,3 +85,40 @@ def test_stdlib_text_and_windows():
 def test_bad_arguments_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_loaders_return_fresh_arrays():
+    # A user's in-place edit must not change the next call's data.
+    (x, y), _ = datasets.load_mnist1d(num_train=20, num_test=5)
+    x[:] = 0.0
+    y[:] = -1
+    (x2, y2), _ = datasets.load_mnist1d(num_train=20, num_test=5)
+    assert np.abs(x2).sum() > 0 and (y2 >= 0).all()
+    (d, _), _ = datasets.load_digits()
+    d[:] = -5.0
+    (d2, _), _ = datasets.load_digits()
+    assert d2.min() >= 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_train": "10"},
+        {"num_train": 2.5},
+        {"num_train": True},
+        {"num_test": 0},
+        {"seed": -1},
+        {"seed": "a"},
+        {"channels_last": "yes"},
+    ],
+)
+def test_mnist1d_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        datasets.load_mnist1d(**{"num_train": 10, "num_test": 5, **kwargs})
+
+
+def test_numpy_integers_are_accepted():
+    (x, _), _ = datasets.load_mnist1d(
+        num_train=np.int64(10), num_test=np.int32(5)
+    )
+    assert x.shape[0] == 10
