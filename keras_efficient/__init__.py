@@ -23,7 +23,7 @@ from keras_efficient import layers
 from keras_efficient import losses
 from keras_efficient import pruning
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "applications",
