@@ -5,6 +5,7 @@ import pytest
 from keras_efficient.callbacks import ActiveDistillation
 
 N, D, C = 300, 6, 3
+_SHAPE = {"teacher_output_shape": (C,)}
 
 
 def _data(seed=0):
@@ -60,6 +61,7 @@ def test_budget_never_exceeded_never_twice(strategy):
         strategy=strategy,
         batch_size=32,
         validation=(pool[:50], _teacher(pool[:50])),
+        teacher_output_shape=(C,),
     )
     hist = _student().fit(act.dataset, epochs=5, callbacks=[act], verbose=0)
     assert act.queries_used == 110
@@ -80,10 +82,16 @@ def test_robust_gets_teacher_accuracy_from_validation():
     y = _teacher(pool[:100]).argmax(1)
     y[:25] = (y[:25] + 1) % C  # teacher wrong on 25%
     act = ActiveDistillation(
-        pool, _teacher, 60, 30, validation=(pool[:100], y), batch_size=32
+        pool,
+        _teacher,
+        60,
+        30,
+        validation=(pool[:100], y),
+        batch_size=32,
+        teacher_output_shape=(C,),
     )
     _student().fit(act.dataset, epochs=1, callbacks=[act], verbose=0)
-    assert act.strategy.teacher_accuracy == pytest.approx(0.75)
+    assert act.state.teacher_accuracy == pytest.approx(0.75)
 
 
 def test_keras_model_teacher_and_fit():
@@ -108,7 +116,13 @@ def test_teacher_failure_keeps_state_consistent():
     # Call 1: round 0 (one batch of 40), call 2: round 1 fails.
     teacher = CountingTeacher(fail_on_call=2)
     act = ActiveDistillation(
-        pool, teacher, 120, 40, strategy="margin", batch_size=64
+        pool,
+        teacher,
+        120,
+        40,
+        strategy="margin",
+        batch_size=64,
+        teacher_output_shape=(C,),
     )
     with pytest.raises(RuntimeError, match="teacher raised.*round 1"):
         _student().fit(act.dataset, epochs=3, callbacks=[act], verbose=0)
@@ -138,6 +152,7 @@ def _run(tmp_path, strategy, interrupt_at=None, epochs=6):
             validation=(pool[:50], _teacher(pool[:50]).argmax(1) % 2),
             state_dir=state,
             seed=7,
+            teacher_output_shape=(C,),
         )
 
     student = _student()
@@ -174,8 +189,8 @@ def test_backup_and_restore_resume_same_queried_set(tmp_path, strategy):
 def test_errors():
     pool = _data()
     with pytest.raises(ValueError, match="budget"):
-        ActiveDistillation(pool, _teacher, N + 1, 10)
+        ActiveDistillation(pool, _teacher, N + 1, 10, **_SHAPE)
     with pytest.raises(ValueError, match="queries_per_round"):
-        ActiveDistillation(pool, _teacher, 10, 0)
+        ActiveDistillation(pool, _teacher, 10, 0, **_SHAPE)
     with pytest.raises(ValueError, match="Unknown selection strategy"):
-        ActiveDistillation(pool, _teacher, 10, 5, strategy="best")
+        ActiveDistillation(pool, _teacher, 10, 5, strategy="best", **_SHAPE)

@@ -3,14 +3,15 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from keras_efficient.distillation import strategies as selection
-from keras_efficient.distillation.strategies import CoresetSelection
-from keras_efficient.distillation.strategies import EntropySelection
-from keras_efficient.distillation.strategies import MarginSelection
-from keras_efficient.distillation.strategies import RobustSelection
-from keras_efficient.distillation.strategies import SleepingExpertsSelection
-from keras_efficient.distillation.strategies import UniformSelection
-from keras_efficient.distillation.strategies import robust_marginals
+from keras_efficient import selection
+from keras_efficient.selection import CoresetSelection
+from keras_efficient.selection import EntropySelection
+from keras_efficient.selection import MarginSelection
+from keras_efficient.selection import RobustSelection
+from keras_efficient.selection import SelectionContext as Ctx
+from keras_efficient.selection import SleepingExpertsSelection
+from keras_efficient.selection import UniformSelection
+from keras_efficient.selection import robust_marginals
 
 
 def _probs(n, c=4, seed=0):
@@ -104,7 +105,7 @@ def test_robust_no_spoiling_is_greedy_and_spoiling_spreads():
 
 def test_robust_select_is_b_distinct():
     s = RobustSelection(teacher_accuracy=0.7)
-    idx = s.select(_probs(500), 50, rng=0)
+    idx = s.select(Ctx(_probs(500), rng=0), 50)
     assert len(np.unique(idx)) == 50
 
 
@@ -112,12 +113,13 @@ def test_margin_entropy_uniform():
     p = np.array([[0.9, 0.1], [0.52, 0.48], [0.6, 0.4], [0.99, 0.01]])
     assert MarginSelection().select(p, 2).tolist() == [1, 2]
     assert EntropySelection().select(p, 2).tolist() == [1, 2]
-    u = UniformSelection().select(_probs(100), 10, rng=0)
+    u = UniformSelection().select(Ctx(_probs(100), rng=0), 10)
     assert len(np.unique(u)) == 10
     counts = np.zeros(20)
     rng = np.random.default_rng(0)
     for _ in range(2000):
-        counts[UniformSelection().select(np.ones((20, 2)) / 2, 5, rng)] += 1
+        ctx = Ctx(np.ones((20, 2)) / 2, rng=rng)
+        counts[UniformSelection().select(ctx, 5)] += 1
     np.testing.assert_allclose(counts / 2000, 0.25, atol=0.05)
 
 
@@ -145,11 +147,11 @@ def test_coreset_matches_reference_k_center():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 6)).astype("float32")
     first = int(np.random.default_rng(3).integers(500))
-    idx = CoresetSelection().select(x, 40, rng=3)
+    idx = CoresetSelection().select(Ctx(x, rng=3), 40)
     assert idx.tolist() == _reference_k_center(x, 40, first=first)
     centers = rng.normal(size=(30, 6)).astype("float32")
     idx = CoresetSelection(batch_size=64).select(
-        np.zeros((500, 2)), 25, embeddings=x, centers=centers
+        Ctx(np.zeros((500, 2)), embeddings=x, centers=centers), 25
     )
     assert idx.tolist() == _reference_k_center(x, 25, centers=centers)
 
@@ -158,17 +160,17 @@ def test_coreset_k_center():
     rng = np.random.default_rng(0)
     clusters = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], float)
     x = np.concatenate([c + 0.1 * rng.normal(size=(50, 2)) for c in clusters])
-    idx = CoresetSelection().select(x, 3, rng=0, centers=clusters[:1])
+    idx = CoresetSelection().select(Ctx(x, rng=0, centers=clusters[:1]), 3)
     assert sorted(set(i // 50 for i in idx)) == [1, 2, 3]
     # A large pool with many centers (blocked distances), duplicates.
     big = rng.normal(size=(20000, 8)).astype("float32")
     big[1000:1100] = big[0]
     idx = CoresetSelection(batch_size=4096).select(
-        big, 50, rng=0, centers=big[:3000:7]
+        Ctx(big, rng=0, centers=big[:3000:7]), 50
     )
     assert len(np.unique(idx)) == 50
     with pytest.raises(ValueError, match="centers"):
-        CoresetSelection().select(big, 5, centers=np.zeros((2, 3)))
+        CoresetSelection().select(Ctx(big, centers=np.zeros((2, 3))), 5)
     with pytest.raises(ValueError, match="batch_size"):
         CoresetSelection(batch_size=0)
 
@@ -186,7 +188,7 @@ def test_sleeping_experts_tracks_best_and_beats_uniform():
         # Two-class "probabilities" whose 1 - margin is the observation.
         probs = np.stack([0.5 + (1 - obs) / 2, 0.5 - (1 - obs) / 2], 1)
         ids = np.flatnonzero(awake["se"])
-        pick = ids[se.select(probs[ids], b, rng, indices=ids)]
+        pick = ids[se.select(Ctx(probs[ids], indices=ids, rng=rng), b)]
         gains["se"] += obs[pick].sum()
         awake["se"][pick] = False
         ids = np.flatnonzero(awake["uni"])

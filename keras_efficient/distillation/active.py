@@ -1,127 +1,78 @@
 """ActiveDistillation: spend a teacher-query budget on the points that help."""
 
-import json
 import math
-import os
-import threading
 
 import keras
 import numpy as np
 
-from keras_efficient.distillation import strategies as selection
+from keras_efficient import _validation as v
+from keras_efficient.distillation import strategies
+from keras_efficient.distillation._common import np_probs
+from keras_efficient.distillation.dataset import QueriedDataset
+from keras_efficient.distillation.state import SelectionState
 
 
-class QueriedDataset(keras.utils.PyDataset):
-    """Training data that grows as the teacher is queried.
-
-    Its length is fixed (`steps_per_epoch` batches) so `fit` sees the same
-    number of steps on every backend. The batches of an epoch come from a
-    plan the owning `ActiveDistillation` makes before the epoch's data is
-    read: a snapshot of the points queried so far and a permutation of
-    them drawn from `(seed, epoch)` alone, cycled to fill the epoch.
-
-    Batches are served in the order they are requested, whatever index
-    `fit` asks for: `fit(shuffle=True)` shuffles the batch indices of a
-    `PyDataset` with Python's global `random`, whose state no checkpoint
-    holds, so serving by index would make a resumed run train on another
-    batch order. The plan is already a random permutation.
-    """
-
-    def __init__(self, owner, batch_size, steps_per_epoch):
-        super().__init__()
-        self._owner = owner
-        self.batch_size = batch_size
-        self.steps = steps_per_epoch
-        self._lock = threading.Lock()
-        self._plan = None  # (epoch, x, y, batch rows)
-        self._served = 0
-
-    def __len__(self):
-        return self.steps
-
-    @property
-    def planned_epoch(self):
-        return None if self._plan is None else self._plan[0]
-
-    def plan(self, epoch, x, y, seed):
-        """Fixes the batches of `epoch` (called by the owner)."""
-        n = len(y)
-        perm = np.random.default_rng([seed, 1, epoch]).permutation(n)
-        total = self.steps * self.batch_size
-        rows = perm[np.arange(total) % n].reshape(self.steps, -1)
-        with self._lock:
-            self._plan = (epoch, x, y, rows)
-            self._served = 0
-
-    def clear(self):
-        with self._lock:
-            self._plan = None
-            self._served = 0
-
-    def __getitem__(self, idx):
-        with self._lock:
-            plan = self._plan
-            if plan is not None:
-                k = self._served % self.steps
-                self._served += 1
-        if plan is None:
-            # `fit` peeks at a batch (for shapes) before any callback runs:
-            # the first rows of the current data, no RNG drawn.
-            self._owner._start()
-            x, y = self._owner.train_x, self._owner.train_y
-            sel = np.arange(self.batch_size) % len(y)
-            return x[sel], y[sel]
-        _, x, y, rows = plan
-        return x[rows[k]], y[rows[k]]
+class TeacherQueryError(RuntimeError):
+    """The teacher raised while `ActiveDistillation` queried it."""
 
 
 class ActiveDistillation(keras.callbacks.Callback):
     """Active query selection for distillation under a teacher budget.
 
-    Each round scores the not-yet-queried pool with the current student
-    (batched `predict`), picks `queries_per_round` points with `strategy`,
-    queries the teacher on those points only (batched) and adds them to
-    `self.dataset`, the training data `fit` reads. Round 0 runs before any
-    training (so it is uniform), then one round after every
-    `epochs_per_round` epochs (at the epoch's last train batch) until
-    `budget` queries are spent. A point is never queried twice and the
-    budget is never exceeded. If the teacher raises, nothing of that round
-    is added and a `RuntimeError` names the round. With `state_dir` the
-    state (queried indices and teacher outputs, round, strategy state,
-    selection RNG, seed) is written after every epoch and reloaded on
-    resume, so an interrupted run resumed in a new process with
-    `keras.callbacks.BackupAndRestore` (listed after this callback) ends
-    with the same queried set and, on the same machine, the same student
-    weights as an uninterrupted run.
+    Round 0 (before any training) picks `queries_per_round` pool points
+    uniformly; then, after every `epochs_per_round` epochs, a round scores
+    the not-yet-queried pool with the student and lets `strategy` pick the
+    next points, until `budget` points have been sent to the teacher. The
+    teacher is queried in batches, on the chosen points only, and its
+    answers join `self.dataset`, the training data `fit` reads. All work
+    happens at epoch boundaries (no batch hooks, so Keras keeps its
+    asynchronous batch dispatch).
 
-    `self.dataset` is a `keras.utils.PyDataset` of fixed length
-    (`steps_per_epoch` batches) that draws its batches from the points
-    queried so far: pass it to `fit` as `x`, without `steps_per_epoch`.
-    The batch order of epoch `e` depends only on `(seed, e)`, not on
-    `fit`'s `shuffle` (which would reorder the batches with Python's global
-    `random`, a state no checkpoint restores).
+    Every query is first recorded in a `SelectionState` (write-ahead: the
+    round's points, then "batch about to be sent", then the answers), so
+    over a whole run, interrupted anywhere, no point is sent twice and at
+    most `budget` points are sent. A batch whose call failed counts as sent
+    (the teacher may have seen it); the answers already received are kept.
+    A teacher exception is re-raised as a `TeacherQueryError` naming the
+    round and the pool indices, chained to the original.
+
+    To survive a restart (`keras.callbacks.BackupAndRestore`, listed after
+    this callback), pass `state_dir` (e.g. the backup directory): the
+    ledger lives there and a resumed run replays it, ending with the same
+    queried set and, on the same machine, the same student weights as an
+    uninterrupted run. Without `state_dir` the state lives in memory, and
+    a `fit` that resumes at an epoch > 0 with no state raises a
+    `ValueError` before any query, rather than pay for the points again.
+
+    `self.dataset` is a `keras.utils.PyDataset` of `steps_per_epoch`
+    batches: pass it to `fit` as `x`, without `steps_per_epoch`. The batch
+    order of epoch `e` depends only on `(seed, e)`.
 
     Args:
         pool: array `(n, ...)` of unlabeled inputs.
         teacher: a Keras model or any callable mapping a batch to outputs.
-        budget: total number of teacher queries (<= `len(pool)`).
-        queries_per_round: queries per round (>= 1).
+        budget: total number of points sent to the teacher (<= `len(pool)`).
+        queries_per_round: points per round (>= 1).
         strategy: a name in `keras_efficient.selection.STRATEGIES` or a
             `SelectionStrategy`.
         epochs_per_round: epochs of training between rounds.
-        validation: optional `(x_val, y_val)` labeled set; sets
-            `RobustSelection.teacher_accuracy` from the teacher when unset.
+        validation: optional labeled `(x_val, y_val)`; the teacher's
+            accuracy on it is the context's `teacher_accuracy` (measured
+            only if the strategy reads it).
         batch_size: batch size for training, scoring and querying.
         steps_per_epoch: batches per epoch (default:
             `ceil(budget / batch_size)`).
         from_logits: whether the student outputs logits.
-        embedding_layer: name of a layer whose output is the embedding for
-            `coreset` (functional models); default: the probabilities.
-        state_dir: directory for the resumable state (e.g. the
-            `BackupAndRestore` directory).
+        embedding_layer: name of a layer whose output is the embedding the
+            context offers (functional models); default: the probabilities.
+        teacher_output_shape: shape of one teacher output, e.g. `(10,)`;
+            needed only when the teacher is neither a Keras model nor a
+            callable that traces symbolically on a `keras.KerasTensor` (the
+            shape is needed before the first query).
+        state_dir: directory for the durable selection state.
         seed: integer seed of the selection RNG and of the per-epoch data
             order (`None`: drawn once, and kept in the saved state).
-        verbose: 1 prints progress bars when scoring or querying.
+        verbose: 1 prints progress when scoring or querying.
 
     Example:
 
@@ -135,7 +86,8 @@ class ActiveDistillation(keras.callbacks.Callback):
         from_logits=True))
     active = ActiveDistillation(pool, teacher, budget=200,
                                 queries_per_round=50, strategy="margin")
-    student.fit(active.dataset, epochs=4, callbacks=[active])
+    student.fit(active.dataset, epochs=4, callbacks=[active], verbose=0)
+    assert active.queries_used == 200
     ```
     """
 
@@ -152,176 +104,171 @@ class ActiveDistillation(keras.callbacks.Callback):
         steps_per_epoch=None,
         from_logits=True,
         embedding_layer=None,
+        teacher_output_shape=None,
         state_dir=None,
         seed=0,
         verbose=0,
     ):
         super().__init__()
-        pool = np.asarray(pool)
-        n = len(pool)
-        if int(budget) != budget or budget < 1 or budget > n:
-            raise ValueError(
-                f"`budget` must be an integer in [1, len(pool)={n}]. "
-                f"Received: budget={budget}"
-            )
-        if int(queries_per_round) != queries_per_round or queries_per_round < 1:
-            raise ValueError(
-                "`queries_per_round` must be an integer >= 1. Received: "
-                f"queries_per_round={queries_per_round}"
-            )
-        if epochs_per_round < 1:
-            raise ValueError(
-                "`epochs_per_round` must be >= 1. Received: "
-                f"epochs_per_round={epochs_per_round}"
-            )
-        self.pool = pool
+        self.pool = np.asarray(pool)
+        n = len(self.pool)
         self.teacher = teacher
-        self.budget = int(budget)
-        self.queries_per_round = int(queries_per_round)
-        self.strategy = selection.get(strategy)
-        self.epochs_per_round = int(epochs_per_round)
+        self.budget = v.check_int("budget", budget, min_value=1, max_value=n)
+        self.queries_per_round = v.check_positive_int(
+            "queries_per_round", queries_per_round
+        )
+        self.strategy = strategies.get(strategy)
+        self.epochs_per_round = v.check_positive_int(
+            "epochs_per_round", epochs_per_round
+        )
         self.validation = validation
-        self.batch_size = int(batch_size)
-        self.from_logits = from_logits
+        self.batch_size = v.check_positive_int("batch_size", batch_size)
+        self.from_logits = v.check_bool("from_logits", from_logits)
         self.embedding_layer = embedding_layer
         self.state_dir = state_dir
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy % (2**31))
-        if int(seed) != seed or seed < 0:
-            raise ValueError(
-                f"`seed` must be a non-negative integer or None. Received: "
-                f"seed={seed}"
-            )
-        self.seed = int(seed)
         self.verbose = verbose
-        self.rng = np.random.default_rng(self.seed)
-        self.queried = np.zeros((0,), dtype=np.int64)
-        self.train_x = pool[:0]
-        self.train_y = None
-        self.round = 0
-        self.history = []  # queries per round
+        if seed is not None:
+            seed = v.check_int("seed", seed, min_value=0)
+        config = {
+            "pool_size": n,
+            "budget": self.budget,
+            "queries_per_round": self.queries_per_round,
+            "epochs_per_round": self.epochs_per_round,
+        }
+        self.state = SelectionState(config, state_dir)
+        self.seed = self._resolve_seed(seed)
+        self._initial_strategy_state = self.strategy.get_state()
+        self._reset_replay()
         steps = steps_per_epoch or math.ceil(self.budget / self.batch_size)
-        self.dataset = QueriedDataset(self, self.batch_size, steps)
-        self._epoch = None  # the epoch being trained, None outside fit
-        self._round_epoch = None  # last epoch whose round has run
-        self._loaded_epoch = None
+        steps = v.check_positive_int("steps_per_epoch", steps)
+        self.dataset = QueriedDataset(
+            self.state,
+            self.pool,
+            self.batch_size,
+            steps,
+            self.seed,
+            self._placeholder(teacher_output_shape),
+        )
+        self._epoch = None
 
-    # ---- state -----------------------------------------------------------
+    def _resolve_seed(self, seed):
+        saved = self.state.config.get("seed")
+        if saved is not None and seed is not None and saved != seed:
+            raise ValueError(
+                f"`seed` must match the saved selection state's seed "
+                f"{saved}. Received: seed={seed}"
+            )
+        if saved is None:
+            if seed is None:
+                seed = int(np.random.SeedSequence().entropy % (2**31))
+            self.state.config["seed"] = seed
+            self.state._save_meta()
+        return int(self.state.config["seed"])
+
+    def _reset_replay(self):
+        """Back to before round 0: the ledger is replayed from here."""
+        self.rng = np.random.default_rng(self.seed)
+        self.strategy.set_state(self._initial_strategy_state)
+        self._applied = 0
+
+    # ---- views -------------------------------------------------------------
+    @property
+    def round(self):
+        """Rounds done (applied to the training data)."""
+        return self._applied
+
+    @property
+    def history(self):
+        """Points sent to the teacher per round done."""
+        return [len(r.indices) for r in self.state.rounds[: self._applied]]
+
+    @property
+    def queried(self):
+        """Pool indices answered by the teacher, in query order."""
+        return self.state.training_data(self._applied)[0]
+
+    @property
+    def train_x(self):
+        return self.pool[self.queried]
+
+    @property
+    def train_y(self):
+        return self.state.training_data(self._applied)[1]
+
     @property
     def queries_used(self):
+        """Points answered by the teacher (the training set's size)."""
         return int(len(self.queried))
 
     @property
     def queries_left(self):
-        return self.budget - self.queries_used
+        return self.budget - self.state.queries_spent
 
-    def _state_path(self, epoch):
-        return os.path.join(self.state_dir, f"active_state_{epoch}")
+    # ---- teacher -----------------------------------------------------------
+    def _placeholder(self, output_shape):
+        """A zero batch of the teacher's output shape, found without a query."""
+        x = self.pool[np.arange(self.batch_size) % len(self.pool)]
+        _, answers = self.state.training_data(len(self.state.rounds))
+        if answers is not None:
+            shape = answers.shape[1:]
+        elif output_shape is not None:
+            shape = tuple(output_shape)
+        else:
+            shape = self._traced_output_shape(x)
+        return x, np.zeros((self.batch_size,) + tuple(shape), "float32")
 
-    def _saved_epochs(self):
-        if not self.state_dir or not os.path.isdir(self.state_dir):
-            return []
-        out = []
-        for f in os.listdir(self.state_dir):
-            if f.startswith("active_state_") and f.endswith(".json"):
-                out.append(int(f[len("active_state_") : -len(".json")]))
-        return sorted(out)
-
-    def _save_state(self, epoch):
-        if not self.state_dir:
-            return
-        os.makedirs(self.state_dir, exist_ok=True)
-        path = self._state_path(epoch)
-        np.savez(path + ".npz", queried=self.queried, y=self.train_y)
-        meta = {
-            "epoch": epoch,
-            "round": self.round,
-            "history": self.history,
-            "seed": self.seed,
-            "round_epoch": self._round_epoch,
-            "rng": self.rng.bit_generator.state,
-            "strategy": self.strategy.get_state(),
-            "teacher_accuracy": getattr(
-                self.strategy, "teacher_accuracy", None
-            ),
-        }
-        tmp = path + ".json.tmp"
-        with open(tmp, "w") as f:
-            json.dump(meta, f)
-        os.replace(tmp, path + ".json")  # the JSON marks the state complete
-        for old in self._saved_epochs():  # keep this epoch and the one before
-            if old < epoch - 1:
-                self._remove_state(old)
-
-    def _remove_state(self, epoch):
-        for ext in (".json", ".npz"):  # JSON first: it marks completeness
-            path = self._state_path(epoch) + ext
-            if os.path.exists(path):
-                os.remove(path)
-
-    def _load_state(self, epoch):
-        path = self._state_path(epoch)
-        with open(path + ".json") as f:
-            meta = json.load(f)
-        arrays = np.load(path + ".npz", allow_pickle=False)
-        self.queried = arrays["queried"].astype(np.int64)
-        self.train_y = arrays["y"]
-        self.train_x = self.pool[self.queried]
-        self.round = meta["round"]
-        self.history = meta["history"]
-        self.seed = meta["seed"]
-        self._round_epoch = meta["round_epoch"]
-        self.rng.bit_generator.state = meta["rng"]
-        self.strategy.set_state(meta["strategy"])
-        if hasattr(self.strategy, "teacher_accuracy"):
-            self.strategy.teacher_accuracy = meta["teacher_accuracy"]
-        self._loaded_epoch = epoch
-
-    # ---- teacher and student ---------------------------------------------
-    def _progbar(self, n, what):
-        if self.verbose:
-            print(f"ActiveDistillation round {self.round}: {what}")
-            return keras.utils.Progbar(n)
-        return None
+    def _traced_output_shape(self, x):
+        spec = keras.KerasTensor(x.shape, dtype=str(x.dtype))
+        teacher = self.teacher
+        if not isinstance(teacher, keras.Layer):
+            teacher = keras.layers.Lambda(teacher)
+        try:
+            return tuple(teacher.compute_output_spec(spec).shape[1:])
+        except Exception as err:
+            raise ValueError(
+                "ActiveDistillation needs the shape of the teacher's outputs "
+                "before its first query, and could not trace the teacher on "
+                "a `keras.KerasTensor`. Pass `teacher_output_shape`, e.g. "
+                "`teacher_output_shape=(num_classes,)`."
+            ) from err
 
     def _call_teacher(self, x):
-        outs, bar = [], self._progbar(len(x), "querying the teacher")
-        for s in range(0, len(x), self.batch_size):
-            xb = x[s : s + self.batch_size]
-            if isinstance(self.teacher, keras.Model):
-                yb = self.teacher.predict_on_batch(xb)
-            else:
-                yb = self.teacher(xb)
-            outs.append(np.asarray(keras.ops.convert_to_numpy(yb)))
-            if bar is not None:
-                bar.update(min(s + self.batch_size, len(x)))
-        return np.concatenate(outs, axis=0)
+        if isinstance(self.teacher, keras.Model):
+            y = self.teacher.predict_on_batch(x)
+        else:
+            y = self.teacher(x)
+        return np.asarray(keras.ops.convert_to_numpy(y), dtype="float32")
 
-    def _score(self, idx):
-        x = self.pool[idx]
-        if self.verbose:
-            print(f"ActiveDistillation round {self.round}: scoring {len(x)}")
-        out = self._predict(self.model, x, self.verbose)
-        out = np.asarray(out, dtype=np.float64)
-        if self.from_logits:
-            out = out - out.max(axis=1, keepdims=True)
-            out = np.exp(out)
-            out /= out.sum(axis=1, keepdims=True)
-        return out
+    def _query(self, rec):
+        """Sends the unsent batches of `rec`, write-ahead; keeps answers."""
+        batches = rec.batches
+        for k, idx in enumerate(batches):
+            if rec.sent[k]:
+                continue
+            self.state.mark_sent(rec, k)
+            try:
+                y = self._call_teacher(self.pool[idx])
+            except Exception as err:
+                raise TeacherQueryError(
+                    f"ActiveDistillation: the teacher raised while querying "
+                    f"round {rec.index}, batch {k + 1} of {len(batches)} "
+                    f"({len(idx)} points, pool indices {idx.tolist()}). "
+                    "These points count as sent (the teacher may have seen "
+                    "them) and are never sent again; the answers received "
+                    f"so far are kept ({self.state.queries_spent} of "
+                    f"{self.budget} queries spent)."
+                ) from err
+            if len(y) != len(idx):
+                raise ValueError(
+                    f"The teacher returned {len(y)} outputs for {len(idx)} "
+                    f"inputs (round {rec.index}, batch {k + 1})."
+                )
+            self.state.save_answers(rec, k, y)
+            if self.verbose:
+                print(f"ActiveDistillation round {rec.index}: batch {k + 1}")
 
-    def _embed(self, idx):
-        model = self.model
-        cached = getattr(self, "_embedder", None)
-        if cached is None or cached[0] is not model:
-            # Built once per student: a new model every round would be
-            # traced and compiled again every round.
-            sub = keras.Model(
-                model.inputs, model.get_layer(self.embedding_layer).output
-            )
-            self._embedder = cached = (model, sub)
-        return self._predict(cached[1], self.pool[idx], 0)
-
-    def _predict(self, model, x, verbose):
+    # ---- student -----------------------------------------------------------
+    def _predict(self, model, x):
         # Pad to whole batches: the pool shrinks every round, and a last
         # batch of a new size would make the backend compile `predict` for
         # that shape again, every round.
@@ -329,152 +276,149 @@ class ActiveDistillation(keras.callbacks.Callback):
         pad = -n % self.batch_size
         if pad:
             x = np.concatenate([x, np.repeat(x[:1], pad, axis=0)], axis=0)
-        out = model.predict(x, batch_size=self.batch_size, verbose=verbose)
+        out = model.predict(x, batch_size=self.batch_size, verbose=self.verbose)
         return keras.tree.map_structure(lambda a: np.asarray(a)[:n], out)
 
-    def _set_teacher_accuracy(self):
-        if self.validation is None:
-            return
-        if getattr(self.strategy, "teacher_accuracy", 1) is not None:
-            return
-        xv, yv = self.validation
-        tv = self._call_teacher(np.asarray(xv))
-        yv = np.asarray(yv)
-        if yv.ndim > 1:
-            yv = yv.argmax(-1)
-        self.strategy.teacher_accuracy = float((tv.argmax(-1) == yv).mean())
+    def _probabilities(self, idx):
+        return np_probs(
+            self._predict(self.model, self.pool[idx]), self.from_logits
+        )
 
-    def query_round(self, use_model=True):
-        """Runs one selection + query round; returns the new pool indices."""
+    def _embeddings(self, idx):
+        if not self.embedding_layer:
+            return self._probabilities(idx)
+        cached = getattr(self, "_embedder", None)
+        if cached is None or cached[0] is not self.model:
+            # Built once per student: a new model every round would be
+            # traced and compiled again every round.
+            sub = keras.Model(
+                self.model.inputs,
+                self.model.get_layer(self.embedding_layer).output,
+            )
+            self._embedder = cached = (self.model, sub)
+        return self._predict(cached[1], self.pool[idx])
+
+    def _teacher_accuracy(self):
+        if self.state.teacher_accuracy is None and self.validation is not None:
+            xv, yv = self.validation
+            tv = np.concatenate(
+                [
+                    self._call_teacher(np.asarray(xv)[s : s + self.batch_size])
+                    for s in range(0, len(xv), self.batch_size)
+                ]
+            )
+            yv = np.asarray(yv)
+            if yv.ndim > 1:
+                yv = yv.argmax(-1)
+            self.state.set_teacher_accuracy((tv.argmax(-1) == yv).mean())
+        return self.state.teacher_accuracy
+
+    def _chosen(self):
+        rounds = self.state.rounds[: self._applied]
+        if not rounds:
+            return np.zeros(0, np.int64)
+        return np.concatenate([r.indices for r in rounds])
+
+    def _context(self, avail, use_model):
+        chosen = self._chosen()
+        if not use_model:
+            return strategies.SelectionContext(
+                indices=avail, rng=self.rng, teacher_accuracy=None
+            )
+        return strategies.SelectionContext(
+            probabilities=lambda: self._probabilities(avail),
+            embeddings=lambda: self._embeddings(avail),
+            centers=lambda: self._embeddings(chosen),
+            indices=avail,
+            teacher_accuracy=self._teacher_accuracy,
+            rng=self.rng,
+        )
+
+    # ---- rounds ------------------------------------------------------------
+    def _select(self, use_model):
+        """A new round's choice: `(indices, strategy)`, or None if spent."""
         b = min(self.queries_per_round, self.queries_left)
         if b <= 0:
-            return np.zeros((0,), dtype=np.int64)
-        self._set_teacher_accuracy()
-        avail = np.setdiff1d(
-            np.arange(len(self.pool)), self.queried, assume_unique=True
+            return None
+        avail = np.setdiff1d(np.arange(len(self.pool)), self._chosen())
+        strategy = self.strategy if use_model else strategies.UniformSelection()
+        rel = np.asarray(
+            strategy.select(self._context(avail, use_model), b), np.int64
         )
-        if self.strategy.name == "uniform" or not use_model:
-            scores = np.full((len(avail), 2), 0.5)
-        else:
-            scores = self._score(avail)
-        if len(scores) != len(avail):
-            raise ValueError(
-                f"pool and scores have different lengths: {len(avail)} "
-                f"available points, {len(scores)} scores"
-            )
-        context = {"indices": avail}
-        if self.strategy.name == "coreset":
-            if self.embedding_layer:
-                emb = self._embed(np.arange(len(self.pool)))
-            else:
-                emb = np.zeros((len(self.pool),) + scores.shape[1:])
-                emb[avail] = scores
-                if len(self.queried):
-                    emb[self.queried] = self._score(self.queried)
-            context["embeddings"] = emb[avail]
-            context["centers"] = emb[self.queried]
-        rel = np.asarray(self.strategy.select(scores, b, self.rng, **context))
         new = avail[rel]
-        if len(np.unique(new)) != b or np.isin(new, self.queried).any():
+        if len(np.unique(new)) != b:
             raise RuntimeError(
-                f"Strategy {self.strategy.name!r} returned repeated or "
-                "already-queried points."
+                f"Strategy {type(strategy).__name__} returned {len(rel)} "
+                f"indices with repeats for {b} points."
             )
-        try:
-            y_new = self._call_teacher(self.pool[new])
-        except Exception as e:
-            raise RuntimeError(
-                f"ActiveDistillation: the teacher raised while querying "
-                f"round {self.round} ({b} points); nothing of this round was "
-                f"added ({self.queries_used} queries used so far)."
-            ) from e
-        if len(y_new) != b:
-            raise ValueError(
-                f"The teacher returned {len(y_new)} outputs for {b} inputs."
-            )
-        # Commit atomically, after the teacher answered for the whole round.
-        self.train_y = (
-            y_new
-            if self.train_y is None
-            else np.concatenate([self.train_y, y_new], axis=0)
-        )
-        self.queried = np.concatenate([self.queried, new])
-        self.train_x = self.pool[self.queried]
-        self.round += 1
-        self.history.append(int(b))
         return new
 
-    def _start(self):
-        """First data: resume from the latest saved state or run round 0."""
-        if self.train_y is not None:
-            return
-        saved = self._saved_epochs()
-        if saved:
-            self._load_state(saved[-1])
-            return
-        strategy = self.strategy
-        self.strategy = selection.UniformSelection()
-        try:
-            self.query_round(use_model=False)
-        finally:
-            self.strategy = strategy
+    def _round(self, use_model=True):
+        """Runs (or replays from the ledger) the next round; False if none.
 
-    def _plan(self, epoch):
-        self.dataset.plan(epoch, self.train_x, self.train_y, self.seed)
-
-    def _finish_epoch_training(self, epoch):
-        """After the last train step of `epoch`: round, then next plan.
-
-        Runs before `fit` creates the next epoch's data iterator (which on
-        TensorFlow starts prefetching at once, before `on_epoch_end`), so
-        every batch of epoch `epoch + 1` comes from the data after this
-        round, on every backend.
+        A round already in the ledger is replayed: its points, and the RNG
+        and strategy state after its choice, come from the ledger; only its
+        batches never sent go to the teacher.
         """
-        if self._round_epoch == epoch:
-            return
-        if (epoch + 1) % self.epochs_per_round == 0 and self.queries_left:
-            self.query_round()
-        self._round_epoch = epoch
-        self._plan(epoch + 1)
+        if self._applied < len(self.state.rounds):
+            rec = self.state.rounds[self._applied]
+            self.rng.bit_generator.state = rec.rng
+            self.strategy.set_state(rec.strategy)
+        else:
+            new = self._select(use_model)
+            if new is None:
+                return False
+            rec = self.state.begin_round(
+                new,
+                self.batch_size,
+                self.rng.bit_generator.state,
+                self.strategy.get_state(),
+            )
+        self._query(rec)
+        self._applied += 1
+        return True
 
-    # ---- callback hooks --------------------------------------------------
+    def _rounds_due(self, epoch):
+        """Rounds done before epoch `epoch` starts (budget permitting)."""
+        return 1 + epoch // self.epochs_per_round
+
+    def _resume(self, epoch):
+        """First epoch of a `fit`: replay the ledger up to `epoch`."""
+        if epoch > 0 and not self.state.rounds and self.state_dir is None:
+            raise ValueError(
+                f"ActiveDistillation: `fit` resumes at epoch {epoch} (e.g. "
+                "`keras.callbacks.BackupAndRestore` restored a checkpoint), "
+                "but this callback has no record of the teacher queries "
+                "made before: querying again could exceed the budget and "
+                "send points twice. Pass `state_dir=` (e.g. the "
+                "BackupAndRestore `backup_dir`) to keep the selection state "
+                "with the training state."
+            )
+        self._reset_replay()
+        while self._applied < self._rounds_due(epoch):
+            if not self._round(use_model=self._applied > 0):
+                break
+
+    # ---- callback hooks ----------------------------------------------------
     def on_train_begin(self, logs=None):
         self._epoch = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        first = self._epoch is None
+        if self._epoch is None:
+            self._resume(epoch)
+            self.dataset.start(epoch)
+            self.dataset.plan(epoch, self._applied)
         self._epoch = epoch
-        if first:
-            # First epoch of this `fit`: resume from the state saved at the
-            # end of the previous epoch (BackupAndRestore restored the
-            # model's weights and optimizer from that same point).
-            if epoch > 0 and self.state_dir:
-                if not os.path.exists(self._state_path(epoch - 1) + ".json"):
-                    raise ValueError(
-                        f"Resuming at epoch {epoch} but no ActiveDistillation "
-                        f"state for epoch {epoch - 1} in {self.state_dir!r}."
-                    )
-                self._load_state(epoch - 1)
-            self._start()
-        if first or self.dataset.planned_epoch != epoch:
-            self._plan(epoch)
-
-    def on_train_batch_end(self, batch, logs=None):
-        steps = (self.params or {}).get("steps") or self.dataset.steps
-        if self._epoch is not None and batch + 1 >= steps:
-            self._finish_epoch_training(self._epoch)
 
     def on_epoch_end(self, epoch, logs=None):
-        # Normally done at the last batch; this covers epochs cut short.
-        self._finish_epoch_training(epoch)
+        if (epoch + 1) % self.epochs_per_round == 0:
+            self._round()
         if logs is not None:
             logs["queries_used"] = self.queries_used
             logs["queries_left"] = self.queries_left
             logs["active_round"] = self.round
-        self._save_state(epoch)
+        self.dataset.plan(epoch + 1, self._applied)
 
     def on_train_end(self, logs=None):
         self._epoch = None
-        self.dataset.clear()
-        for e in self._saved_epochs():
-            self._remove_state(e)
+        self.dataset.stop()
