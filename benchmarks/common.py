@@ -79,8 +79,48 @@ def figure(name, values, target=None, unit="", note=""):
             raise ValueError(f"Unknown comparator {comparator!r}")
         result["target"] = f"{comparator} {threshold:g}"
         result["met"] = bool(_COMPARATORS[comparator](mean, threshold))
+    if len(values) > 1:
+        result["ci95"] = list(confidence_interval(values))
     if note:
         result["note"] = note
+    return result
+
+
+def confidence_interval(values, level=0.95):
+    """Student-t interval for the mean of `values` (needs >= 2 values)."""
+    from scipy import stats
+
+    n = len(values)
+    mean = statistics.fmean(values)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(values)
+    half /= n**0.5
+    return float(mean - half), float(mean + half)
+
+
+def paired_difference(name, method, baseline, higher_is_better=True, unit=""):
+    """The paired difference method - baseline over seeds, with a verdict.
+
+    `method[i]` and `baseline[i]` must come from the same seed. The verdict
+    reads the 95% interval of the mean difference: "shown" when it excludes
+    zero on the good side, "contradicted" when it excludes zero on the bad
+    side, "not shown" when it contains zero.
+    """
+    if len(method) != len(baseline):
+        raise ValueError(
+            f"paired values need one per seed each; got {len(method)} and "
+            f"{len(baseline)}"
+        )
+    diffs = [float(a) - float(b) for a, b in zip(method, baseline)]
+    result = figure(name, diffs, unit=unit, note="paired by seed")
+    if len(diffs) > 1:
+        low, high = result["ci95"]
+        good_low, good_high = (low, high) if higher_is_better else (-high, -low)
+        if good_low > 0:
+            result["verdict"] = "shown"
+        elif good_high < 0:
+            result["verdict"] = "contradicted"
+        else:
+            result["verdict"] = "not shown"
     return result
 
 
