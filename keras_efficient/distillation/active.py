@@ -1,6 +1,7 @@
 """ActiveDistillation: spend a teacher-query budget on the points that help."""
 
 import math
+import traceback
 
 import keras
 import numpy as np
@@ -13,7 +14,24 @@ from keras_efficient.distillation.state import SelectionState
 
 
 class TeacherQueryError(RuntimeError):
-    """The teacher raised while `ActiveDistillation` queried it."""
+    """The teacher raised while `ActiveDistillation` queried it.
+
+    Raised `from` the teacher's exception, which `original` also keeps:
+    Keras's traceback filter drops `__cause__` when the error leaves
+    `fit`, so the message names the original and where it was raised.
+    """
+
+    def __init__(self, message, original):
+        frames = traceback.extract_tb(original.__traceback__)
+        where = ""
+        if frames:
+            f = frames[-1]
+            where = f" (raised at {f.filename}:{f.lineno} in {f.name})"
+        super().__init__(
+            f"{message} Teacher error: {type(original).__name__}: "
+            f"{original}{where}"
+        )
+        self.original = original
 
 
 class ActiveDistillation(keras.callbacks.Callback):
@@ -256,7 +274,8 @@ class ActiveDistillation(keras.callbacks.Callback):
                     "These points count as sent (the teacher may have seen "
                     "them) and are never sent again; the answers received "
                     f"so far are kept ({self.state.queries_spent} of "
-                    f"{self.budget} queries spent)."
+                    f"{self.budget} queries spent).",
+                    err,
                 ) from err
             if len(y) != len(idx):
                 raise ValueError(
