@@ -1,28 +1,43 @@
 """Magnitude pruning callback for Keras 3 (JAX, TensorFlow, PyTorch)."""
 
 import keras
-import numpy as np
 
+from keras_efficient import _validation as v
 from keras_efficient.pruning import masks as masks_lib
 from keras_efficient.pruning.schedules import PruningSchedule
+from keras_efficient.pruning.state import MaskConstraint
+from keras_efficient.pruning.state import PruningState
+from keras_efficient.pruning.state import innermost_optimizer
 from keras_efficient.pruning.targets import find_target_weights
 
 
-class _MaskConstraint:
-    """`w -> original(w) * mask`; applied by the optimizer inside the step."""
+def attach_state(optimizer, kernels, options):
+    """The `PruningState` of `kernels` under `optimizer`, and whether the
+    train function must be rebuilt (new variables or new options).
 
-    def __init__(self, mask, original=None):
-        self.mask = mask
-        self.original = original
-        # The train function last built with this constraint attached, and
-        # (JAX, which bakes the mask into the jitted step) the mask then.
-        self.traced_function = None
-        self.traced_mask = None
-
-    def __call__(self, w):
-        if self.original is not None:
-            w = self.original(w)
-        return w * keras.ops.cast(self.mask, w.dtype)
+    Reuses the state (and its variables) already attached for the same
+    optimizer and kernels; otherwise builds one, carrying over the masks
+    and original constraints of a state of another optimizer.
+    """
+    olds = [k.constraint for k in kernels]
+    olds = [c for c in olds if isinstance(c, MaskConstraint)]
+    state = olds[0].state if olds else None
+    if (
+        state is not None
+        and state.optimizer is optimizer
+        and len(olds) == len(kernels)
+        and [id(k) for k in state.kernels] == [id(k) for k in kernels]
+    ):
+        changed = state.options != options
+        state.options = dict(options)
+        return state, changed
+    previous = {id(k): k.constraint for k in kernels}
+    previous = {
+        i: c for i, c in previous.items() if isinstance(c, MaskConstraint)
+    }
+    for old in {id(c.state): c.state for c in olds}.values():
+        old.detach()
+    return PruningState(optimizer, kernels, options, previous), True
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -108,215 +123,137 @@ class MagnitudePruning(keras.callbacks.Callback):
         block_pooling="avg",
     ):
         super().__init__()
-        if not isinstance(schedule, PruningSchedule):
-            raise ValueError(
-                "`schedule` must be a PruningSchedule (ConstantSparsity, "
-                f"PolynomialDecay, IterativePruning). Received: {schedule!r}"
-            )
-        if scope not in ("layer", "global"):
-            raise ValueError(
-                "`scope` must be 'layer' or 'global'. "
-                f"Received: scope={scope!r}"
-            )
-        if structure is None:
-            structure = (
-                "block"
-                if block is not None
-                else "n_m"
-                if n_m is not None
-                else "unstructured"
-            )
-        if structure not in masks_lib.STRUCTURES:
-            raise ValueError(
-                f"`structure` must be one of {masks_lib.STRUCTURES}. "
-                f"Received: structure={structure!r}"
-            )
-        if structure == "block":
-            if block is None or len(block) != 2 or min(block) < 1:
-                raise ValueError(
-                    "`block` must be a pair of positive integers (rows, cols) "
-                    f"for structure='block'. Received: block={block!r}"
+        self.schedule = v.check_instance(
+            "schedule",
+            schedule,
+            PruningSchedule,
+            "a PruningSchedule (ConstantSparsity, PolynomialDecay, "
+            "IterativePruning)",
+        )
+        if targets is not None and not callable(targets):
+            if isinstance(targets, str) or not isinstance(
+                targets, (list, tuple, set)
+            ):
+                v.fail(
+                    "targets",
+                    "None, a callable or a list of layer names",
+                    targets,
                 )
-            block = tuple(int(b) for b in block)
-        if structure == "n_m":
-            if n_m is None or len(n_m) != 2 or not 0 < n_m[0] < n_m[1]:
-                raise ValueError(
-                    "`n_m` must be a pair (n, m) with 0 < n < m for "
-                    f"structure='n_m'. Received: n_m={n_m!r}"
-                )
-            n_m = tuple(int(v) for v in n_m)
-        if block_pooling not in ("avg", "max"):
-            raise ValueError(
-                "`block_pooling` must be 'avg' or 'max'. "
-                f"Received: block_pooling={block_pooling!r}"
-            )
-        self.schedule = schedule
         self.targets = targets
-        self.scope = scope
-        self.structure = structure
+        self.scope = v.check_choice("scope", scope, ("layer", "global"))
+        if structure is None:
+            structure = "block" if block is not None else "unstructured"
+            structure = "n_m" if n_m is not None else structure
+        self.structure = v.check_choice(
+            "structure", structure, masks_lib.STRUCTURES
+        )
+        if structure == "block" or block is not None:
+            block = v.check_int_tuple("block", block, 2)
+        if structure == "n_m" or n_m is not None:
+            n_m = v.check_int_tuple("n_m", n_m, 2)
+            if not n_m[0] < n_m[1]:
+                v.fail("n_m", "a pair (n, m) with 0 < n < m", n_m)
         self.block = block
         self.n_m = n_m
-        self.block_pooling = block_pooling
-        self.step = 0
-        self.target_sparsity = 0.0
-        self.retraces = 0
+        self.block_pooling = v.check_choice(
+            "block_pooling", block_pooling, ("avg", "max")
+        )
+        self._state = None
         self._layers = []
-        self._keys = []
-        self._kernels = []
-        self._masks = []
-        self._constraints = []
 
     # -- state -------------------------------------------------------------
     @property
     def mask_variables(self):
-        """The non-trainable mask variables, one per target kernel."""
-        return list(self._masks)
-
-    @property
-    def target_layers(self):
-        """The layers with pruned kernels (each listed once)."""
-        out = []
-        for layer in self._layers:
-            if all(layer is not x for x in out):
-                out.append(layer)
-        return out
+        """The mask variables (optimizer variables), one per target."""
+        return list(self._state.masks) if self._state else []
 
     @property
     def target_weights(self):
-        """`{key: kernel variable}` of the pruned kernels.
+        """`{variable.path: variable}` of the pruned variables."""
+        if self._state is None:
+            return {}
+        return {k.path: k for k in self._state.kernels}
 
-        `key` is the layer name for a layer's `kernel`, `"layer/attr"` for
-        other projections (e.g. `MixtureOfExperts`' `"moe/kernel_in"`).
-        """
-        return dict(zip(self._keys, self._kernels))
+    @property
+    def target_layers(self):
+        """The layers with pruned variables (each listed once)."""
+        return list(self._layers)
 
-    def _attach(self):
-        model = self.model
-        found = find_target_weights(model, self.targets)
-        if not found:
-            raise ValueError("The model has no layers to prune (`targets`).")
-        self._layers = [f[0] for f in found]
-        self._keys = [f[1] for f in found]
-        self._kernels = [f[2] for f in found]
-        self._masks = []
-        self._constraints = []
-        step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-        resumed = step > getattr(self.schedule, "begin_step", 0)
-        for key, kernel in zip(self._keys, self._kernels):
-            c = kernel.constraint
-            if not isinstance(c, _MaskConstraint):
-                mask = keras.Variable(
-                    np.ones(kernel.shape, "float32"),
-                    trainable=False,
-                    dtype="float32",
-                    name=f"{key.replace('/', '_')}_prune_mask",
-                )
-                c = _MaskConstraint(mask, c)
-                kernel.constraint = c
-                if resumed:
-                    # Past a pruning step (e.g. restored by BackupAndRestore):
-                    # rebuild the mask from the kernel's zeros. Before any,
-                    # keep all weights (zero-initialised kernels such as
-                    # LAuReL's `lr_kernel_b` must be free to train).
-                    w = keras.ops.convert_to_numpy(kernel.value)
-                    mask.assign((w != 0).astype("float32"))
-            self._masks.append(c.mask)
-            self._constraints.append(c)
+    @property
+    def step(self):
+        """Training steps taken (`iterations` of the masking optimizer)."""
+        if self._state is None:
+            return 0
+        return int(keras.ops.convert_to_numpy(self._state.optimizer.iterations))
 
-    def _needs_retrace(self, masks=None):
-        """Whether the train function must be rebuilt to see the masks.
-
-        Always after a constraint is attached to a kernel. On JAX also when
-        a mask differs from the one the jitted step was traced with (JAX
-        bakes it in as a constant); TensorFlow and PyTorch read the mask
-        variable at every step.
-        """
-        fn = self.model.train_function
-        for i, c in enumerate(self._constraints):
-            if fn is None or c.traced_function is not fn:
-                return True
-            if keras.backend.backend() == "jax":
-                m = (
-                    masks[i]
-                    if masks is not None
-                    else keras.ops.convert_to_numpy(c.mask)
-                )
-                if not np.array_equal(c.traced_mask, m):
-                    return True
-        return False
-
-    def _retrace(self):
-        self.model.make_train_function(force=True)
-        fn = self.model.train_function
-        for c in self._constraints:
-            c.traced_function = fn
-            c.traced_mask = keras.ops.convert_to_numpy(c.mask).copy()
-        self.retraces += 1
-
-    def _prune(self, sparsity):
-        self.model  # noqa: B018 (on JAX, syncs the jitted state back)
-        kernels = [keras.ops.convert_to_numpy(v.value) for v in self._kernels]
-        new = masks_lib.compute_masks(
-            kernels,
-            sparsity,
-            self.structure,
-            scope=self.scope,
-            block=self.block,
-            n_m=self.n_m,
-            pooling=self.block_pooling,
-        )
-        for variable, mask, k, m in zip(
-            self._kernels, self._masks, kernels, new
-        ):
-            mask.assign(m)
-            variable.assign((k * m).astype(k.dtype))
-        if self._needs_retrace(new):
-            self._retrace()
+    @property
+    def pruning_step(self):
+        """The tfmot step the current masks belong to (a tracked variable:
+        `step + 1` after training)."""
+        return self._state.step if self._state else None
 
     def achieved_sparsity(self):
-        """Fraction of zeros over all target kernels."""
-        n = z = 0
-        self.model  # noqa: B018 (syncs JAX state)
-        for variable in self._kernels:
-            w = keras.ops.convert_to_numpy(variable.value)
-            n += w.size
-            z += int((w == 0).sum())
-        return z / max(n, 1)
+        """Fraction of zeros over all target variables."""
+        self.model  # noqa: B018 (on JAX, syncs the jitted state back)
+        return self._state.kernel_sparsity()[1] if self._state else 0.0
+
+    def _options(self):
+        return {
+            "schedule": self.schedule,
+            "scope": self.scope,
+            "structure": self.structure,
+            "block": self.block,
+            "n_m": self.n_m,
+            "block_pooling": self.block_pooling,
+        }
+
+    def _attach(self, model):
+        outer = getattr(model, "optimizer", None)
+        if outer is None or not model.trainable_variables:
+            return False
+        optimizer = innermost_optimizer(outer)
+        if not optimizer.built:
+            outer.build(model.trainable_variables)
+        found = find_target_weights(model, self.targets)
+        if not found:
+            raise ValueError(
+                "The model has no weights to prune: no trainable Dense, "
+                "EinsumDense or Conv kernel, nor a layer with "
+                "`get_prunable_weights()`, matches `targets`. "
+                f"Received: targets={self.targets!r}"
+            )
+        self._layers = []
+        for layer, _ in found:
+            if all(layer is not x for x in self._layers):
+                self._layers.append(layer)
+        kernels = [k for _, k in found]
+        self._state, changed = attach_state(optimizer, kernels, self._options())
+        if changed and model.train_function is not None:
+            model.make_train_function(force=True)
+        return True
 
     # -- callback hooks ----------------------------------------------------
+    def set_model(self, model):
+        # `fit` builds its CallbackList after building the model and the
+        # optimizer and before `on_train_begin`: the mask variables exist
+        # before BackupAndRestore restores the optimizer there.
+        super().set_model(model)
+        self._attach(model)
+
     def on_train_begin(self, logs=None):
-        # Attach at the first batch, after other callbacks' on_train_begin
-        # (BackupAndRestore restores weights and optimizer there).
-        self._started = False
-
-    def _start(self):
-        self._attach()
-        self.step = int(
-            keras.ops.convert_to_numpy(self.model.optimizer.iterations)
-        )
-        self.target_sparsity = float(self.schedule.sparsity(self.step))
-        if self._needs_retrace():
-            self._retrace()
-        self._started = True
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if not getattr(self, "_started", False):
-            self._start()
-        should_prune, sparsity = self.schedule(self.step)
-        if should_prune:
-            self.target_sparsity = sparsity
-            self._prune(sparsity)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
+        if self._state is None and not self._attach(self.model):
+            raise ValueError("MagnitudePruning needs a compiled model.")
+        self._state.initial_update()
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and getattr(self, "_started", False):
-            target = self.target_sparsity
-            if self.structure == "n_m" and target > 0:
-                target = 1.0 - self.n_m[0] / self.n_m[1]
-            logs["pruning_target_sparsity"] = float(target)
-            logs["pruning_sparsity"] = float(self.achieved_sparsity())
+        if logs is None or self._state is None:
+            return
+        self.model  # noqa: B018 (on JAX, syncs the jitted state back)
+        per_layer, total = self._state.kernel_sparsity()
+        logs["pruning_target_sparsity"] = self._state.target_sparsity()
+        logs["pruning_sparsity"] = float(total)
+        for path, value in per_layer.items():
+            logs[f"pruning_sparsity/{path}"] = float(value)
 
     def get_config(self):
         return {

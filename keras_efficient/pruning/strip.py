@@ -5,58 +5,62 @@ import math
 import keras
 import numpy as np
 
+from keras_efficient.pruning.state import MaskConstraint
 from keras_efficient.pruning.targets import find_target_weights
-
-
-def _masked_kernels(model):
-    seen = set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        for variable in layer.weights:
-            c = getattr(variable, "constraint", None)
-            if (
-                c is not None
-                and hasattr(c, "mask")
-                and id(variable) not in seen
-            ):
-                seen.add(id(variable))
-                yield layer, variable, c
 
 
 def strip_pruning(model):
     """A copy of a pruned model with the zeros baked in and no masks.
 
-    The copy has the same architecture (`keras.models.clone_model`), the
-    pruned weights (kernels multiplied by their masks) and no mask
-    constraints, so it saves and loads without keras-efficient objects
-    (for models built from Keras layers). Subclassed models that cannot be
-    cloned are stripped in place (constraints removed) and returned.
+    The copy has the same architecture (`keras.models.clone_model`) and
+    the pruned weights (each masked kernel multiplied by its mask), and no
+    mask constraints, so it saves and loads without keras-efficient
+    objects (for models built from Keras layers). `model` itself is left
+    untouched: it keeps its masks and constraints and can train on with
+    `MagnitudePruning`. The copy is not compiled.
 
     Args:
         model: a model trained with `MagnitudePruning`.
 
     Returns:
-        A `keras.Model` whose outputs equal the pruned model's.
+        A new `keras.Model` whose outputs equal the pruned model's.
 
     Example:
 
     ```python
+    import keras
+    import numpy as np
+    from keras_efficient.callbacks import MagnitudePruning
+    from keras_efficient.pruning import ConstantSparsity, strip_pruning
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    model.compile("sgd", "mse")
+    model.fit(np.ones((8, 8)), np.ones((8, 4)), verbose=0, callbacks=[
+        MagnitudePruning(ConstantSparsity(0.5, begin_step=1, end_step=1))])
     stripped = strip_pruning(model)
-    stripped.save("pruned.keras")
+    assert stripped is not model
     ```
     """
     if not isinstance(model, keras.Model):
         raise ValueError(
             f"`model` must be a keras.Model. Received: model={model!r}"
         )
-    for _, kernel, c in _masked_kernels(model):
-        kernel.assign(kernel.value * keras.ops.cast(c.mask, kernel.dtype))
     try:
         clone = keras.models.clone_model(model)
-        clone.set_weights(model.get_weights())
-    except Exception:  # subclassed model without a usable config
-        clone = model
-    for _, kernel, c in _masked_kernels(clone):
-        kernel.constraint = c.original
+    except Exception as e:  # e.g. a subclassed model without get_config
+        raise ValueError(
+            "`strip_pruning` copies the model with "
+            "`keras.models.clone_model`, which failed for this model "
+            "(a subclassed model needs `get_config` / `from_config`). "
+            f"Received: model={model.name!r}; error: {e}"
+        ) from e
+    clone.set_weights(model.get_weights())
+    for source, target in zip(model.weights, clone.weights):
+        c = getattr(source, "constraint", None)
+        if isinstance(c, MaskConstraint):
+            w = keras.ops.convert_to_numpy(source.value)
+            m = keras.ops.convert_to_numpy(c.mask).astype(w.dtype)
+            target.assign(w * m)
     return clone
 
 
@@ -74,22 +78,41 @@ def sparsity_report(model, targets=None):
         targets: as in `MagnitudePruning` (None: Dense/EinsumDense/Conv).
 
     Returns:
-        A dict with `"layers"` (key -> params, nonzero, sparsity,
+        A dict with `"layers"` (`variable.path` -> params, nonzero, sparsity,
         dense_bytes, csr_bytes, bitmask_bytes, compressed_bytes) and the
         totals `params`, `nonzero`, `sparsity`, `dense_bytes`,
         `compressed_bytes`, plus `model_params` and `model_nonzero` over all
         weights.
 
+    Raises:
+        ValueError: when the model has nothing to prune (no Dense,
+            EinsumDense or Conv kernel and no layer with
+            `get_prunable_weights()` matches `targets`).
+
     Example:
 
     ```python
+    import keras
+    from keras_efficient.pruning import sparsity_report
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
     report = sparsity_report(model)
-    print(report["sparsity"], report["compressed_bytes"])
+    assert report["sparsity"] == 0.0 and report["params"] == 32
     ```
     """
+    found = find_target_weights(model, targets, trainable_only=False)
+    found = [(layer, w) for layer, w in found if int(np.prod(w.shape))]
+    if not found:
+        raise ValueError(
+            "`sparsity_report` found nothing to prune in the model: no "
+            "Dense, EinsumDense or Conv kernel, nor a layer with "
+            "`get_prunable_weights()`, matches `targets`. "
+            f"Received: targets={targets!r}"
+        )
     layers = {}
     tot = {"params": 0, "nonzero": 0, "dense_bytes": 0, "compressed_bytes": 0}
-    for _, key, variable in find_target_weights(model, targets):
+    for _, variable in found:
+        key = variable.path
         w = keras.ops.convert_to_numpy(variable.value)
         n, nnz = int(w.size), int(np.count_nonzero(w))
         item = w.dtype.itemsize
@@ -106,13 +129,13 @@ def sparsity_report(model, targets=None):
             entry["dense_bytes"], entry["csr_bytes"], entry["bitmask_bytes"]
         )
         layers[key] = entry
-        for key in tot:
-            tot[key] += entry[key]
+        for name in tot:
+            tot[name] += entry[name]
     weights = [keras.ops.convert_to_numpy(v) for v in model.weights]
     return {
         "layers": layers,
         **tot,
-        "sparsity": 1.0 - tot["nonzero"] / max(tot["params"], 1),
+        "sparsity": 1.0 - tot["nonzero"] / tot["params"],
         "model_params": int(sum(w.size for w in weights)),
         "model_nonzero": int(sum(np.count_nonzero(w) for w in weights)),
     }

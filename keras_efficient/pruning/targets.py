@@ -1,4 +1,12 @@
-"""Which kernels get pruned."""
+"""Which kernels get pruned: types and the `get_prunable_weights` protocol.
+
+A layer joins pruning by defining `get_prunable_weights()`, returning the
+variables that may be pruned (the name of tfmot's `PrunableLayer` method).
+Keras's own `Dense`, `EinsumDense` and `Conv1D/2D/3D` layers are found by
+type (their `kernel`). Layers are walked with public API only: a model's
+`layers`, then, recursively, every public attribute of a layer that is a
+`keras.layers.Layer` (or a list, tuple or dict of them).
+"""
 
 import keras
 
@@ -10,116 +18,93 @@ DEFAULT_TARGET_TYPES = (
     keras.layers.Conv3D,
 )
 
-# This package's layers and the projection weights of theirs that are pruned
-# (by class name, so the pruning module does not import the layers).
-# AltUp's own coefficients are K x K scalars and are left dense; the layer
-# it wraps is searched like any nested layer.
-PACKAGE_TARGET_WEIGHTS = {
-    "LaurelResidual": (
-        "lr_kernel_a",
-        "lr_kernel_b",
-        "pa_kernels_a",
-        "pa_kernels_b",
-    ),
-    "MixtureOfExperts": ("kernel_in", "kernel_out"),
-    "AltUpReadout": ("kernel",),
-}
-
-
-def _is_package_layer(layer):
-    return (
-        type(layer).__module__.startswith("keras_efficient.")
-        and type(layer).__name__ in PACKAGE_TARGET_WEIGHTS
-    )
-
 
 def prunable_weights(layer):
-    """`(attribute, variable)` pairs of a layer's prunable kernels.
+    """The prunable variables of one layer (its own, not its sublayers').
 
-    Dense, EinsumDense, Conv and other layers with a `kernel`: the kernel.
-    This package's layers: their projections (`LaurelResidual`'s low-rank
-    and previous-activation kernels, `MixtureOfExperts`' expert kernels
-    `kernel_in` / `kernel_out`, `AltUpReadout`'s kernel). List attributes
-    (e.g. `pa_kernels_a`) give one entry per element, named `attr/i`.
+    `layer.get_prunable_weights()` when the layer defines it; the `kernel`
+    of Dense, EinsumDense and Conv1D/2D/3D layers; nothing otherwise.
     """
-    if _is_package_layer(layer):
-        names = PACKAGE_TARGET_WEIGHTS[type(layer).__name__]
+    method = getattr(layer, "get_prunable_weights", None)
+    if callable(method):
+        found = list(method())
+    elif isinstance(layer, DEFAULT_TARGET_TYPES):
+        found = [getattr(layer, "kernel", None)]
     else:
-        names = ("kernel",)
-    out = []
-    for name in names:
-        value = getattr(layer, name, None)
+        found = []
+    return [w for w in found if isinstance(w, keras.Variable)]
+
+
+def _children(layer):
+    if isinstance(layer, keras.Model):
+        yield from layer.layers
+    for name, value in vars(layer).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, dict):
+            value = list(value.values())
         if isinstance(value, (list, tuple)):
-            out.extend(
-                (f"{name}/{i}", v)
-                for i, v in enumerate(value)
-                if isinstance(v, keras.Variable)
-            )
-        elif isinstance(value, keras.Variable):
-            out.append((name, value))
+            yield from (x for x in value if isinstance(x, keras.layers.Layer))
+        elif isinstance(value, keras.layers.Layer):
+            yield value
+
+
+def walk_layers(model):
+    """Every layer inside `model` (not `model` itself), depth first, once."""
+    seen, out = {id(model)}, []
+
+    def visit(layer):
+        for child in _children(layer):
+            if id(child) not in seen:
+                seen.add(id(child))
+                out.append(child)
+                visit(child)
+
+    visit(model)
     return out
 
 
-def _candidate_layers(model):
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if prunable_weights(layer)
-    ]
-
-
 def find_target_layers(model, targets=None):
-    """Layers whose kernels are pruned.
+    """Layers whose prunable weights are pruned.
 
-    `targets` is None (Dense, EinsumDense and Conv1D/2D/3D layers, also inside
-    nested and subclassed layers, and this package's layers with projections:
-    `LaurelResidual`, `MixtureOfExperts`, `AltUpReadout`), a callable
-    `layer -> bool`, or a list of layer names.
+    `targets` is None (every layer with prunable weights: Dense,
+    EinsumDense, Conv1D/2D/3D and layers with `get_prunable_weights`), a
+    callable `layer -> bool`, or a list of layer names.
     """
-    layers = _candidate_layers(model)
+    layers = [x for x in walk_layers(model) if prunable_weights(x)]
     if targets is None:
-        chosen = [
-            x
-            for x in layers
-            if isinstance(x, DEFAULT_TARGET_TYPES) or _is_package_layer(x)
-        ]
-    elif callable(targets):
-        chosen = [x for x in layers if targets(x)]
-    elif isinstance(targets, (list, tuple, set)):
+        return layers
+    if callable(targets):
+        return [x for x in layers if targets(x)]
+    if isinstance(targets, (list, tuple, set)):
         names = {x.name for x in layers}
         missing = [t for t in targets if t not in names]
         if missing:
             raise ValueError(
-                f"`targets` names layers with no kernel: {missing}. Layers "
-                f"with a kernel: {sorted(names)}"
+                f"`targets` names layers with no prunable weights: {missing}."
+                f" Layers with prunable weights: {sorted(names)}"
             )
-        chosen = [x for x in layers if x.name in set(targets)]
-    else:
-        raise ValueError(
-            "`targets` must be None, a callable or a list of layer names. "
-            f"Received: targets={targets!r}"
-        )
-    seen, out = set(), []
-    for layer in chosen:
-        if id(layer) not in seen:
-            seen.add(id(layer))
-            out.append(layer)
-    return out
+        return [x for x in layers if x.name in set(targets)]
+    raise ValueError(
+        "`targets` must be None, a callable or a list of layer names. "
+        f"Received: targets={targets!r}"
+    )
 
 
-def find_target_weights(model, targets=None):
-    """`(layer, key, variable)` for every pruned kernel of `model`.
+def find_target_weights(model, targets=None, trainable_only=True):
+    """`(layer, variable)` for every pruned variable of `model`.
 
-    `key` is the layer name for a layer's `kernel` and `"layer/attr"` for
-    other projections (e.g. `"laurel/lr_kernel_a"`); `targets` as in
-    `find_target_layers`.
+    With `trainable_only` only trainable variables of the model count (the
+    optimizer applies the masks), in the order of
+    `model.trainable_variables`; `targets` as in `find_target_layers`. Key
+    them by `variable.path`.
     """
+    pool = model.trainable_variables if trainable_only else model.weights
+    order = {id(w): i for i, w in enumerate(pool)}
     out, seen = [], set()
     for layer in find_target_layers(model, targets):
-        for attr, variable in prunable_weights(layer):
-            if id(variable) in seen:
-                continue
-            seen.add(id(variable))
-            key = layer.name if attr == "kernel" else f"{layer.name}/{attr}"
-            out.append((layer, key, variable))
-    return out
+        for variable in prunable_weights(layer):
+            if id(variable) in order and id(variable) not in seen:
+                seen.add(id(variable))
+                out.append((layer, variable))
+    return sorted(out, key=lambda lv: order[id(lv[1])])

@@ -1,0 +1,222 @@
+"""Structural removal: a smaller model without the zeroed units.
+
+Pruning with `structure="filter"` leaves a model of the same shape with
+zeros in it; `shrink` removes those units for real, so the model gets
+fewer parameters and FLOPs and runs faster. Channels that are added,
+concatenated or mixed together (residual `Add`, `Concatenate`,
+`LaurelResidual`) form one *group* (the dependency-graph idea of
+Torch-Pruning, Fang et al., CVPR 2023; see `graph.py`) and are removed
+together: a channel goes only where it is zero in every tensor of its
+group, so the smaller model computes exactly what the masked one does.
+"""
+
+import keras
+import numpy as np
+
+from keras_efficient._validation import check_choice
+from keras_efficient._validation import check_fraction
+from keras_efficient._validation import check_instance
+from keras_efficient._validation import fail
+from keras_efficient.pruning import graph
+from keras_efficient.pruning import units
+from keras_efficient.pruning.masks import keep_count
+
+IMPORTANCES = ("l1", "l2", "bn_scale")
+
+
+class UnitGroup:
+    """Units removed together: coupled channels, or one layer's heads."""
+
+    def __init__(self, name, size, analysis, gid=None, node=None):
+        self.name, self.size = name, size
+        self.analysis, self.gid, self.node = analysis, gid, node
+        self.members = []  # (node, offset) of every tensor in the group
+
+
+class Analysis:
+    """The channel groups of one (possibly nested) model."""
+
+    def __init__(self, model, prefix=""):
+        self.model = model
+        config, nodes, inputs, outputs, seq = graph.read_graph(model)
+        self.config, self.nodes, self.sequential = config, nodes, seq
+        self.groups = graph.Groups()
+        widths = graph.input_widths(model)
+        self.layouts = graph.trace_layouts(nodes, inputs, widths, self.groups)
+        for ref in outputs:
+            self.groups.lock(self.layouts[ref])
+        self.inputs = inputs
+        self.children = []
+        for node in nodes:
+            if node.kind != "container":
+                continue
+            inner = graph.nested_models(node.layer)
+            if isinstance(node.layer, keras.Model):
+                inner = [node.layer]
+            for m in inner:
+                sub = f"{prefix}{node.layer.name}/"
+                if m is not node.layer:
+                    sub += f"{m.name}/"
+                self.children.append((node, m, Analysis(m, sub)))
+        self.unit_groups = self._collect(prefix)
+
+    def _collect(self, prefix):
+        by_root = {}
+        out = []
+        for node in self.nodes:
+            offset = 0
+            for gid, size in node.out_layout:
+                root = self.groups.find(gid)
+                if not self.groups.locked[root]:
+                    if root not in by_root:
+                        name = prefix + node.layer.name
+                        by_root[root] = UnitGroup(name, size, self, gid=root)
+                        out.append(by_root[root])
+                    by_root[root].members.append((node, offset))
+                offset += size
+            if node.kind == "attention":
+                heads = node.layer.num_heads
+                name = f"{prefix}{node.layer.name}/heads"
+                out.append(UnitGroup(name, heads, self, node=node))
+        for _, _, child in self.children:
+            out.extend(child.unit_groups)
+        return out
+
+    def zeros(self):
+        """Which channels of every tensor are identically zero."""
+        zero = {r: np.zeros(w, bool) for r, w in zip(self.inputs, [0] * 99)}
+        for ref in self.inputs:
+            zero[ref] = np.zeros(sum(n for _, n in self.layouts[ref]), bool)
+        for node in self.nodes:
+            ins = [zero[r] for r in node.inputs]
+            z = units.zero_outputs(node, ins)
+            for ref in node.outputs:
+                zero[ref] = z
+        return zero
+
+
+def removable(group, zero):
+    """Units of `group` that are zero everywhere (boolean vector)."""
+    if group.node is not None:
+        return units.head_zero(group.node.layer)
+    out = np.ones(group.size, bool)
+    for node, offset in group.members:
+        out &= zero[node.outputs[0]][offset : offset + group.size]
+    return out
+
+
+def group_scores(group, importance):
+    """Importance of each unit of a group (summed over its producers)."""
+    if group.node is not None:
+        return units.head_scores(group.node.layer, importance)
+    total = np.zeros(group.size)
+    for node, offset in group.members:
+        s = units.scores(node, importance)
+        if s is not None:
+            total += s[offset : offset + group.size]
+    return total
+
+
+def zero_group(group, channels):
+    """Zero `channels` of `group` in the model's variables (in place)."""
+    channels = np.asarray(channels, int)
+    if group.node is not None:
+        units.zero_heads(group.node.layer, channels)
+        return
+    for node, offset in group.members:
+        units.zero_channels(node, channels + offset)
+
+
+def select_units(group, sparsity, importance):
+    """The `n - k` least important units, `k = max(round(n (1 - s)), 1)`."""
+    if sparsity <= 0:
+        return np.zeros(0, int)
+    scores = group_scores(group, importance)
+    k = keep_count(group.size, sparsity)
+    order = np.argsort(scores, kind="stable")
+    return np.sort(order[: group.size - k])
+
+
+def find_groups(model):
+    """The prunable unit groups of a model: `{name: size}`.
+
+    Each group is named after its first layer (a prefix `outer/inner/`
+    for layers inside a container layer); attention heads are named
+    `"{layer}/heads"`. Groups that touch the model inputs or outputs or a
+    normalisation over channels are kept whole and not listed.
+
+    Example:
+
+    ```python
+    import keras
+    from keras_efficient.pruning.shrink import find_groups
+
+    inputs = keras.Input((8,))
+    x = keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    assert find_groups(model) == {"hidden": 16}
+    ```
+    """
+    check_instance("model", model, keras.Model, "a keras.Model")
+    return {g.name: g.size for g in Analysis(model).unit_groups}
+
+
+def _ratios(groups, ratio):
+    if isinstance(ratio, dict):
+        names = {g.name for g in groups}
+        for name in ratio:
+            if name not in names:
+                fail("ratio", f"a dict keyed by group names {sorted(names)}",
+                     ratio)  # fmt: skip
+        return {
+            g.name: check_fraction(f"ratio[{g.name!r}]", ratio.get(g.name, 0))
+            for g in groups
+        }
+    ratio = check_fraction("ratio", ratio)
+    return {g.name: ratio for g in groups}
+
+
+def zero_units(model, ratio, importance="l1"):
+    """A copy of `model` with the least important units of each group zeroed.
+
+    Selects, per group (see `find_groups`), the `n - k` units of smallest
+    importance, `k = max(round(n * (1 - ratio)), 1)`, and zeroes every
+    parameter that makes them zero (producer kernel columns and biases,
+    batch-norm scale and offset, LAuReL up-projection columns, the value
+    and output projections of attention heads). `shrink` of the result
+    removes them exactly.
+
+    Args:
+        model: a functional or Sequential `keras.Model` (left untouched).
+        ratio: fraction of units to zero in every group, or a dict
+            `{group name: fraction}` (other groups are kept).
+        importance: `"l1"` / `"l2"` norm of the producers' kernel columns
+            summed over the group, or `"bn_scale"` (|gamma| of the batch
+            norms in the group, as in network slimming).
+
+    Returns:
+        A new `keras.Model` with the same architecture.
+
+    Example:
+
+    ```python
+    import keras
+    from keras_efficient.pruning.shrink import zero_units
+
+    inputs = keras.Input((8,))
+    x = keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    masked = zero_units(model, 0.5)
+    ```
+    """
+    check_instance("model", model, keras.Model, "a keras.Model")
+    check_choice("importance", importance, IMPORTANCES)
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    groups = Analysis(copy).unit_groups
+    for group in groups:
+        channels = select_units(group, _ratios(groups, ratio)[group.name],
+                                importance)  # fmt: skip
+        if len(channels):
+            zero_group(group, channels)
+    return copy

@@ -1,0 +1,173 @@
+"""Pruning state held by the optimizer and updated inside the train step.
+
+The masks, the pruning step and the current target sparsity are optimizer
+variables (`optimizer.add_variable_from_reference` / `add_variable`): they
+are tracked, part of the JAX train state (so changing them never retraces
+the step), saved by `save_weights` (so `BackupAndRestore` restores them),
+and laid out like their kernel under `keras.distribution`.
+
+Keras optimizers apply `variable.constraint` inside `optimizer.apply`,
+after the gradient update and before `iterations` is incremented. Each
+target kernel gets a `MaskConstraint` (`w -> original(w) * mask`); the
+first target kernel's constraint (in the order of
+`model.trainable_variables`, the order the optimizer applies constraints
+in) first runs `PruningState.update_in_step`, which recomputes all masks
+with `keras.ops` when the schedule says so.
+
+Steps follow tfmot: batch `i` (0-based) of training runs with the masks of
+step `s = i + 1`. At the end of batch `i` (`optimizer.iterations == i`
+there) the update computes the masks batch `i + 1` uses, from
+`schedule(iterations + 2)` and the just-updated kernels; the masks batch 0
+uses (`schedule(iterations + 1)`) are computed once, in NumPy, by
+`initial_update` before the training loop. The `step` variable holds the
+step the current masks belong to, so a resumed run (restored optimizer)
+does not recompute them.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_efficient.pruning import mask_ops
+from keras_efficient.pruning import masks as masks_lib
+
+
+def innermost_optimizer(optimizer):
+    """The optimizer that applies the constraints (unwraps loss scaling)."""
+    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
+class MaskConstraint:
+    """`w -> original(w) * mask`, applied by the optimizer in the step.
+
+    The leader (the first target kernel's constraint) first runs the
+    in-step pruning update of `state`.
+    """
+
+    def __init__(self, state, mask, original=None, leader=False):
+        self.state = state
+        self.mask = mask
+        self.original = original
+        self.leader = leader
+
+    def __call__(self, w):
+        if self.leader:
+            self.state.update_in_step()
+        if self.original is not None:
+            w = self.original(w)
+        return w * ops.cast(self.mask, w.dtype)
+
+
+def _value(variable):
+    return keras.ops.convert_to_numpy(variable)
+
+
+class PruningState:
+    """Masks, step and target sparsity of one (model, optimizer) pair."""
+
+    def __init__(self, optimizer, kernels, options, previous=None):
+        previous = previous or {}
+        self.optimizer = optimizer
+        self.kernels = list(kernels)
+        self.options = dict(options)
+        self.masks = []
+        for kernel in self.kernels:
+            mask = optimizer.add_variable_from_reference(
+                kernel, name="pruning_mask", initializer="ones"
+            )
+            old = previous.get(id(kernel))
+            if old is not None:  # keep the pruning of a former optimizer
+                mask.assign(_value(old.mask))
+            self.masks.append(mask)
+        self.step = optimizer.add_variable(
+            shape=(), dtype="int32", name="pruning_step"
+        )
+        self.sparsity = optimizer.add_variable(
+            shape=(), dtype="float32", name="pruning_target_sparsity"
+        )
+        for kernel, mask in zip(self.kernels, self.masks):
+            old = previous.get(id(kernel))
+            original = old.original if old is not None else kernel.constraint
+            kernel.constraint = MaskConstraint(
+                self, mask, original, leader=kernel is self.kernels[0]
+            )
+
+    def detach(self):
+        """Give the kernels back their own constraints (masks stay zeros)."""
+        for kernel in self.kernels:
+            c = kernel.constraint
+            if isinstance(c, MaskConstraint) and c.state is self:
+                kernel.constraint = c.original
+
+    def _masks(self, kernels, sparsity, compute):
+        o = self.options
+        return compute(
+            kernels,
+            sparsity,
+            o["structure"],
+            scope=o["scope"],
+            block=o["block"],
+            n_m=o["n_m"],
+            pooling=o["block_pooling"],
+        )
+
+    def update_in_step(self):
+        """Recompute the masks batch `iterations + 1` uses (traced)."""
+        it = ops.cast(ops.convert_to_tensor(self.optimizer.iterations), "int32")
+        step = it + 2
+        should, sparsity = self.options["schedule"].tensor_call(step)
+        kernels = [ops.convert_to_tensor(k) for k in self.kernels]
+        old = [ops.convert_to_tensor(m) for m in self.masks]
+
+        def prune():
+            new = self._masks(kernels, sparsity, mask_ops.compute_masks)
+            return [ops.cast(n, o.dtype) for n, o in zip(new, old)]
+
+        new = ops.cond(should, prune, lambda: old)
+        for variable, value in zip(self.masks, new):
+            variable.assign(value)
+        self.step.assign(step)
+        current = ops.convert_to_tensor(self.sparsity)
+        self.sparsity.assign(ops.where(should, sparsity, current))
+
+    def initial_update(self):
+        """Masks for the next batch, in NumPy, before the training loop.
+
+        Skipped when the masks already belong to the next step (a resumed
+        or continued run). Returns whether masks were recomputed.
+        """
+        step = int(_value(self.optimizer.iterations)) + 1
+        if int(_value(self.step)) == step:
+            return False
+        should, sparsity = self.options["schedule"](step)
+        if should:
+            values = [_value(k) for k in self.kernels]
+            new = self._masks(values, sparsity, masks_lib.compute_masks)
+            for kernel, mask, w, m in zip(
+                self.kernels, self.masks, values, new
+            ):
+                mask.assign(m.astype(mask.dtype))
+                kernel.assign((w * m).astype(w.dtype))
+            self.sparsity.assign(sparsity)
+        self.step.assign(step)
+        return bool(should)
+
+    def target_sparsity(self):
+        """Target sparsity of the current masks (`1 - n/m` for N:M)."""
+        s = float(_value(self.sparsity))
+        n_m = self.options["n_m"]
+        if self.options["structure"] == "n_m" and s > 0:
+            return 1.0 - n_m[0] / n_m[1]
+        return s
+
+    def kernel_sparsity(self):
+        """`{variable.path: fraction of zeros}` and the overall fraction."""
+        per, zeros, total = {}, 0, 0
+        for kernel in self.kernels:
+            w = _value(kernel)
+            z = int(np.count_nonzero(w == 0))
+            per[kernel.path] = z / max(w.size, 1)
+            zeros, total = zeros + z, total + w.size
+        return per, zeros / max(total, 1)

@@ -1,0 +1,257 @@
+"""Pruning state in the compiled step: tfmot steps, no retrace, no batch
+hooks, BackupAndRestore, loss scaling, strip and report."""
+
+import logging
+
+import keras
+import numpy as np
+import pytest
+
+from keras_efficient.callbacks import MagnitudePruning
+from keras_efficient.pruning import ConstantSparsity
+from keras_efficient.pruning import PolynomialDecay
+from keras_efficient.pruning import masks as masks_lib
+from keras_efficient.pruning import sparsity_report
+from keras_efficient.pruning import strip_pruning
+
+BACKEND = keras.backend.backend()
+JIT = BACKEND != "torch"
+
+
+def _model(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((12,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
+
+
+def _data(n=64):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 12)).astype("float32")
+    return x, rng.integers(0, 3, size=(n,))
+
+
+def _fit(model, callbacks, epochs=2, optimizer=None, compile=True, **kw):
+    if compile:
+        model.compile(
+            optimizer=optimizer or keras.optimizers.Adam(0.01),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=JIT,
+        )
+    x, y = _data()
+    return model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=epochs,
+        verbose=0,
+        shuffle=False,
+        callbacks=callbacks,
+        **kw,
+    )
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+class _Record(keras.callbacks.Callback):
+    """Test-only: the kernels each batch's forward pass runs with."""
+
+    def __init__(self):
+        super().__init__()
+        self.kernels = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        layers = self.model.layers
+        self.kernels.append([_np(lay.kernel) for lay in layers])
+
+
+def _tfmot_masks(schedule, kernels0, batches):
+    """Pure-Python tfmot rule with a frozen model: batch i runs at step
+    s = i + 1 and, when `schedule(s)` prunes, with masks recomputed from
+    the current (masked) kernels."""
+    ws, out = [w.copy() for w in kernels0], []
+    for i in range(batches):
+        should, sparsity = schedule(i + 1)
+        if should:
+            ms = masks_lib.compute_masks(ws, sparsity, "unstructured")
+            ws = [w * m for w, m in zip(ws, ms)]
+        out.append([w != 0 for w in ws])
+    return out
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        ConstantSparsity(0.5, begin_step=0, frequency=4),
+        PolynomialDecay(0.1, 0.9, begin_step=2, end_step=11, frequency=3),
+    ],
+)
+def test_tfmot_step_semantics_batch_by_batch(schedule):
+    # Learning rate 0: the kernels change only by pruning, so every batch's
+    # masks can be predicted exactly.
+    model = _model()
+    model.build((None, 12))
+    kernels0 = [_np(lay.kernel) for lay in model.layers]
+    rec = _Record()
+    cb = MagnitudePruning(schedule)
+    _fit(model, [cb, rec], epochs=4, optimizer=keras.optimizers.SGD(0.0))
+    expected = _tfmot_masks(schedule, kernels0, 16)
+    for i, (got, exp) in enumerate(zip(rec.kernels, expected)):
+        for g, e in zip(got, exp):
+            np.testing.assert_array_equal(g != 0, e, err_msg=f"batch {i}")
+    # ConstantSparsity(0.5, 0, frequency=4): the masks change at batch 3.
+    if isinstance(schedule, ConstantSparsity):
+        assert np.all(rec.kernels[2][0] != 0)
+        assert (rec.kernels[3][0] == 0).mean() == 0.5
+
+
+def test_no_batch_hooks_keeps_async_dispatch():
+    if not keras.callbacks.CallbackList([])._async_train:
+        pytest.skip(f"{BACKEND}: Keras dispatches no callback asynchronously")
+    cb = MagnitudePruning(ConstantSparsity(0.5, 0))
+    for hook in ("on_batch_end", "on_train_batch_end", "on_train_batch_begin"):
+        assert getattr(MagnitudePruning, hook) is getattr(
+            keras.callbacks.Callback, hook
+        )
+    assert keras.callbacks.CallbackList([cb], add_history=True)._async_train
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="counts XLA compiles on JAX")
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        ConstantSparsity(0.5, begin_step=0, frequency=1),
+        PolynomialDecay(0.0, 0.8, begin_step=0, end_step=10, frequency=1),
+    ],
+)
+def test_train_step_compiles_once_on_jax(schedule):
+    import jax
+
+    compiles = []
+
+    class Count(logging.Handler):
+        def emit(self, record):
+            if "Compiling jit(train_step)" in record.getMessage():
+                compiles.append(record.getMessage())
+
+    handler, logger = Count(), logging.getLogger("jax")
+    logger.addHandler(handler)
+    jax.config.update("jax_log_compiles", True)
+    try:
+        model = _model()
+        cb = MagnitudePruning(schedule)
+        hist = _fit(model, [cb], epochs=4)
+        _fit(model, [cb], epochs=1, compile=False)  # same variables
+    finally:
+        jax.config.update("jax_log_compiles", False)
+        logger.removeHandler(handler)
+    assert len(compiles) == 1, compiles
+    assert hist.history["pruning_sparsity"][-1] > 0.45
+
+
+def test_backup_and_restore_continues_exactly(tmp_path):
+    sched = PolynomialDecay(0.0, 0.7, begin_step=0, end_step=12, frequency=3)
+    ref = _model(seed=1)
+    ref_cb = MagnitudePruning(sched)
+    _fit(ref, [ref_cb], epochs=4)
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("interrupted")
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path))
+    with pytest.raises(RuntimeError):
+        _fit(_model(seed=1), [MagnitudePruning(sched), backup, Crash()], 4)
+    model = _model(seed=1)
+    cb = MagnitudePruning(sched)
+    # The pruning callback after BackupAndRestore this time: order is free.
+    _fit(model, [backup, cb], epochs=4)
+    assert cb.step == ref_cb.step == 16
+    assert int(_np(cb.pruning_step)) == int(_np(ref_cb.pruning_step)) == 17
+    for a, b in zip(ref_cb.mask_variables, cb.mask_variables):
+        np.testing.assert_array_equal(_np(a), _np(b))
+    for a, b in zip(ref.weights, model.weights):
+        np.testing.assert_allclose(_np(a), _np(b), atol=1e-5)
+
+
+def test_masks_are_saved_with_the_optimizer(tmp_path):
+    model = _model()
+    cb = MagnitudePruning(ConstantSparsity(0.5, 1, 1))
+    _fit(model, [cb], epochs=1)
+    paths = {v.path for v in model.optimizer.variables}
+    assert {m.path for m in cb.mask_variables} <= paths
+    assert cb.pruning_step.path in paths
+
+
+def test_loss_scale_optimizer_mixed_float16():
+    keras.config.set_dtype_policy("mixed_float16")
+    model = _model()
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=JIT,
+    )
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    cb = MagnitudePruning(ConstantSparsity(0.75, 1, 1))
+    _fit(model, [cb], epochs=2, compile=False)
+    inner = model.optimizer.inner_optimizer
+    assert all(any(m is v for v in inner.variables) for m in cb.mask_variables)
+    for variable in cb.target_weights.values():
+        w = _np(variable)
+        assert np.count_nonzero(w) == max(round(w.size * 0.25), 1)
+
+
+def test_end_step_reached_mid_training():
+    model = _model()
+    cb = MagnitudePruning(ConstantSparsity(0.6, 0, end_step=5, frequency=1))
+    hist = _fit(model, [cb], epochs=3)
+    assert hist.history["pruning_target_sparsity"][-1] == pytest.approx(0.6)
+    cb2 = MagnitudePruning(PolynomialDecay(0.2, 0.6, 1, 3, frequency=1))
+    hist = _fit(_model(), [cb2], epochs=2)
+    assert hist.history["pruning_sparsity"][-1] == pytest.approx(0.6, 0.01)
+
+
+def test_strip_returns_new_model_and_leaves_the_original():
+    model = _model()
+    cb = MagnitudePruning(ConstantSparsity(0.8, 0, frequency=2))
+    _fit(model, [cb], epochs=1)
+    x, _ = _data(8)
+    stripped = strip_pruning(model)
+    assert stripped is not model
+    np.testing.assert_allclose(_np(stripped(x)), _np(model(x)), atol=1e-5)
+    assert all(w.constraint is None for w in stripped.weights), (
+        "no mask constraints in the copy"
+    )
+    assert all(w.constraint is not None for w in cb.target_weights.values())
+    hist = _fit(model, [cb], epochs=1, compile=False)  # trains on, pruned
+    assert hist.history["pruning_sparsity"][-1] == pytest.approx(0.8, 0.02)
+
+
+def test_report_keys_by_path_and_rejects_nothing_to_prune():
+    model = _model()
+    rep = sparsity_report(model)
+    assert set(rep["layers"]) == {lay.kernel.path for lay in model.layers}
+    assert rep["sparsity"] == 0.0
+    empty = keras.Sequential([keras.Input((4,)), keras.layers.Flatten()])
+    with pytest.raises(ValueError, match="nothing to prune"):
+        sparsity_report(empty)
+
+
+def test_bad_arguments():
+    sched = ConstantSparsity(np.float32(0.5), np.int64(1))
+    assert sched.target_sparsity == 0.5 and sched.begin_step == 1
+    with pytest.raises(ValueError, match="block_pooling"):
+        MagnitudePruning(sched, block=(2, 2), block_pooling="min")
+    with pytest.raises(ValueError, match="targets"):
+        MagnitudePruning(sched, targets="dense")
+    with pytest.raises(ValueError, match="block"):
+        MagnitudePruning(sched, block=(0, 2))
+    with pytest.raises(ValueError, match="power"):
+        PolynomialDecay(0.0, 0.5, 0, 10, power="3")
