@@ -44,7 +44,7 @@ from benchmarks.common import parse_args  # noqa: E402
 from benchmarks.common import print_table  # noqa: E402
 from benchmarks.common import write_results  # noqa: E402
 from examples import active_distillation as tutorial  # noqa: E402
-from keras_efficient.distillation import strategies as selection  # noqa: E402
+from keras_efficient import selection  # noqa: E402
 
 STRATEGIES = tutorial.STRATEGIES
 
@@ -59,13 +59,15 @@ def time_selection(n, b, repeats, seed=0):
         times = []
         for r in range(repeats):
             strategy = selection.get(name)
-            if name == "robust":
-                strategy.teacher_accuracy = 0.65
-            context = {"indices": np.arange(n)}
-            if name == "coreset":
-                context["embeddings"] = emb
+            context = selection.SelectionContext(
+                probs,
+                embeddings=emb,
+                indices=np.arange(n),
+                teacher_accuracy=0.65,
+                rng=r,
+            )
             start = time.perf_counter()
-            idx = strategy.select(probs, b, np.random.default_rng(r), **context)
+            idx = strategy.select(context, b)
             times.append(time.perf_counter() - start)
             assert len(np.unique(idx)) == b
         out[name] = times

@@ -48,8 +48,10 @@ STRATEGIES = (
 OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output")
 
 
-def load(seed):
+def load(seed, quick=False):
     """MNIST-1D: labeled 2,000 / validation 500 / pool 45,000 / test 5,000."""
+    if quick:
+        return load_mnist1d_splits(500, 300, 3000, 1000, seed=seed)
     return load_mnist1d_splits(2000, 500, 45000, 5000, seed=seed)
 
 
@@ -104,13 +106,9 @@ class AccuracyAtRounds(keras.callbacks.Callback):
         self.epochs_per_round = epochs_per_round
         self.accuracy = {}
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if batch + 1 < self.params["steps"]:
-            return
-        if (self._epoch + 1) % self.epochs_per_round:
+    def on_epoch_end(self, epoch, logs=None):
+        # Listed before `ActiveDistillation`, so this runs before its round.
+        if (epoch + 1) % self.epochs_per_round:
             return
         x, y = self.test
         logits = self.model.predict(x, batch_size=1024, verbose=0)
@@ -162,12 +160,10 @@ def run_strategy(
 
 
 def plot(curves, teacher_acc, path):
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig = Figure(figsize=(6.5, 4.2))
+    ax = fig.subplots()
     for name, acc in curves.items():
         q = sorted(acc)
         ax.plot(q, [100 * acc[k] for k in q], marker="o", ms=3, label=name)
@@ -183,17 +179,22 @@ def plot(curves, teacher_acc, path):
     print(f"saved {path}")
 
 
-def main(seed=0, budget=6000, queries_per_round=500):
-    splits = load(seed)
+def main(seed=0, budget=6000, queries_per_round=500, quick=False):
+    splits = load(seed, quick)
+    strategies = STRATEGIES
+    teacher_epochs = 60
+    if quick:  # a smoke run: a small pool, budget and teacher, 2 strategies
+        budget, queries_per_round, teacher_epochs = 400, 200, 3
+        strategies = ("uniform", "robust")
     start = time.perf_counter()
-    teacher, teacher_acc = train_teacher(splits, seed)
+    teacher, teacher_acc = train_teacher(splits, seed, epochs=teacher_epochs)
     print(
         "teacher (CNN, 1,000 labels) accuracy: "
         + ", ".join(f"{k} {100 * v:.1f}%" for k, v in teacher_acc.items())
         + f" ({time.perf_counter() - start:.0f} s)"
     )
     curves = {}
-    for strategy in STRATEGIES:
+    for strategy in strategies:
         start = time.perf_counter()
         curves[strategy] = run_strategy(
             strategy, splits, teacher, seed, budget, queries_per_round
@@ -219,4 +220,10 @@ def main(seed=0, budget=6000, queries_per_round=500):
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run, well under 1 min"
+    )
+    main(quick=parser.parse_args().quick)

@@ -254,19 +254,23 @@ def run_comparison(
     return results
 
 
-def main():
+def main(quick=False):
     # Data: 1,000 labels for the teacher, 500 for V, a pool of 46,000
     # unlabeled examples and 5,000 test examples (generated offline by the
-    # `mnist1d` package, cached on disk after the first run).
+    # `mnist1d` package, cached on disk after the first run). `--quick`:
+    # a smoke run on small splits with few epochs (numbers meaningless).
     splits = load_mnist1d_splits(
         num_labeled=1000,
         num_validation=500,
-        num_unlabeled=46000,
-        num_test=5000,
+        num_unlabeled=3000 if quick else 46000,
+        num_test=1000 if quick else 5000,
         seed=0,
     )
     print(f"backend: {keras.backend.backend()}")
-    results = run_comparison(splits, seed=0)
+    epochs = {}
+    if quick:
+        epochs = dict(teacher_epochs=3, student_epochs=1, labels_only_epochs=2)
+    results = run_comparison(splits, seed=0, **epochs)
 
     print("\nstudent test accuracy (teacher CNN on 1,000 labels)")
     labels = {
@@ -304,4 +308,10 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run, well under 1 min"
+    )
+    main(quick=parser.parse_args().quick)
