@@ -210,19 +210,40 @@ def ResNet(
     return keras.Model(inputs, x, name=_backend.scope_safe_name(name))
 
 
-def ResNet20(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=10,
-    classifier_activation="softmax",
-    name="resnet20",
-    laurel=None,
-    laurel_rank=16,
-    width_multiplier=1.0,
-):
+def _named_resnet(name, stack_sizes, filters, block, stem, classes, doc):
+    """A `keras.applications`-style builder of one fixed ResNet."""
+    default_name = name.lower()
+
+    def builder(
+        include_top=True,
+        weights=None,
+        input_tensor=None,
+        input_shape=None,
+        pooling=None,
+        classes=classes,
+        classifier_activation="softmax",
+        name=default_name,
+        laurel=None,
+        laurel_rank=16,
+        width_multiplier=1.0,
+    ):
+        arguments = dict(locals())
+        for key in ("stack_sizes", "filters", "block", "stem", "ResNet"):
+            arguments.pop(key, None)
+        return ResNet(stack_sizes, filters, block, stem, **arguments)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = doc
+    return builder
+
+
+ResNet20 = _named_resnet(
+    "ResNet20",
+    [3, 3, 3],
+    [16, 32, 64],
+    "basic",
+    "cifar",
+    10,
     """CIFAR-style ResNet20 (3 stages of 3 basic blocks, 16/32/64 filters).
 
     See `ResNet` for the arguments. Default input `(32, 32, 3)`; any input
@@ -237,23 +258,17 @@ def ResNet20(
         input_shape=(8, 8, 1), laurel="rw+lr"
     )
     ```
-    """
-    return ResNet([3, 3, 3], [16, 32, 64], "basic", "cifar", **locals())
+""",
+)
 
 
-def ResNet56(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=10,
-    classifier_activation="softmax",
-    name="resnet56",
-    laurel=None,
-    laurel_rank=16,
-    width_multiplier=1.0,
-):
+ResNet56 = _named_resnet(
+    "ResNet56",
+    [9, 9, 9],
+    [16, 32, 64],
+    "basic",
+    "cifar",
+    10,
     """CIFAR-style ResNet56 (3 stages of 9 basic blocks, 16/32/64 filters).
 
     See `ResNet` for the arguments.
@@ -263,25 +278,21 @@ def ResNet56(
     ```python
     import keras_efficient
 
-    model = keras_efficient.applications.ResNet56(laurel="rw")
+    model = keras_efficient.applications.ResNet56(
+        input_shape=(8, 8, 1), laurel="rw", width_multiplier=0.25
+    )
     ```
-    """
-    return ResNet([9, 9, 9], [16, 32, 64], "basic", "cifar", **locals())
+""",
+)
 
 
-def ResNet18(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name="resnet18",
-    laurel=None,
-    laurel_rank=16,
-    width_multiplier=1.0,
-):
+ResNet18 = _named_resnet(
+    "ResNet18",
+    [2, 2, 2, 2],
+    [64, 128, 256, 512],
+    "basic",
+    "imagenet",
+    1000,
     """ImageNet-style ResNet18 (basic blocks [2, 2, 2, 2], 64..512 filters).
 
     See `ResNet` for the arguments. Inputs must be at least 32x32.
@@ -292,28 +303,21 @@ def ResNet18(
     import keras_efficient
 
     model = keras_efficient.applications.ResNet18(
-        input_shape=(64, 64, 3), classes=10, laurel="rw+lr"
+        input_shape=(32, 32, 3), classes=10, laurel="rw+lr",
+        width_multiplier=0.25,
     )
     ```
-    """
-    return ResNet(
-        [2, 2, 2, 2], [64, 128, 256, 512], "basic", "imagenet", **locals()
-    )
+""",
+)
 
 
-def ResNet50(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name="resnet50",
-    laurel=None,
-    laurel_rank=16,
-    width_multiplier=1.0,
-):
+ResNet50 = _named_resnet(
+    "ResNet50",
+    [3, 4, 6, 3],
+    [64, 128, 256, 512],
+    "bottleneck",
+    "imagenet",
+    1000,
     """ImageNet-style ResNet50 (bottleneck blocks [3, 4, 6, 3]).
 
     See `ResNet` for the arguments. Inputs must be at least 32x32.
@@ -324,10 +328,8 @@ def ResNet50(
     import keras_efficient
 
     model = keras_efficient.applications.ResNet50(
-        input_shape=(64, 64, 3), classes=10, laurel="rw"
+        input_shape=(32, 32, 3), classes=10, laurel="rw", width_multiplier=0.25
     )
     ```
-    """
-    return ResNet(
-        [3, 4, 6, 3], [64, 128, 256, 512], "bottleneck", "imagenet", **locals()
-    )
+""",
+)

@@ -63,6 +63,7 @@ _POSITIVE_INTS = (
 )
 
 
+@keras.saving.register_keras_serializable(package="keras_efficient")
 class TransformerLM(keras.Model):
     """Decoder-only Transformer LM with AltUp, Sequence-AltUp and LAuReL.
 
