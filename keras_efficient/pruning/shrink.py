@@ -84,7 +84,7 @@ class Analysis:
 
     def zeros(self):
         """Which channels of every tensor are identically zero."""
-        zero = {r: np.zeros(w, bool) for r, w in zip(self.inputs, [0] * 99)}
+        zero = {}
         for ref in self.inputs:
             zero[ref] = np.zeros(sum(n for _, n in self.layouts[ref]), bool)
         for node in self.nodes:
@@ -214,9 +214,130 @@ def zero_units(model, ratio, importance="l1"):
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     groups = Analysis(copy).unit_groups
+    ratios = _ratios(groups, ratio)
     for group in groups:
-        channels = select_units(group, _ratios(groups, ratio)[group.name],
-                                importance)  # fmt: skip
+        channels = select_units(group, ratios[group.name], importance)
         if len(channels):
             zero_group(group, channels)
     return copy
+
+
+def _keeps(analysis):
+    """Kept channels of each group and kept heads of each attention."""
+    zero = analysis.zeros()
+    keep, heads = {}, {}
+    for group in analysis.unit_groups:
+        if group.analysis is not analysis:
+            continue
+        kept = np.flatnonzero(~removable(group, zero))
+        kept = kept if len(kept) else np.zeros(1, int)
+        if group.node is not None:
+            heads[id(group.node)] = kept
+        else:
+            keep[group.gid] = kept
+    return keep, heads
+
+
+def _shrink_config(analysis):
+    """The edited config of one model and `{id(variable): new value}`."""
+    keep, heads = _keeps(analysis)
+    groups = analysis.groups
+
+    def keep_of(ref):
+        parts, offset = [], 0
+        for gid, size in analysis.layouts[ref]:
+            kept = keep.get(groups.find(gid), np.arange(size))
+            parts.append(kept + offset)
+            offset += size
+        return np.concatenate(parts) if parts else np.zeros(0, int)
+
+    new = {}
+    for node in analysis.nodes:
+        node.config.pop("build_config", None)
+        node_heads = heads.get(id(node))
+        new.update(units.slice_node(node, keep_of, node_heads))
+    for node, inner, child in analysis.children:
+        config, values = _shrink_config(child)
+        new.update(values)
+        _replace_nested(node, inner, config)
+    return analysis.config, new
+
+
+def _replace_nested(node, inner, config):
+    config["name"] = inner.name
+    if node.layer is inner:
+        node.config["config"] = config
+        return
+    for entry in node.config["config"].values():
+        if isinstance(entry, dict) and isinstance(entry.get("config"), dict):
+            if entry["config"].get("name") == inner.name:
+                entry["config"] = config
+                return
+    raise ValueError(
+        f"`shrink` cannot find the config of the nested model "
+        f"{inner.name!r} in the config of layer {node.layer.name!r}."
+    )
+
+
+def shrink(model, ratio=None, importance="l1"):
+    """A new, smaller model without the zeroed units of `model`.
+
+    Removes every output unit (Dense unit, convolution filter, embedding
+    dimension, attention head) that is zero in every tensor of its group,
+    together with the matching batch-norm channels, depthwise channels,
+    LAuReL projection rows / columns and the input rows of every consumer.
+    Coupled channels (residual `Add`, `Concatenate`, `LaurelResidual`, ...)
+    are found by walking the functional graph and removed as one group.
+    The model's inputs, outputs and channels normalised by a
+    `LayerNormalization` / `RMSNormalization` are kept whole (removing a
+    channel would change the normalisation statistics). Layers holding a
+    nested Keras model (e.g. a Transformer block's feed-forward network)
+    are shrunk inside. A LAuReL rank above the new width is folded
+    exactly into a smaller rank.
+
+    The smaller model computes what `model` computes (up to float
+    rounding). With `ratio`, the units are first selected and zeroed by
+    `zero_units(model, ratio, importance)`. The argument is never changed.
+
+    Args:
+        model: a functional or Sequential `keras.Model` (a subclass built
+            with the functional API, like `TransformerLM`, comes back as a
+            plain functional model).
+        ratio: `None` (remove the units that are already zero), a fraction
+            in `[0, 1)` for every group, or `{group name: fraction}` (e.g.
+            from `sparsity_policy`).
+        importance: how `ratio` selects units: `"l1"`, `"l2"`, `"bn_scale"`.
+
+    Returns:
+        A new, uncompiled `keras.Model`.
+
+    Example:
+
+    ```python
+    import keras
+    import numpy as np
+    from keras_efficient.pruning.shrink import shrink
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(16, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    small = shrink(model, ratio=0.5)
+    assert small.get_layer("conv").filters == 8
+    ```
+    """
+    check_instance("model", model, keras.Model, "a keras.Model")
+    check_choice("importance", importance, IMPORTANCES)
+    if ratio is not None:
+        model = zero_units(model, ratio, importance)
+    analysis = Analysis(model)
+    config, new = _shrink_config(analysis)
+    config["name"] = model.name
+    cls = keras.Sequential if analysis.sequential else keras.Model
+    small = cls.from_config(config)
+    for layer in model.layers:
+        if layer.weights:
+            values = [new.get(id(v), units.value(v)) for v in layer.weights]
+            small.get_layer(layer.name).set_weights(values)
+    return small

@@ -20,7 +20,7 @@ def value(variable):
 
 
 def _maps_zero_to_zero(fn):
-    out = keras.ops.convert_to_numpy(fn(keras.ops.zeros((1, 1))))
+    out = keras.ops.convert_to_numpy(fn(keras.ops.zeros((1, 2))))
     return bool(np.all(np.asarray(out) == 0))
 
 
@@ -104,7 +104,9 @@ def _laurel_up_kernels(layer):
     if not isinstance(layer, LaurelResidual):
         return []
     ups = list(getattr(layer, "pa_kernels_b", []))
-    return ups + [layer.lr_kernel_b] * hasattr(layer, "lr_kernel_b")
+    if hasattr(layer, "lr_kernel_b"):
+        ups.append(layer.lr_kernel_b)
+    return ups
 
 
 def scores(node, importance):
