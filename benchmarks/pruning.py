@@ -4,8 +4,9 @@ A Conv1D network on MNIST-1D (4,000 / 1,000 split, offline) is trained
 dense, then fine-tuned from the dense weights for the same number of steps
 (same data order and seed) under each schedule and target sparsity:
 
-- `one-shot`: `ConstantSparsity(s, begin_step=0, end_step=0)`, pruned once
-  at the start of fine-tuning, then retrained;
+- `one-shot`: `ConstantSparsity(s, begin_step=1, end_step=1)`, pruned once
+  before the first fine-tuning batch (tfmot steps: batch i runs at
+  step i + 1), then retrained;
 - `polynomial`: `PolynomialDecay(0, s, 0, prune_steps, frequency)`;
 - `iterative`: `IterativePruning.geometric(s, prune_fraction=0.4)` cycles
   spread evenly over the same `prune_steps`, then retrained.
@@ -20,20 +21,17 @@ Figures: test accuracy (mean and std over seeds), per-seed accuracy drop to
 dense in points, iterative minus one-shot at 95%.
 
 Step time, in one process (`jit_compile=True` on JAX and TensorFlow):
-
-- steady state: `compare_step_times` of the network with and without the
-  callback between pruning events (masks enforced by the constraint inside
-  the compiled step; interleaved rounds, median of per-round ratios);
-- amortised: wall time of a whole fine-tuning `fit` (compile included) with
-  the callback over the same `fit` without it, for the polynomial and
-  iterative schedules above and for tfmot's default pruning frequency
-  (100 steps); on JAX this includes the retraces on pruning steps that
-  change a mask (counted).
+`compare_step_times` of the network with and without the callback,
+`ConstantSparsity(0.9, 0, frequency=f)` for f = 1 (masks recomputed inside
+the compiled step at every step) and f = 100 (tfmot's default), interleaved
+A/B rounds, median and spread of the per-round ratios; the train-step
+compilations during the timed rounds are counted (0 expected).
 
     KERAS_BACKEND=jax python benchmarks/pruning.py [--quick] [--seeds N]
         [--timing-only]
 """
 
+import logging
 import os
 import sys
 import time
@@ -86,9 +84,9 @@ def n_m_targets(layer):
 
 def make_callback(schedule, sparsity, prune_steps, frequency):
     if schedule == "one-shot":
-        return MagnitudePruning(ConstantSparsity(sparsity, 0, 0), scope=SCOPE)
+        return MagnitudePruning(ConstantSparsity(sparsity, 1, 1), scope=SCOPE)
     if schedule == "one-shot-layer":
-        return MagnitudePruning(ConstantSparsity(sparsity, 0, 0), scope="layer")
+        return MagnitudePruning(ConstantSparsity(sparsity, 1, 1), scope="layer")
     if schedule == "polynomial":
         return MagnitudePruning(
             PolynomialDecay(0.0, sparsity, 0, prune_steps, frequency=frequency),
@@ -102,7 +100,7 @@ def make_callback(schedule, sparsity, prune_steps, frequency):
         )
     if schedule == "2:4":
         return MagnitudePruning(
-            ConstantSparsity(0.5, 0, 0), n_m=(2, 4), targets=n_m_targets
+            ConstantSparsity(0.5, 1, 1), n_m=(2, 4), targets=n_m_targets
         )
     raise ValueError(schedule)
 
@@ -145,85 +143,94 @@ def timed_fit(model, callback, x, y, epochs):
     return time.perf_counter() - start
 
 
+class _CompileCounter:
+    """Train-step compilations: XLA compiles of `train_step` on JAX, and
+    rebuilds of `model.train_function` on every backend."""
+
+    def __init__(self, models):
+        self.models = models
+        self.jax_compiles = 0
+        self.functions = {}
+
+    def __enter__(self):
+        self.functions = {k: m.train_function for k, m in self.models.items()}
+        if keras.backend.backend() == "jax":
+            import jax
+
+            counter = self
+
+            class Handler(logging.Handler):
+                def emit(self, record):
+                    if "Compiling jit(train_step)" in record.getMessage():
+                        counter.jax_compiles += 1
+
+            self.handler = Handler()
+            logging.getLogger("jax").addHandler(self.handler)
+            jax.config.update("jax_log_compiles", True)
+        return self
+
+    def __exit__(self, *exc):
+        if keras.backend.backend() == "jax":
+            import jax
+
+            jax.config.update("jax_log_compiles", False)
+            logging.getLogger("jax").removeHandler(self.handler)
+        self.rebuilds = sum(
+            m.train_function is not self.functions[k]
+            for k, m in self.models.items()
+        )
+
+
+def _with_callback(model, callback):
+    fit = model.fit
+    model.fit = lambda *a, **k: fit(*a, **{**k, "callbacks": [callback]})
+    return model
+
+
 def timing(data, quick, prune_steps, frequency, ft_epochs):
     (x, y), _ = data
     steps = 10 if quick else 40
-    repeats = 3 if quick else 7
+    repeats = 3 if quick else 9
     figures, extra = [], {}
 
-    # Steady state: masks attached and enforced, no pruning event in the
-    # timed epochs (one-shot prunes at step 0, during warm-up).
-    models = {
-        "off": compile_(make_model(0), 1e-3),
-        "on": compile_(make_model(0), 1e-3),
-    }
-    cb = MagnitudePruning(ConstantSparsity(0.9, 0, 0), scope=SCOPE)
-
-    on = models["on"]
-    fit = on.fit
-    on.fit = lambda *a, **k: fit(*a, **{**k, "callbacks": [cb]})
-    res = compare_step_times(
-        models, x, y, BATCH, steps=steps, repeats=repeats, baseline="off"
-    )
-    on.fit = fit
-    figures.append(
-        figure(
-            "step_time_ratio/steady_state",
-            median(res["on"]["ratios"]),
-            target=("<=", 1.05),
-            unit="x",
-            note=(
-                f"callback on/off, {steps}-step epochs between pruning "
-                f"events, median of {repeats} interleaved rounds; "
-                f"retraces in timed rounds: {cb.retraces - 1}"
-            ),
+    # Pruned fit vs plain fit, interleaved A/B rounds in one process, masks
+    # recomputed in the compiled step every step (frequency 1) or every 100.
+    models = {"off": compile_(make_model(0), 1e-3)}
+    for f in (1, 100):
+        cb = MagnitudePruning(ConstantSparsity(0.9, 0, frequency=f))
+        models[f"frequency_{f}"] = _with_callback(
+            compile_(make_model(0), 1e-3), cb
         )
-    )
-    extra["steady_state"] = {k: v["step_seconds"] for k, v in res.items()}
-
-    # Amortised: whole fine-tuning fits, compile and retraces included.
-    epochs = ft_epochs
-    cases = {
-        "polynomial": lambda: make_callback(
-            "polynomial", 0.9, prune_steps, frequency
-        ),
-        "iterative": lambda: make_callback(
-            "iterative", 0.9, prune_steps, frequency
-        ),
-        "tfmot_default_frequency": lambda: MagnitudePruning(
-            PolynomialDecay(0.0, 0.9, 0, prune_steps, frequency=100),
-            scope=SCOPE,
-        ),
-    }
-    n_steps = epochs * (len(x) // BATCH)
-    amort = {name: [] for name in cases}
-    secs = {name: [] for name in ["off", *cases]}
-    retraces = {}
-    for _ in range(2 if quick else 3):
-        off = timed_fit(compile_(make_model(0), 1e-3), None, x, y, epochs)
-        secs["off"].append(off)
-        for name, make in cases.items():
-            cbk = make()
-            t = timed_fit(compile_(make_model(0), 1e-3), cbk, x, y, epochs)
-            secs[name].append(t)
-            amort[name].append(t / off)
-            retraces[name] = cbk.retraces
-    for name in cases:
+    for name in models:  # warm-up: compile outside the counted rounds
+        models[name].fit(
+            x[: BATCH * 2], y[: BATCH * 2], batch_size=BATCH, verbose=0
+        )
+    with _CompileCounter(models) as counted:
+        res = compare_step_times(
+            models, x, y, BATCH, steps=steps, repeats=repeats, baseline="off"
+        )
+    for f in (1, 100):
+        ratios = res[f"frequency_{f}"]["ratios"]
         figures.append(
             figure(
-                f"step_time_ratio/amortised/{name}",
-                median(amort[name]),
-                target=("<=", 1.05),
+                f"step_time_ratio/frequency_{f}",
+                median(ratios),
+                target=("<=", 1.03),
                 unit="x",
                 note=(
-                    f"whole {n_steps}-step fit incl. compile, on/off, median "
-                    f"of interleaved repeats; train-function builds with "
-                    f"the callback: {retraces[name]}"
+                    f"pruned/plain fit, {steps}-step epochs, median of "
+                    f"{repeats} interleaved rounds (min {min(ratios):.3f}, "
+                    f"max {max(ratios):.3f}); train-step compiles while "
+                    f"timing: {counted.jax_compiles} (JAX), train-function "
+                    f"rebuilds: {counted.rebuilds}"
                 ),
             )
         )
-    extra["amortised_fit_seconds"] = secs
-    extra["retraces"] = retraces
+    extra["step_seconds"] = {k: v["step_seconds"] for k, v in res.items()}
+    extra["compiles_while_timing"] = {
+        "jax_train_step_compiles": counted.jax_compiles,
+        "train_function_rebuilds": counted.rebuilds,
+    }
     return figures, extra
 
 
@@ -237,6 +244,14 @@ def main():
         ),
     )
     quick = args.quick
+    if args.timing_only and not args.output:
+        name = f"pruning.timing.{keras.backend.backend()}"
+        name += ".quick" if quick else ""
+        args.output = os.path.join(
+            os.path.dirname(os.path.abspath(__file__)),
+            "results",
+            name + ".json",
+        )
     seeds = args.seeds or (1 if quick else 3)
     dense_epochs = 4 if quick else 15
     ft_epochs = 2 if quick else 8

@@ -98,7 +98,7 @@ def main():
     for s in sparsities:
         one = finetune(
             dense,
-            MagnitudePruning(ConstantSparsity(s, 0, 0), scope="global"),
+            MagnitudePruning(ConstantSparsity(s, 1, 1), scope="global"),
             data,
             fe,
         )
@@ -135,7 +135,7 @@ def main():
     nm = finetune(
         dense,
         MagnitudePruning(
-            ConstantSparsity(0.5, 0, 0),
+            ConstantSparsity(0.5, 1, 1),
             n_m=(2, 4),
             targets=lambda layer: np.prod(layer.kernel.shape[:-1]) % 4 == 0,
         ),
