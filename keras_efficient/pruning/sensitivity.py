@@ -1,0 +1,262 @@
+"""Sensitivity analysis: prune one group at a time, see what it costs.
+
+Each layer (or coupled channel group, see `shrink.find_groups`) is pruned
+alone at each sparsity, the model is evaluated on the user's validation
+data and the weights are restored. The table tells which layers tolerate
+pruning; `sparsity_policy` turns it into per-layer sparsities.
+"""
+
+import keras
+import numpy as np
+
+from keras_efficient._validation import check_choice
+from keras_efficient._validation import check_fraction
+from keras_efficient._validation import check_instance
+from keras_efficient._validation import check_int
+from keras_efficient._validation import check_positive_int
+from keras_efficient._validation import fail
+from keras_efficient.pruning import shrink as shrink_lib
+from keras_efficient.pruning import units
+from keras_efficient.pruning.cost import layer_flops
+from keras_efficient.pruning.masks import compute_masks
+from keras_efficient.pruning.masks import keep_count
+
+STRUCTURES = ("filter", "unstructured")
+COLUMNS = ("layer", "sparsity", "metric", "drop", "params", "flops")
+
+
+class SensitivityTable(dict):
+    """Columns `layer, sparsity, metric, drop, params, flops` (lists of
+    equal length; `pandas.DataFrame(table)` reads it as is), plus
+    `base_metric`, `total_params` and `total_flops` of the dense model.
+    `params` / `flops` are what removing that fraction of the group's
+    units saves (first-order: coupled groups are counted independently)."""
+
+    def __init__(self, base_metric, total_params, total_flops):
+        super().__init__({c: [] for c in COLUMNS})
+        self.base_metric = base_metric
+        self.total_params = total_params
+        self.total_flops = total_flops
+
+    def rows(self):
+        """The table as a list of dicts, one per (layer, sparsity)."""
+        return [dict(zip(self, values)) for values in zip(*self.values())]
+
+
+def _share(layer, rows):
+    """(params, flops) per unit of a kernel axis of size `rows`."""
+    params = sum(int(np.prod(w.shape)) for w in layer.weights)
+    return params / rows, layer_flops(layer) / rows
+
+
+def unit_costs(group):
+    """Parameters and FLOPs (per example) one unit of `group` costs."""
+    if group.node is not None:
+        layer = group.node.layer
+        return _share(layer, group.size)
+    params = flops = 0.0
+    roots = group.analysis.groups
+    for node in group.analysis.nodes:
+        layer = node.layer
+        produced = any(n is node for n, _ in group.members)
+        if produced and node.kind in ("producer", "attention"):
+            p, f = _share(layer, layer.output.shape[-1])
+        elif produced and layer.weights:
+            p, f = _share(layer, layer.output.shape[-1])
+        else:
+            count = sum(
+                size
+                for layout in node.in_layouts
+                for gid, size in layout
+                if roots.find(gid) == group.gid
+            )
+            if not count or not layer.weights or node.kind == "merge":
+                continue
+            width = sum(n for layout in node.in_layouts for _, n in layout)
+            p, f = _share(layer, width)
+            p, f = p * count / group.size, f * count / group.size
+        params, flops = params + p, flops + f
+    return params, flops
+
+
+def _evaluate(model, x, y, metric, batch_size):
+    y_pred = model.predict(x, batch_size=batch_size, verbose=0)
+    if metric == "accuracy":
+        y_true = np.asarray(y)
+        if y_true.ndim == y_pred.ndim and y_true.shape[-1] > 1:
+            y_true = y_true.argmax(-1)
+        return float(np.mean(y_pred.argmax(-1) == y_true.reshape(-1)))
+    if isinstance(metric, keras.metrics.Metric):
+        metric.reset_state()
+        metric.update_state(y, y_pred)
+        return float(keras.ops.convert_to_numpy(metric.result()))
+    return float(metric(y, y_pred))
+
+
+def _variables(group):
+    layers = [node.layer for node, _ in group.members]
+    if group.node is not None:
+        layers = [group.node.layer]
+    return [v for layer in layers for v in layer.weights]
+
+
+def _prune(group, sparsity, structure, importance):
+    if structure == "filter":
+        shrink_lib.zero_group(
+            group, shrink_lib.select_units(group, sparsity, importance)
+        )
+        return
+    layers = [n.layer for n, _ in group.members if n.kind == "producer"]
+    if group.node is not None:
+        layers = [group.node.layer.output_dense]
+    for layer in layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:  # separable convolution, embedding
+            kernel = units._out_kernel(layer)[0]
+        mask = compute_masks([units.value(kernel)], sparsity, "unstructured")
+        kernel.assign(units.value(kernel) * mask[0])
+
+
+def _check(sparsities, metric, structure, verbose):
+    if isinstance(sparsities, (int, float)) or not len(sparsities):
+        fail("sparsities", "a non-empty list of fractions in [0, 1)",
+             sparsities)  # fmt: skip
+    sparsities = sorted(check_fraction("sparsities", s) for s in sparsities)
+    if (
+        metric != "accuracy"
+        and not callable(metric)
+        and not isinstance(metric, keras.metrics.Metric)
+    ):
+        fail("metric", '"accuracy", a keras.metrics.Metric or a callable',
+             metric)  # fmt: skip
+    check_choice("structure", structure, STRUCTURES)
+    check_int("verbose", verbose, 0, 2)
+    return sparsities
+
+
+def sensitivity_analysis(
+    model,
+    x_val,
+    y_val,
+    sparsities=(0.25, 0.5, 0.75),
+    groups=None,
+    metric="accuracy",
+    structure="filter",
+    importance="l1",
+    batch_size=256,
+    verbose=1,
+):
+    """Prune each layer (coupled group) alone and measure the metric drop.
+
+    For every group of `find_groups(model)` and every sparsity, the group
+    is pruned in place (`"filter"`: its least important units zeroed as
+    `zero_units` would; `"unstructured"`: the smallest weights of its
+    kernels), the model is evaluated on `(x_val, y_val)` and the weights
+    are restored, so `model` ends as it began.
+
+    Args:
+        model: a functional or Sequential `keras.Model`.
+        x_val, y_val: validation data (NumPy arrays).
+        sparsities: fractions of units (weights) to prune.
+        groups: names of the groups to analyse (default: all).
+        metric: `"accuracy"` (top-1; integer or one-hot labels), a
+            `keras.metrics.Metric`, or a callable `(y_true, y_pred) ->
+            float`; higher is better, `drop = base - metric`.
+        structure: `"filter"` or `"unstructured"`.
+        importance: unit importance for `"filter"` (`"l1"`, `"l2"`,
+            `"bn_scale"`).
+        batch_size: prediction batch size.
+        verbose: 0 (silent), 1 (progress bar) or 2 (one line at the end).
+
+    Returns:
+        A `SensitivityTable` (columns `layer`, `sparsity`, `metric`,
+        `drop`, `params`, `flops`).
+
+    Example:
+
+    ```python
+    import keras
+    import numpy as np
+    from keras_efficient.pruning.sensitivity import sensitivity_analysis
+
+    inputs = keras.Input((8,))
+    x = keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    x_val, y_val = np.random.rand(32, 8), np.random.randint(0, 3, 32)
+    table = sensitivity_analysis(model, x_val, y_val, verbose=0)
+    assert table["layer"] == ["hidden"] * 3
+    ```
+    """
+    check_instance("model", model, keras.Model, "a keras.Model")
+    sparsities = _check(sparsities, metric, structure, verbose)
+    batch_size = check_positive_int("batch_size", batch_size)
+    check_choice("importance", importance, shrink_lib.IMPORTANCES)
+    found = shrink_lib.Analysis(model).unit_groups
+    if groups is not None:
+        names = [g.name for g in found]
+        for name in groups:
+            check_choice("groups", name, names)
+        found = [g for g in found if g.name in set(groups)]
+    base = _evaluate(model, x_val, y_val, metric, batch_size)
+    total_flops = sum(layer_flops(layer) for layer in model.layers)
+    table = SensitivityTable(base, int(model.count_params()), total_flops)
+    bar = keras.utils.Progbar(len(found) * len(sparsities), verbose=verbose)
+    for group in found:
+        saved = [(v, units.value(v)) for v in _variables(group)]
+        per_params, per_flops = unit_costs(group)
+        for s in sparsities:
+            _prune(group, s, structure, importance)
+            value = _evaluate(model, x_val, y_val, metric, batch_size)
+            for v, w in saved:
+                v.assign(w)
+            removed = group.size - keep_count(group.size, s)
+            if structure == "unstructured":
+                removed = s * group.size
+            row = (group.name, s, value, base - value, removed * per_params,
+                   removed * per_flops)  # fmt: skip
+            for column, entry in zip(COLUMNS, row):
+                table[column].append(entry)
+            bar.add(1)
+    return table
+
+
+def plot_sensitivity(table, path=None):
+    """Metric drop against sparsity, one line per layer / group.
+
+    Builds a `matplotlib.figure.Figure` (no pyplot state, no backend
+    switch) and saves it to `path` if given.
+
+    Returns:
+        The `Figure`.
+
+    Example:
+
+    ```python
+    from keras_efficient.pruning.sensitivity import SensitivityTable
+    from keras_efficient.pruning.sensitivity import plot_sensitivity
+
+    table = SensitivityTable(0.9, 100, 1000)
+    for s, drop in ((0.25, 0.0), (0.5, 0.1)):
+        for column, v in zip(table, ("dense", s, 0.9 - drop, drop, 1, 1)):
+            table[column].append(v)
+    figure = plot_sensitivity(table)
+    ```
+    """
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.5))
+    ax = figure.add_subplot()
+    for name in dict.fromkeys(table["layer"]):
+        rows = [r for r in table.rows() if r["layer"] == name]
+        sparsity = [0.0] + [r["sparsity"] for r in rows]
+        drop = [0.0] + [r["drop"] for r in rows]
+        ax.plot(sparsity, drop, marker="o", label=name)
+    ax.set_xlabel("sparsity of the layer / group alone")
+    ax.set_ylabel("metric drop (base - pruned)")
+    ax.set_title(f"Pruning sensitivity (base metric {table.base_metric:.4f})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(path, dpi=120)
+    return figure
