@@ -35,10 +35,20 @@ def prunable_weights(layer):
     return [w for w in found if isinstance(w, keras.Variable)]
 
 
+def _attributes(layer):
+    items = list(vars(layer).items())
+    # On PyTorch, layers are `torch.nn.Module`s that keep their sublayers
+    # out of `__dict__`; `named_children` is the public way to them.
+    named_children = getattr(layer, "named_children", None)
+    if callable(named_children):
+        items += list(named_children())
+    return items
+
+
 def _children(layer):
     if isinstance(layer, keras.Model):
         yield from layer.layers
-    for name, value in vars(layer).items():
+    for name, value in _attributes(layer):
         if name.startswith("_"):
             continue
         if isinstance(value, dict):
