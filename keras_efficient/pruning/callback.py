@@ -47,11 +47,22 @@ class MagnitudePruning(keras.callbacks.Callback):
     On each pruning step of `schedule` the callback recomputes a 0/1 mask per
     target kernel, keeping the `k = max(round(n * (1 - s)), 1)` units with the
     largest magnitude (per layer or globally across targets), and zeroes the
-    rest. The mask lives in a non-trainable `keras.Variable` and is attached to
-    the kernel as a variable constraint `w * mask`, which Keras optimizers
-    apply after every update inside the compiled train step: pruned weights
-    stay exactly zero under any optimizer (momentum, Adam) with no Python work
-    per batch. Masks are recomputed only on pruning steps.
+    rest. The masks, the pruning step and the target sparsity are optimizer
+    variables (tracked: in the JAX train state, saved by `save_weights` and
+    so restored by `BackupAndRestore`). Each kernel gets a constraint
+    `w -> w * mask`, which Keras optimizers apply after every update inside
+    the compiled train step; the first kernel's constraint also recomputes
+    all masks there with `keras.ops` when the schedule says so. Changing a
+    mask never retraces the step, and the callback has no batch hooks, so
+    Keras keeps dispatching batches asynchronously.
+
+    Steps follow tfmot: batch `i` (0-based) runs at step `s = i + 1`, e.g.
+    `ConstantSparsity(0.5, begin_step=0, frequency=4)` prunes at batches 3,
+    7, 11, ...; `begin_step=1, end_step=1` prunes once, before the first
+    batch. The masks of a batch are computed from the kernels after the
+    previous batch's update (the first batch's masks in NumPy, in
+    `on_train_begin`), and the step is `optimizer.iterations`, so a resumed
+    run continues the schedule exactly.
 
     Structures (the pruned "unit"; kernels are viewed as `(inputs, outputs)`,
     the last axis being the output axis):
@@ -65,28 +76,18 @@ class MagnitudePruning(keras.callbacks.Callback):
       to apply it (any step with target sparsity > 0).
     - `"filter"`: whole output channels, scored by their L1 norm.
 
-    Passing `block=` or `n_m=` alone selects that structure.
-
-    The step is `optimizer.iterations` at the start of `fit`, so a run resumed
-    by `keras.callbacks.BackupAndRestore` (which restores weights and
-    optimizer) continues the schedule; masks are rebuilt from the restored
-    kernels' zeros. The epoch logs get `pruning_target_sparsity` and
-    `pruning_sparsity` (achieved over the targets).
-
-    TensorFlow and PyTorch read the mask variables at every step. JAX bakes
-    the masks into the jitted train step, so there the train function is
-    rebuilt (retraced and recompiled) on a pruning step only when a mask
-    actually changed; `retraces` counts the rebuilds (one more per `fit`
-    that first attaches the masks, on every backend).
+    Passing `block=` or `n_m=` alone selects that structure. The epoch logs
+    get `pruning_target_sparsity`, `pruning_sparsity` (achieved over the
+    targets) and `pruning_sparsity/<variable.path>` per target.
 
     Args:
         schedule: a `PruningSchedule` (`ConstantSparsity`, `PolynomialDecay`,
             `IterativePruning`).
         targets: None (kernels of Dense, EinsumDense, Conv1D/2D/3D layers,
-            nested ones included, and this package's projections:
-            `LaurelResidual`'s low-rank kernels, `MixtureOfExperts`' expert
-            kernels, `AltUpReadout`'s kernel), a callable `layer -> bool`,
-            or a list of layer names.
+            nested ones included, and the variables of every layer that
+            defines `get_prunable_weights()`, as `LaurelResidual`,
+            `MixtureOfExperts` and `AltUpReadout` do), a callable
+            `layer -> bool`, or a list of layer names.
         scope: `"layer"` (each kernel at the target sparsity) or `"global"`
             (one magnitude threshold across all targets).
         structure: `"unstructured"`, `"block"`, `"n_m"` or `"filter"`.
@@ -107,7 +108,7 @@ class MagnitudePruning(keras.callbacks.Callback):
     model.compile("adam", "mse")
     x, y = np.random.rand(64, 16), np.random.rand(64, 2)
     model.fit(x, y, epochs=2, verbose=0, callbacks=[
-        MagnitudePruning(ConstantSparsity(0.8, begin_step=0, frequency=2))])
+        MagnitudePruning(ConstantSparsity(0.8, begin_step=1, frequency=2))])
     deployable = strip_pruning(model)
     ```
     """
