@@ -126,7 +126,12 @@ def _as_refs(spec):
 
 
 def read_graph(model):
-    """`(config, nodes, input refs, output refs, is_sequential)`."""
+    """`(config, nodes, input refs, output refs, is_sequential)`.
+
+    A functional model is read from the config of
+    `keras.Model(model.input, model.output)` (the same layers, as a plain
+    functional model, so subclasses like `TransformerLM` work too).
+    """
     if isinstance(model, keras.Sequential):
         config = model.get_config()
         nodes, previous = [], ("__input__", 0, 0)
@@ -143,7 +148,7 @@ def read_graph(model):
             "`shrink` needs a functional or Sequential model with known "
             f"inputs. Received: model={model.name!r} without inputs."
         )
-    config = keras.Model(model.inputs, model.outputs).get_config()
+    config = keras.Model(model.input, model.output).get_config()
     nodes = []
     for layer_config in config["layers"]:
         inbound = layer_config.get("inbound_nodes") or []
