@@ -48,10 +48,9 @@ class CausalSelfAttention(keras.layers.Layer):
 
     Example:
 
-    >>> import numpy as np
+    >>> from keras import ops
     >>> from keras_efficient.applications.blocks import CausalSelfAttention
-    >>> attention = CausalSelfAttention(32, num_heads=4)
-    >>> attention(np.ones((2, 8, 32), "float32")).shape
+    >>> CausalSelfAttention(32, num_heads=4)(ops.ones((2, 8, 32))).shape
     (2, 8, 32)
     """
 

@@ -107,11 +107,9 @@ class AltUp(LayerWrapper):
 
     Example:
 
-    >>> import keras
-    >>> import numpy as np
+    >>> import keras, numpy as np
     >>> from keras_efficient.layers import AltUp
-    >>> block = keras.layers.Dense(16)
-    >>> altup = AltUp(block, num_blocks=2, active_block=1)
+    >>> altup = AltUp(keras.layers.Dense(16), num_blocks=2, active_block=1)
     >>> altup(np.ones((4, 10, 2, 16), "float32")).shape
     (4, 10, 2, 16)
     """

@@ -98,17 +98,8 @@ def expert_mlp(
     num_experts = kernel_in.shape[0]
     out_dim = kernel_out.shape[-1]
     if implementation == "ragged":
-        return _expert_mlp_ragged(
-            x,
-            token,
-            expert,
-            keep,
-            kernel_in,
-            bias_in,
-            kernel_out,
-            bias_out,
-            activation,
-        )
+        weights = (kernel_in, bias_in, kernel_out, bias_out)
+        return _expert_mlp_ragged(x, token, expert, keep, weights, activation)
     dim = ops.shape(x)[-1]
     slots = num_experts * capacity
     slot = ops.where(keep, expert * capacity + position, slots)
@@ -131,20 +122,11 @@ def expert_mlp(
     return ops.take(out, slot, axis=0)
 
 
-def _expert_mlp_ragged(
-    x,
-    token,
-    expert,
-    keep,
-    kernel_in,
-    bias_in,
-    kernel_out,
-    bias_out,
-    activation,
-):
+def _expert_mlp_ragged(x, token, expert, keep, weights, activation):
     import jax
     import jax.numpy as jnp
 
+    kernel_in, bias_in, kernel_out, bias_out = weights
     num_experts = kernel_in.shape[0]
     token, expert, keep = (jnp.asarray(a) for a in (token, expert, keep))
     # Dropped assignments sort after every expert's group and are masked.
