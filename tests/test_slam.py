@@ -27,13 +27,40 @@ def _softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
-def _ref(t, s, alpha, k, normalize=False, hard=False, eps=1e-7):
+def _khot(t, k):
+    """Exactly k per row, ties to the lowest class index (NumPy)."""
+    order = np.argsort(-t, axis=-1, kind="stable")
+    out = np.zeros(t.shape, bool)
+    for i, kk in enumerate(np.broadcast_to(k, (len(t),))):
+        out[i, order[i, :kk]] = True
+    return out
+
+
+def _example_k(est, t, coverage=0.95):
+    """The paper's k(x) as we estimate it: per-example top-k accuracy."""
+    m = np.sort(t, -1)[:, -1] - np.sort(t, -1)[:, -2]
+    kmax = min(t.shape[1], len(est.topk_knots) + 1)
+    best = np.zeros(len(t))
+    k = np.full(len(t), 2)
+    for kk in range(2, kmax):
+        xs, ys = est.topk_knots[kk - 2]
+        best = np.maximum(best, np.interp(m, xs, ys))
+        k += best < coverage
+    return k
+
+
+def _ref(t, s, alpha, k, normalize=False, hard=False, min_alpha=None):
+    """SLaM's formula in float64 linear space (no clip)."""
     f = _softmax(s.astype("float64"))
-    kth = np.sort(t, -1)[:, -k][:, None]
-    topk = (t >= kth).astype("float64")
-    norm = (k - 1) if normalize else 1
-    a = alpha[:, None]
-    mix = np.clip(a * f + (1 - a) * (1 - f) * topk / norm, eps, 1)
+    k = np.broadcast_to(np.asarray(k), (len(t),))
+    topk = _khot(t, k).astype("float64")
+    norm = (k - 1)[:, None] if normalize else 1.0
+    bound = 1.0 / k if normalize else np.full(len(t), 0.5)
+    floor = bound + (0.05 if min_alpha is None else 1e-3)
+    if min_alpha is not None:
+        floor = np.maximum(floor, min_alpha)
+    a = np.maximum(alpha, np.minimum(floor, 1.0))[:, None]
+    mix = a * f + (1 - a) * (1 - f) * topk / norm
     target = np.eye(t.shape[1])[t.argmax(-1)] if hard else t
     return -(target * np.log(mix)).sum(-1)
 
@@ -69,7 +96,7 @@ def test_matches_numpy_reference(k, normalize, target):
     loss = SLaMLoss(
         est, k=k, normalize=normalize, target=target, reduction="none"
     )
-    kk = loss.resolved_k(5)
+    kk = _example_k(est, t) if k is None else k
     alpha = est.predict_numpy(t)
     ref = _ref(t, s, alpha, kk, normalize, target == "hard")
     np.testing.assert_allclose(to_numpy(loss(t, s)), ref, rtol=1e-4, atol=1e-5)
@@ -79,7 +106,7 @@ def test_default_no_arguments():
     t, s = _data()
     loss = SLaMLoss(reduction="none")
     assert loss.resolved_k(5) == 2
-    ref = _ref(t, s, t.max(-1), 2)
+    ref = _ref(t, s, t.max(-1).astype("float64"), 2)
     np.testing.assert_allclose(to_numpy(loss(t, s)), ref, rtol=1e-4, atol=1e-5)
 
 
@@ -108,9 +135,97 @@ def test_harness():
 def test_errors():
     with pytest.raises(ValueError, match="`k`"):
         SLaMLoss(k=1)
+    with pytest.raises(ValueError, match="`k`"):
+        SLaMLoss(k="local")
     with pytest.raises(ValueError, match="coverage"):
         SLaMLoss(coverage=0.0)
     with pytest.raises(ValueError, match="target"):
         SLaMLoss(target="medium")
     with pytest.raises(ValueError, match="teacher_accuracy"):
         SLaMLoss(teacher_accuracy=0.9)
+
+
+def test_per_example_k_varies_and_matches_reference():
+    rng = np.random.default_rng(5)
+    c = 8
+    p = rng.dirichlet(np.ones(c) * 0.3, size=600)
+    order = np.argsort(-p, -1)
+    m = np.sort(p, -1)[:, -1] - np.sort(p, -1)[:, -2]
+    # Wrong labels: the runner-up on confident rows, anything on the rest.
+    wrong = np.where(m > np.median(m), order[:, 1], rng.integers(0, c, 600))
+    y = np.where(rng.random(600) < 0.6, order[:, 0], wrong)
+    est = TeacherAccuracy().fit(p, y)
+    t = rng.dirichlet(np.ones(c) * 0.3, size=64).astype("float32")
+    s = rng.normal(size=(64, c)).astype("float32")
+    loss = SLaMLoss(est, reduction="none")
+    k = to_numpy(loss.example_k(keras.ops.convert_to_tensor(t)))
+    np.testing.assert_array_equal(k, _example_k(est, t))
+    assert len(np.unique(k)) > 1  # k(x), not one global k
+    ref = _ref(t, s, est.predict_numpy(t), k)
+    np.testing.assert_allclose(to_numpy(loss(t, s)), ref, rtol=1e-4, atol=1e-5)
+    glob = SLaMLoss(est, k="global", reduction="none")
+    ref = _ref(t, s, est.predict_numpy(t), glob.resolved_k(c))
+    np.testing.assert_allclose(to_numpy(glob(t, s)), ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_alpha_floor_keeps_gradient_towards_teacher(normalize):
+    # alpha = 0.3 (a poor teacher): below the bound the loss would push the
+    # student away from the teacher's label; the floor keeps it towards.
+    t = np.array([[0.05, 0.6, 0.35]], "float32")
+    est = TeacherAccuracy(knots_x=[0.0, 1.0], knots_y=[0.3, 0.3])
+    loss = SLaMLoss(est, k=2, normalize=normalize, target="hard")
+    s = np.zeros((1, 3), "float32")
+    eps = 1e-3
+    up = s.copy()
+    up[0, 1] += eps
+    d = (to_numpy(loss(t, up)) - to_numpy(loss(t, s))) / eps
+    assert d < -1e-3  # raising the teacher's class lowers the loss
+    with pytest.raises(ValueError, match="min_alpha"):
+        SLaMLoss(min_alpha=0.0)
+
+
+def test_ties_give_exactly_k():
+    t = np.array([[0.3, 0.3, 0.3, 0.1]], "float32")
+    got = to_numpy(
+        __import__(
+            "keras_efficient.distillation._common", fromlist=["khot"]
+        ).khot(keras.ops.convert_to_tensor(t), np.array([2]), 2)
+    )
+    np.testing.assert_array_equal(got, [[True, True, False, False]])
+    s = np.random.default_rng(0).normal(size=(1, 4)).astype("float32")
+    est = TeacherAccuracy(knots_x=[0.0, 1.0], knots_y=[0.8, 0.8])
+    got = to_numpy(SLaMLoss(est, k=2, reduction="none")(t, s))
+    np.testing.assert_allclose(got, _ref(t, s, np.array([0.8]), 2), rtol=1e-5)
+
+
+def test_no_class_loses_its_gradient():
+    # A clip at eps zeroed gradients on classes with teacher mass where
+    # alpha * f < eps; the log-space mixture keeps them.
+    t = np.array([[0.5, 0.3, 0.2]], "float32")
+    s = np.array([[20.0, 0.0, -20.0]], "float32")
+    est = TeacherAccuracy(knots_x=[0.0, 1.0], knots_y=[0.9, 0.9])
+    loss = SLaMLoss(est, k=2)
+    eps = 1e-2
+    up = s.copy()
+    up[0, 2] += eps
+    d = (to_numpy(loss(t, up)) - to_numpy(loss(t, s))) / eps
+    assert d < -0.1  # class 2 (outside top-2, teacher mass 0.2) still pulls
+
+
+def test_conventions_are_loud():
+    t, s = _data()
+    with pytest.raises(ValueError, match="y_true"):
+        SLaMLoss()(t.argmax(-1), s)
+    with pytest.raises(ValueError, match="y_true"):
+        SLaMLoss()(t.argmax(-1)[:, None], s)
+    probs = _softmax(s.astype("float64")).astype("float32")
+    with pytest.raises(ValueError, match="from_logits=False"):
+        SLaMLoss()(t, probs)
+    got = to_numpy(SLaMLoss(from_logits=False, reduction="none")(t, probs))
+    ref = to_numpy(SLaMLoss(reduction="none")(t, s))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    bad = t.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"rows \[3\]"):
+        SLaMLoss()(bad, s)

@@ -7,37 +7,79 @@ from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
 from keras_efficient.distillation import teacher_accuracy as ta
 
+# Smallest `1 - alpha` mass kept in log space (alpha = 1 is plain CE).
+_TINY = 1e-30
+
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
 class SLaMLoss(keras.losses.Loss):
     """Student-label mixing loss (SLaM) for distillation.
 
     The student fits the teacher's label through a *mixture* of its own
-    prediction that models how the teacher errs (Iliopoulos et al., "SLaM:
+    prediction that models how the teacher errs (Kontonis et al., "SLaM:
     Student-Label Mixing for Distillation with Unlabeled Examples", NeurIPS
-    2023). With f the student's probabilities, alpha(x) the estimated teacher
-    accuracy on x and top_k(t) the k-hot indicator of the teacher's k most
-    likely classes:
+    2023). With f the student's probabilities, alpha(x) the estimated
+    teacher accuracy on x and top(t; k(x)) the k(x)-hot indicator of the
+    teacher's k(x) most likely classes:
 
-        mix(f) = alpha * f + (1 - alpha) * (1 - f) * top_k(t) / norm
-        loss   = cross_entropy(t, clip(mix(f), eps, 1))
+        mix(f) = alpha(x) * f + (1 - alpha(x)) * (1 - f) * top(t; k(x)) / norm
+        loss   = cross_entropy(t, mix(f))
 
-    `norm = 1` by default (the paper found it better), `k - 1` with
-    `normalize=True`. With no `teacher_accuracy`, alpha(x) is the teacher's
-    own top-1 probability and k = 2 (or the given `k`); fitting a
-    `TeacherAccuracy` on a small labeled validation set is the paper's method
-    and is recommended. The mixture is computed in float32.
+    What is the paper's: the mixture, alpha(x) and k(x) per example,
+    estimated on a small labeled validation set, and `norm = 1` (its
+    Remark B.1: not normalising by k(x) - 1 worked better in its
+    experiments; `normalize=True` gives `norm = k(x) - 1`).
+
+    What is ours (choices where the text we could consult is silent):
+
+    - k(x) (default `k=None`): the smallest k >= 2 whose *per-example*
+      top-k teacher accuracy, an isotonic map of the teacher margin fitted
+      on V exactly like alpha(x) (`TeacherAccuracy.topk_accuracy_at`),
+      reaches `coverage`; `k="global"` uses one k for all examples (the
+      smallest whose top-k accuracy over V reaches `coverage`), an int
+      fixes k. Without a fitted estimator, k = 2.
+    - alpha(x) is floored at `min_alpha`. The mixture increases with f on
+      the top-k classes only when alpha > 1/2 (`norm = 1`) or alpha > 1/k
+      (`norm = k - 1`); below, the loss pushes the student *away* from the
+      teacher's label, and at the bound its gradient is zero. By default
+      alpha(x) >= that bound + 0.05.
+    - The k(x)-hot set has exactly k(x) classes: ties at the k-th
+      probability are broken by class index (lowest first).
+    - The mixture is computed in log space, as
+      `log alpha + log(r + (1 - r) f)` on the top-k classes with
+      `r = (1 - alpha) / (alpha * norm)` and `log alpha + log f` elsewhere
+      (float32, from `log_softmax`): no clip, so no class loses its
+      gradient.
+
+    A student confidently predicting a top-k class other than the teacher's
+    gets a small gradient on that row (of order
+    `(1 - r) * f / (r + (1 - r) f)`): under SLaM's noise model such a
+    disagreement is explained by a teacher mistake. This is the method,
+    not an underflow; start from a uniform (fresh) student or warm up with
+    soft distillation.
+
+    Conventions: `y_true` holds the teacher's per-class outputs
+    (probabilities, or logits with `teacher_from_logits=True`); integer
+    labels raise. `from_logits=True` (the default, as for every loss of
+    this package) expects student *logits*; for a model ending in softmax
+    pass `from_logits=False` (unlike `keras.losses.CategoricalCrossentropy`,
+    whose default is False). On the first call with concrete values (eager
+    calls, the torch backend, `run_eagerly=True`) and, on TensorFlow, for
+    outputs of a Keras softmax, `from_logits=True` with `y_pred` rows that
+    are already probabilities raises; inside a JAX-compiled `fit` it cannot
+    be checked. Non-finite teacher outputs raise on that same first call.
 
     Args:
-        teacher_accuracy: a fitted `TeacherAccuracy`, or None.
-        k: None (smallest k >= 2 whose top-k teacher accuracy on V reaches
-            `coverage`; 2 without a fitted estimator) or a fixed int >= 2.
-        coverage: in (0, 1], used when `k` is None.
+        teacher_accuracy: a fitted `TeacherAccuracy` (recommended), or None
+            (then alpha(x) is the teacher's top-1 probability, floored).
+        k: None (per-example k(x), see above), `"global"`, or an int >= 2.
+        coverage: in (0, 1], the top-k accuracy k(x) must reach.
         target: `"soft"` (teacher probabilities) or `"hard"` (one-hot top-1).
-        normalize: divide the mixing term by k - 1.
+        normalize: divide the mixing term by k(x) - 1.
+        min_alpha: None (the bound above + 0.05) or a float in (0, 1]; an
+            explicit value is still raised to the bound + 0.001.
         teacher_from_logits: `y_true` holds teacher logits.
         from_logits: `y_pred` holds student logits (default True).
-        epsilon: clip floor of the mixture.
         reduction, name, dtype: as in `keras.losses.Loss`.
 
     Example:
@@ -64,30 +106,41 @@ class SLaMLoss(keras.losses.Loss):
         coverage=0.95,
         target="soft",
         normalize=False,
+        min_alpha=None,
         teacher_from_logits=False,
         from_logits=True,
-        epsilon=1e-7,
+        epsilon=None,
         reduction="sum_over_batch_size",
         name="slam_loss",
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.teacher_accuracy = ta.get_estimator(teacher_accuracy)
-        self.k = None if k is None else v.check_int("k", k, min_value=2)
+        if k is not None and k != "global":
+            k = v.check_int("k", k, min_value=2)
+        self.k = k
         self.coverage = ta.check_coverage(coverage)
         self.target = v.check_choice("target", target, ("soft", "hard"))
         self.normalize = v.check_bool("normalize", normalize)
+        if min_alpha is not None:
+            min_alpha = v.check_number(
+                "min_alpha",
+                min_alpha,
+                min_value=0.0,
+                max_value=1.0,
+                min_inclusive=False,
+            )
+        self.min_alpha = min_alpha
         self.teacher_from_logits = v.check_bool(
             "teacher_from_logits", teacher_from_logits
         )
         self.from_logits = v.check_bool("from_logits", from_logits)
-        self.epsilon = v.check_number(
-            "epsilon", epsilon, min_value=0.0, min_inclusive=False
-        )
+        # Kept for configs saved before the log-space mixture; unused.
+        self.epsilon = epsilon
 
     def resolved_k(self, num_classes=None):
-        """The k used: fixed, from coverage on V, or 2; capped at C."""
-        if self.k is not None:
+        """The global k: fixed, from coverage on V, or 2; capped at C."""
+        if isinstance(self.k, int):
             k = self.k
         elif self.teacher_accuracy is not None:
             k = self.teacher_accuracy.smallest_k(self.coverage)
@@ -97,22 +150,62 @@ class SLaMLoss(keras.losses.Loss):
             k = min(k, num_classes)
         return k
 
-    def call(self, y_true, y_pred):
-        t = _common.teacher_probs(y_true, self.teacher_from_logits)
-        f = _common.student_probs(y_pred, self.from_logits)
+    def _per_example(self):
+        est = self.teacher_accuracy
+        return self.k is None and est is not None and bool(est.topk_knots)
+
+    def example_k(self, t):
+        """k(x) per row of teacher probabilities `t` (int32, `keras.ops`)."""
         num_classes = t.shape[-1]
-        k = self.resolved_k(num_classes)
-        alpha = ops.expand_dims(ta.estimate(self.teacher_accuracy, t), -1)
-        kth = ops.top_k(t, k=k)[0][..., k - 1 : k]
-        topk = ops.cast(ops.greater_equal(t, kth), "float32")
-        norm = float(k - 1) if self.normalize else 1.0
-        mix = alpha * f + (1.0 - alpha) * (1.0 - f) * topk / norm
-        mix = ops.clip(mix, self.epsilon, 1.0)
+        if not self._per_example():
+            k = self.resolved_k(num_classes)
+            return ops.full(ops.shape(t)[:-1], k, dtype="int32")
+        est = self.teacher_accuracy
+        kmax = min(num_classes, len(est.topk_knots) + 1)
+        margin = _common.margin(t)
+        k = ops.full(ops.shape(margin), 2, dtype="int32")
+        best = ops.zeros_like(margin)
+        for kk in range(2, kmax):
+            best = ops.maximum(best, est.topk_accuracy_at(margin, kk))
+            k = k + ops.cast(ops.less(best, self.coverage), "int32")
+        return k
+
+    def alpha(self, t, k):
+        """alpha(x), floored so the mixture increases with f (ops)."""
+        alpha = ta.estimate(self.teacher_accuracy, t)
+        bound = 1.0 / ops.cast(k, "float32") if self.normalize else 0.5
+        margin = 0.05 if self.min_alpha is None else 1e-3
+        floor = ops.minimum(bound + margin, 1.0)
+        if self.min_alpha is not None:
+            floor = ops.maximum(floor, self.min_alpha)
+        return ops.clip(ops.maximum(alpha, floor), 0.0, 1.0)
+
+    def call(self, y_true, y_pred):
+        _common.check_distribution_targets(self, y_true, y_pred)
+        _common.check_outputs_once(self, y_true, y_pred)
+        t = _common.teacher_probs(y_true, self.teacher_from_logits)
+        k = self.example_k(t)
+        topk = _common.khot(t, k, self._kmax(t.shape[-1]))
+        alpha = ops.expand_dims(self.alpha(t, k), -1)
+        norm = 1.0
+        if self.normalize:
+            norm = ops.expand_dims(ops.cast(k, "float32") - 1.0, -1)
+        r = (1.0 - alpha) / (alpha * norm)
+        logf = _common.student_log_probs(y_pred, self.from_logits)
+        mixed = ops.logaddexp(
+            ops.log(ops.maximum(r, _TINY)), ops.log1p(-r) + logf
+        )
+        logmix = ops.log(alpha) + ops.where(topk, mixed, logf)
         if self.target == "hard":
-            target = ops.one_hot(ops.argmax(t, axis=-1), num_classes)
+            target = ops.one_hot(ops.argmax(t, axis=-1), t.shape[-1])
         else:
             target = t
-        return -ops.sum(target * ops.log(mix), axis=-1)
+        return -ops.sum(target * logmix, axis=-1)
+
+    def _kmax(self, num_classes):
+        if self._per_example():
+            return min(num_classes, len(self.teacher_accuracy.topk_knots) + 1)
+        return self.resolved_k(num_classes)
 
     def get_config(self):
         config = super().get_config()
@@ -122,8 +215,8 @@ class SLaMLoss(keras.losses.Loss):
             coverage=self.coverage,
             target=self.target,
             normalize=self.normalize,
+            min_alpha=self.min_alpha,
             teacher_from_logits=self.teacher_from_logits,
             from_logits=self.from_logits,
-            epsilon=self.epsilon,
         )
         return config

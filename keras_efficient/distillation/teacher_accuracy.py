@@ -20,14 +20,19 @@ class TeacherAccuracy:
     probability). The fitted knots are stored as lists, so the map serializes
     with `get_config` and is applied inside compiled graphs by piecewise
     linear interpolation with `keras.ops`. Also records the teacher's top-k
-    accuracy on V for k = 1..C. Used by `SLaMLoss` (Iliopoulos et al.,
-    "SLaM: Student-Label Mixing for Distillation with Unlabeled Examples",
-    NeurIPS 2023) and `DebiasedDistillationLoss`.
+    accuracy on V for k = 1..C, and, for k = 2..`MAX_K`, the same isotonic
+    map of "the true label is in the teacher's top k" on the margin: the
+    per-example top-k accuracy from which `SLaMLoss` takes its k(x). Used by
+    `SLaMLoss` (Kontonis et al., "SLaM: Student-Label Mixing for
+    Distillation with Unlabeled Examples", NeurIPS 2023) and
+    `DebiasedDistillationLoss`.
 
     Args:
         knots_x: optional list of margins of the fitted map (from `fit`).
         knots_y: optional list of accuracies at `knots_x`.
         topk_accuracy: optional list, top-k accuracy on V for k = 1..C.
+        topk_knots: optional list of `[knots_x, knots_y]` pairs, the
+            isotonic top-k accuracy map for k = 2, 3, ... (from `fit`).
 
     Example:
 
@@ -44,7 +49,11 @@ class TeacherAccuracy:
     ```
     """
 
-    def __init__(self, knots_x=None, knots_y=None, topk_accuracy=None):
+    MAX_K = 20
+
+    def __init__(
+        self, knots_x=None, knots_y=None, topk_accuracy=None, topk_knots=None
+    ):
         if (knots_x is None) != (knots_y is None):
             raise ValueError(
                 "`knots_x` and `knots_y` must be given together; got "
@@ -60,6 +69,12 @@ class TeacherAccuracy:
         self.topk_accuracy = (
             None if topk_accuracy is None else [float(v) for v in topk_accuracy]
         )
+        self.topk_knots = None
+        if topk_knots is not None:
+            self.topk_knots = [
+                [[float(a) for a in xs], [float(b) for b in ys]]
+                for xs, ys in topk_knots
+            ]
 
     @property
     def fitted(self):
@@ -88,8 +103,6 @@ class TeacherAccuracy:
 
     def fit(self, teacher_outputs, labels, from_logits=False):
         """Fits the map on validation outputs and labels; returns self."""
-        from sklearn.isotonic import IsotonicRegression
-
         probs = _to_probs(teacher_outputs, from_logits)
         labels = self._check(probs, labels)
         correct = (probs.argmax(-1) == labels).astype("float64")
@@ -101,17 +114,24 @@ class TeacherAccuracy:
                 f"(accuracy {correct.mean():.3f} on {len(correct)} examples)."
             )
         margin = _np_margin(probs)
-        iso = IsotonicRegression(
-            increasing=True, y_min=0.0, y_max=1.0, out_of_bounds="clip"
-        ).fit(margin, correct)
-        self.knots_x = [float(v) for v in iso.X_thresholds_]
-        self.knots_y = [float(v) for v in iso.y_thresholds_]
-        order = np.argsort(-probs, axis=-1)
-        hits = order == labels[:, None]
-        self.topk_accuracy = [
-            float(v) for v in np.cumsum(hits, axis=-1).mean(axis=0)
+        self.knots_x, self.knots_y = _isotonic(margin, correct)
+        # Ties broken by class index, as `SLaMLoss` breaks them.
+        order = np.argsort(-probs, axis=-1, kind="stable")
+        hits = np.cumsum(order == labels[:, None], axis=-1)
+        self.topk_accuracy = [float(v) for v in hits.mean(axis=0)]
+        max_k = min(probs.shape[-1], self.MAX_K)
+        self.topk_knots = [
+            list(_isotonic(margin, hits[:, k - 1].astype("float64")))
+            for k in range(2, max_k + 1)
         ]
         return self
+
+    def topk_accuracy_at(self, margin, k):
+        """Estimated P(true label in the teacher's top k | margin), ops."""
+        if not self.topk_knots or k < 2:
+            return None
+        xs, ys = self.topk_knots[min(k, len(self.topk_knots) + 1) - 2]
+        return _interpolate(xs, ys, margin)
 
     def smallest_k(self, coverage):
         """Smallest k >= 2 whose top-k accuracy on V reaches `coverage`."""
@@ -136,23 +156,7 @@ class TeacherAccuracy:
 
     def interpolate(self, margin):
         """Piecewise-linear interpolation of the knots at `margin`."""
-        xs, ys = list(self.knots_x), list(self.knots_y)
-        if len(xs) == 1:
-            xs, ys = xs + [xs[0] + 1.0], ys + ys
-        kx = ops.convert_to_tensor(np.asarray(xs, "float32"))
-        ky = ops.convert_to_tensor(np.asarray(ys, "float32"))
-        margin = ops.cast(margin, "float32")
-        # TensorFlow's searchsorted needs values of rank 1 against a 1-D
-        # sequence (it matches leading dimensions otherwise), so flatten
-        # margins of any rank, e.g. (batch, time) for sequence outputs.
-        shape = ops.shape(margin)
-        flat = ops.reshape(margin, (-1,))
-        idx = ops.searchsorted(kx, flat, side="right")
-        idx = ops.clip(idx, 1, len(xs) - 1)
-        x0, x1 = ops.take(kx, idx - 1), ops.take(kx, idx)
-        y0, y1 = ops.take(ky, idx - 1), ops.take(ky, idx)
-        t = ops.clip((flat - x0) / ops.maximum(x1 - x0, 1e-12), 0.0, 1.0)
-        return ops.reshape(y0 + t * (y1 - y0), shape)
+        return _interpolate(self.knots_x, self.knots_y, margin)
 
     def predict_numpy(self, teacher_outputs, from_logits=False):
         """alpha(x) in NumPy for a (n, C) array of teacher outputs."""
@@ -252,6 +256,7 @@ class TeacherAccuracy:
             "knots_x": self.knots_x,
             "knots_y": self.knots_y,
             "topk_accuracy": self.topk_accuracy,
+            "topk_knots": self.topk_knots,
         }
 
     @classmethod
@@ -298,3 +303,36 @@ def estimate_numpy(estimator, outputs, from_logits=False):
     """alpha(x) in NumPy, with the same fallback as `estimate`."""
     estimator = estimator or TeacherAccuracy()
     return estimator.predict_numpy(outputs, from_logits=from_logits)
+
+
+def _isotonic(margin, target):
+    """Knots of the increasing isotonic fit of `target` on `margin`."""
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(
+        increasing=True, y_min=0.0, y_max=1.0, out_of_bounds="clip"
+    ).fit(margin, target)
+    return [float(v) for v in iso.X_thresholds_], [
+        float(v) for v in iso.y_thresholds_
+    ]
+
+
+def _interpolate(xs, ys, margin):
+    """Piecewise-linear interpolation of knots `(xs, ys)`, `keras.ops`."""
+    xs, ys = list(xs), list(ys)
+    if len(xs) == 1:
+        xs, ys = xs + [xs[0] + 1.0], ys + ys
+    kx = ops.convert_to_tensor(np.asarray(xs, "float32"))
+    ky = ops.convert_to_tensor(np.asarray(ys, "float32"))
+    margin = ops.cast(margin, "float32")
+    # TensorFlow's searchsorted needs values of rank 1 against a 1-D
+    # sequence (it matches leading dimensions otherwise), so flatten
+    # margins of any rank, e.g. (batch, time) for sequence outputs.
+    shape = ops.shape(margin)
+    flat = ops.reshape(margin, (-1,))
+    idx = ops.searchsorted(kx, flat, side="right")
+    idx = ops.clip(idx, 1, len(xs) - 1)
+    x0, x1 = ops.take(kx, idx - 1), ops.take(kx, idx)
+    y0, y1 = ops.take(ky, idx - 1), ops.take(ky, idx)
+    t = ops.clip((flat - x0) / ops.maximum(x1 - x0, 1e-12), 0.0, 1.0)
+    return ops.reshape(y0 + t * (y1 - y0), shape)
