@@ -43,9 +43,14 @@ class SensitivityTable(dict):
         return [dict(zip(self, values)) for values in zip(*self.values())]
 
 
-def _share(layer, rows):
-    """(params, flops) per unit of a kernel axis of size `rows`."""
-    params = sum(int(np.prod(w.shape)) for w in layer.weights)
+def _share(layer, rows, kernels_only=False):
+    """(params, flops) per unit of a kernel axis of size `rows` (an input
+    unit owns kernel rows only, not biases)."""
+    params = sum(
+        int(np.prod(w.shape))
+        for w in layer.weights
+        if len(w.shape) > 1 or not kernels_only
+    )
     return params / rows, layer_flops(layer) / rows
 
 
@@ -73,7 +78,7 @@ def unit_costs(group):
             if not count or not layer.weights or node.kind == "merge":
                 continue
             width = sum(n for layout in node.in_layouts for _, n in layout)
-            p, f = _share(layer, width)
+            p, f = _share(layer, width, kernels_only=True)
             p, f = p * count / group.size, f * count / group.size
         params, flops = params + p, flops + f
     return params, flops
