@@ -97,3 +97,28 @@ def test_errors():
         DebiasedDistillationLoss(floor=1.0)
     with pytest.raises(ValueError, match="pool_teacher_outputs"):
         DebiasedDistillationLoss(pool_teacher_outputs=np.zeros((3,)))
+
+
+def test_no_normaliser_is_loud_and_per_batch_is_mean_one():
+    est = _est()
+    t, s = _data()
+    with pytest.raises(ValueError, match="pool_teacher_outputs"):
+        DebiasedDistillationLoss(est)(t, s)
+    loss = DebiasedDistillationLoss(est, per_batch=True, reduction="none")
+    w = to_numpy(loss.weights(t))
+    np.testing.assert_allclose(w.mean(), 1.0, atol=1e-5)
+    raw = est.predict_numpy(t)
+    np.testing.assert_allclose(
+        to_numpy(loss(t, s)),
+        raw / raw.mean() * _ce(t, s),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    fixed = DebiasedDistillationLoss(est, normalizer=0.5, reduction="none")
+    np.testing.assert_allclose(
+        to_numpy(fixed(t, s)), raw / 0.5 * _ce(t, s), rtol=1e-4, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="per_batch"):
+        DebiasedDistillationLoss(est, normalizer=0.5, per_batch=True)
+    with pytest.raises(ValueError, match="y_true"):
+        fixed(t.argmax(-1), s)

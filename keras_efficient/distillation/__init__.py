@@ -4,10 +4,13 @@
 from keras_efficient.distillation.active import ActiveDistillation
 from keras_efficient.distillation.active import TeacherQueryError
 from keras_efficient.distillation.adapters import DistillationLossAdapter
+from keras_efficient.distillation.baselines import BADGESelection
+from keras_efficient.distillation.baselines import BALDSelection
 from keras_efficient.distillation.coreset import CoresetSelection
 from keras_efficient.distillation.dataset import QueriedDataset
 from keras_efficient.distillation.debiased import DebiasedDistillationLoss
 from keras_efficient.distillation.kd import KnowledgeDistillationLoss
+from keras_efficient.distillation.pseudo_label import PseudoLabelLoss
 from keras_efficient.distillation.rounding import dependent_rounding
 from keras_efficient.distillation.rounding import robust_marginals
 from keras_efficient.distillation.slam import SLaMLoss
@@ -25,12 +28,15 @@ from keras_efficient.distillation.teacher_accuracy import TeacherAccuracy
 
 __all__ = [
     "ActiveDistillation",
+    "BADGESelection",
+    "BALDSelection",
     "CoresetSelection",
     "DebiasedDistillationLoss",
     "DistillationLossAdapter",
     "EntropySelection",
     "KnowledgeDistillationLoss",
     "MarginSelection",
+    "PseudoLabelLoss",
     "QueriedDataset",
     "RobustSelection",
     "SLaMLoss",

@@ -1,40 +1,23 @@
 """ActiveDistillation: spend a teacher-query budget on the points that help."""
 
 import math
-import traceback
 
 import keras
 import numpy as np
 
 from keras_efficient import _validation as v
+from keras_efficient.distillation import _active_io as _io
 from keras_efficient.distillation import strategies
-from keras_efficient.distillation._common import np_probs
+from keras_efficient.distillation._active_io import TeacherQueryError
 from keras_efficient.distillation.dataset import QueriedDataset
 from keras_efficient.distillation.state import SelectionState
 
-
-class TeacherQueryError(RuntimeError):
-    """The teacher raised while `ActiveDistillation` queried it.
-
-    Raised `from` the teacher's exception, which `original` also keeps:
-    Keras's traceback filter drops `__cause__` when the error leaves
-    `fit`, so the message names the original and where it was raised.
-    """
-
-    def __init__(self, message, original):
-        frames = traceback.extract_tb(original.__traceback__)
-        where = ""
-        if frames:
-            f = frames[-1]
-            where = f" (raised at {f.filename}:{f.lineno} in {f.name})"
-        super().__init__(
-            f"{message} Teacher error: {type(original).__name__}: "
-            f"{original}{where}"
-        )
-        self.original = original
+__all__ = ["ActiveDistillation", "TeacherQueryError"]
 
 
-class ActiveDistillation(keras.callbacks.Callback):
+class ActiveDistillation(
+    _io.TeacherIO, _io.StudentIO, keras.callbacks.Callback
+):
     """Active query selection for distillation under a teacher budget.
 
     Round 0 (before any training) picks `queries_per_round` pool points
@@ -154,6 +137,17 @@ class ActiveDistillation(keras.callbacks.Callback):
             "epochs_per_round": self.epochs_per_round,
         }
         self.state = SelectionState(config, state_dir)
+        if (
+            isinstance(self.strategy, strategies.RobustSelection)
+            and self.strategy.teacher_accuracy is None
+            and validation is None
+        ):
+            raise ValueError(
+                "strategy='robust' needs the teacher's accuracy: pass "
+                "`validation=(x_val, y_val)` (labeled data the teacher is "
+                "measured on) or `RobustSelection(teacher_accuracy=...)`. "
+                "Without it, it would silently be margin selection."
+            )
         self.seed = self._resolve_seed(seed)
         self._initial_strategy_state = self.strategy.get_state()
         self._reset_replay()
@@ -222,116 +216,6 @@ class ActiveDistillation(keras.callbacks.Callback):
     def queries_left(self):
         return self.budget - self.state.queries_spent
 
-    # ---- teacher -----------------------------------------------------------
-    def _placeholder(self, output_shape):
-        """A zero batch of the teacher's output shape, found without a query."""
-        x = self.pool[np.arange(self.batch_size) % len(self.pool)]
-        _, answers = self.state.training_data(len(self.state.rounds))
-        if answers is not None:
-            shape = answers.shape[1:]
-        elif output_shape is not None:
-            shape = tuple(output_shape)
-        else:
-            shape = self._traced_output_shape(x)
-        return x, np.zeros((self.batch_size,) + tuple(shape), "float32")
-
-    def _traced_output_shape(self, x):
-        spec = keras.KerasTensor(x.shape, dtype=str(x.dtype))
-        teacher = self.teacher
-        if not isinstance(teacher, keras.Layer):
-            teacher = keras.layers.Lambda(teacher)
-        try:
-            return tuple(teacher.compute_output_spec(spec).shape[1:])
-        except Exception as err:
-            raise ValueError(
-                "ActiveDistillation needs the shape of the teacher's outputs "
-                "before its first query, and could not trace the teacher on "
-                "a `keras.KerasTensor`. Pass `teacher_output_shape`, e.g. "
-                "`teacher_output_shape=(num_classes,)`."
-            ) from err
-
-    def _call_teacher(self, x):
-        if isinstance(self.teacher, keras.Model):
-            y = self.teacher.predict_on_batch(x)
-        else:
-            y = self.teacher(x)
-        return np.asarray(keras.ops.convert_to_numpy(y), dtype="float32")
-
-    def _query(self, rec):
-        """Sends the unsent batches of `rec`, write-ahead; keeps answers."""
-        batches = rec.batches
-        for k, idx in enumerate(batches):
-            if rec.sent[k]:
-                continue
-            self.state.mark_sent(rec, k)
-            try:
-                y = self._call_teacher(self.pool[idx])
-            except Exception as err:
-                raise TeacherQueryError(
-                    f"ActiveDistillation: the teacher raised while querying "
-                    f"round {rec.index}, batch {k + 1} of {len(batches)} "
-                    f"({len(idx)} points, pool indices {idx.tolist()}). "
-                    "These points count as sent (the teacher may have seen "
-                    "them) and are never sent again; the answers received "
-                    f"so far are kept ({self.state.queries_spent} of "
-                    f"{self.budget} queries spent).",
-                    err,
-                ) from err
-            if len(y) != len(idx):
-                raise ValueError(
-                    f"The teacher returned {len(y)} outputs for {len(idx)} "
-                    f"inputs (round {rec.index}, batch {k + 1})."
-                )
-            self.state.save_answers(rec, k, y)
-            if self.verbose:
-                print(f"ActiveDistillation round {rec.index}: batch {k + 1}")
-
-    # ---- student -----------------------------------------------------------
-    def _predict(self, model, x):
-        # Pad to whole batches: the pool shrinks every round, and a last
-        # batch of a new size would make the backend compile `predict` for
-        # that shape again, every round.
-        n = len(x)
-        pad = -n % self.batch_size
-        if pad:
-            x = np.concatenate([x, np.repeat(x[:1], pad, axis=0)], axis=0)
-        out = model.predict(x, batch_size=self.batch_size, verbose=self.verbose)
-        return keras.tree.map_structure(lambda a: np.asarray(a)[:n], out)
-
-    def _probabilities(self, idx):
-        return np_probs(
-            self._predict(self.model, self.pool[idx]), self.from_logits
-        )
-
-    def _embeddings(self, idx):
-        if not self.embedding_layer:
-            return self._probabilities(idx)
-        cached = getattr(self, "_embedder", None)
-        if cached is None or cached[0] is not self.model:
-            # Built once per student: a new model every round would be
-            # traced and compiled again every round.
-            sub = keras.Model(
-                self.model.inputs,
-                self.model.get_layer(self.embedding_layer).output,
-            )
-            self._embedder = cached = (self.model, sub)
-        return self._predict(cached[1], self.pool[idx])
-
-    def _teacher_accuracy(self):
-        if self.state.teacher_accuracy is None and self.validation is not None:
-            xv, yv = self.validation
-            tv = np.concatenate(
-                [
-                    self._call_teacher(np.asarray(xv)[s : s + self.batch_size])
-                    for s in range(0, len(xv), self.batch_size)
-                ]
-            )
-            yv = np.asarray(yv)
-            if yv.ndim > 1:
-                yv = yv.argmax(-1)
-            self.state.set_teacher_accuracy((tv.argmax(-1) == yv).mean())
-        return self.state.teacher_accuracy
-
     def _chosen(self):
         rounds = self.state.rounds[: self._applied]
         if not rounds:
@@ -347,6 +231,10 @@ class ActiveDistillation(keras.callbacks.Callback):
         return strategies.SelectionContext(
             probabilities=lambda: self._probabilities(avail),
             embeddings=lambda: self._embeddings(avail),
+            features=lambda: self._features(avail),
+            mc_probabilities=lambda: self._mc_probabilities(
+                avail, getattr(self.strategy, "num_passes", 10)
+            ),
             centers=lambda: self._embeddings(chosen),
             indices=avail,
             teacher_accuracy=self._teacher_accuracy,

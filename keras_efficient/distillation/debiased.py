@@ -16,11 +16,26 @@ class DebiasedDistillationLoss(keras.losses.Loss):
     Each example's cross-entropy against the teacher is weighted by
     w(x) = alpha(x) ** power (floored at `floor`) / c, where alpha is a
     fitted `TeacherAccuracy` and the constant c makes w average 1 over the
-    unlabeled pool. c is computed ONCE, when the loss is built, from
-    `pool_teacher_outputs` (or with `set_pool`), never per batch (after
-    "Weighted Distillation with Unlabeled Examples", Iliopoulos et al.,
-    NeurIPS 2022). Hyper-parameter free by default. User weights passed as
-    `sample_weight` multiply w(x).
+    unlabeled pool. User weights passed as `sample_weight` multiply w(x).
+
+    What is the paper's (Iliopoulos et al., "Weighted Distillation with
+    Unlabeled Examples", NeurIPS 2022): reweighting each unlabeled
+    example's distillation loss by how far the teacher's label on it can be
+    trusted, estimated from the teacher's margin on a small labeled
+    validation set, hyper-parameter free, for hard and soft distillation.
+    What is ours: the weight is the isotonic accuracy estimate alpha(x)
+    itself (`power=1`), normalised to mean 1 over the pool, with optional
+    `power` / `floor`. The paper's exact weight function could not be
+    checked against its full text here (only its abstract was reachable),
+    so treat w = alpha / mean(alpha) as our reading, not the paper's
+    formula.
+
+    The normaliser c must be chosen explicitly, so the weights cannot
+    silently average 0.64 instead of 1: give `pool_teacher_outputs` (or
+    call `set_pool`; c computed once, the default recommendation), a
+    `normalizer=`, or `per_batch=True` (c = the batch's mean raw weight,
+    a noisier choice that rescales every batch to mean 1). Calling the
+    loss with none of these raises.
 
     Args:
         teacher_accuracy: a fitted `TeacherAccuracy` (None: alpha = teacher's
@@ -29,8 +44,8 @@ class DebiasedDistillationLoss(keras.losses.Loss):
             (same format as `y_true`) used to compute the normaliser.
         power: exponent applied to alpha (default 1).
         floor: lower bound on alpha ** power before normalising (default 0).
-        normalizer: the constant c directly (default 1 when no pool given);
-            stored in the config.
+        normalizer: the constant c directly; stored in the config.
+        per_batch: normalise over each batch instead of a fixed c.
         teacher_from_logits: `y_true` holds teacher logits.
         from_logits: `y_pred` holds student logits (default True).
         reduction, name, dtype: as in `keras.losses.Loss`.
@@ -58,6 +73,7 @@ class DebiasedDistillationLoss(keras.losses.Loss):
         power=1.0,
         floor=0.0,
         normalizer=None,
+        per_batch=False,
         teacher_from_logits=False,
         from_logits=True,
         reduction="sum_over_batch_size",
@@ -74,13 +90,19 @@ class DebiasedDistillationLoss(keras.losses.Loss):
             "teacher_from_logits", teacher_from_logits
         )
         self.from_logits = v.check_bool("from_logits", from_logits)
-        self.normalizer = 1.0
+        self.per_batch = v.check_bool("per_batch", per_batch)
+        self.normalizer = None
         if normalizer is not None:
             self.normalizer = v.check_number(
                 "normalizer", normalizer, min_value=0.0, min_inclusive=False
             )
         if pool_teacher_outputs is not None:
             self.set_pool(pool_teacher_outputs)
+        if self.per_batch and self.normalizer is not None:
+            raise ValueError(
+                "`per_batch=True` and a fixed normaliser (`normalizer=` or "
+                "`pool_teacher_outputs=`) exclude each other."
+            )
 
     def _raw_weights_numpy(self, outputs):
         alpha = ta.estimate_numpy(
@@ -110,9 +132,21 @@ class DebiasedDistillationLoss(keras.losses.Loss):
         t = _common.teacher_probs(y_true, self.teacher_from_logits)
         alpha = ta.estimate(self.teacher_accuracy, t)
         w = ops.maximum(ops.power(alpha, self.power), self.floor)
+        if self.per_batch:
+            return w / ops.maximum(ops.mean(w), 1e-12)
+        if self.normalizer is None:
+            raise ValueError(
+                "DebiasedDistillationLoss has no normaliser: pass "
+                "`pool_teacher_outputs=` (the teacher's outputs on the "
+                "unlabeled pool; or call `set_pool`), `normalizer=`, or "
+                "`per_batch=True`. Without one the weights would not "
+                "average 1."
+            )
         return w / self.normalizer
 
     def call(self, y_true, y_pred):
+        _common.check_distribution_targets(self, y_true, y_pred)
+        _common.check_outputs_once(self, y_true, y_pred)
         t = _common.teacher_probs(y_true, self.teacher_from_logits)
         ce = _common.soft_ce(t, y_pred, self.from_logits)
         return self.weights(y_true) * ce
@@ -124,6 +158,7 @@ class DebiasedDistillationLoss(keras.losses.Loss):
             power=self.power,
             floor=self.floor,
             normalizer=self.normalizer,
+            per_batch=self.per_batch,
             teacher_from_logits=self.teacher_from_logits,
             from_logits=self.from_logits,
         )

@@ -34,6 +34,20 @@ class SleepingExpertsSelection(SelectionStrategy):
     Reads `context.probabilities` and `context.indices` (the pool ids of
     the candidates, which track the experts across rounds).
 
+    A simplification of the paper's algorithm, named as such: Baykal et
+    al., "Low-Regret Active Learning" (arXiv 2104.02822), build on an
+    optimistic Adapt-ML-Prod for sleeping experts (Gaillard, Stoltz and
+    van Erven, 2014; optimistic variant after Wei et al., 2016), in which
+    each expert's update uses its instantaneous *regret* (the awake
+    mixture's loss minus its own) and its learning rate shrinks with the
+    sum of squared regret-prediction errors, with the second-order
+    correction in the exponent. Here the update uses the revealed loss
+    against the mixture's loss in a first-order Prod step
+    `w *= 1 + eta * (mix - loss)`, the learning rate shrinks with the
+    squared change of the expert's *loss* between rounds, and there is no
+    second-order term; its regret guarantee is therefore not the paper's.
+    The stored text of the paper reachable here was its abstract only.
+
     Example:
 
     ```python

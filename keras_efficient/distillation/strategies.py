@@ -52,6 +52,10 @@ class SelectionContext:
         probabilities: `(n, C)` student probabilities on the candidates.
         embeddings: `(n, d)` candidate embeddings (default: the
             probabilities).
+        features: `(n, h)` inputs of the student's last layer on the
+            candidates (BADGE's gradient embeddings; default: embeddings).
+        mc_probabilities: `(T, n, C)` student probabilities from T
+            stochastic forward passes (dropout on; BALD).
         centers: `(k, d)` embeddings of the points already chosen.
         indices: `(n,)` pool indices of the candidates (default: `0..n-1`).
         teacher_accuracy: the teacher's accuracy on a labeled validation
@@ -69,7 +73,14 @@ class SelectionContext:
     ```
     """
 
-    _LAZY = ("probabilities", "embeddings", "centers", "indices")
+    _LAZY = (
+        "probabilities",
+        "embeddings",
+        "centers",
+        "indices",
+        "features",
+        "mc_probabilities",
+    )
 
     def __init__(
         self,
@@ -80,8 +91,12 @@ class SelectionContext:
         teacher_accuracy=None,
         rng=None,
         num_candidates=None,
+        features=None,
+        mc_probabilities=None,
     ):
         self._values = {
+            "features": features,
+            "mc_probabilities": mc_probabilities,
             "probabilities": probabilities,
             "embeddings": embeddings,
             "centers": centers,
@@ -106,6 +121,27 @@ class SelectionContext:
     def embeddings(self):
         e = self._get("embeddings")
         return self.probabilities if e is None else np.asarray(e)
+
+    @property
+    def features(self):
+        h = self._get("features")
+        return self.embeddings if h is None else np.asarray(h)
+
+    @property
+    def mc_probabilities(self):
+        p = self._get("mc_probabilities")
+        if p is None:
+            raise ValueError(
+                "This strategy needs `mc_probabilities` (T stochastic "
+                "forward passes of the student); the context has none."
+            )
+        p = np.asarray(p, dtype=np.float64)
+        if p.ndim != 3:
+            raise ValueError(
+                "`mc_probabilities` must have shape (T, n, C). "
+                f"Received: shape={p.shape}"
+            )
+        return p
 
     @property
     def centers(self):
@@ -264,10 +300,20 @@ class RobustSelection(SelectionStrategy):
     `dependent_rounding`. No tuning parameter: the teacher accuracy is the
     teacher's accuracy on a labeled validation set, read from the context
     (`ActiveDistillation` measures it from `validation=`) unless given here.
+    With neither, `select` raises: an adversary budget of 0 would silently
+    be greedy margin selection.
+
+    Scope of the adversary (ours): it spoils up to m of the *chosen* points,
+    m from the teacher's validation accuracy. RAD's game (Baykal et al.,
+    "Robust Active Distillation", ICLR 2023) trades informativeness against
+    teacher correctness in a worst case over which points the teacher gets
+    wrong; we could only read its abstract here, so whether its adversary's
+    budget is counted over the chosen points or over the pool is not
+    verified.
 
     Args:
         teacher_accuracy: float in [0, 1], or `None` to read it from the
-            context (where `None` means 1: no spoiling, greedy margin).
+            context.
 
     Example:
 
@@ -296,7 +342,14 @@ class RobustSelection(SelectionStrategy):
         acc = self.teacher_accuracy
         if acc is None:
             acc = context.teacher_accuracy
-        acc = 1.0 if acc is None else acc
+        if acc is None:
+            raise ValueError(
+                "RobustSelection needs the teacher's accuracy on labeled "
+                "validation data: pass `RobustSelection(teacher_accuracy=...)`"
+                " or `ActiveDistillation(validation=(x, y))`. Without it the "
+                "adversary's budget is 0 and this is margin selection; use "
+                "`MarginSelection()` if that is what you want."
+            )
         return robust_marginals(g, b, int(round(b * (1.0 - acc))))[0]
 
     def select(self, context, num_points):
