@@ -171,10 +171,21 @@ def read_graph(model):
 
 
 def nested_models(layer):
-    """Nested `keras.Model` attributes of a container layer."""
+    """`[(config key, nested keras.Model)]` of a container layer.
+
+    Found through the layer's config: an entry holding a serialised Keras
+    model whose constructor argument the layer keeps as an attribute of the
+    same name (the package's convention for every constructor argument).
+    """
     if isinstance(layer, keras.Model):
         return []
-    return [v for v in vars(layer).values() if isinstance(v, keras.Model)]
+    out = []
+    for key, entry in layer.get_config().items():
+        if isinstance(entry, dict) and "layers" in entry.get("config", {}):
+            inner = getattr(layer, key, None)
+            if isinstance(inner, keras.Model):
+                out.append((key, inner))
+    return out
 
 
 def kind_of(layer):

@@ -52,12 +52,12 @@ class Analysis:
                 continue
             inner = graph.nested_models(node.layer)
             if isinstance(node.layer, keras.Model):
-                inner = [node.layer]
-            for m in inner:
+                inner = [(None, node.layer)]
+            for key, m in inner:
                 sub = f"{prefix}{node.layer.name}/"
                 if m is not node.layer:
                     sub += f"{m.name}/"
-                self.children.append((node, m, Analysis(m, sub)))
+                self.children.append((node, key, Analysis(m, sub)))
         self.unit_groups = self._collect(prefix)
 
     def _collect(self, prefix):
@@ -256,27 +256,15 @@ def _shrink_config(analysis):
         node.config.pop("build_config", None)
         node_heads = heads.get(id(node))
         new.update(units.slice_node(node, keep_of, node_heads))
-    for node, inner, child in analysis.children:
+    for node, key, child in analysis.children:
         config, values = _shrink_config(child)
         new.update(values)
-        _replace_nested(node, inner, config)
+        config["name"] = child.model.name
+        if key is None:  # the layer is itself a nested model
+            node.config["config"] = config
+        else:
+            node.config["config"][key]["config"] = config
     return analysis.config, new
-
-
-def _replace_nested(node, inner, config):
-    config["name"] = inner.name
-    if node.layer is inner:
-        node.config["config"] = config
-        return
-    for entry in node.config["config"].values():
-        if isinstance(entry, dict) and isinstance(entry.get("config"), dict):
-            if entry["config"].get("name") == inner.name:
-                entry["config"] = config
-                return
-    raise ValueError(
-        f"`shrink` cannot find the config of the nested model "
-        f"{inner.name!r} in the config of layer {node.layer.name!r}."
-    )
 
 
 def shrink(model, ratio=None, importance="l1"):
