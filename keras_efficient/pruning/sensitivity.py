@@ -251,11 +251,12 @@ def plot_sensitivity(table, path=None):
 
     figure = Figure(figsize=(7, 4.5))
     ax = figure.add_subplot()
-    for name in dict.fromkeys(table["layer"]):
+    for i, name in enumerate(dict.fromkeys(table["layer"])):
         rows = [r for r in table.rows() if r["layer"] == name]
         sparsity = [0.0] + [r["sparsity"] for r in rows]
         drop = [0.0] + [r["drop"] for r in rows]
-        ax.plot(sparsity, drop, marker="o", label=name)
+        style = ("-", "--", ":")[(i // 10) % 3]  # 10 colours, then styles
+        ax.plot(sparsity, drop, marker="o", linestyle=style, label=name)
     ax.set_xlabel("sparsity of the layer / group alone")
     ax.set_ylabel("metric drop (base - pruned)")
     ax.set_title(f"Pruning sensitivity (base metric {table.base_metric:.4f})")
