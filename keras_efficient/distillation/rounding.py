@@ -130,7 +130,8 @@ def capped_proportional(weights, b):
             p_sorted = np.concatenate([np.ones(k), np.minimum(1, c * ws[k:])])
             break
     p[order] = p_sorted
-    return p * (b / p.sum())
+    # No global rescale: it would move the capped entries off exactly 1.
+    return np.clip(p, 0.0, 1.0)
 
 
 class _SortedGains:
