@@ -44,6 +44,8 @@ STRATEGIES = (
     "coreset",
     "robust",
     "sleeping_experts",
+    "badge",
+    "bald",
 )
 OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output")
 

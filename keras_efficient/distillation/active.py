@@ -137,17 +137,7 @@ class ActiveDistillation(
             "epochs_per_round": self.epochs_per_round,
         }
         self.state = SelectionState(config, state_dir)
-        if (
-            isinstance(self.strategy, strategies.RobustSelection)
-            and self.strategy.teacher_accuracy is None
-            and validation is None
-        ):
-            raise ValueError(
-                "strategy='robust' needs the teacher's accuracy: pass "
-                "`validation=(x_val, y_val)` (labeled data the teacher is "
-                "measured on) or `RobustSelection(teacher_accuracy=...)`. "
-                "Without it, it would silently be margin selection."
-            )
+        self._check_robust_inputs(validation)
         self.seed = self._resolve_seed(seed)
         self._initial_strategy_state = self.strategy.get_state()
         self._reset_replay()
@@ -162,6 +152,19 @@ class ActiveDistillation(
             self._placeholder(teacher_output_shape),
         )
         self._epoch = None
+
+    def _check_robust_inputs(self, validation):
+        if (
+            isinstance(self.strategy, strategies.RobustSelection)
+            and self.strategy.teacher_accuracy is None
+            and validation is None
+        ):
+            raise ValueError(
+                "strategy='robust' needs the teacher's accuracy: pass "
+                "`validation=(x_val, y_val)` (labeled data the teacher is "
+                "measured on) or `RobustSelection(teacher_accuracy=...)`. "
+                "Without it, it would silently be margin selection."
+            )
 
     def _resolve_seed(self, seed):
         saved = self.state.config.get("seed")
