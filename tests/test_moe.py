@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from keras_efficient.layers import MixtureOfExperts
-from keras_efficient.layers.moe import expert_mlp
-from keras_efficient.layers.moe import positions_in_experts
+from keras_efficient.layers.experts import capacity_mlp
+from keras_efficient.layers.experts import grouped_mlp
+from keras_efficient.layers.routing import positions_in_experts
 from tests.harness import BACKEND
 from tests.harness import JIT
 from tests.harness import assert_allclose
@@ -26,7 +27,7 @@ def _numpy_moe(layer, x):
     w1, b1 = to_numpy(layer.kernel_in), to_numpy(layer.bias_in)
     w2, b2 = to_numpy(layer.kernel_out), to_numpy(layer.bias_out)
     num_tokens = len(x2)
-    capacity = layer.capacity(num_tokens)
+    capacity = layer.capacity(num_tokens) or np.inf
     counts = np.zeros(layer.num_experts, int)
     out = np.zeros((num_tokens, w2.shape[-1]))
     dropped = 0
@@ -39,6 +40,10 @@ def _numpy_moe(layer, x):
                 continue
             h = np.maximum(x2[t] @ w1[e] + b1[e], 0)
             out[t] += gates[t, j] * (h @ w2[e] + b2[e])
+    if layer.num_shared_experts:
+        s1, s2 = to_numpy(layer.shared_kernel_in), to_numpy(layer.shared_bias_in)
+        s3, s4 = to_numpy(layer.shared_kernel_out), to_numpy(layer.shared_bias_out)
+        out += np.maximum(x2 @ s1 + s2, 0) @ s3 + s4
     fraction = dropped / (num_tokens * layer.top_k)
     return out.reshape(x.shape[:-1] + (-1,)), fraction
 
@@ -60,16 +65,24 @@ def test_harness(kwargs):
 
 
 @pytest.mark.parametrize(
-    "router, capacity_factor",
-    [("lsh", None), ("softmax", 1.0), ("lsh", 0.5), ("softmax", 0.5)],
+    "router, capacity_factor, shared",
+    [
+        ("lsh", None, 0),
+        ("softmax", None, 0),
+        ("softmax", None, 2),
+        ("softmax", 1.0, 0),
+        ("lsh", 0.5, 1),
+        ("softmax", 0.5, 0),
+    ],
 )
-def test_matches_numpy_loop_reference(router, capacity_factor):
+def test_matches_numpy_loop_reference(router, capacity_factor, shared):
     layer = MixtureOfExperts(
         4,
         8,
         router=router,
         top_k=2,
         capacity_factor=capacity_factor,
+        num_shared_experts=shared,
         bias_initializer="random_normal",
         implementation="reference",
         seed=0,
@@ -151,7 +164,7 @@ def test_dropped_fraction_is_updated_in_compiled_fit():
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="ragged_dot is JAX only")
-@pytest.mark.parametrize("capacity_factor", [0.5])
+@pytest.mark.parametrize("capacity_factor", [None, 0.5])
 def test_ragged_dot_path_matches_reference(capacity_factor):
     import jax
 
@@ -175,16 +188,12 @@ def test_ragged_dot_path_matches_reference(capacity_factor):
     assert_allclose(ragged(X), reference(X), atol=1e-5)
     assert_allclose(ragged.dropped_fraction, reference.dropped_fraction)
 
-    # The dispatch function itself, and its gradients, on both paths.
+    # The dispatch functions themselves, and their gradients.
     x = X.reshape(-1, 6)
-    experts, gates, _ = reference.route(x)
-    expert = experts.T.reshape(-1)
+    experts, _, _ = reference.route(x)
+    expert = np.asarray(experts).T.reshape(-1)
     token = np.tile(np.arange(len(x), dtype="int32"), 2)
-    one_hot = jax.nn.one_hot(expert, 8, dtype="int32")
-    position = (jax.numpy.cumsum(one_hot, 0) * one_hot).sum(-1) - 1
-    capacity = reference.capacity(len(x))
-    keep = position < capacity
-    weights = [
+    weights = tuple(
         w.value
         for w in (
             reference.kernel_in,
@@ -192,21 +201,11 @@ def test_ragged_dot_path_matches_reference(capacity_factor):
             reference.kernel_out,
             reference.bias_out,
         )
-    ]
+    )
 
     def loss(args, implementation):
         xs, ws = args
-        y = expert_mlp(
-            xs,
-            token,
-            expert,
-            position,
-            keep,
-            capacity,
-            *ws,
-            jax.nn.relu,
-            implementation,
-        )
+        y = grouped_mlp(xs, token, expert, ws, jax.nn.relu, implementation)
         return (y**2).sum()
 
     grads = {
@@ -219,6 +218,82 @@ def test_ragged_dot_path_matches_reference(capacity_factor):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
 
 
+@pytest.mark.parametrize("num_tokens, num_experts", [(5, 3), (300, 16)])
+def test_grouped_and_capacity_paths_match_a_loop(num_tokens, num_experts):
+    rng = np.random.default_rng(num_tokens)
+    x = rng.normal(size=(num_tokens, 4)).astype("float32")
+    # Clustered: most assignments go to expert 0.
+    expert = np.where(
+        rng.random(2 * num_tokens) < 0.7,
+        0,
+        rng.integers(0, num_experts, 2 * num_tokens),
+    ).astype("int32")
+    token = np.tile(np.arange(num_tokens, dtype="int32"), 2)
+    ws = [
+        rng.normal(size=s).astype("float32")
+        for s in [(num_experts, 4, 5), (num_experts, 5), (num_experts, 5, 3),
+                  (num_experts, 3)]
+    ]
+    expected = np.stack(
+        [np.maximum(x[t] @ ws[0][e] + ws[1][e], 0) @ ws[2][e] + ws[3][e]
+         for t, e in zip(token, expert)]
+    )
+    relu = keras.activations.relu
+    got = grouped_mlp(x, token, expert, tuple(ws), relu)
+    assert_allclose(got, expected, atol=1e-4, rtol=1e-5)
+    position = to_numpy(positions_in_experts(expert))
+    keep = position < 3
+    got = capacity_mlp(x, token, expert, position, keep, 3, ws, relu)
+    assert_allclose(got, expected * keep[:, None], atol=1e-4, rtol=1e-5)
+    got = grouped_mlp(x, token, expert, tuple(ws), relu, keep=keep)
+    assert_allclose(got, expected * keep[:, None], atol=1e-4, rtol=1e-5)
+
+
+def test_positions_do_not_overflow_beyond_int32_keys():
+    # expert * num + index would pass 2**31 (the old combined sort key).
+    rng = np.random.default_rng(0)
+    num = 513
+    expert = rng.choice([0, 2**30, 2**31 - 1, 7], num).astype("int32")
+    assert int(expert.max()) * num > 2**31
+    expected = [np.sum(expert[:i] == e) for i, e in enumerate(expert)]
+    got = to_numpy(positions_in_experts(expert))
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_dropless_by_default_drops_nothing_on_clustered_routing():
+    layer = MixtureOfExperts(16, 8, router="softmax", top_k=2)
+    x = np.ones((64, 6), "float32") + 0.01 * X.reshape(-1, 6)[:1]
+    layer(x)
+    experts, _, _ = layer.route(x)
+    assert len(np.unique(to_numpy(experts)[:, 0])) == 1  # all on one expert
+    assert float(layer.dropped_fraction) == 0.0
+    capped = MixtureOfExperts(16, 8, router="softmax", top_k=2,
+                              capacity_factor=1.25)
+    capped(x)
+    assert float(capped.dropped_fraction) > 0.8
+
+
+def test_legacy_config_without_capacity_keeps_the_old_default():
+    config = MixtureOfExperts(4, 8).get_config()
+    assert config["capacity_factor"] is None
+    del config["capacity_factor"]
+    assert MixtureOfExperts.from_config(config).capacity_factor == 1.25
+
+
+def test_z_loss_value():
+    layer = MixtureOfExperts(
+        4, 8, router="softmax", load_balance_weight=0, z_loss_weight=0.1
+    )
+    layer(X)
+    logits = to_numpy(layer.gate_network(X.reshape(-1, 6))).astype("float64")
+    m = logits.max(-1)
+    z = m + np.log(np.exp(logits - m[:, None]).sum(-1))
+    assert len(layer.losses) == 1
+    np.testing.assert_allclose(
+        to_numpy(layer.losses[0]), 0.1 * np.mean(z**2), rtol=1e-5
+    )
+
+
 def test_config_round_trip_keeps_arguments():
     layer = MixtureOfExperts(
         6,
@@ -229,6 +304,8 @@ def test_config_round_trip_keeps_arguments():
         output_dim=3,
         activation="gelu",
         load_balance_weight=0.1,
+        z_loss_weight=0.01,
+        num_shared_experts=2,
         kernel_initializer="he_normal",
     )
     clone = MixtureOfExperts.from_config(layer.get_config())
@@ -240,6 +317,8 @@ def test_config_round_trip_keeps_arguments():
         "capacity_factor",
         "output_dim",
         "load_balance_weight",
+        "z_loss_weight",
+        "num_shared_experts",
         "num_bits",
         "implementation",
         "seed",
@@ -270,6 +349,8 @@ def test_expert_weights_have_the_expert_axis_first():
         ({"capacity_factor": -1.0}, "capacity_factor"),
         ({"router": "hash"}, "router"),
         ({"load_balance_weight": -1}, "load_balance_weight"),
+        ({"z_loss_weight": -1}, "z_loss_weight"),
+        ({"num_shared_experts": -1}, "num_shared_experts"),
         ({"implementation": "pallas"}, "implementation"),
     ],
 )

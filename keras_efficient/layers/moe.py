@@ -1,4 +1,4 @@
-"""Mixture of experts with an LSH or a softmax router."""
+"""Mixture of experts: dropless by default, LSH or top-k softmax router."""
 
 import math
 
@@ -11,11 +11,19 @@ from keras_efficient._validation import check_int
 from keras_efficient._validation import check_number
 from keras_efficient._validation import check_optional_number
 from keras_efficient._validation import check_positive_int
+from keras_efficient.layers.experts import capacity_mlp
+from keras_efficient.layers.experts import grouped_mlp
 from keras_efficient.layers.lsh import LSHHash
 from keras_efficient.layers.lsh import bits_for
+from keras_efficient.layers.routing import load_balance_loss
+from keras_efficient.layers.routing import positions_in_experts
+from keras_efficient.layers.routing import router_z_loss
+from keras_efficient.layers.routing import top_k_softmax
 
 ROUTERS = ("lsh", "softmax")
 IMPLEMENTATIONS = ("auto", "reference", "ragged")
+# Default of configs saved before `capacity_factor=None` became the default.
+LEGACY_CAPACITY_FACTOR = 1.25
 
 
 def resolve_implementation(implementation):
@@ -23,136 +31,9 @@ def resolve_implementation(implementation):
     return _backend.resolve_implementation(implementation)
 
 
-def positions_in_experts(expert, num_experts):
-    """Rank of each assignment among the earlier ones to the same expert.
-
-    `position[i]` is the number of `j < i` with `expert[j] == expert[i]`,
-    i.e. the assignment's slot in its expert's buffer in arrival order.
-    Computed by one stable sort on `(expert, i)` keys rather than a cumsum
-    over a `(A, E)` one-hot: on TensorFlow's XLA a cumsum fused with a
-    hash-based router took minutes to compile for a few thousand tokens
-    (the sort also costs O(A log A) instead of O(A E)).
-
-    Args:
-        expert: `(A,)` int32 expert ids in `[0, num_experts)`.
-        num_experts: number of experts E.
-
-    Returns:
-        `(A,)` int32 positions.
-    """
-    expert = ops.cast(expert, "int32")
-    num = ops.shape(expert)[0]
-    index = ops.arange(num, dtype="int32")
-    # Unique keys: sorting them groups by expert, arrival order within.
-    order = ops.argsort(expert * num + index)
-    sorted_expert = ops.take(expert, order)
-    counts = ops.sum(ops.one_hot(expert, num_experts, dtype="int32"), axis=0)
-    starts = ops.cast(ops.cumsum(counts) - counts, "int32")
-    rank = index - ops.take(starts, sorted_expert)
-    return ops.cast(
-        ops.scatter(ops.expand_dims(order, -1), rank, (num,)), "int32"
-    )
-
-
-def expert_mlp(
-    x,
-    token,
-    expert,
-    position,
-    keep,
-    capacity,
-    kernel_in,
-    bias_in,
-    kernel_out,
-    bias_out,
-    activation,
-    implementation="reference",
-):
-    """Runs each token-expert assignment through its expert's MLP.
-
-    The one dispatch function of the layer. `"reference"` (`keras.ops`
-    only) groups the assignments into an `(E, C, D)` buffer (expert,
-    capacity slot, features) with a scatter of token indices and a gather,
-    runs one batched matmul per expert weight and gathers the results back.
-    `"ragged"` (JAX only) sorts the kept assignments by expert and runs
-    `jax.lax.ragged_dot` on the sorted rows: no capacity buffer and no
-    padding. Both give the same outputs.
-
-    Args:
-        x: `(T, D)` token vectors.
-        token: `(A,)` int32 token index of each assignment.
-        expert: `(A,)` int32 expert of each assignment.
-        position: `(A,)` int32 slot of the assignment in its expert's
-            buffer (its rank among the expert's assignments).
-        keep: `(A,)` bool, `position < capacity` (else the assignment is
-            dropped and its output is zero).
-        capacity: slots per expert C (int, or a scalar tensor).
-        kernel_in, bias_in, kernel_out, bias_out: `(E, D, H)`, `(E, H)`,
-            `(E, H, O)`, `(E, O)` expert weights.
-        activation: the hidden activation (a callable).
-        implementation: `"reference"` or `"ragged"`.
-
-    Returns:
-        `(A, O)` expert outputs, zeros for dropped assignments.
-    """
-    num_experts = kernel_in.shape[0]
-    out_dim = kernel_out.shape[-1]
-    if implementation == "ragged":
-        weights = (kernel_in, bias_in, kernel_out, bias_out)
-        return _expert_mlp_ragged(x, token, expert, keep, weights, activation)
-    dim = ops.shape(x)[-1]
-    slots = num_experts * capacity
-    slot = ops.where(keep, expert * capacity + position, slots)
-    # Token (+1) held by each slot; 0 marks an empty slot. Dropped
-    # assignments all write the extra last slot, which is discarded.
-    slot_token = ops.scatter_update(
-        ops.zeros((slots + 1,), "int32"),
-        ops.expand_dims(slot, -1),
-        token + 1,
-    )[:slots]
-    x_pad = ops.concatenate([ops.zeros((1, dim), x.dtype), x], axis=0)
-    grouped = ops.take(x_pad, slot_token, axis=0)
-    grouped = ops.reshape(grouped, (num_experts, capacity, dim))
-    hidden = ops.einsum("ecd,edh->ech", grouped, kernel_in)
-    hidden = activation(hidden + ops.expand_dims(bias_in, 1))
-    out = ops.einsum("ech,eho->eco", hidden, kernel_out)
-    out = out + ops.expand_dims(bias_out, 1)
-    out = ops.reshape(out, (slots, out_dim))
-    out = ops.concatenate([out, ops.zeros((1, out_dim), out.dtype)], axis=0)
-    return ops.take(out, slot, axis=0)
-
-
-def _expert_mlp_ragged(x, token, expert, keep, weights, activation):
-    import jax
-    import jax.numpy as jnp
-
-    kernel_in, bias_in, kernel_out, bias_out = weights
-    num_experts = kernel_in.shape[0]
-    token, expert, keep = (jnp.asarray(a) for a in (token, expert, keep))
-    # Dropped assignments sort after every expert's group and are masked.
-    key = jnp.where(keep, expert, num_experts)
-    order = jnp.argsort(key, stable=True)
-    sorted_expert = jnp.minimum(key[order], num_experts - 1)
-    group_sizes = jnp.sum(
-        jax.nn.one_hot(expert, num_experts, dtype="int32")
-        * keep[:, None].astype("int32"),
-        axis=0,
-    ).astype("int32")
-    rows = jnp.take(x, token[order], axis=0)
-    kernel_in = jnp.asarray(kernel_in, rows.dtype)
-    kernel_out = jnp.asarray(kernel_out, rows.dtype)
-    hidden = jax.lax.ragged_dot(rows, kernel_in, group_sizes)
-    hidden = activation(hidden + jnp.take(bias_in, sorted_expert, axis=0))
-    out = jax.lax.ragged_dot(hidden, kernel_out, group_sizes)
-    out = out + jnp.take(bias_out, sorted_expert, axis=0)
-    out = jnp.where(keep[order][:, None], out, 0)
-    inverse = jnp.argsort(order)
-    return jnp.take(out, inverse, axis=0)
-
-
 @keras.saving.register_keras_serializable(package="keras_efficient")
 class MixtureOfExperts(keras.layers.Layer):
-    """Sparsely activated mixture of expert MLPs with an LSH or softmax router.
+    """Sparsely activated mixture of expert MLPs, dropless by default.
 
     Each token is sent to `top_k` of `num_experts` expert MLPs
     (`D -> hidden_dim -> output_dim`) and their outputs, scaled by gates,
@@ -163,55 +44,57 @@ class MixtureOfExperts(keras.layers.Layer):
     NeurIPS 2022); with `top_k > 1` there are `top_k` independent hash
     tables, each picking one expert with gate `1 / top_k`. With
     `router="softmax"` a learned linear router picks the `top_k` most likely
-    experts, each gated by its softmax probability, and the Switch
-    Transformer load-balancing loss
-    `E * sum_e f_e * P_e` (f: fraction of assignments, P: mean router
-    probability of expert e) times `load_balance_weight` is added with
-    `add_loss`.
+    experts, each gated by its softmax probability; the Switch Transformer
+    load-balancing loss `E * sum_e f_e * P_e` (f: fraction of assignments,
+    P: mean router probability of expert e) times `load_balance_weight` and
+    the ST-MoE router z-loss `mean_t logsumexp(logits_t) ** 2` times
+    `z_loss_weight` are added with `add_loss`. `num_shared_experts` experts
+    (DeepSeekMoE) see every token, as one dense MLP of width
+    `num_shared_experts * hidden_dim` added to the routed output.
 
-    Dispatch has no Python loop over experts: assignments are grouped into
-    an `(E, C, D)` buffer of `C = ceil(capacity_factor * T * top_k / E)`
-    slots per expert (T tokens per call; first choices are served before
-    second choices, then in token order); assignments beyond an expert's
-    capacity are dropped (their output is zero, so a residual connection
-    around the layer passes the token through). One batched matmul per
-    expert weight computes all experts. On JAX with a GPU or TPU the
-    default `implementation="auto"` uses `jax.lax.ragged_dot` on the kept
-    assignments sorted by expert instead of the padded buffer (on CPU,
-    where XLA's `ragged_dot` is slower than the padded batched matmul, and
-    on the other backends it uses the `keras.ops` path); both paths give
-    the same outputs (see `expert_mlp`).
-
-    The fraction of assignments dropped in the last call is kept in the
-    non-trainable scalar weight `dropped_fraction` (read it with
-    `float(layer.dropped_fraction)`; it is updated inside compiled train,
-    test and predict steps like a batch-norm statistic).
+    Dispatch is dropless by default (`capacity_factor=None`): the
+    (token, expert) assignments are sorted by expert and each expert
+    multiplies exactly its rows (see `experts.grouped_mlp`: one grouped
+    matmul, `jax.lax.ragged_dot` on JAX with `implementation="ragged"`, a
+    blocked batched matmul in `keras.ops` elsewhere; memory grows with
+    tokens x top_k, never with tokens x experts). With a `capacity_factor`
+    each expert gets `C = ceil(capacity_factor * T * top_k / E)` slots (T
+    tokens per call; first choices are served before second choices, then
+    in token order) and assignments beyond are dropped (output zero, so a
+    residual around the layer passes the token through). The fraction of
+    assignments dropped in the last call is kept in the non-trainable
+    scalar weight `dropped_fraction` (0 when dropless; updated inside
+    compiled steps like a batch-norm statistic).
 
     The expert weights `kernel_in` `(E, D, H)`, `bias_in`, `kernel_out`
-    `(E, H, O)`, `bias_out` have the expert axis first: shard them with
-    `keras.distribution.ModelParallel`, e.g.
-    `layout_map[".*kernel_(in|out)"] = ("model", None, None)`.
+    `(E, H, O)`, `bias_out` have the expert axis first: shard them over a
+    mesh axis with `keras.distribution.ModelParallel`, e.g.
+    `layout_map[".*kernel_(in|out)"] = ("model", None, None)` (expert
+    parallelism; XLA inserts the exchange of routed tokens).
 
     Args:
         num_experts: number of experts E, `>= 1`.
         hidden_dim: hidden width H of each expert, `>= 1`.
         router: `"lsh"` or `"softmax"`.
         top_k: experts per token, in `[1, num_experts]`.
-        capacity_factor: slots per expert relative to an even split, `> 0`,
-            or `None` for no dropping (C = T, or T * top_k with LSH).
+        capacity_factor: `None` (default: dropless) or slots per expert
+            relative to an even split, `> 0` (tokens beyond are dropped).
         output_dim: output width O; default the input width.
         activation: hidden activation of the experts.
         load_balance_weight: weight of the load-balancing loss (softmax
             router), `>= 0`.
+        z_loss_weight: weight of the router z-loss (softmax router),
+            `>= 0`; ST-MoE uses 1e-3.
+        num_shared_experts: experts applied to every token, `>= 0`.
         num_bits: LSH hyperplanes per table; default the smallest m with
             `2**m >= num_experts`. Buckets map to experts by
             `bucket mod num_experts`.
         kernel_initializer: initializer of the expert kernels; default
             Glorot uniform per expert (fans of one expert's `D x H` matrix).
         bias_initializer: initializer of the expert biases.
-        implementation: `"auto"` (ragged on JAX with an accelerator,
-            else reference), `"reference"` (`keras.ops`, every backend) or
-            `"ragged"` (JAX `ragged_dot`).
+        implementation: `"auto"` (ragged where `_backend.FAST_PATHS` says
+            it is faster, else reference), `"reference"` (`keras.ops`,
+            every backend) or `"ragged"` (JAX `ragged_dot`).
         seed: integer seed of the LSH hyperplanes.
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
 
@@ -230,12 +113,14 @@ class MixtureOfExperts(keras.layers.Layer):
 
     inputs = keras.Input((16, 32))
     moe = ke.layers.MixtureOfExperts(num_experts=8, hidden_dim=64,
-                                     router="lsh", seed=0)
+                                     router="softmax", top_k=2,
+                                     z_loss_weight=1e-3,
+                                     num_shared_experts=1)
     model = keras.Model(inputs, inputs + moe(inputs))
     model.compile("adam", "mse")
     x = np.random.normal(size=(64, 16, 32)).astype("float32")
     model.fit(x, x, epochs=1, verbose=0)
-    float(moe.dropped_fraction)  # share of token-expert pairs dropped
+    float(moe.dropped_fraction)  # 0.0: dropless
     ```
     """
 
@@ -245,10 +130,12 @@ class MixtureOfExperts(keras.layers.Layer):
         hidden_dim,
         router="lsh",
         top_k=1,
-        capacity_factor=1.25,
+        capacity_factor=None,
         output_dim=None,
         activation="relu",
         load_balance_weight=0.01,
+        z_loss_weight=0.0,
+        num_shared_experts=0,
         num_bits=None,
         kernel_initializer=None,
         bias_initializer="zeros",
@@ -263,7 +150,6 @@ class MixtureOfExperts(keras.layers.Layer):
         self.top_k = check_int(
             "top_k", top_k, min_value=1, max_value=num_experts
         )
-        # None: no dropping.
         self.capacity_factor = check_optional_number(
             "capacity_factor", capacity_factor, min_value=0, min_inclusive=False
         )
@@ -274,6 +160,12 @@ class MixtureOfExperts(keras.layers.Layer):
         )
         self.load_balance_weight = check_number(
             "load_balance_weight", load_balance_weight, min_value=0
+        )
+        self.z_loss_weight = check_number(
+            "z_loss_weight", z_loss_weight, min_value=0
+        )
+        self.num_shared_experts = check_int(
+            "num_shared_experts", num_shared_experts, min_value=0
         )
         check_choice("implementation", implementation, IMPLEMENTATIONS)
         resolve_implementation(implementation)
@@ -287,6 +179,8 @@ class MixtureOfExperts(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.implementation = implementation
         self.seed = seed
+        self.hash = None
+        self.gate_network = None
         if router == "lsh":
             self.hash = LSHHash(
                 num_tables=self.top_k,
@@ -295,9 +189,7 @@ class MixtureOfExperts(keras.layers.Layer):
                 dtype=self.dtype_policy,
                 name="hash",
             )
-            self.gate_network = None
         else:
-            self.hash = None
             self.gate_network = keras.layers.Dense(
                 num_experts,
                 use_bias=False,
@@ -319,36 +211,58 @@ class MixtureOfExperts(keras.layers.Layer):
                 scale=float(e), mode="fan_avg", distribution="uniform"
             )
         )
-        self.kernel_in = self.add_weight(
+        add = self.add_weight
+        bias_init = self.bias_initializer
+        self.kernel_in = add(
             name="kernel_in", shape=(e, dim, h), initializer=kernel_init
         )
-        self.bias_in = self.add_weight(
-            name="bias_in", shape=(e, h), initializer=self.bias_initializer
-        )
-        self.kernel_out = self.add_weight(
+        self.bias_in = add(name="bias_in", shape=(e, h), initializer=bias_init)
+        self.kernel_out = add(
             name="kernel_out", shape=(e, h, out), initializer=kernel_init
         )
-        self.bias_out = self.add_weight(
-            name="bias_out", shape=(e, out), initializer=self.bias_initializer
+        self.bias_out = add(
+            name="bias_out", shape=(e, out), initializer=bias_init
         )
-        self.dropped_fraction = self.add_weight(
+        self.dropped_fraction = add(
             name="dropped_fraction",
             shape=(),
             initializer="zeros",
             trainable=False,
             dtype="float32",
         )
+        if self.num_shared_experts:
+            self._build_shared(dim, out)
         if self.hash is not None and not self.hash.built:
             self.hash.build(input_shape)
         if self.gate_network is not None and not self.gate_network.built:
             self.gate_network.build(input_shape)
         self.built = True
 
+    def _build_shared(self, dim, out):
+        width = self.num_shared_experts * self.hidden_dim
+        kernel_init = self.kernel_initializer or "glorot_uniform"
+        self.shared_kernel_in = self.add_weight(
+            name="shared_kernel_in", shape=(dim, width),
+            initializer=kernel_init,
+        )
+        self.shared_bias_in = self.add_weight(
+            name="shared_bias_in", shape=(width,),
+            initializer=self.bias_initializer,
+        )
+        self.shared_kernel_out = self.add_weight(
+            name="shared_kernel_out", shape=(width, out),
+            initializer=kernel_init,
+        )
+        self.shared_bias_out = self.add_weight(
+            name="shared_bias_out", shape=(out,),
+            initializer=self.bias_initializer,
+        )
+
     def capacity(self, num_tokens):
-        """Slots per expert for `num_tokens` tokens (int or scalar tensor)."""
+        """Slots per expert for `num_tokens` tokens, `None` if dropless."""
         k, e = self.top_k, self.num_experts
         if self.capacity_factor is None:
-            return num_tokens * (k if self.router == "lsh" else 1)
+            return None
         if isinstance(num_tokens, int):
             slots = math.ceil(self.capacity_factor * num_tokens * k / e)
             return max(1, min(slots, num_tokens * k))
@@ -359,56 +273,72 @@ class MixtureOfExperts(keras.layers.Layer):
         return ops.maximum(slots, 1)
 
     def route(self, x):
-        """Experts and gates of each token: two `(T, top_k)` tensors."""
+        """`(experts, gates, logits)` of each token: `(T, top_k)` ids and
+        gates, and the `(T, E)` router logits (`None` with LSH)."""
         if self.hash is not None:
             buckets = self.hash(x)
             experts = ops.mod(buckets, self.num_experts)
             gates = ops.full(ops.shape(experts), 1.0 / self.top_k, "float32")
-            return experts, gates, None
+            return ops.cast(experts, "int32"), gates, None
         logits = ops.cast(self.gate_network(x), "float32")
-        probs = ops.softmax(logits, axis=-1)
-        gates, experts = ops.top_k(probs, self.top_k)
-        return ops.cast(experts, "int32"), gates, probs
+        experts, gates, _ = top_k_softmax(logits, self.top_k)
+        return experts, gates, logits
+
+    def _add_router_losses(self, expert, logits):
+        if logits is None:
+            return
+        if self.load_balance_weight > 0:
+            probs = ops.softmax(logits, axis=-1)
+            balance = load_balance_loss(expert, probs, self.num_experts)
+            self.add_loss(self.load_balance_weight * balance)
+        if self.z_loss_weight > 0:
+            self.add_loss(self.z_loss_weight * router_z_loss(logits))
+
+    def _experts(self, x, token, expert, num_tokens):
+        weights = tuple(
+            ops.convert_to_tensor(w)
+            for w in (self.kernel_in, self.bias_in, self.kernel_out,
+                      self.bias_out)
+        )
+        impl = resolve_implementation(self.implementation)
+        capacity = self.capacity(num_tokens)
+        if capacity is None:
+            self.dropped_fraction.assign(0.0)
+            return grouped_mlp(x, token, expert, weights, self.activation,
+                               impl)
+        position = positions_in_experts(expert)
+        keep = position < capacity
+        self.dropped_fraction.assign(
+            1.0 - ops.mean(ops.cast(keep, "float32"))
+        )
+        if impl == "ragged":
+            return grouped_mlp(x, token, expert, weights, self.activation,
+                               impl, keep=keep)
+        return capacity_mlp(x, token, expert, position, keep, capacity,
+                            weights, self.activation)
+
+    def _shared(self, x):
+        hidden = ops.matmul(x, self.shared_kernel_in) + self.shared_bias_in
+        hidden = self.activation(hidden)
+        return ops.matmul(hidden, self.shared_kernel_out) + self.shared_bias_out
 
     def call(self, inputs):
         shape = ops.shape(inputs)
-        dim = shape[-1]
-        x = ops.reshape(inputs, (-1, dim))
+        x = ops.reshape(inputs, (-1, shape[-1]))
         num_tokens = ops.shape(x)[0]
-        experts, gates, probs = self.route(x)
+        experts, gates, logits = self.route(x)
         # Assignments in k-major order: every first choice before any
         # second choice, so capacity serves first choices first.
         expert = ops.reshape(ops.transpose(experts), (-1,))
         gate = ops.reshape(ops.transpose(gates), (-1,))
         token = ops.tile(ops.arange(num_tokens, dtype="int32"), (self.top_k,))
-        position = positions_in_experts(expert, self.num_experts)
-        capacity = self.capacity(num_tokens)
-        keep = position < capacity
-        kept = ops.cast(keep, "float32")
-        self.dropped_fraction.assign(1.0 - ops.mean(kept))
-        if probs is not None and self.load_balance_weight > 0:
-            one_hot = ops.one_hot(expert, self.num_experts, dtype="float32")
-            fraction = ops.mean(one_hot, axis=0)
-            mean_prob = ops.mean(probs, axis=0)
-            balance = self.num_experts * ops.sum(fraction * mean_prob)
-            self.add_loss(self.load_balance_weight * balance)
-        out = expert_mlp(
-            x,
-            token,
-            ops.cast(expert, "int32"),
-            position,
-            keep,
-            capacity,
-            ops.convert_to_tensor(self.kernel_in),
-            ops.convert_to_tensor(self.bias_in),
-            ops.convert_to_tensor(self.kernel_out),
-            ops.convert_to_tensor(self.bias_out),
-            self.activation,
-            implementation=resolve_implementation(self.implementation),
-        )
+        self._add_router_losses(expert, logits)
+        out = self._experts(x, token, expert, num_tokens)
         out = out * ops.cast(ops.expand_dims(gate, -1), out.dtype)
         out_dim = self.output_dim or inputs.shape[-1]
         out = ops.sum(ops.reshape(out, (self.top_k, -1, out_dim)), axis=0)
+        if self.num_shared_experts:
+            out = out + ops.cast(self._shared(x), out.dtype)
         return ops.reshape(out, tuple(shape[:-1]) + (out_dim,))
 
     def compute_output_shape(self, input_shape):
@@ -436,6 +366,8 @@ class MixtureOfExperts(keras.layers.Layer):
                 "output_dim": self.output_dim,
                 "activation": keras.activations.serialize(self.activation),
                 "load_balance_weight": self.load_balance_weight,
+                "z_loss_weight": self.z_loss_weight,
+                "num_shared_experts": self.num_shared_experts,
                 "num_bits": self.num_bits,
                 "kernel_initializer": None
                 if self.kernel_initializer is None
@@ -448,3 +380,10 @@ class MixtureOfExperts(keras.layers.Layer):
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # Configs saved before dropless became the default kept capacity.
+        config.setdefault("capacity_factor", LEGACY_CAPACITY_FACTOR)
+        return super().from_config(config)
