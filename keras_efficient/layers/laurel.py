@@ -7,19 +7,24 @@ learned, cheap, linear `g`. Every variant is the plain residual at init.
 
 The LAuReL options (`variant`, `rank`, ...) are defined once, by
 `laurel_options`; `LaurelResidual`, `LaurelBlock`, `LaurelStack` and the
-applications all take them through it.
+applications all take them through it. The variant `"gemma3n"` is Gemma
+3n's form (an RMS-normed low-rank branch, merged by `/ sqrt(2)`); it is not
+the plain residual at init.
 """
 
 import itertools
+import math
 
 import keras
 from keras import ops
 
+from keras_efficient._validation import check_bool
 from keras_efficient._validation import check_choice
+from keras_efficient._validation import check_number
 from keras_efficient._validation import check_positive_int
 from keras_efficient._validation import fail
 
-VARIANTS = ("rw", "lr", "pa", "rw+lr", "rw+pa", "rw+lr+pa")
+VARIANTS = ("rw", "lr", "pa", "rw+lr", "rw+pa", "rw+lr+pa", "gemma3n")
 NORMALIZATIONS = ("softmax", "sigmoid", "none")
 DATA_FORMATS = (None, "channels_last", "channels_first")
 _ORDER = ("rw", "lr", "pa")
@@ -39,6 +44,8 @@ def normalize_variant(variant, name="variant"):
     """
     if not isinstance(variant, str):
         fail(name, f"one of {VARIANTS}", variant)
+    if variant.strip().lower() == "gemma3n":
+        return "gemma3n"
     parts = [p.strip() for p in variant.lower().split("+")]
     canonical = "+".join(p for p in _ORDER if p in parts)
     if len(set(parts)) != len(parts) or not set(parts) <= set(_ORDER):
@@ -68,6 +75,7 @@ def laurel_options(
     lr_initializer="glorot_uniform",
     low_rank_history=False,
     data_format=None,
+    epsilon=1e-6,
 ):
     """Checks the LAuReL options and returns them, normalised, as a dict.
 
@@ -82,8 +90,9 @@ def laurel_options(
     """
     variant = normalize_variant(variant)
     parts = variant.split("+")
-    low_rank_history = bool(low_rank_history)
-    if "lr" in parts or ("pa" in parts and low_rank_history):
+    low_rank_history = check_bool("low_rank_history", low_rank_history)
+    per_dimension = check_bool("per_dimension", per_dimension)
+    if {"lr", "gemma3n"} & set(parts) or ("pa" in parts and low_rank_history):
         rank = check_positive_int("rank", rank)
     num_activations = check_positive_int("num_activations", num_activations)
     if normalization is None:
@@ -95,14 +104,15 @@ def laurel_options(
         "rank": rank,
         "num_activations": num_activations,
         "normalization": normalization,
-        "per_dimension": bool(per_dimension),
+        "per_dimension": per_dimension,
         "lr_initializer": keras.initializers.get(lr_initializer),
         "low_rank_history": low_rank_history,
         "data_format": data_format,
+        "epsilon": check_number("epsilon", epsilon, min_value=0),
     }
 
 
-OPTIONS = tuple(laurel_options.__code__.co_varnames[:8])
+OPTIONS = tuple(laurel_options.__code__.co_varnames[:9])
 
 
 def split_options(kwargs):
@@ -162,6 +172,12 @@ class LaurelResidual(keras.layers.Layer):
       k + 2 (+ 2rkD if `h_j` is low rank).
     - `"rw+lr+pa"`: `alpha f(x) + beta (x + sum_j gamma_j B_j A_j x_{i-j})`;
       2rkD + k + 2.
+    - `"gemma3n"`: Gemma 3n's form (keras-hub's `Gemma3nTextLaurelBlock`
+      merged as in its decoder): `(x + f(x) + z + rmsnorm(B(A z)) * s)
+      / sqrt(2)`, with `z` the `branch_input` (Gemma 3n passes the
+      normed block input; default `x`) and `s` a learned norm scale;
+      2rD + D. Not the plain residual at init: `B = 0` gives
+      `(x + f(x) + z) / sqrt(2)`. `from_gemma3n` copies keras-hub weights.
 
     Here `D` is the size of the last axis, `r` is `rank`, `k` is
     `num_activations`, `x_{i-0} = x` and `x_{i-1}, x_{i-2}, ...` are the
@@ -198,6 +214,7 @@ class LaurelResidual(keras.layers.Layer):
         data_format: `None` or `"channels_last"`; `"channels_first"` raises
             a `ValueError`. With `None`, inputs of rank >= 4 raise when
             `keras.config.image_data_format()` is `"channels_first"`.
+        epsilon: epsilon of the RMS norm of `"gemma3n"` (ignored otherwise).
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -208,6 +225,8 @@ class LaurelResidual(keras.layers.Layer):
             (`[x_{i-1}, x_{i-2}, ...]`), at most `num_activations - 1`
             tensors of `x`'s shape. PA variants only. Fewer (or `None`) is
             allowed early in a network: missing ones contribute nothing.
+        branch_input: `"gemma3n"` only: the input `z` of the low-rank
+            branch, `x`'s shape (default `x`).
 
     Returns:
         `x'`, a tensor of `x`'s shape.
@@ -236,7 +255,8 @@ class LaurelResidual(keras.layers.Layer):
         self._has_rw = "rw" in parts
         self._has_pa = "pa" in parts
         # "rw+lr+pa" folds the LR map into the lag-0 term of PA.
-        self._has_lr = "lr" in parts and not self._has_pa
+        self._gemma = self.variant == "gemma3n"
+        self._has_lr = ("lr" in parts and not self._has_pa) or self._gemma
         self._low_rank_pa = self._has_pa and (
             "lr" in parts or self.low_rank_history
         )
@@ -275,6 +295,10 @@ class LaurelResidual(keras.layers.Layer):
                 name="lr_kernel_b",
                 shape=(self.rank, dim),
                 initializer="zeros",
+            )
+        if self._gemma:
+            self.lr_norm_scale = self.add_weight(
+                name="lr_norm_scale", shape=(dim,), initializer="ones"
             )
         if self._has_pa:
             self.pa_gamma = self.add_weight(
@@ -376,7 +400,14 @@ class LaurelResidual(keras.layers.Layer):
         weights = ops.cast(weights, dtype)
         return weights[0], weights[1]
 
-    def call(self, x, fx, previous=None):
+    def branch(self, z):
+        """Gemma 3n's LAuReL branch `z + rmsnorm(B(A z)) * s`."""
+        h = ops.matmul(ops.matmul(z, self.lr_kernel_a), self.lr_kernel_b)
+        variance = ops.mean(ops.square(h), axis=-1, keepdims=True)
+        h = h * ops.rsqrt(variance + self.epsilon)
+        return z + h * self.lr_norm_scale
+
+    def call(self, x, fx, previous=None, branch_input=None):
         dtype = self.compute_dtype
         x = ops.cast(x, dtype)
         fx = ops.cast(fx, dtype)
@@ -385,6 +416,9 @@ class LaurelResidual(keras.layers.Layer):
             ops.cast(p, dtype) for p in self._standardize_previous(previous, x)
         ]
 
+        if self._gemma:
+            z = x if branch_input is None else ops.cast(branch_input, dtype)
+            return (x + fx + self.branch(z)) / math.sqrt(2)
         h = x
         if self._has_lr:
             h = h + ops.matmul(
@@ -404,8 +438,33 @@ class LaurelResidual(keras.layers.Layer):
             return alpha * fx + beta * h
         return fx + h
 
-    def compute_output_shape(self, x_shape, fx_shape=None):
+    def compute_output_shape(self, x_shape, fx_shape=None, *args, **kwargs):
         return x_shape
+
+    @classmethod
+    def from_gemma3n(cls, block, **kwargs):
+        """A `"gemma3n"` `LaurelResidual` with the weights of keras-hub's
+        built `Gemma3nTextLaurelBlock` `block`: `layer.branch(z)` equals
+        `block(z)`, and `layer(x, fx, branch_input=z)` is Gemma 3n's
+        `(x + fx + block(z)) / sqrt(2)`. `kwargs`: base layer arguments.
+        """
+        if not block.built:
+            fail("block", "a built Gemma3nTextLaurelBlock", block)
+        layer = cls(
+            "gemma3n",
+            rank=block.laurel_rank,
+            epsilon=block.rms_norm_eps,
+            **kwargs,
+        )
+        layer.build((None, block.hidden_size))
+        pairs = [
+            (layer.lr_kernel_a, block.linear_left.kernel),
+            (layer.lr_kernel_b, block.linear_right.kernel),
+            (layer.lr_norm_scale, block.post_laurel_norm.scale),
+        ]
+        for ours, theirs in pairs:
+            ours.assign(ops.convert_to_numpy(theirs))
+        return layer
 
     def get_prunable_weights(self):
         """The kernels `MagnitudePruning` may prune (pruning protocol).
