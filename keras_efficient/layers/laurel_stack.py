@@ -139,6 +139,7 @@ class LaurelStack(keras.layers.Layer):
             isinstance(blocks, keras.layers.Layer)
             or not isinstance(blocks, (list, tuple))
             or not blocks
+            or not all(isinstance(b, keras.layers.Layer) for b in blocks)
         ):
             fail("blocks", "a non-empty list of Keras layers", blocks)
         for name, value in laurel_options(**options).items():
