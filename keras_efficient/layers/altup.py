@@ -9,14 +9,16 @@ before the feature axis. Layers outside AltUp never see it.
 - `AltUp` wraps one layer: predict all K blocks from each other, run the
   layer on the active predicted block only, correct all blocks with the
   layer's innovation.
-- `AltUpStack` wraps a list of layers and assigns the active-block schedule.
-- `AltUpInput`, `AltUpEmbedding` and `AltUpReadout` (in `altup_io`, also
-  importable from here) make the widened representation and reduce it.
+- `AltUpStack` (in `altup_io`, also importable from here) wraps a list of
+  layers and assigns the active-block schedule; `AltUpInput`,
+  `AltUpEmbedding` and `AltUpReadout` (also there) make the widened
+  representation and reduce it.
 """
 
 import keras
 from keras import ops
 
+from keras_efficient._validation import check_bool
 from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_int
 from keras_efficient._validation import check_number
@@ -25,41 +27,41 @@ from keras_efficient._validation import check_positive_int
 from keras_efficient.layers.altup_io import AltUpEmbedding  # noqa: F401
 from keras_efficient.layers.altup_io import AltUpInput  # noqa: F401
 from keras_efficient.layers.altup_io import AltUpReadout  # noqa: F401
+from keras_efficient.layers.altup_io import AltUpStack  # noqa: F401
+from keras_efficient.layers.altup_io import active_blocks  # noqa: F401
 from keras_efficient.layers.altup_io import check_blocks_shape
 from keras_efficient.layers.wrapper import LayerWrapper
 
 COEFFICIENT_MODES = ("static", "routed")
-SCHEDULES = ("alternating", "same")
-
-
-def active_blocks(num_layers, num_blocks, schedule="alternating"):
-    """The active block of each layer of an AltUp stack.
-
-    Args:
-        num_layers: number of layers.
-        num_blocks: number of blocks K.
-        schedule: `"alternating"` (layer l computes on block `l mod K`) or
-            `"same"` (always block 0).
-
-    Returns:
-        A list of `num_layers` integers in `[0, num_blocks)`.
-
-    Example:
-
-    >>> from keras_efficient.layers.altup import active_blocks
-    >>> active_blocks(5, 2)
-    [0, 1, 0, 1, 0]
-    """
-    check_positive_int("num_blocks", num_blocks)
-    check_choice("schedule", schedule, SCHEDULES)
-    if schedule == "same":
-        return [0] * num_layers
-    return [layer % num_blocks for layer in range(num_layers)]
+ROUTINGS = ("gemma3n", "active_input")
+CLIP_MODES = ("weights", None)
 
 
 def _rms_normalize(x, epsilon):
     variance = ops.mean(ops.square(x), axis=-1, keepdims=True)
     return x * ops.rsqrt(variance + epsilon)
+
+
+def _straight_through_clip(kernel, clip):
+    """`clip(kernel)` in the forward pass, the identity in the backward one.
+
+    Hugging Face clamps the weights in place before using them, so the
+    gradient is taken at the clamped value and flows unchanged.
+    """
+    return kernel + ops.stop_gradient(ops.clip(kernel, -clip, clip) - kernel)
+
+
+class _ClipWeights(keras.constraints.Constraint):
+    """Clamps a weight to `[-clip, clip]` after each optimizer step."""
+
+    def __init__(self, clip):
+        self.clip = clip
+
+    def __call__(self, w):
+        return ops.clip(w, -self.clip, self.clip)
+
+    def get_config(self):
+        return {"clip": self.clip}
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -77,12 +79,25 @@ class AltUp(LayerWrapper):
     `coefficients="static"` learns `p` and `g` per layer (K^2 + K scalars),
     initialised to `p = I`, `g = 1`, so at init every block receives the same
     residual update and `K = 1` is exactly the wrapped layer.
-    `coefficients="routed"` (the form Gemma 3n uses) makes them per token
-    from the active input block: `r = tanh(W_r rmsnorm(x_a) / d)` (K values),
-    `p = I + reshape(W_p r, (K, K))`, `g = 1 + W_c r`, with `W_p` and `W_c`
-    initialised to zeros (so the layer starts as the static one at init).
-    In both modes `coefficient_clip = c` clips the learned deviations
-    `p - I` and `g - 1` elementwise to `[-c, c]` in every call.
+
+    `coefficients="routed"` is Gemma 3n's AltUp (keras-hub's and Hugging
+    Face's `Gemma3nTextAltUp`): per token, with the router
+    `r(z) = tanh((rmsnorm(z) * s / d) @ W_r)` (`s` a learned norm scale),
+    `xhat = x + C x` with `C = reshape(r(x_a) @ W_p, (K, K))` (the
+    prediction routed on the active *input* block) and
+    `x_new_i = xhat_i + (1 + (r(y) @ W_c)_i) * (y - xhat_a)` (the
+    correction routed on the *activated* block y). `W_p` and `W_c` start at
+    zero, so the layer starts as the static one. `AltUp.from_gemma3n`
+    copies a keras-hub layer's weights. `routing="active_input"` keeps the
+    form of keras-efficient 0.1 (both coefficients from the active input,
+    no norm scale); saved 0.1 configs load with it.
+
+    `coefficient_clip = c`: for static coefficients (and the 0.1 routing)
+    the learned deviations `p - I` and `g - 1` are clipped to `[-c, c]`.
+    For Gemma 3n routing, `clip_mode="weights"` is Hugging Face's: `W_c`
+    (always) and `W_p` (in training) are used clamped to `[-c, c]`, and an
+    optimizer constraint keeps them clamped; `clip_mode=None` is keras-hub's
+    (the clip is stored and never applied).
 
     The wrapped layer must map `(batch, ..., d)` to `(batch, ..., d)`, a
     residual block typically (it returns `x + f(x)`): AltUp replaces the
@@ -93,9 +108,16 @@ class AltUp(LayerWrapper):
         num_blocks: number of blocks K, `>= 1`.
         active_block: the block the layer computes on, in `[0, K)`.
         coefficients: `"static"` or `"routed"`.
-        coefficient_clip: `None` or a number `> 0` bounding `|p - I|` and
-            `|g - 1|` elementwise.
+        coefficient_clip: `None` or a number `> 0` (see above).
         epsilon: epsilon of the router's RMS normalisation (routed only).
+        routing: `"gemma3n"` (default) or `"active_input"` (routed only).
+        clip_mode: `"weights"` (Hugging Face) or `None` (keras-hub); Gemma
+            3n routing only.
+        output_scale: whether to create Gemma 3n's learned output scale
+            `correct_output_scale` (d values, zeros at init), applied by
+            `scale_corrected_output` (Gemma 3n scales the active corrected
+            block for its per-layer-input branch, not the residual stream;
+            `call` does not apply it).
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -122,6 +144,9 @@ class AltUp(LayerWrapper):
         coefficients="static",
         coefficient_clip=None,
         epsilon=1e-6,
+        routing="gemma3n",
+        clip_mode="weights",
+        output_scale=False,
         **kwargs,
     ):
         super().__init__(layer, **kwargs)
@@ -140,6 +165,13 @@ class AltUp(LayerWrapper):
             min_inclusive=False,
         )
         self.epsilon = check_number("epsilon", epsilon, min_value=0)
+        self.routing = check_choice("routing", routing, ROUTINGS)
+        self.clip_mode = check_choice("clip_mode", clip_mode, CLIP_MODES)
+        self.output_scale = check_bool("output_scale", output_scale)
+        self._gemma = coefficients == "routed" and routing == "gemma3n"
+        self._clip_weights = (
+            self._gemma and clip_mode == "weights" and coefficient_clip
+        )
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
@@ -158,18 +190,40 @@ class AltUp(LayerWrapper):
                 initializer="ones",
             )
         else:
-            self.router_kernel = self.add_weight(
-                name="router_kernel",
-                shape=(self.width, k),
-                initializer="glorot_uniform",
-            )
-            self.prediction_kernel = self.add_weight(
-                name="prediction_kernel", shape=(k, k * k), initializer="zeros"
-            )
-            self.correction_kernel = self.add_weight(
-                name="correction_kernel", shape=(k, k), initializer="zeros"
+            self._build_router(k)
+        if self.output_scale:
+            self.correct_output_scale = self.add_weight(
+                name="correct_output_scale",
+                shape=(self.width,),
+                initializer="zeros",
             )
         super().build(input_shape)
+
+    def _build_router(self, k):
+        clip = None
+        if self._clip_weights:
+            clip = _ClipWeights(self.coefficient_clip)
+        if self._gemma:
+            self.router_norm_scale = self.add_weight(
+                name="router_norm_scale", shape=(self.width,), initializer="ones"
+            )
+        self.router_kernel = self.add_weight(
+            name="router_kernel",
+            shape=(self.width, k),
+            initializer="glorot_uniform",
+        )
+        self.prediction_kernel = self.add_weight(
+            name="prediction_kernel",
+            shape=(k, k * k),
+            initializer="zeros",
+            constraint=clip,
+        )
+        self.correction_kernel = self.add_weight(
+            name="correction_kernel",
+            shape=(k, k),
+            initializer="zeros",
+            constraint=clip,
+        )
 
     def inner_shape(self, input_shape):
         return input_shape[:-2] + (input_shape[-1],)
@@ -179,22 +233,49 @@ class AltUp(LayerWrapper):
             return delta
         return ops.clip(delta, -self.coefficient_clip, self.coefficient_clip)
 
-    def compute_coefficients(self, inputs):
-        """Returns `(p, g)` for `inputs`.
+    def route(self, z):
+        """The router `tanh(rmsnorm(z) [* s] / d @ W_r)`: K values a token."""
+        normed = _rms_normalize(z, self.epsilon)
+        if self._gemma:
+            normed = normed * self.router_norm_scale
+        routed = ops.matmul(normed * (1.0 / self.width), self.router_kernel)
+        return ops.cast(ops.tanh(ops.cast(routed, "float32")), z.dtype)
 
-        Static: `p` of shape `(K, K)` and `g` of shape `(K,)`. Routed: per
-        token, `p` of shape `(batch, ..., K, K)` and `g` `(batch, ..., K)`.
+    def _kernel(self, kernel, clip):
+        if clip and self._clip_weights:
+            return _straight_through_clip(kernel, self.coefficient_clip)
+        return kernel
+
+    def _routed_mix(self, inputs, training):
+        """`reshape(r(x_a) @ W_p, (K, K))`, per token."""
+        router = self.route(inputs[..., self.active_block, :])
+        w_p = self._kernel(self.prediction_kernel, bool(training))
+        shape = ops.shape(router)[:-1] + (self.num_blocks, self.num_blocks)
+        return ops.reshape(ops.matmul(router, w_p), shape)
+
+    def _gemma_gain(self, outputs):
+        """`1 + r(y) @ W_c`: Gemma 3n routes the correction on the output."""
+        w_c = self._kernel(self.correction_kernel, True)
+        return ops.matmul(self.route(outputs), w_c) + 1.0
+
+    def compute_coefficients(self, inputs, outputs=None, training=None):
+        """Returns `(p, g)`: `(K, K)` and `(K,)`, or per token.
+
+        Routed: `p` of shape `(batch, ..., K, K)` and `g` `(batch, ..., K)`.
+        Gemma 3n routing computes `g` from the layer's `outputs` (`None`
+        if `outputs` is not given).
         """
         inputs = ops.convert_to_tensor(inputs, dtype=self.compute_dtype)
-        k = self.num_blocks
-        eye = ops.eye(k, dtype=self.compute_dtype)
+        eye = ops.eye(self.num_blocks, dtype=self.compute_dtype)
         if self.coefficients == "static":
             p = eye + self._clip(self.prediction_coefficients - eye)
             g = 1.0 + self._clip(self.correction_coefficients - 1.0)
             return p, g
-        active = inputs[..., self.active_block, :]
-        normed = _rms_normalize(active, self.epsilon)
-        router = ops.tanh(ops.matmul(normed / self.width, self.router_kernel))
+        if self._gemma:
+            p = eye + self._routed_mix(inputs, training)
+            return p, None if outputs is None else self._gemma_gain(outputs)
+        router = self.route(inputs[..., self.active_block, :])
+        k = self.num_blocks
         delta_p = ops.matmul(router, self.prediction_kernel)
         delta_p = ops.reshape(delta_p, ops.shape(router)[:-1] + (k, k))
         p = eye + self._clip(delta_p)
@@ -215,9 +296,11 @@ class AltUp(LayerWrapper):
         innovation = ops.expand_dims(outputs - active, axis=-2)
         return predictions + ops.expand_dims(g, -1) * innovation
 
-    def call(self, inputs, training=None):
-        p, g = self.compute_coefficients(inputs)
-        predictions = self.predict(inputs, p)
+    def scale_corrected_output(self, corrected):
+        """Gemma 3n's learned output scale on a width-d block."""
+        return corrected * ops.cast(self.correct_output_scale, corrected.dtype)
+
+    def _compute(self, predictions, training):
         active = predictions[..., self.active_block, :]
         outputs = self.layer(active, training=training)
         if outputs.shape[-1] != self.width:
@@ -226,7 +309,62 @@ class AltUp(LayerWrapper):
                 f"Received: layer={self.layer.name} maps width {self.width} "
                 f"to shape {tuple(outputs.shape)}"
             )
+        return outputs
+
+    def call(self, inputs, training=None):
+        if self._gemma:
+            # Gemma 3n adds the residual x after the routed mix C x.
+            mix = self._routed_mix(inputs, training)
+            predictions = inputs + self.predict(inputs, mix)
+        else:
+            p, g = self.compute_coefficients(inputs)
+            predictions = self.predict(inputs, p)
+        outputs = self._compute(predictions, training)
+        if self._gemma:
+            g = self._gemma_gain(outputs)
         return self.correct(predictions, outputs, g)
+
+    @classmethod
+    def from_gemma3n(cls, altup, layer, clip_mode="weights", **kwargs):
+        """An `AltUp` with the weights of keras-hub's `Gemma3nTextAltUp`.
+
+        keras-hub keeps the K blocks on a leading axis `(K, batch, T, d)`,
+        this layer on `(batch, T, K, d)`; the outputs are the same.
+
+        Args:
+            altup: a built `keras_hub`'s `Gemma3nTextAltUp`.
+            layer: the layer to wrap (Gemma 3n's decoder block body).
+            clip_mode: `"weights"` or `None`.
+            **kwargs: other `AltUp` arguments (`name`, `dtype`, ...).
+        """
+        if not altup.built:
+            raise ValueError(
+                "`altup` must be built (its weights are copied). Received: "
+                f"an unbuilt {type(altup).__name__}"
+            )
+        new = cls(
+            layer,
+            num_blocks=altup.altup_num_inputs,
+            active_block=altup.altup_active_idx,
+            coefficients="routed",
+            coefficient_clip=altup.altup_coef_clip,
+            epsilon=altup.rms_norm_eps,
+            clip_mode=clip_mode,
+            output_scale=bool(altup.altup_correct_scale),
+            **kwargs,
+        )
+        new.build((None, None, altup.altup_num_inputs, altup.hidden_size))
+        pairs = [
+            (new.router_norm_scale, altup.router_norm.scale),
+            (new.router_kernel, altup.modality_router.kernel),
+            (new.prediction_kernel, altup.prediction_coefs.kernel),
+            (new.correction_kernel, altup.correction_coefs.kernel),
+        ]
+        if new.output_scale:
+            pairs.append((new.correct_output_scale, altup.correct_output_scale))
+        for ours, theirs in pairs:
+            ours.assign(ops.convert_to_numpy(theirs))
+        return new
 
     def get_config(self):
         config = super().get_config()
@@ -237,118 +375,16 @@ class AltUp(LayerWrapper):
                 "coefficients": self.coefficients,
                 "coefficient_clip": self.coefficient_clip,
                 "epsilon": self.epsilon,
-            }
-        )
-        return config
-
-
-@keras.saving.register_keras_serializable(package="keras_efficient")
-class AltUpStack(keras.layers.Layer):
-    """A stack of layers, each wrapped in `AltUp`, with an active schedule.
-
-    Layer l computes on block `l mod K` (`schedule="alternating"`, the
-    paper's default) or always on block 0 (`schedule="same"`). Input and
-    output are widened representations `(batch, ..., K, d)`; put an
-    `AltUpInput` or `AltUpEmbedding` before and an `AltUpReadout` after.
-
-    Args:
-        layers: list of `keras.layers.Layer`, each mapping width d to d.
-        num_blocks: number of blocks K, `>= 1`.
-        schedule: `"alternating"` or `"same"`.
-        coefficients: `"static"` or `"routed"` (see `AltUp`).
-        coefficient_clip: `None` or a number `> 0` (see `AltUp`).
-        **kwargs: base `Layer` arguments.
-
-    Call arguments:
-        inputs: tensor of shape `(batch, ..., K, d)`.
-        training: passed to the wrapped layers.
-
-    Example:
-
-    >>> import keras
-    >>> import numpy as np
-    >>> from keras_efficient.layers import AltUpStack
-    >>> blocks = [keras.layers.Dense(16, activation="relu") for _ in range(3)]
-    >>> stack = AltUpStack(blocks, num_blocks=2)
-    >>> stack(np.ones((4, 10, 2, 16), "float32")).shape
-    (4, 10, 2, 16)
-    """
-
-    def __init__(
-        self,
-        layers,
-        num_blocks=2,
-        schedule="alternating",
-        coefficients="static",
-        coefficient_clip=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if isinstance(layers, keras.layers.Layer) or not isinstance(
-            layers, (list, tuple)
-        ):
-            raise ValueError(
-                "`layers` must be a list of `keras.layers.Layer`. "
-                f"Received: layers={layers!r}"
-            )
-        if not layers:
-            raise ValueError("`layers` must not be empty. Received: layers=[]")
-        schedule_blocks = active_blocks(len(layers), num_blocks, schedule)
-        self.layers = list(layers)
-        self.num_blocks = int(num_blocks)
-        self.schedule = schedule
-        self.coefficients = coefficients
-        self.coefficient_clip = coefficient_clip
-        self.altup_layers = [
-            AltUp(
-                layer,
-                num_blocks=num_blocks,
-                active_block=active,
-                coefficients=coefficients,
-                coefficient_clip=coefficient_clip,
-                dtype=self.dtype_policy,
-                name=f"altup_{index}",
-            )
-            for index, (layer, active) in enumerate(
-                zip(self.layers, schedule_blocks)
-            )
-        ]
-
-    def build(self, input_shape):
-        check_blocks_shape(tuple(input_shape), self.num_blocks, "AltUpStack")
-        for layer in self.altup_layers:
-            layer.build(input_shape)
-
-    def call(self, inputs, training=None):
-        x = inputs
-        for layer in self.altup_layers:
-            x = layer(x, training=training)
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "layers": [
-                    keras.saving.serialize_keras_object(layer)
-                    for layer in self.layers
-                ],
-                "num_blocks": self.num_blocks,
-                "schedule": self.schedule,
-                "coefficients": self.coefficients,
-                "coefficient_clip": self.coefficient_clip,
+                "routing": self.routing,
+                "clip_mode": self.clip_mode,
+                "output_scale": self.output_scale,
             }
         )
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        config["layers"] = [
-            keras.saving.deserialize_keras_object(layer)
-            for layer in config["layers"]
-        ]
-        return cls(**config)
+        # Configs saved before Gemma 3n routing keep their 0.1 behaviour.
+        config.setdefault("routing", "active_input")
+        return super().from_config(config, custom_objects=custom_objects)
