@@ -175,13 +175,7 @@ class SparseLookupTable(keras.layers.Layer):
                 f"{width}; use consume='concat' for another width. Received: "
                 f"dim={dim}"
             )
-        if self.lookup == "token_id" and token_ids_shape is not None:
-            if len(token_ids_shape) != len(input_shape) - 1:
-                raise ValueError(
-                    "`token_ids` must have the shape of `inputs` without "
-                    f"its last axis, {tuple(input_shape[:-1])}. Received: "
-                    f"token_ids.shape={tuple(token_ids_shape)}"
-                )
+        self._check_token_ids_shape(input_shape, token_ids_shape)
         self._entry_dim = dim
         self.embeddings = self.add_weight(
             name="embeddings",
@@ -194,6 +188,27 @@ class SparseLookupTable(keras.layers.Layer):
         if self.router is not None and not self.router.built:
             self.router.build(input_shape)
         self.built = True
+
+    def _check_token_ids_shape(self, input_shape, token_ids_shape):
+        if token_ids_shape is None:
+            return
+        if self.lookup != "token_id":
+            raise ValueError(
+                "`token_ids` are only used with `lookup='token_id'`; this "
+                f"table has lookup={self.lookup!r}. Received: token_ids of "
+                f"shape {tuple(token_ids_shape)}"
+            )
+        expected = tuple(input_shape[:-1])
+        token_ids_shape = tuple(token_ids_shape)
+        if len(token_ids_shape) != len(expected) or any(
+            a is not None and b is not None and a != b
+            for a, b in zip(token_ids_shape, expected)
+        ):
+            raise ValueError(
+                "`token_ids` must have the shape of `inputs` without "
+                f"its last axis, {expected}. Received: "
+                f"token_ids.shape={token_ids_shape}"
+            )
 
     def entry_indices(self, inputs, token_ids=None):
         """Table rows each token reads, int32 of shape `(..., n)`.
@@ -208,6 +223,14 @@ class SparseLookupTable(keras.layers.Layer):
                     "`lookup='token_id'` needs the token ids as the second "
                     "input: `layer(inputs, token_ids)`. Received: "
                     "token_ids=None"
+                )
+            dtype = keras.backend.standardize_dtype(
+                getattr(token_ids, "dtype", None) or np.asarray(token_ids).dtype
+            )
+            if "int" not in dtype:
+                raise TypeError(
+                    "`token_ids` must be an integer tensor. Received: "
+                    f"token_ids with dtype={dtype}"
                 )
             ids = ops.cast(token_ids, "int32")
             n = self.num_entries
@@ -243,6 +266,12 @@ class SparseLookupTable(keras.layers.Layer):
         return ops.cast(index, "int32"), gates
 
     def call(self, inputs, token_ids=None):
+        if token_ids is not None:
+            # Static shapes only: no host sync.
+            ids_shape = getattr(token_ids, "shape", None)
+            if ids_shape is None:
+                ids_shape = np.shape(token_ids)
+            self._check_token_ids_shape(tuple(inputs.shape), tuple(ids_shape))
         index, gates = self.entry_indices(inputs, token_ids)
         entries = ops.take(self.embeddings, index, axis=0)
         entries = ops.cast(entries, self.compute_dtype)
