@@ -104,6 +104,8 @@ class LSHHash(keras.layers.Layer):
                 "`LSHHash` needs a known last dimension. Received: "
                 f"input_shape={input_shape}"
             )
+        # Later calls with another width fail with a clear Keras message.
+        self.input_spec = keras.layers.InputSpec(axes={-1: dim})
         total = self.num_tables * self.num_bits
         seed = self.seed
         self.projections = self.add_weight(
