@@ -80,6 +80,12 @@ class SequenceAltUp(LayerWrapper):
         s = self.stride
         anchors = inputs[:, ::s] if s > 1 else inputs
         outputs = self.layer(anchors, training=training)
+        if tuple(outputs.shape)[2:] != tuple(anchors.shape)[2:]:
+            raise ValueError(
+                "The wrapped `layer` must keep the shape of its input. "
+                f"Received: layer={self.layer.name} maps shape "
+                f"{tuple(anchors.shape)} to {tuple(outputs.shape)}"
+            )
         if s == 1:
             return inputs + self.gains[0] * (outputs - inputs)
         length = ops.shape(inputs)[1]
