@@ -1,0 +1,130 @@
+"""The overhead benchmark's core functions on tiny shapes, and its floor
+arithmetic on hand-computed cases (no timing is asserted)."""
+
+import os
+import sys
+
+import keras
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import overhead  # noqa: E402
+
+
+def test_floor_ratio_takes_the_larger_fraction():
+    f = overhead.floor_ratio(100.0, 1000.0, 5.0, 20.0)
+    assert f["flop_fraction"] == pytest.approx(0.05)
+    assert f["byte_fraction"] == pytest.approx(0.02)
+    assert f["floor"] == pytest.approx(1.05)
+    assert f["strict_floor"] == pytest.approx(1.02)
+
+
+def test_transformer_rw_floor_hand_computed():
+    # d=4, S=2, one sequence (T=2), 1 head, 2 layers, vocabulary 256.
+    cfg = {"width": 4, "seq": 2, "batch": 1, "heads": 1, "rank": 1}
+    f = overhead.transformer_floor("rw", cfg)
+    # MACs a token: 2 * (12*16 + 2*2*4) + 256*4 = 1440; x6 x 2 tokens.
+    assert f["base_flops"] == 6 * 1440 * 2
+    # params 2*12*16 + 2*256*4 = 2432; activations a token
+    # 2*(17*4 + 2*1*2) + 2*256 + 4 = 660.
+    assert f["base_bytes"] == 4 * (4 * 660 * 2 + 6 * 2432)
+    # 4 residuals of E = 8 elements: 8 flops and 2 reads an element.
+    assert f["extra_flops"] == 8 * 8 * 4
+    assert f["extra_bytes"] == 4 * 2 * 8 * 4
+    assert f["floor"] == pytest.approx(1 + 256 / 17280)
+
+
+def test_loss_and_resnet_floors_hand_computed():
+    cfg = {"width": 8, "batch": 2}
+    f = overhead.loss_floor("debiased", cfg)
+    params = 40 * 8 + 8 * 8 + 8 * 10
+    assert f["base_flops"] == 6 * params * 2
+    assert f["extra_flops"] == (2 * 10 + 40) * 2
+    # ResNet20 at d=64 on 8x8: 9 blocks, stages of 16/32/64 filters.
+    convs, blocks, last = overhead.resnet_layout(64)
+    assert last == 64 and len(blocks) == 9
+    assert blocks[0] == (16, 64) and blocks[3] == (32, 16)
+    assert blocks[-1] == (64, 4)
+    assert len(convs) == 1 + 18 + 2  # stem, 2 a block, 2 projections
+    cfg = {"width": 64, "batch": 1, "rank": 2}
+    rw = overhead.resnet_floor("rw", cfg)
+    elements = 3 * (16 * 64 + 32 * 16 + 64 * 4)
+    assert rw["extra_flops"] == 8 * elements
+    lr = overhead.resnet_floor("rw+lr", cfg)
+    assert lr["extra_flops"] > rw["extra_flops"]
+    assert lr["floor"] > rw["floor"] > 1.0
+
+
+def test_hlo_counts_parses_entry_and_fusions():
+    text = "\n".join(
+        [
+            "HloModule m",
+            "%fused_computation (p: f32[4]) -> f32[4] {",
+            "  %p = f32[4]{0} parameter(0)",
+            "  %c = bf16[4]{0} convert(f32[4]{0} %p)",
+            "  ROOT %r = f32[4]{0} convert(bf16[4]{0} %c)",
+            "}",
+            "ENTRY %main (a: f32[4]) -> (f32[4], f32[4]) {",
+            "  %a = f32[4]{0} parameter(0)",
+            "  %f = f32[4]{0} fusion(f32[4]{0} %a), kind=kLoop",
+            "  %k = f32[4]{0} copy(f32[4]{0} %f)",
+            "  ROOT %t = (f32[4]{0}, f32[4]{0}) tuple(%f, %k)",
+            "}",
+        ]
+    )
+    counts = overhead.hlo_counts(text)
+    assert counts["entry"]["fusion"] == 1
+    assert counts["entry"]["copy"] == 1
+    assert counts["entry"]["convert"] == 0
+    assert counts["entry"]["instructions"] == 3
+    assert counts["all"]["convert"] == 2
+    assert counts["all"]["instructions"] == 5
+
+
+def test_spread_and_diff():
+    s = overhead.spread([1.0, 1.2, 1.1, 1.4])
+    assert s["median"] == pytest.approx(1.15)
+    assert s["min"] == 1.0 and s["max"] == 1.4
+    diff = overhead.hlo_diff(
+        {"entry": {"fusion": 5, "copy": 2}, "xla_flops": 3.0},
+        {"entry": {"fusion": 3, "copy": 2}, "xla_flops": 2.0},
+    )
+    assert diff["entry"] == {"fusion": 2, "copy": 0}
+    assert diff["xla_flops_ratio"] == pytest.approx(1.5)
+    assert overhead.describe_diff(diff) == "+2 fusion"
+
+
+def test_quick_core_on_tiny_shapes():
+    cfg = {"width": 8, "batch": 8}
+    teacher = overhead._teacher(64)
+    res, compiles, params = overhead.time_family(
+        "loss", cfg, steps=1, repeats=2, teacher=teacher
+    )
+    assert set(res) == {"cross_entropy", "slam", "debiased"}
+    assert len(res["slam"]["ratios"]) == 2
+    assert params["slam"] == params["cross_entropy"]
+    if keras.backend.backend() == "jax":
+        assert compiles["train_step"] == 0
+        counts = overhead.train_step_hlo("loss", "debiased", cfg, teacher)
+        assert counts["entry"]["instructions"] > 0
+        assert counts["xla_flops"] > 0
+
+
+def test_tiny_models_build_for_every_method():
+    cfgs = {
+        "resnet": {"width": 8, "batch": 2, "rank": 1},
+        "transformer": {
+            "width": 16,
+            "seq": 4,
+            "batch": 2,
+            "heads": 1,
+            "rank": 2,
+        },
+    }
+    for family, cfg in cfgs.items():
+        for method in overhead.METHODS[family]:
+            model, _ = overhead.build(family, method, cfg)
+            x, _ = overhead.make_data(family, cfg, 2)
+            out = model(x)
+            assert out.shape[0] == 2
