@@ -4,6 +4,7 @@ from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_fraction
 from keras_efficient._validation import check_instance
 from keras_efficient._validation import fail
+from keras_efficient.pruning.masks import keep_count
 from keras_efficient.pruning.sensitivity import SensitivityTable
 
 BUDGETS = ("params", "flops", "latency")
@@ -26,15 +27,40 @@ def _levels(table, column):
     return levels
 
 
-def _best_step(levels, position):
+def _kept(parts, keep):
+    return sum(share * keep.get(name, 1.0) for name, share in parts)
+
+
+def _saved(table, column, levels, position):
+    """Budget saved by a choice of levels: exact from `table.terms` (a
+    kernel between two pruned groups keeps `in x out`), else the sum of
+    the table's single-group savings."""
+    if not table.terms:
+        return sum(levels[n][i][2] for n, i in position.items())
+    sizes = table.group_sizes
+    keep = {}
+    for name, i in position.items():
+        n = sizes[name]
+        keep[name] = keep_count(n, levels[name][i][0]) / n if i else 1.0
+    saved = 0.0
+    for term in table.terms:
+        kept = _kept(term["outputs"], keep)
+        if term["inputs"] is not None:
+            kept *= _kept(term["inputs"], keep)
+        saved += term[column] * (1.0 - kept)
+    return saved
+
+
+def _best_step(table, column, levels, position):
     """The group whose next level costs the least drop per unit saved."""
     best, best_rate = None, None
+    saved0 = _saved(table, column, levels, position)
     for name, entries in levels.items():
         i = position[name]
         if i + 1 >= len(entries):
             continue
-        _, drop0, saved0 = entries[i]
-        _, drop1, saved1 = entries[i + 1]
+        drop0, drop1 = entries[i][1], entries[i + 1][1]
+        saved1 = _saved(table, column, levels, {**position, name: i + 1})
         gain = saved1 - saved0
         if gain <= 0:
             continue
@@ -50,9 +76,11 @@ def sparsity_policy(table, target, budget="params"):
     Greedy over the table: every layer / group starts at sparsity 0; each
     step moves the one layer whose next listed sparsity costs the least
     predicted drop per unit of budget saved, until the savings reach
-    `target` times the model's total. The predicted drop of a choice is
-    the sum of the single-layer drops of the table (layers are assumed
-    independent; the drop of a layer is made non-decreasing in its
+    `target` times the model's total. Savings are counted from the
+    layer shapes (`table.terms`), so coupled groups are not counted twice
+    and the removed model meets the target. The predicted drop of a
+    choice is the sum of the single-layer drops of the table (layers are
+    assumed independent; the drop of a layer is made non-decreasing in its
     sparsity). `"latency"` uses FLOPs as its proxy (measure the result
     with `cost.compare_cost`).
 
@@ -90,7 +118,7 @@ def sparsity_policy(table, target, budget="params"):
     position = dict.fromkeys(levels, 0)
     saved = 0.0
     while saved < target * total:
-        name = _best_step(levels, position)
+        name = _best_step(table, column, levels, position)
         if name is None:
             reachable = saved / total if total else 0.0
             fail(
@@ -100,5 +128,5 @@ def sparsity_policy(table, target, budget="params"):
                 target,
             )
         position[name] += 1
-        saved = sum(levels[n][i][2] for n, i in position.items())
+        saved = _saved(table, column, levels, position)
     return {name: levels[name][i][0] for name, i in position.items()}

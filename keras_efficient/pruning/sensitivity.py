@@ -30,13 +30,20 @@ class SensitivityTable(dict):
     equal length; `pandas.DataFrame(table)` reads it as is), plus
     `base_metric`, `total_params` and `total_flops` of the dense model.
     `params` / `flops` are what removing that fraction of the group's
-    units saves (first-order: coupled groups are counted independently)."""
+    units alone saves. `terms` (one per layer with weights: its params
+    and FLOPs and the groups its input and output units belong to) lets
+    `sparsity_policy` count the savings of several groups together
+    exactly (a kernel between two pruned groups shrinks on both axes)."""
 
-    def __init__(self, base_metric, total_params, total_flops):
+    def __init__(
+        self, base_metric, total_params, total_flops, terms=None, sizes=None
+    ):
         super().__init__({c: [] for c in COLUMNS})
         self.base_metric = base_metric
         self.total_params = total_params
         self.total_flops = total_flops
+        self.terms = terms
+        self.group_sizes = sizes or {}
 
     def rows(self):
         """The table as a list of dicts, one per (layer, sparsity)."""
@@ -82,6 +89,50 @@ def unit_costs(group):
             p, f = p * count / group.size, f * count / group.size
         params, flops = params + p, flops + f
     return params, flops
+
+
+def _parts(analysis, layout, names):
+    """`[(group name or None, share of the width)]` of a layout."""
+    width = sum(n for _, n in layout) or 1
+    return [(names.get(analysis.groups.find(g)), n / width) for g, n in layout]
+
+
+def cost_terms(analysis):
+    """One term per layer with weights: how its size follows the groups.
+
+    A producer's kernel shrinks with its input and output groups (`in x
+    out`), its bias with the output; a batch norm, depthwise or LAuReL
+    layer shrinks linearly with its channel group; attention with its
+    heads. Layers of nested models are included.
+    """
+    names = {
+        g.gid: g.name for g in analysis.unit_groups if g.analysis is analysis
+    }
+    heads = {
+        id(g.node): g.name for g in analysis.unit_groups if g.node is not None
+    }
+    terms = []
+    for node in analysis.nodes:
+        layer = node.layer
+        if not layer.weights or node.kind in ("container", "locking"):
+            continue
+        out = _parts(analysis, node.out_layout, names)
+        ins = _parts(analysis, node.in_layouts[0], names)
+        if node.kind == "attention":
+            ins, out = [(None, 1.0)], [(heads.get(id(node)), 1.0)]
+        linear = node.kind != "producer"
+        kernels = sum(
+            int(np.prod(w.shape)) for w in layer.weights if len(w.shape) > 1
+        )
+        for w in layer.weights:
+            size, vector = int(np.prod(w.shape)), len(w.shape) < 2
+            flops = 0.0 if vector else layer_flops(layer) * size / kernels
+            inputs = None if linear or vector else ins
+            term = {"params": size, "flops": flops, "outputs": out}
+            terms.append(dict(term, inputs=inputs))
+    for _, _, child in analysis.children:
+        terms.extend(cost_terms(child))
+    return terms
 
 
 def _evaluate(model, x, y, metric, batch_size):
@@ -196,7 +247,8 @@ def sensitivity_analysis(
     sparsities = _check(sparsities, metric, structure, verbose)
     batch_size = check_positive_int("batch_size", batch_size)
     check_choice("importance", importance, shrink_lib.IMPORTANCES)
-    found = shrink_lib.Analysis(model).unit_groups
+    analysis = shrink_lib.Analysis(model)
+    found = analysis.unit_groups
     if groups is not None:
         names = [g.name for g in found]
         for name in groups:
@@ -204,7 +256,13 @@ def sensitivity_analysis(
         found = [g for g in found if g.name in set(groups)]
     base = _evaluate(model, x_val, y_val, metric, batch_size)
     total_flops = sum(layer_flops(layer) for layer in model.layers)
-    table = SensitivityTable(base, int(model.count_params()), total_flops)
+    table = SensitivityTable(
+        base,
+        int(model.count_params()),
+        total_flops,
+        cost_terms(analysis),
+        {g.name: g.size for g in found},
+    )
     bar = keras.utils.Progbar(len(found) * len(sparsities), verbose=verbose)
     for group in found:
         saved = [(v, units.value(v)) for v in _variables(group)]
