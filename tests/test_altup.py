@@ -57,7 +57,10 @@ def numpy_altup(x, p, g, active, inner):
 
 
 @pytest.mark.parametrize("coefficients", ["static", "routed"])
-def test_altup_harness(coefficients):
+@pytest.mark.parametrize("routing", ["gemma3n", "active_input"])
+def test_altup_harness(coefficients, routing):
+    if coefficients == "static" and routing == "active_input":
+        pytest.skip("routing only matters for routed coefficients")
     x = widened(k=3)
     run_layer_test(
         lambda: AltUp(
@@ -66,6 +69,8 @@ def test_altup_harness(coefficients):
             active_block=1,
             coefficients=coefficients,
             coefficient_clip=2.0,
+            routing=routing,
+            output_scale=False,
         ),
         x,
         expected_output_shape=x.shape,
@@ -188,6 +193,7 @@ def test_static_matches_numpy():
 
 
 def routed_reference(layer, inner, x, clip=None):
+    """The 0.1 routed form (`routing="active_input"`)."""
     k = layer.num_blocks
     w_r, w_p, w_c = (
         to_numpy(layer.router_kernel),
@@ -219,7 +225,13 @@ def randomise_router(layer, scale=1.0):
 def test_routed_matches_numpy():
     x = widened(k=3)
     inner = keras.layers.Dense(D)
-    layer = AltUp(inner, num_blocks=3, active_block=2, coefficients="routed")
+    layer = AltUp(
+        inner,
+        num_blocks=3,
+        active_block=2,
+        coefficients="routed",
+        routing="active_input",
+    )
     layer.build(x.shape)
     randomise_router(layer)
     expected, p, _ = routed_reference(layer, inner, x)
@@ -236,6 +248,7 @@ def test_routed_clip_is_applied():
         num_blocks=2,
         coefficients="routed",
         coefficient_clip=0.1,
+        routing="active_input",
     )
     layer.build(x.shape)
     randomise_router(layer, scale=10.0)
@@ -265,9 +278,15 @@ def test_static_clip_is_applied():
     assert_allclose(layer(x), expected, atol=1e-4, rtol=1e-4)
 
 
-def test_routed_gradients_reach_every_weight():
+@pytest.mark.parametrize("routing", ["gemma3n", "active_input"])
+def test_routed_gradients_reach_every_weight(routing):
     x = widened(k=2)
-    layer = AltUp(keras.layers.Dense(D), num_blocks=2, coefficients="routed")
+    layer = AltUp(
+        keras.layers.Dense(D),
+        num_blocks=2,
+        coefficients="routed",
+        routing=routing,
+    )
     layer.build(x.shape)
     randomise_router(layer, scale=0.5)
     assert_gradients_reach(layer, x)
@@ -316,6 +335,10 @@ def test_errors():
         AltUp(dense, coefficients="learned")
     with pytest.raises(ValueError, match="coefficient_clip"):
         AltUp(dense, coefficient_clip=0.0)
+    with pytest.raises(ValueError, match="routing"):
+        AltUp(dense, coefficients="routed", routing="output")
+    with pytest.raises(ValueError, match="clip_mode"):
+        AltUp(dense, coefficients="routed", clip_mode="coefficients")
     with pytest.raises(ValueError, match="layer"):
         AltUp("dense")
     with pytest.raises(ValueError, match="num_blocks=3"):
@@ -338,3 +361,16 @@ def test_errors():
         AltUpStack(keras.layers.Dense(D))
     with pytest.raises(ValueError, match="num_blocks"):
         AltUpEmbedding(10, D, num_blocks=0)
+
+
+def test_old_routed_config_keeps_its_form():
+    layer = AltUp(keras.layers.Dense(D), num_blocks=2, coefficients="routed")
+    config = layer.get_config()
+    assert config["routing"] == "gemma3n"
+    del config["routing"]  # a config saved by keras-efficient 0.1
+    assert AltUp.from_config(config).routing == "active_input"
+    stack = AltUpStack([keras.layers.Dense(D)], coefficients="routed")
+    config = stack.get_config()
+    del config["routing"]
+    old = AltUpStack.from_config(config)
+    assert old.altup_layers[0].routing == "active_input"

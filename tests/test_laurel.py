@@ -542,3 +542,23 @@ def test_bad_blocks():
     )
     with pytest.raises(ValueError, match="projection shortcut"):
         stack(data())
+
+
+def test_gemma3n_variant_harness_and_math():
+    RNG = np.random.default_rng(0)  # noqa: N806
+    x = RNG.normal(size=(3, 5, 8)).astype("float32")
+    fx = RNG.normal(size=(3, 5, 8)).astype("float32")
+    run_layer_test(lambda: LaurelResidual("gemma3n", rank=2), (x, fx))
+    layer = LaurelResidual(" Gemma3n ", rank=2)
+    assert layer.variant == "gemma3n"
+    # B = 0 at init: the branch is z, the merge (x + fx + z) / sqrt(2).
+    assert_allclose(layer(x, fx), (2 * x + fx) / np.sqrt(2), atol=1e-6)
+    a = RNG.normal(size=(8, 2)).astype("float32")
+    b = RNG.normal(size=(2, 8)).astype("float32")
+    s = RNG.normal(size=(8,)).astype("float32")
+    layer.lr_kernel_a.assign(a)
+    layer.lr_kernel_b.assign(b)
+    layer.lr_norm_scale.assign(s)
+    h = x @ a @ b
+    h = h / np.sqrt(np.mean(h**2, -1, keepdims=True) + 1e-6) * s
+    assert_allclose(layer(x, fx), (2 * x + fx + h) / np.sqrt(2), atol=1e-5)

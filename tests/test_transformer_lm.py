@@ -46,16 +46,17 @@ def train_step(model):
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     after = [to_numpy(w) for w in model.trainable_weights]
-    # Routed AltUp's router (and LAuReL-LR's A) get their first gradient once
-    # the zero-initialised kernels after them have moved: one step may not
-    # change them.
+    # Routed AltUp's router and its norm scale (and LAuReL-LR's A) get their
+    # first gradient once the zero-initialised kernels after them have
+    # moved: one step may not change them.
     unchanged = [
         w.path
         for w, a, b in zip(model.trainable_weights, before, after)
         if np.array_equal(a, b)
     ]
     assert all(
-        "router_kernel" in path or "lr_kernel_a" in path for path in unchanged
+        any(n in path for n in ("router_kernel", "router_norm", "lr_kernel_a"))
+        for path in unchanged
     ), unchanged
     return x
 

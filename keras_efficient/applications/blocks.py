@@ -5,8 +5,10 @@ A pre-norm causal block (`TransformerBlock`): causal self-attention through
 (`PositionEmbedding`) positions, then a feed-forward network
 (`make_feedforward`, or any width-preserving layer such as a mixture of
 experts). With `laurel=variant` the two residual additions become
-`LaurelResidual`s (LAuReL, Menghani et al., ICML 2025). The ResNet blocks
-live in `resnet_blocks`.
+`LaurelResidual`s (LAuReL, Menghani et al., ICML 2025); with
+`laurel="gemma3n"` the attention residual is Gemma 3n's LAuReL merge and the
+feed-forward one stays plain, as in Gemma 3n. The ResNet blocks live in
+`resnet_blocks`.
 """
 
 import keras
@@ -125,6 +127,9 @@ class TransformerBlock(keras.layers.Layer):
 
     `h = x + attention(norm(x))`, `out = h + feedforward(norm(h))`; with
     `laurel=variant` each `+` is a `LaurelResidual` (identity at init).
+    `laurel="gemma3n"` is Gemma 3n's decoder form: `h = (x +
+    attention(norm(x)) + laurel(norm(x))) / sqrt(2)` with Gemma 3n's LAuReL
+    branch on the normed input, and a plain feed-forward residual.
 
     Args:
         hidden_dim: width d.
@@ -192,16 +197,18 @@ class TransformerBlock(keras.layers.Layer):
         )
         self.attention_residual = None
         self.feedforward_residual = None
-        if laurel is not None:
-            self.attention_residual, self.feedforward_residual = (
-                LaurelResidual(
-                    self.laurel,
-                    rank=laurel_rank,
-                    dtype=self.dtype_policy,
-                    name=f"{part}_laurel",
-                )
-                for part in ("attention", "feedforward")
+        parts = () if laurel is None else ("attention", "feedforward")
+        if self.laurel == "gemma3n":
+            parts = ("attention",)  # Gemma 3n: LAuReL on attention only
+        for part in parts:
+            residual = LaurelResidual(
+                self.laurel,
+                rank=laurel_rank,
+                epsilon=epsilon,
+                dtype=self.dtype_policy,
+                name=f"{part}_laurel",
             )
+            setattr(self, f"{part}_residual", residual)
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
@@ -216,17 +223,17 @@ class TransformerBlock(keras.layers.Layer):
             if layer is not None:
                 layer.build(input_shape, input_shape)
 
-    def _residual(self, combine, x, fx):
+    def _residual(self, combine, x, fx, **kwargs):
         if combine is None:
             return x + fx
-        return combine(x, fx)
+        return combine(x, fx, **kwargs)
 
     def call(self, inputs):
         x = inputs
+        normed = self.attention_norm(x)
+        kwargs = {"branch_input": normed} if self.laurel == "gemma3n" else {}
         h = self._residual(
-            self.attention_residual,
-            x,
-            self.attention(self.attention_norm(x)),
+            self.attention_residual, x, self.attention(normed), **kwargs
         )
         return self._residual(
             self.feedforward_residual,
