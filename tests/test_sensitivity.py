@@ -151,3 +151,20 @@ def test_policy_output_feeds_shrink_round_trip():
         keras.ops.convert_to_numpy(small(x)),
         atol=1e-6,
     )
+
+
+def test_policy_target_holds_on_coupled_resnet():
+    """Exact savings: the removed ResNet meets the target for real."""
+    import keras_efficient
+
+    model = keras_efficient.applications.ResNet(
+        [1, 1], [8, 16], input_shape=(8, 8, 1), laurel="rw+lr", laurel_rank=4
+    )
+    x, y = _data(16)
+    table = sensitivity_analysis(
+        model, x, y, metric=lambda t, p: 0.0, verbose=0
+    )
+    for target in (0.4, 0.6):
+        policy = sparsity_policy(table, target)
+        small = shrink(model, ratio=policy)
+        assert small.count_params() <= (1 - target) * model.count_params()
