@@ -65,7 +65,8 @@ def check_distribution_targets(loss, y_true, y_pred):
     """
     ts, ps = tuple(y_true.shape), tuple(y_pred.shape)
     c = ps[-1] if ps else None
-    if len(ts) < len(ps) or (ts[-1] == 1 and c not in (None, 1)):
+    mismatch = bool(ts) and ts[-1] not in (None, c) and c is not None
+    if len(ts) < len(ps) or mismatch:
         raise ValueError(
             f"{type(loss).__name__}: `y_true` must hold the teacher's "
             f"per-class outputs, shape {ps} like `y_pred`. Received: "
