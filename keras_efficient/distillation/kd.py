@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_efficient import _validation as v
+from keras_efficient.distillation import _common
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -65,6 +66,8 @@ class KnowledgeDistillationLoss(keras.losses.Loss):
         self.from_logits = True
 
     def call(self, y_true, y_pred):
+        _common.check_distribution_targets(self, y_true, y_pred)
+        _common.check_outputs_once(self, y_true, y_pred)
         T = self.temperature
         t = ops.cast(y_true, "float32")
         if not self.teacher_from_logits:
