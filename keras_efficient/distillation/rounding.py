@@ -25,11 +25,24 @@ def as_rng(rng):
     """A `np.random.Generator` from a generator, a seed or None."""
     if isinstance(rng, np.random.Generator):
         return rng
+    if rng is not None:
+        _validation.check_int("rng", rng, min_value=0)
     return np.random.default_rng(rng)
 
 
 def _check_marginals(marginals):
+    if isinstance(marginals, (str, bytes)):
+        _validation.fail(
+            "marginals",
+            "a 1-D array of numbers in [0, 1]",
+            marginals,
+            _validation.ArgumentTypeError,
+        )
     p = np.array(marginals, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(p)):
+        raise ValueError(
+            f"`marginals` must be finite. Received: marginals={p.tolist()}"
+        )
     if p.size and (p.min() < -1e-9 or p.max() > 1 + 1e-9):
         raise ValueError(
             "`marginals` must lie in [0, 1]. Received: min="
@@ -239,7 +252,12 @@ def robust_marginals(gains, b, num_spoiled):
     assert abs(p.sum() - 2) < 1e-9
     ```
     """
-    g = np.asarray(gains, dtype=np.float64).reshape(-1)
+    g = np.asarray(gains, dtype=np.float64)
+    if g.ndim != 1:
+        raise ValueError(
+            "`gains` must be a 1-D array (one gain per point). Received: "
+            f"gains.shape={g.shape}"
+        )
     n = len(g)
     b = check_num_points(b, n)
     m = _validation.check_int("num_spoiled", num_spoiled, min_value=0)
