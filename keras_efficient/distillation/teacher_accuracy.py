@@ -59,13 +59,22 @@ class TeacherAccuracy:
                 "`knots_x` and `knots_y` must be given together; got "
                 f"knots_x={knots_x}, knots_y={knots_y}."
             )
+        if knots_x is not None:
+            knots_x = _knots("knots_x", knots_x)
+            knots_y = _knots("knots_y", knots_y)
         if knots_x is not None and len(knots_x) != len(knots_y):
             raise ValueError(
                 "`knots_x` and `knots_y` must have the same length; got "
                 f"{len(knots_x)} and {len(knots_y)}."
             )
-        self.knots_x = None if knots_x is None else [float(v) for v in knots_x]
-        self.knots_y = None if knots_y is None else [float(v) for v in knots_y]
+        self.knots_x = None if knots_x is None else _knots("knots_x", knots_x)
+        self.knots_y = None if knots_y is None else _knots("knots_y", knots_y)
+        if self.knots_x is not None and np.any(np.diff(self.knots_x) < 0):
+            _validation.fail("knots_x", "non-decreasing", self.knots_x)
+        if self.knots_y is not None and (
+            min(self.knots_y) < 0 or max(self.knots_y) > 1
+        ):
+            _validation.fail("knots_y", "accuracies in [0, 1]", self.knots_y)
         self.topk_accuracy = (
             None if topk_accuracy is None else [float(v) for v in topk_accuracy]
         )
@@ -87,7 +96,18 @@ class TeacherAccuracy:
                 "`teacher_outputs` must have shape (n, num_classes) with "
                 f"num_classes >= 2; got shape {probs.shape}."
             )
-        labels = np.asarray(labels).reshape(-1)
+        labels = np.asarray(labels)
+        if labels.ndim > 1 and labels.shape[1:] != (1,) * (labels.ndim - 1):
+            raise ValueError(
+                "`labels` must be class ids of shape (n,), not one-hot. "
+                f"Received: labels.shape={labels.shape}"
+            )
+        if labels.size and not np.all(np.mod(labels, 1) == 0):
+            raise ValueError(
+                "`labels` must be integer class ids. Received: labels with "
+                f"dtype={labels.dtype}"
+            )
+        labels = labels.reshape(-1)
         if len(labels) != len(probs):
             raise ValueError(
                 "`labels` and `teacher_outputs` must have the same length; "
@@ -103,6 +123,28 @@ class TeacherAccuracy:
 
     def fit(self, teacher_outputs, labels, from_logits=False):
         """Fits the map on validation outputs and labels; returns self."""
+        from_logits = _validation.check_bool("from_logits", from_logits)
+        raw = np.asarray(teacher_outputs, dtype=np.float64)
+        if not np.all(np.isfinite(raw)):
+            raise ValueError(
+                "`teacher_outputs` must be finite. Received: "
+                f"{int(np.sum(~np.isfinite(raw)))} non-finite values."
+            )
+        if (
+            not from_logits
+            and raw.ndim == 2
+            and raw.size
+            and (
+                raw.min() < 0
+                or raw.max() > 1
+                or not np.allclose(raw.sum(-1), 1, atol=1e-3)
+            )
+        ):
+            raise ValueError(
+                "`teacher_outputs` are not probabilities (each row in [0, 1] "
+                "summing to 1): pass `from_logits=True` for logits. "
+                f"Received: from_logits={from_logits}"
+            )
         probs = _to_probs(teacher_outputs, from_logits)
         labels = self._check(probs, labels)
         correct = (probs.argmax(-1) == labels).astype("float64")
@@ -262,6 +304,19 @@ class TeacherAccuracy:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _knots(name, values):
+    """A list of finite floats, for the knots of the accuracy map."""
+    what = "a list of finite numbers"
+    if isinstance(values, (str, bytes)) or np.ndim(values) != 1:
+        _validation.fail(name, what, values, _validation.ArgumentTypeError)
+    if not all(_validation.is_number(v) for v in values):
+        _validation.fail(name, what, values, _validation.ArgumentTypeError)
+    out = [float(v) for v in values]
+    if not np.all(np.isfinite(out)):
+        _validation.fail(name, what, values)
+    return out
 
 
 def check_coverage(coverage):
