@@ -11,10 +11,17 @@ from keras_efficient._validation import check_positive_int
 from keras_efficient.layers.lsh import LSHHash
 from keras_efficient.layers.lsh import bits_for
 from keras_efficient.layers.lsh import check_num_bits
+from keras_efficient.layers.product_keys import product_key_topk
+from keras_efficient.layers.product_keys import sub_key_counts
 
 LOOKUPS = ("token_id", "lsh", "router")
 CONSUMES = ("add", "concat")
 TOKEN_MAPPINGS = ("modulo", "hash", "direct")
+ROUTER_TYPES = ("auto", "dense", "product_keys")
+# `router_type="auto"` scores every entry up to this size, product keys above.
+DENSE_ROUTER_MAX_ENTRIES = 4096
+# Half width of a product-key query (each half scores one sub-key set).
+PRODUCT_KEY_HALF_DIM = 32
 
 # Odd multiplier of the multiplicative token-id hash (Knuth's constant, as a
 # signed int32). Products wrap in int32, which only changes which entry a
@@ -45,9 +52,14 @@ class SparseLookupTable(keras.layers.Layer):
       random-hyperplane LSH tables (frozen, seeded); the table is split into
       L sub-tables of `num_entries // L` rows, each hash picks a row of its
       sub-table and the L rows are summed.
-    - `"router"`: a learned softmax router over the `num_entries` entries
-      picks the `top_k` most likely entries; each is scaled by its softmax
-      probability (the gate), so the router is trained through the gate.
+    - `"router"`: a learned router picks the `top_k` most likely entries;
+      each is scaled by its softmax probability (the gate), so the router
+      is trained through the gate. `router_type="dense"` scores all N
+      entries (memory tokens x N); `"product_keys"` (Lample et al. 2019,
+      see `product_keys.py`) scores two sets of about `sqrt(N)` sub-keys
+      and picks among their top-k x top-k sums, so memory and time grow
+      with tokens x k plus `sqrt(N)`; `"auto"` (default) is dense up to
+      4,096 entries and product keys above.
 
     The entries are consumed by `"add"` (`x + entry`, needs
     `dim == x.shape[-1]`) or `"concat"` (`[x, entry]`, output width
@@ -71,6 +83,7 @@ class SparseLookupTable(keras.layers.Layer):
         top_k: entries read per token by the router, in
             `[1, num_entries]`.
         token_mapping: `"modulo"`, `"hash"` or `"direct"` (`"token_id"`).
+        router_type: `"auto"`, `"dense"` or `"product_keys"` (`"router"`).
         embeddings_initializer: initializer of the table.
         seed: integer seed of the LSH hyperplanes.
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
@@ -111,6 +124,7 @@ class SparseLookupTable(keras.layers.Layer):
         token_mapping="modulo",
         embeddings_initializer=None,
         seed=None,
+        router_type="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -120,6 +134,7 @@ class SparseLookupTable(keras.layers.Layer):
         check_choice("lookup", lookup, LOOKUPS)
         check_choice("consume", consume, CONSUMES)
         check_choice("token_mapping", token_mapping, TOKEN_MAPPINGS)
+        check_choice("router_type", router_type, ROUTER_TYPES)
         check_positive_int("num_tables", num_tables)
         check_int("top_k", top_k, min_value=1, max_value=num_entries)
         if lookup == "lsh" and num_entries % num_tables:
@@ -144,6 +159,7 @@ class SparseLookupTable(keras.layers.Layer):
             or keras.initializers.RandomNormal(stddev=0.02)
         )
         self.seed = seed
+        self.router_type = router_type
         self.rows_per_table = rows
         self.hash = None
         self.router = None
@@ -155,10 +171,25 @@ class SparseLookupTable(keras.layers.Layer):
                 dtype=self.dtype_policy,
                 name="hash",
             )
+        elif self.uses_product_keys:
+            self.router = keras.layers.Dense(
+                2 * PRODUCT_KEY_HALF_DIM, use_bias=False,
+                dtype=self.dtype_policy, name="query",
+            )
         elif lookup == "router":
             self.router = keras.layers.Dense(
                 num_entries, dtype=self.dtype_policy, name="router"
             )
+
+    @property
+    def uses_product_keys(self):
+        """Whether the router reads the table through product keys."""
+        if self.lookup != "router" or self.router_type == "dense":
+            return False
+        return (
+            self.router_type == "product_keys"
+            or self.num_entries > DENSE_ROUTER_MAX_ENTRIES
+        )
 
     def build(self, inputs_shape, token_ids_shape=None):
         input_shape = inputs_shape
@@ -187,6 +218,19 @@ class SparseLookupTable(keras.layers.Layer):
             self.hash.build(input_shape)
         if self.router is not None and not self.router.built:
             self.router.build(input_shape)
+        if self.uses_product_keys:
+            n_a, n_b = sub_key_counts(self.num_entries)
+            init = keras.initializers.RandomNormal(
+                stddev=PRODUCT_KEY_HALF_DIM**-0.5, seed=self.seed
+            )
+            self.sub_keys_a = self.add_weight(
+                name="sub_keys_a", shape=(n_a, PRODUCT_KEY_HALF_DIM),
+                initializer=init,
+            )
+            self.sub_keys_b = self.add_weight(
+                name="sub_keys_b", shape=(n_b, PRODUCT_KEY_HALF_DIM),
+                initializer=init,
+            )
         self.built = True
 
     def _check_token_ids_shape(self, input_shape, token_ids_shape):
@@ -260,6 +304,18 @@ class SparseLookupTable(keras.layers.Layer):
                 (np.arange(self.num_tables) * rows).astype("int32")
             )
             return buckets + offsets, None
+        if self.uses_product_keys:
+            query = self.router(inputs)
+            lead = ops.shape(query)[:-1]
+            index, gates = product_key_topk(
+                ops.reshape(query, (-1, 2 * PRODUCT_KEY_HALF_DIM)),
+                ops.convert_to_tensor(self.sub_keys_a),
+                ops.convert_to_tensor(self.sub_keys_b),
+                self.top_k,
+                self.num_entries,
+            )
+            shape = tuple(lead) + (self.top_k,)
+            return ops.reshape(index, shape), ops.reshape(gates, shape)
         logits = self.router(inputs)
         probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
         gates, index = ops.top_k(probs, self.top_k)
@@ -307,6 +363,14 @@ class SparseLookupTable(keras.layers.Layer):
                     self.embeddings_initializer
                 ),
                 "seed": self.seed,
+                "router_type": self.router_type,
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # Configs saved before product keys scored every entry.
+        config.setdefault("router_type", "dense")
+        return super().from_config(config)
