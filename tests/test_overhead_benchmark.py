@@ -99,10 +99,10 @@ def test_quick_core_on_tiny_shapes():
     cfg = {"width": 8, "batch": 8}
     teacher = overhead._teacher(64)
     res, compiles, params = overhead.time_family(
-        "loss", cfg, steps=1, repeats=2, teacher=teacher
+        "loss", cfg, steps=1, repeats=1, teacher=teacher
     )
     assert set(res) == {"cross_entropy", "slam", "debiased"}
-    assert len(res["slam"]["ratios"]) == 2
+    assert len(res["slam"]["ratios"]) == 1
     assert params["slam"] == params["cross_entropy"]
     if keras.backend.backend() == "jax":
         assert compiles["train_step"] == 0
@@ -111,20 +111,15 @@ def test_quick_core_on_tiny_shapes():
         assert counts["xla_flops"] > 0
 
 
-def test_tiny_models_build_for_every_method():
-    cfgs = {
-        "resnet": {"width": 8, "batch": 2, "rank": 1},
-        "transformer": {
-            "width": 16,
-            "seq": 4,
-            "batch": 2,
-            "heads": 1,
-            "rank": 2,
-        },
-    }
-    for family, cfg in cfgs.items():
-        for method in overhead.METHODS[family]:
-            model, _ = overhead.build(family, method, cfg)
-            x, _ = overhead.make_data(family, cfg, 2)
-            out = model(x)
-            assert out.shape[0] == 2
+def test_tiny_models_build_with_the_methods_arguments():
+    # Symbolic construction only (no call), the fewest models that reach
+    # every argument the builders receive: LAuReL rank, AltUp, Recycled.
+    resnet = {"width": 8, "batch": 2, "rank": 1}
+    plain, _ = overhead.build("resnet", "plain", resnet)
+    laurel, _ = overhead.build("resnet", "rw+lr", resnet)
+    assert laurel.count_params() > plain.count_params()
+    lm = {"width": 16, "seq": 4, "batch": 2, "heads": 1, "rank": 2}
+    recycled, _ = overhead.build("transformer", "recycled2", lm)
+    assert any("altup" in layer.name for layer in recycled.layers)
+    x, y = overhead.make_data("transformer", lm, 3)
+    assert x.shape == y.shape == (3, 4)
