@@ -106,3 +106,35 @@ def test_softmax_moe_adds_balance_losses_and_generates():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         lm(**kwargs)
+
+
+def test_moe_flags_reach_every_block():
+    model = lm(
+        moe={"num_experts": 4, "router": "softmax"},
+        moe_top_k=2,
+        moe_z_loss_weight=1e-3,
+        moe_num_shared_experts=1,
+        moe_load_balance_weight=0.0,
+    )
+    model(X)
+    moes = [
+        layer for layer in model._flatten_layers()
+        if isinstance(layer, MixtureOfExperts)
+    ]
+    assert moes and all(
+        m.top_k == 2 and m.z_loss_weight == 1e-3 and m.num_shared_experts == 1
+        and m.capacity_factor is None
+        for m in moes
+    )
+    assert len(model.losses) == len(moes)  # z-loss only
+    config = model.get_config()
+    assert config["moe_top_k"] == 2
+    clone = model.__class__.from_config(config)
+    assert clone.moe_capacity_factor is None
+
+
+def test_legacy_moe_config_keeps_capacity():
+    config = lm(moe=4).get_config()
+    del config["moe_capacity_factor"]
+    clone = lm().__class__.from_config(config)
+    assert clone.moe_capacity_factor == 1.25

@@ -47,10 +47,19 @@ from keras_efficient.layers.altup_io import AltUpEmbedding
 from keras_efficient.layers.altup_io import AltUpReadout
 from keras_efficient.layers.laurel import normalize_variant
 from keras_efficient.layers.lookup import SparseLookupTable
+from keras_efficient.layers.moe import LEGACY_CAPACITY_FACTOR
 from keras_efficient.layers.moe import MixtureOfExperts
 from keras_efficient.layers.sequence_altup import SequenceAltUp
 
 POSITIONS = ("rotary", "learned")
+# `moe_<flag>` constructor flags forwarded to every block's experts.
+MOE_FLAGS = (
+    "top_k",
+    "load_balance_weight",
+    "z_loss_weight",
+    "num_shared_experts",
+    "capacity_factor",
+)
 _POSITIVE_INTS = (
     "vocabulary_size",
     "sequence_length",
@@ -110,7 +119,12 @@ class TransformerLM(keras.Model):
             arguments (defaults: `hidden_dim=intermediate_dim`,
             `activation="gelu"`, `router="lsh"`): the feed-forward network
             of every block. The softmax router's load-balancing losses
-            reach `model.losses`.
+            reach `model.losses`. The layer is dropless unless a capacity
+            factor is given.
+        moe_top_k, moe_load_balance_weight, moe_z_loss_weight,
+        moe_num_shared_experts, moe_capacity_factor: when not `None`, the
+            `MixtureOfExperts` argument of the same name (`top_k`, ...)
+            for every block's experts (over the `moe` dict's value).
         epsilon: RMS normalisation epsilon.
         **kwargs: base `Model` arguments (`name`, `dtype`).
 
@@ -157,6 +171,11 @@ class TransformerLM(keras.Model):
         epsilon=1e-6,
         lookup=None,
         moe=None,
+        moe_top_k=None,
+        moe_load_balance_weight=None,
+        moe_z_loss_weight=None,
+        moe_num_shared_experts=None,
+        moe_capacity_factor=None,
         **kwargs,
     ):
         arguments = dict(locals())
@@ -203,6 +222,10 @@ class TransformerLM(keras.Model):
         )
         self._lookup_options = _options("lookup", self.lookup, "num_entries")
         self._moe_options = _options("moe", self.moe, "num_experts")
+        for flag in MOE_FLAGS:
+            value = getattr(self, f"moe_{flag}")
+            if value is not None and self._moe_options is not None:
+                self._moe_options[flag] = value
         if self._lookup_options is not None and self.altup > 1:
             raise ValueError(
                 "`lookup` is not available with `altup` > 1 (the table is "
@@ -337,6 +360,11 @@ class TransformerLM(keras.Model):
         config = dict(config)
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        moe = config.get("moe")
+        if "moe_capacity_factor" not in config and moe is not None:
+            # Saved before MoE became dropless by default.
+            if not (isinstance(moe, dict) and "capacity_factor" in moe):
+                config["moe_capacity_factor"] = LEGACY_CAPACITY_FACTOR
         return cls(**config)
 
     def _next_token_logits(self, window, position):
