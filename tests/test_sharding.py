@@ -37,6 +37,10 @@ SCRIPT = textwrap.dedent(
                               name="lsh_table")(x)
         x = x + MixtureOfExperts(8, 32, router="softmax", top_k=2,
                                  capacity_factor=2.0, name="moe")(x)
+        # Dropless (default), shared expert, z-loss: expert parallel too.
+        x = x + MixtureOfExperts(8, 32, router="softmax", top_k=2,
+                                 num_shared_experts=1, z_loss_weight=1e-3,
+                                 name="moe_dropless")(x)
         logits = keras.layers.Dense(64, name="head")(x)
         model = keras.Model(ids, logits)
         model.compile(
@@ -60,8 +64,8 @@ SCRIPT = textwrap.dedent(
     )
     layout = keras.distribution.LayoutMap(mesh)
     layout[".*embeddings"] = ("model", None)
-    layout[".*kernel_(in|out)"] = ("model", None, None)
-    layout[".*bias_(in|out)"] = ("model", None)
+    layout[".*/kernel_(in|out)"] = ("model", None, None)
+    layout[".*/bias_(in|out)"] = ("model", None)
     dist = keras.distribution.ModelParallel(
         layout_map=layout, batch_dim_name="batch"
     )
@@ -90,6 +94,7 @@ SCRIPT = textwrap.dedent(
         "lsh_table": spec("lsh_table", "embeddings"),
         "kernel_in": spec("moe", "kernel_in"),
         "kernel_out": spec("moe", "kernel_out"),
+        "dropless_kernel_in": spec("moe_dropless", "/kernel_in"),
         "weights_close": bool(all(
             np.allclose(a, b, atol=1e-5)
             for a, b in zip(plain.get_weights(), sharded.get_weights())
@@ -120,7 +125,7 @@ def test_table_and_experts_shard_over_eight_devices():
         assert report[name]["spec"][0] == "model", report[name]
         assert report[name]["shard_shape"][0] == rows // 4, report[name]
         assert report[name]["devices"] == 8
-    for name in ("kernel_in", "kernel_out"):
+    for name in ("kernel_in", "kernel_out", "dropless_kernel_in"):
         assert report[name]["spec"][0] == "model", report[name]
         assert report[name]["shard_shape"][0] == 8 // 4, report[name]
     assert len(report["plain_loss"]) == 2
