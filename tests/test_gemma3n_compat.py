@@ -37,7 +37,8 @@ def keras_hub_altup(clip=0.05, correct_scale=True, active=1):
 
 def keras_hub_step(altup, inner, hidden):
     """keras-hub's decoder order: predict, run the layer, correct."""
-    predictions = altup.predict(hidden)
+    # `predict` / `correct` are plain methods: they get tensors, not arrays.
+    predictions = altup.predict(keras.ops.convert_to_tensor(hidden))
     activated = inner(predictions[altup.altup_active_idx])
     return altup.correct(predictions, activated)
 

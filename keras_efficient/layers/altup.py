@@ -298,6 +298,7 @@ class AltUp(LayerWrapper):
 
     def scale_corrected_output(self, corrected):
         """Gemma 3n's learned output scale on a width-d block."""
+        corrected = ops.convert_to_tensor(corrected, self.compute_dtype)
         return corrected * ops.cast(self.correct_output_scale, corrected.dtype)
 
     def _compute(self, predictions, training):

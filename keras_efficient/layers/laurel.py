@@ -402,6 +402,7 @@ class LaurelResidual(keras.layers.Layer):
 
     def branch(self, z):
         """Gemma 3n's LAuReL branch `z + rmsnorm(B(A z)) * s`."""
+        z = ops.convert_to_tensor(z, dtype=self.compute_dtype)
         h = ops.matmul(ops.matmul(z, self.lr_kernel_a), self.lr_kernel_b)
         variance = ops.mean(ops.square(h), axis=-1, keepdims=True)
         h = h * ops.rsqrt(variance + self.epsilon)
