@@ -4,6 +4,7 @@
 from keras_efficient.distillation import DebiasedDistillationLoss
 from keras_efficient.distillation import DistillationLossAdapter
 from keras_efficient.distillation import KnowledgeDistillationLoss
+from keras_efficient.distillation import PseudoLabelLoss
 from keras_efficient.distillation import SLaMLoss
 
 # Not a loss; importable from here since 0.1.0.
@@ -13,6 +14,7 @@ __all__ = [
     "DebiasedDistillationLoss",
     "DistillationLossAdapter",
     "KnowledgeDistillationLoss",
+    "PseudoLabelLoss",
     "SLaMLoss",
     "TeacherAccuracy",
 ]
