@@ -361,8 +361,78 @@ def quality_figures(config):
     return figures
 
 
+def _table_model(num_entries, lookup, tokens, width, optimizer):
+    ids = keras.Input((tokens,), dtype="int32")
+    x = keras.layers.Embedding(256, width)(ids)
+    x = SparseLookupTable(num_entries, lookup=lookup, token_mapping="hash",
+                          seed=0)(x, ids) if lookup == "token_id" else (
+        SparseLookupTable(num_entries, lookup=lookup, seed=0)(x))
+    model = keras.Model(ids, keras.layers.Dense(256)(x))
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), jit_compile=keras.backend.backend() != "torch")
+    return model
+
+
+def _peak_rss_gb():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def scale_figures(config):
+    """Dropless MoE vs dense, clustered drops, 2**20 tables (issue figures)."""
+    from keras_efficient.optimizers import LazyAdam
+
+    d, s = config["width"], config["sequence_length"]
+    n = config["batch_size"] * config["timing_steps"]
+    x, y = lm_data(config, n)
+    steps, reps = config["timing_steps"], config["timing_repeats"]
+    bs = config["batch_size"]
+
+    def moe_lm(dense):
+        ids = keras.Input((s,), dtype="int32")
+        h = keras.layers.Embedding(256, d)(ids)
+        h = h + (_mlp(h, d, 8 * d, "ffn") if dense else MixtureOfExperts(
+            NUM_EXPERTS, 4 * d, router="softmax", top_k=2)(h))
+        m = keras.Model(ids, keras.layers.Dense(256)(h))
+        m.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True), jit_compile=keras.backend.backend() != "torch")
+        return m
+
+    res = compare_step_times({"dense": moe_lm(True), "moe": moe_lm(False)},
+                             x[0], y, bs, steps, reps)
+    figs = [figure("moe_dropless_top2_vs_dense_equal_active/step_ratio",
+                   res["moe"]["ratios"], ("<=", 1.3), "x")]
+    moe = MixtureOfExperts(NUM_EXPERTS, 16, router="softmax", top_k=2)
+    clustered = np.ones((4096, d), "float32") + np.random.default_rng(0)\
+        .normal(scale=0.01, size=(4096, d)).astype("float32")
+    moe(clustered)
+    figs.append(figure("moe_dropless/clustered_dropped_fraction",
+                       float(moe.dropped_fraction), ("<=", 0.0)))
+    tokens = 4096 if not config.get("quick") else 1024
+    ids = np.random.default_rng(0).integers(0, 256, (8, tokens))
+    for lookup, opt in (("router", "adam"), ("token_id", LazyAdam)):
+        before = _peak_rss_gb()
+        models = {f"2^{b}": _table_model(2**b, lookup, tokens, d,
+                                         opt() if callable(opt) else opt)
+                  for b in (12, 20)}
+        res = compare_step_times(models, ids, ids, 1, 4, reps)
+        name = f"table_{lookup}_{'lazyadam' if callable(opt) else opt}"
+        figs.append(figure(f"{name}/2^20_vs_2^12_step_ratio",
+                           res["2^20"]["ratios"],
+                           ("<=", 1.2 if lookup == "router" else 1.1), "x",
+                           note=f"{tokens} tokens/step"))
+        figs.append(figure(f"{name}/peak_rss_growth_gb",
+                           _peak_rss_gb() - before, note="process maxrss"))
+    return figs
+
+
 def main():
     def extra(parser):
+        parser.add_argument(
+            "--scale", action="store_true",
+            help="only the dropless-MoE / 2**20-table scale figures",
+        )
         parser.add_argument(
             "--timing-only", action="store_true", help="skip the MSE part"
         )
@@ -378,6 +448,13 @@ def main():
     if args.seeds:
         config["seeds"] = args.seeds
     start = time.perf_counter()
+    config["quick"] = args.quick
+    if args.scale:
+        figures = scale_figures(config)
+        print_table(figures, f"lookup / MoE scale ({keras.backend.backend()})")
+        write_results("lookup_moe.scale", figures, args,
+                      extra={"config": config})
+        return
     figures = timing_figures(config, moe=not args.skip_moe_timing)
     if not args.timing_only:
         figures += quality_figures(config)

@@ -43,9 +43,10 @@ def product_key_topk(query, keys_a, keys_b, k, num_entries):
     query = ops.cast(query, "float32")
     score_a = ops.matmul(query[:, :half], ops.transpose(keys_a))
     score_b = ops.matmul(query[:, half:], ops.transpose(keys_b))
-    # One extra candidate per side when the last row of the grid is partly
-    # outside the table, so at least k valid candidates remain.
-    k_sub = min(k + (n_a * n_b > num_entries), n_a, n_b)
+    # At least two candidates per side (a softmax over one candidate is a
+    # constant 1 and would not train the keys), one more when the last row
+    # of the grid is partly outside the table (k valid candidates remain).
+    k_sub = min(max(k, 2) + (n_a * n_b > num_entries), n_a, n_b)
     top_a, index_a = ops.top_k(score_a, k_sub)
     top_b, index_b = ops.top_k(score_b, k_sub)
     index_a, index_b = ops.cast(index_a, "int32"), ops.cast(index_b, "int32")
