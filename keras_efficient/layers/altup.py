@@ -205,7 +205,9 @@ class AltUp(LayerWrapper):
             clip = _ClipWeights(self.coefficient_clip)
         if self._gemma:
             self.router_norm_scale = self.add_weight(
-                name="router_norm_scale", shape=(self.width,), initializer="ones"
+                name="router_norm_scale",
+                shape=(self.width,),
+                initializer="ones",
             )
         self.router_kernel = self.add_weight(
             name="router_kernel",

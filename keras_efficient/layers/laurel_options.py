@@ -1,0 +1,134 @@
+"""The LAuReL options, defined once.
+
+`LaurelResidual`, `LaurelBlock`, `LaurelStack` and the applications take the
+LAuReL options (`variant`, `rank`, ...) through `laurel_options`, and read a
+variant string through `normalize_variant`, so every spelling a layer
+accepts an application accepts too.
+"""
+
+import itertools
+
+import keras
+
+from keras_efficient._validation import check_bool
+from keras_efficient._validation import check_choice
+from keras_efficient._validation import check_number
+from keras_efficient._validation import check_positive_int
+from keras_efficient._validation import fail
+
+VARIANTS = ("rw", "lr", "pa", "rw+lr", "rw+pa", "rw+lr+pa", "gemma3n")
+NORMALIZATIONS = ("softmax", "sigmoid", "none")
+DATA_FORMATS = (None, "channels_last", "channels_first")
+_ORDER = ("rw", "lr", "pa")
+
+
+def normalize_variant(variant, name="variant"):
+    """The canonical spelling of a LAuReL variant (e.g. `"LR+rw"`).
+
+    Parts are case-insensitive, may be padded with spaces and come in any
+    order; the result is one of `VARIANTS`. Layers and applications all
+    read variants through this function.
+
+    Example:
+
+    >>> normalize_variant("LR + rw")
+    'rw+lr'
+    """
+    if not isinstance(variant, str):
+        fail(name, f"one of {VARIANTS}", variant)
+    if variant.strip().lower() == "gemma3n":
+        return "gemma3n"
+    parts = [p.strip() for p in variant.lower().split("+")]
+    canonical = "+".join(p for p in _ORDER if p in parts)
+    if len(set(parts)) != len(parts) or not set(parts) <= set(_ORDER):
+        canonical = None
+    if canonical not in VARIANTS:
+        fail(name, f"one of {VARIANTS}", variant)
+    return canonical
+
+
+def variant_spellings(variant):
+    """Every ordering of the parts of `variant` (all spellings it accepts,
+    up to case and spaces).
+
+    >>> variant_spellings("rw+lr")
+    ['rw+lr', 'lr+rw']
+    """
+    parts = normalize_variant(variant).split("+")
+    return ["+".join(p) for p in itertools.permutations(parts)]
+
+
+def laurel_options(
+    variant="rw+lr",
+    rank=16,
+    num_activations=3,
+    normalization="softmax",
+    per_dimension=False,
+    lr_initializer="glorot_uniform",
+    low_rank_history=False,
+    data_format=None,
+    epsilon=1e-6,
+):
+    """Checks the LAuReL options and returns them, normalised, as a dict.
+
+    The one definition of the options and their defaults (documented in
+    `LaurelResidual`). `rank` is checked only where a variant uses it (the
+    check against the input width waits for `build`).
+
+    Example:
+
+    >>> laurel_options("lr+rw", rank=4)["variant"]
+    'rw+lr'
+    """
+    variant = normalize_variant(variant)
+    parts = variant.split("+")
+    low_rank_history = check_bool("low_rank_history", low_rank_history)
+    per_dimension = check_bool("per_dimension", per_dimension)
+    if {"lr", "gemma3n"} & set(parts) or ("pa" in parts and low_rank_history):
+        rank = check_positive_int("rank", rank)
+    num_activations = check_positive_int("num_activations", num_activations)
+    if normalization is None:
+        normalization = "none"
+    check_choice("normalization", normalization, NORMALIZATIONS)
+    _check_data_format(data_format)
+    return {
+        "variant": variant,
+        "rank": rank,
+        "num_activations": num_activations,
+        "normalization": normalization,
+        "per_dimension": per_dimension,
+        "lr_initializer": keras.initializers.get(lr_initializer),
+        "low_rank_history": low_rank_history,
+        "data_format": data_format,
+        "epsilon": check_number("epsilon", epsilon, min_value=0),
+    }
+
+
+OPTIONS = tuple(laurel_options.__code__.co_varnames[:9])
+
+
+def split_options(kwargs):
+    """`(laurel options, other keyword arguments)` from one dict."""
+    options = {k: v for k, v in kwargs.items() if k in OPTIONS}
+    others = {k: v for k, v in kwargs.items() if k not in OPTIONS}
+    return options, others
+
+
+def options_config(layer):
+    """The LAuReL options of `layer` (attributes), for its `get_config`."""
+    config = {name: getattr(layer, name) for name in OPTIONS}
+    config["lr_initializer"] = keras.initializers.serialize(
+        layer.lr_initializer
+    )
+    return config
+
+
+def _check_data_format(data_format):
+    check_choice("data_format", data_format, DATA_FORMATS)
+    if data_format == "channels_first":
+        raise ValueError(
+            "LAuReL layers project the last axis (channels last). Received: "
+            "data_format='channels_first'. Use channels-last tensors "
+            "(e.g. transpose the feature maps or build the model with "
+            "`keras.config.set_image_data_format('channels_last')`)."
+        )
