@@ -204,7 +204,7 @@ def test_sleeping_experts_tracks_best_and_beats_uniform():
 def test_errors_and_registry():
     with pytest.raises(ValueError, match="Unknown selection strategy"):
         selection.get("nope")
-    with pytest.raises(ValueError, match="`b`"):
+    with pytest.raises(ValueError, match="`num_points`"):
         MarginSelection().select(_probs(5), 6)
     with pytest.raises(ValueError, match="teacher_accuracy"):
         RobustSelection(teacher_accuracy=1.5)

@@ -107,7 +107,7 @@ class CoresetSelection(SelectionStrategy):
     def select(self, context, num_points):
         context = as_context(context)
         x = context.embeddings
-        b = check_num_points(num_points, len(x))
+        b = check_num_points(num_points, len(x), name="num_points")
         rng = context.rng if b else None
         return k_center_greedy(x, b, context.centers, rng, self.batch_size)
 

@@ -77,7 +77,7 @@ class SleepingExpertsSelection(SelectionStrategy):
         context = as_context(context)
         p = context.probabilities
         n = len(p)
-        b = check_num_points(num_points, n)
+        b = check_num_points(num_points, n, name="num_points")
         ids = np.asarray(context.indices)
         loss = _normalised_loss(p)
         logw, last, sq = self._lookup(ids)

@@ -218,7 +218,7 @@ class SelectionStrategy:
 
 def _top(scores, num_points):
     """Sorted indices of the `num_points` smallest scores (stable)."""
-    b = check_num_points(num_points, len(scores))
+    b = check_num_points(num_points, len(scores), name="num_points")
     return np.sort(np.argsort(scores, kind="stable")[:b])
 
 
@@ -241,7 +241,7 @@ class UniformSelection(SelectionStrategy):
     def select(self, context, num_points):
         context = as_context(context)
         n = context.num_candidates
-        b = check_num_points(num_points, n)
+        b = check_num_points(num_points, n, name="num_points")
         return np.sort(context.rng.choice(n, size=b, replace=False))
 
 
@@ -338,7 +338,7 @@ class RobustSelection(SelectionStrategy):
     def marginals(self, context, num_points):
         context = as_context(context)
         g = 1.0 - student_margin(context.probabilities)
-        b = check_num_points(num_points, len(g))
+        b = check_num_points(num_points, len(g), name="num_points")
         acc = self.teacher_accuracy
         if acc is None:
             acc = context.teacher_accuracy
