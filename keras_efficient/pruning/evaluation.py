@@ -3,6 +3,28 @@
 import keras
 import numpy as np
 
+from keras_efficient import _validation as v
+
+
+def _check_common(x, y, draws, seed, batch_size, from_logits):
+    v.check_positive_int("draws", draws)
+    v.check_int("seed", seed, min_value=0)
+    v.check_positive_int("batch_size", batch_size)
+    v.check_bool("from_logits", from_logits)
+    y = np.asarray(y)
+    if y.ndim > 1 and y.shape[1:] != (1,) * (y.ndim - 1):
+        raise ValueError(
+            "`y` must be integer class ids of shape (n,), not one-hot. "
+            f"Received: y.shape={y.shape}"
+        )
+    n = len(x) if not isinstance(x, dict) else None
+    if n is not None and y.size != n:
+        raise ValueError(
+            f"`y` must hold one label per input ({n}). Received: "
+            f"y.shape={y.shape}"
+        )
+    return y.reshape(-1)
+
 
 def _softmax(z):
     z = z - z.max(axis=-1, keepdims=True)
@@ -24,8 +46,8 @@ def noisy_accuracy(
 
     Averaged over `draws` noise draws per input (the paper uses 100).
     """
-    if draws < 1:
-        raise ValueError(f"`draws` must be >= 1. Received: draws={draws}")
+    y = _check_common(x, y, draws, seed, batch_size, from_logits)
+    eps = v.check_number("eps", eps, min_value=0.0)
     rng = np.random.default_rng(seed)
     x = np.asarray(x, "float32")
     y = np.asarray(y).reshape(-1)
@@ -74,7 +96,10 @@ def compare_to_dense(
     print(stats["top1_agreement"], stats["softmax_l2"])
     ```
     """
-    y = np.asarray(y).reshape(-1)
+    y = _check_common(x, y, draws, seed, batch_size, from_logits)
+    if isinstance(eps, (str, bytes)) or np.ndim(eps) != 1:
+        v.fail("eps", "a list of noise levels", eps, v.ArgumentTypeError)
+    eps = [v.check_number("eps", e, min_value=0.0) for e in eps]
     pd = _probs(dense, x, batch_size, from_logits)
     pp = _probs(pruned, x, batch_size, from_logits)
     noise = [
@@ -114,5 +139,14 @@ def prune_potential(dense_accuracy, results, delta=0.005):
     >>> prune_potential(0.90, [(0.5, 0.9), (0.8, 0.897), (0.9, 0.85)])
     0.8
     """
+    dense_accuracy = v.check_fraction("dense_accuracy", dense_accuracy, True)
+    delta = v.check_number("delta", delta, min_value=0.0)
+    if isinstance(results, (str, bytes, dict)) or not all(
+        isinstance(r, (tuple, list)) and len(r) == 2 for r in results
+    ):
+        v.fail("results", "a list of (sparsity, accuracy) pairs", results)
+    for s, a in results:
+        v.check_fraction("results", s, allow_one=True)
+        v.check_fraction("results", a, allow_one=True)
     ok = [float(s) for s, a in results if a >= dense_accuracy - delta]
     return max(ok, default=0.0)
