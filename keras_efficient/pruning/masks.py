@@ -11,6 +11,8 @@ the output last), all other axes are flattened into the input axis.
 
 import numpy as np
 
+from keras_efficient import _validation as _v
+
 STRUCTURES = ("unstructured", "block", "n_m", "filter")
 
 
@@ -122,6 +124,19 @@ def compute_masks(
     "n_m" the sparsity is fixed at `1 - n / m` and `sparsity == 0` means
     all ones; otherwise k units are kept per layer or across all kernels.
     """
+    sparsity = _v.check_fraction("sparsity", sparsity)
+    _v.check_choice("structure", structure, STRUCTURES)
+    _v.check_choice("scope", scope, ("layer", "global"))
+    if structure == "n_m":
+        n_m = _v.check_int_tuple("n_m", n_m, 2)
+        if not n_m[0] < n_m[1]:
+            _v.fail("n_m", "a pair (n, m) with 0 < n < m", n_m)
+    if structure == "block":
+        block = _v.check_int_tuple("block", block, 2)
+    if isinstance(kernels, (str, bytes)) or not isinstance(
+        kernels, (list, tuple)
+    ):
+        _v.fail("kernels", "a list of arrays", kernels, _v.ArgumentTypeError)
     kernels = [np.asarray(k) for k in kernels]
     if sparsity <= 0.0:
         return [np.ones(k.shape, "float32") for k in kernels]
