@@ -26,6 +26,7 @@ API_PAGES = {
         "keras_efficient.losses and keras_efficient.callbacks",
         ["losses", "callbacks"],
     ),
+    "optimizers": ("keras_efficient.optimizers", ["optimizers"]),
     "datasets": ("keras_efficient.datasets", ["datasets"]),
 }
 

@@ -23,6 +23,7 @@ from the AltUp model. A few minutes on a CPU:
 """
 
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -38,8 +39,10 @@ HIDDEN_DIM = 64
 NUM_LAYERS = 4
 SEQUENCE_LENGTH = 64
 BATCH_SIZE = 16
-STEPS = 300
-EVAL_EVERY = 50
+# --quick: a smoke run (CI runs every example this way on every backend).
+QUICK = "--quick" in sys.argv[1:]
+STEPS = 20 if QUICK else 300
+EVAL_EVERY = 10 if QUICK else 50
 SEED = 0
 OUTPUT_DIR = os.path.join(os.path.dirname(__file__), "output")
 

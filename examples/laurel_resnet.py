@@ -30,6 +30,7 @@ seeds.
 """
 
 import os
+import sys
 import time
 
 import keras
@@ -40,7 +41,9 @@ from keras_efficient.datasets import load_digits
 from keras_efficient.layers.laurel import LaurelResidual
 
 SEED = 0
-EPOCHS = 15
+# --quick: a smoke run (CI runs every example this way on every backend).
+QUICK = "--quick" in sys.argv[1:]
+EPOCHS = 2 if QUICK else 15
 BATCH_SIZE = 64
 VARIANTS = ["plain", "rw", "rw+lr", "rw+lr+pa"]
 OUTPUT_DIR = os.path.join(os.path.dirname(__file__), "output")

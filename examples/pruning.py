@@ -79,7 +79,12 @@ def main():
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--finetune-epochs", type=int, default=8)
     parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run (what CI runs)"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.epochs, args.finetune_epochs, args.draws = 1, 1, 1
     keras.utils.set_random_seed(0)
     data = load_mnist1d()
     (x, y), (xt, yt) = data

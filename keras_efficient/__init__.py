@@ -12,6 +12,8 @@ TensorFlow and PyTorch backends:
   callbacks above, gathered where Keras users look for them.
 - `keras_efficient.applications`: ResNets and a Transformer LM that switch
   these methods on by argument.
+- `keras_efficient.optimizers`: lazy (touched-row) Adam and SGD for big
+  tables.
 - `keras_efficient.datasets`: offline data for tutorials and benchmarks.
 """
 
@@ -21,6 +23,7 @@ from keras_efficient import datasets
 from keras_efficient import distillation
 from keras_efficient import layers
 from keras_efficient import losses
+from keras_efficient import optimizers
 from keras_efficient import pruning
 
 __version__ = "0.2.0.dev0"
@@ -32,5 +35,6 @@ __all__ = [
     "distillation",
     "layers",
     "losses",
+    "optimizers",
     "pruning",
 ]
