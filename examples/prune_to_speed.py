@@ -60,7 +60,7 @@ def compile_model(model, learning_rate):
 def main():
     args = parse_args()
     keras.utils.set_random_seed(args.seed)
-    epochs, finetune, width = (4, 3, 0.5) if args.quick else (20, 10, 1.0)
+    epochs, finetune, width = (3, 2, 0.5) if args.quick else (20, 10, 1.0)
     (x, y), (x_test, y_test) = keras_efficient.datasets.load_digits()
     x_train, y_train = x[:-300], y[:-300]
     x_val, y_val = x[-300:], y[-300:]
@@ -91,7 +91,7 @@ def main():
     dense.fit(x_train, y_train, epochs=finetune, batch_size=64, verbose=0)
 
     print("6. Dense vs pruned (batch 64, interleaved latency rounds)")
-    rounds = 10 if args.quick else 40
+    rounds = 5 if args.quick else 40
     report = compare_cost(dense, small, (8, 8, 1), 64, rounds)
     accuracy = {
         "dense": dense.evaluate(x_test, y_test, verbose=0)[1],
