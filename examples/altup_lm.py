@@ -122,8 +122,15 @@ for name, r in results.items():
     )
 gap = base["loss"] - results["dense (2d)"]["loss"]
 for name in ("AltUp K=2", "Recycled-AltUp K=2"):
-    closed = (base["loss"] - results[name]["loss"]) / gap if gap else 0.0
-    print(f"{name} closes {100 * closed:.0f}% of the gap to the 2d model")
+    gain = base["loss"] - results[name]["loss"]
+    if gap > 0 and gain > 0:
+        share = 100 * gain / gap
+        print(f"{name} closes {share:.0f}% of the gap to the 2d model")
+    else:
+        print(
+            f"{name} does not close the gap to the 2d model here (eval loss "
+            f"{-gain:+.4f} against the baseline; 2d model {-gap:+.4f})"
+        )
 print(
     "(one seed and a busy CPU: see benchmarks/altup.py for seeds and "
     "interleaved step-time ratios)"
