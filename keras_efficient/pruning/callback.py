@@ -94,6 +94,15 @@ class MagnitudePruning(keras.callbacks.Callback):
         block: `(rows, cols)` block shape for `"block"`.
         n_m: `(n, m)` for `"n_m"`.
         block_pooling: `"avg"` or `"max"` for `"block"`.
+        layer_sparsity: None, or `{layer name: final sparsity}` (e.g. the
+            dict `sparsity_policy` returns): each named target layer is
+            pruned to its own sparsity following the schedule's shape, at
+            `schedule_sparsity(step) * layer_target /
+            schedule.peak_sparsity()` (so a layer reaches its target when
+            the schedule reaches its peak); target layers not named follow
+            the schedule unchanged; `0.0` keeps a layer dense. Names must
+            be target layers of the model (a `ValueError` lists them);
+            needs `scope="layer"` and not `"n_m"`.
 
     Example:
 
@@ -122,6 +131,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         block=None,
         n_m=None,
         block_pooling="avg",
+        layer_sparsity=None,
     ):
         super().__init__()
         self.schedule = v.check_instance(
@@ -159,8 +169,64 @@ class MagnitudePruning(keras.callbacks.Callback):
         self.block_pooling = v.check_choice(
             "block_pooling", block_pooling, ("avg", "max")
         )
+        self.layer_sparsity = self._check_layer_sparsity(layer_sparsity)
         self._state = None
         self._layers = []
+        self._factors_value = None
+
+    def _check_layer_sparsity(self, layer_sparsity):
+        if layer_sparsity is None:
+            return None
+        if not isinstance(layer_sparsity, dict) or not all(
+            isinstance(k, str) for k in layer_sparsity
+        ):
+            v.fail(
+                "layer_sparsity",
+                "None or a dict {layer name: sparsity}",
+                layer_sparsity,
+            )
+        out = {
+            name: v.check_fraction(f"layer_sparsity[{name!r}]", value)
+            for name, value in layer_sparsity.items()
+        }
+        if self.scope != "layer":
+            raise ValueError(
+                "`layer_sparsity` needs `scope='layer'` (one threshold per "
+                f"layer). Received: scope={self.scope!r}"
+            )
+        if self.structure == "n_m":
+            raise ValueError(
+                "`layer_sparsity` does not apply to structure='n_m' (its "
+                "sparsity is fixed at 1 - n/m)."
+            )
+        try:
+            peak = float(self.schedule.peak_sparsity())
+        except NotImplementedError:
+            peak = None
+        if not peak or peak <= 0.0:
+            raise ValueError(
+                "`layer_sparsity` scales the schedule by layer_target / "
+                "schedule.peak_sparsity(), which must be > 0. Received: "
+                f"schedule={self.schedule!r}"
+            )
+        return out
+
+    def _factors(self, found):
+        """Per-kernel scale of the schedule's sparsity (None: all 1)."""
+        if self.layer_sparsity is None:
+            return None
+        names = [layer.name for layer in self._layers]
+        unknown = sorted(set(self.layer_sparsity) - set(names))
+        if unknown:
+            raise ValueError(
+                f"`layer_sparsity` names layers that are not pruning "
+                f"targets of the model: {unknown}. Valid names: {names}"
+            )
+        peak = float(self.schedule.peak_sparsity())
+        return tuple(
+            self.layer_sparsity.get(layer.name, peak) / peak
+            for layer, _ in found
+        )
 
     # -- state -------------------------------------------------------------
     @property
@@ -206,6 +272,7 @@ class MagnitudePruning(keras.callbacks.Callback):
             "block": self.block,
             "n_m": self.n_m,
             "block_pooling": self.block_pooling,
+            "factors": self._factors_value,
         }
 
     def _attach(self, model):
@@ -228,6 +295,7 @@ class MagnitudePruning(keras.callbacks.Callback):
             if all(layer is not x for x in self._layers):
                 self._layers.append(layer)
         kernels = [k for _, k in found]
+        self._factors_value = self._factors(found)
         self._state, changed = attach_state(optimizer, kernels, self._options())
         if changed and model.train_function is not None:
             model.make_train_function(force=True)
@@ -265,6 +333,9 @@ class MagnitudePruning(keras.callbacks.Callback):
             "block": self.block,
             "n_m": self.n_m,
             "block_pooling": self.block_pooling,
+            "layer_sparsity": (
+                dict(self.layer_sparsity) if self.layer_sparsity else None
+            ),
         }
 
     @classmethod

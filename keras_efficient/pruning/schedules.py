@@ -49,6 +49,14 @@ class PruningSchedule:
     def tensor_sparsity(self, step):
         raise NotImplementedError
 
+    def peak_sparsity(self):
+        """The largest sparsity the schedule reaches (Python float).
+
+        `MagnitudePruning(layer_sparsity=...)` scales the schedule for a
+        layer by `layer_target / peak_sparsity()`.
+        """
+        raise NotImplementedError
+
     def __call__(self, step):
         step = v.check_int("step", step)
         return self._should_prune(step), float(self.sparsity(step))
@@ -112,6 +120,9 @@ class ConstantSparsity(PruningSchedule):
 
     def tensor_sparsity(self, step):
         return ops.full((), self.target_sparsity, "float32")
+
+    def peak_sparsity(self):
+        return self.target_sparsity
 
     def get_config(self):
         return {
@@ -179,6 +190,9 @@ class PolynomialDecay(PruningSchedule):
         return self.final_sparsity + (
             self.initial_sparsity - self.final_sparsity
         ) * ops.power(1.0 - p, self.power)
+
+    def peak_sparsity(self):
+        return max(self.initial_sparsity, self.final_sparsity)
 
     def get_config(self):
         return {
@@ -276,6 +290,9 @@ class IterativePruning(PruningSchedule):
         return ops.where(
             ops.greater_equal(step, self.begin_step), ops.take(values, i), 0.0
         )
+
+    def peak_sparsity(self):
+        return max(self.sparsities)
 
     def get_config(self):
         return {

@@ -103,15 +103,30 @@ class PruningState:
 
     def _masks(self, kernels, sparsity, compute):
         o = self.options
-        return compute(
-            kernels,
-            sparsity,
-            o["structure"],
-            scope=o["scope"],
-            block=o["block"],
-            n_m=o["n_m"],
-            pooling=o["block_pooling"],
-        )
+
+        def run(ks, s):
+            return compute(
+                ks,
+                s,
+                o["structure"],
+                scope=o["scope"],
+                block=o["block"],
+                n_m=o["n_m"],
+                pooling=o["block_pooling"],
+            )
+
+        factors = o.get("factors")
+        if factors is None:
+            return run(kernels, sparsity)
+        # Per-layer targets: each kernel at `sparsity * factor` (scope
+        # "layer" only, checked by the callback).
+        out = []
+        for kernel, factor in zip(kernels, factors):
+            if factor == 1.0:
+                out.extend(run([kernel], sparsity))
+            else:
+                out.extend(run([kernel], sparsity * factor))
+        return out
 
     def update_in_step(self):
         """Recompute the masks batch `iterations + 1` uses (traced)."""

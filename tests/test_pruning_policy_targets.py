@@ -1,0 +1,120 @@
+"""Per-layer targets (`layer_sparsity`), e.g. from `sparsity_policy`."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_efficient.callbacks import MagnitudePruning
+from keras_efficient.pruning import ConstantSparsity
+from keras_efficient.pruning import PolynomialDecay
+
+JIT = keras.backend.backend() != "torch"
+
+
+def _model(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((12,)),
+            keras.layers.Dense(16, activation="relu", name="a"),
+            keras.layers.Dense(8, activation="relu", name="b"),
+            keras.layers.Dense(3, name="c"),
+        ]
+    )
+
+
+def _fit(model, cb, epochs=2):
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=JIT,
+    )
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 12)).astype("float32")
+    y = rng.integers(0, 3, size=(64,))
+    model.fit(x, y, batch_size=16, epochs=epochs, verbose=0, callbacks=[cb])
+
+
+def _sparsity(model, name):
+    w = keras.ops.convert_to_numpy(model.get_layer(name).kernel)
+    return float(np.mean(w == 0))
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        ConstantSparsity(0.5, begin_step=1, frequency=1),
+        PolynomialDecay(0.0, 0.5, begin_step=1, end_step=6, frequency=1),
+    ],
+)
+def test_each_layer_reaches_its_own_sparsity(schedule):
+    model = _model()
+    cb = MagnitudePruning(
+        schedule, layer_sparsity={"a": 0.75, "b": 0.25, "c": 0.0}
+    )
+    _fit(model, cb)
+    assert _sparsity(model, "a") == pytest.approx(0.75, abs=1e-6)
+    assert _sparsity(model, "b") == pytest.approx(0.25, abs=1e-6)
+    assert _sparsity(model, "c") == 0.0
+
+
+def test_unnamed_layers_follow_the_schedule():
+    model = _model()
+    cb = MagnitudePruning(
+        ConstantSparsity(0.5, begin_step=1, frequency=2),
+        layer_sparsity={"a": 0.875},
+    )
+    _fit(model, cb)
+    assert _sparsity(model, "a") == pytest.approx(0.875, abs=1e-6)
+    assert _sparsity(model, "b") == pytest.approx(0.5, abs=1e-6)
+    assert _sparsity(model, "c") == pytest.approx(0.5, abs=1e-6)
+
+
+def test_filter_structure_per_layer():
+    model = _model()
+    cb = MagnitudePruning(
+        ConstantSparsity(0.5, begin_step=1, frequency=1),
+        structure="filter",
+        layer_sparsity={"a": 0.75, "b": 0.0},
+    )
+    _fit(model, cb, epochs=1)
+    w = keras.ops.convert_to_numpy(model.get_layer("a").kernel)
+    assert int(np.sum(np.all(w == 0, axis=0))) == 12
+    assert _sparsity(model, "b") == 0.0
+
+
+def test_unknown_names_list_the_valid_ones():
+    model = _model()
+    cb = MagnitudePruning(
+        ConstantSparsity(0.5, begin_step=1), layer_sparsity={"nope": 0.5}
+    )
+    with pytest.raises(ValueError, match=r"nope.*Valid names: \['a', 'b', 'c'\]"):
+        _fit(model, cb, epochs=1)
+
+
+def test_invalid_arguments():
+    s = ConstantSparsity(0.5, begin_step=1)
+    with pytest.raises(ValueError, match="scope='layer'"):
+        MagnitudePruning(s, scope="global", layer_sparsity={"a": 0.5})
+    with pytest.raises(ValueError, match="n_m"):
+        MagnitudePruning(s, n_m=(2, 4), layer_sparsity={"a": 0.5})
+    with pytest.raises(ValueError, match="peak_sparsity"):
+        MagnitudePruning(ConstantSparsity(0.0), layer_sparsity={"a": 0.5})
+    with pytest.raises((ValueError, TypeError)):
+        MagnitudePruning(s, layer_sparsity={"a": 1.0})
+    with pytest.raises((ValueError, TypeError)):
+        MagnitudePruning(s, layer_sparsity=[("a", 0.5)])
+
+
+def test_config_round_trip():
+    cb = MagnitudePruning(
+        PolynomialDecay(0.0, 0.8, begin_step=0, end_step=10),
+        layer_sparsity={"a": 0.4, "b": 0.0},
+    )
+    back = MagnitudePruning.from_config(cb.get_config())
+    assert back.layer_sparsity == {"a": 0.4, "b": 0.0}
+    assert back.get_config() == cb.get_config()
+    plain = MagnitudePruning.from_config(
+        MagnitudePruning(ConstantSparsity(0.5)).get_config()
+    )
+    assert plain.layer_sparsity is None
