@@ -34,13 +34,13 @@ from keras import ops
 
 from keras_efficient import _backend
 from keras_efficient._validation import check_choice
-from keras_efficient._validation import check_int
 from keras_efficient._validation import check_number
 from keras_efficient._validation import check_positive_int
 from keras_efficient._validation import fail
 from keras_efficient.applications.blocks import PositionEmbedding
 from keras_efficient.applications.blocks import TransformerBlock
 from keras_efficient.applications.blocks import make_feedforward
+from keras_efficient.applications.generation import TokenGenerationMixin
 from keras_efficient.layers.altup import AltUp
 from keras_efficient.layers.altup import active_blocks
 from keras_efficient.layers.altup_io import AltUpEmbedding
@@ -73,7 +73,7 @@ _POSITIVE_INTS = (
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
-class TransformerLM(keras.Model):
+class TransformerLM(TokenGenerationMixin, keras.Model):
     """Decoder-only Transformer LM with AltUp, Sequence-AltUp and LAuReL.
 
     A pre-norm causal Transformer over token ids: embedding, `num_layers`
@@ -366,81 +366,6 @@ class TransformerLM(keras.Model):
             if not (isinstance(moe, dict) and "capacity_factor" in moe):
                 config["moe_capacity_factor"] = LEGACY_CAPACITY_FACTOR
         return cls(**config)
-
-    def _next_token_logits(self, window, position):
-        """Logits `(batch, vocab)` at `position` of a full-length window."""
-        if keras.backend.backend() == "jax":
-            if self._generate_step is None:
-                import jax
-
-                def step(trainable, non_trainable, window, position):
-                    logits, _ = self.stateless_call(
-                        trainable, non_trainable, window
-                    )
-                    return ops.take(logits, position, axis=1)
-
-                self._generate_step = jax.jit(step)
-            return self._generate_step(
-                [v.value for v in self.trainable_variables],
-                [v.value for v in self.non_trainable_variables],
-                window,
-                np.int32(position),
-            )
-        logits = self(window, training=False)
-        return ops.take(logits, position, axis=1)
-
-    def generate(
-        self, prompt_ids, max_new_tokens=32, temperature=0.0, seed=None
-    ):
-        """Continues token sequences, greedily or by sampling.
-
-        The model runs on a fixed-length window of `sequence_length` tokens
-        (the prompt padded on the right, or the last `sequence_length`
-        tokens once it is full), so on JAX one jitted step serves every
-        generated token.
-
-        Args:
-            prompt_ids: integer array `(T,)` or `(batch, T)`, `T >= 1`.
-            max_new_tokens: how many tokens to append, `>= 0`.
-            temperature: `0` for greedy decoding, `> 0` to sample from
-                `softmax(logits / temperature)`.
-            seed: seed of the sampler (NumPy); same seed, same text.
-
-        Returns:
-            A NumPy int32 array: the prompt followed by the new tokens, with
-            the prompt's rank.
-        """
-        prompt = np.asarray(prompt_ids)
-        squeeze = prompt.ndim == 1
-        if squeeze:
-            prompt = prompt[None, :]
-        if prompt.ndim != 2 or prompt.shape[1] < 1:
-            raise ValueError(
-                "`prompt_ids` must have shape (T,) or (batch, T) with T >= 1. "
-                f"Received: prompt_ids.shape={np.shape(prompt_ids)}"
-            )
-        check_int("max_new_tokens", max_new_tokens, min_value=0)
-        check_number("temperature", temperature, min_value=0)
-        rng = np.random.default_rng(seed)
-        tokens = prompt.astype("int32")
-        length = self.sequence_length
-        for _ in range(max_new_tokens):
-            context = tokens[:, -length:]
-            position = context.shape[1] - 1
-            window = np.zeros((len(tokens), length), dtype="int32")
-            window[:, : context.shape[1]] = context
-            logits = ops.convert_to_numpy(
-                self._next_token_logits(window, position)
-            ).astype("float64")
-            if temperature == 0:
-                next_token = logits.argmax(-1)
-            else:
-                gumbel = rng.gumbel(size=logits.shape)
-                next_token = (logits / temperature + gumbel).argmax(-1)
-            tokens = np.concatenate(
-                [tokens, next_token[:, None].astype("int32")], axis=1
-            )
-        return tokens[0] if squeeze else tokens
 
 
 def _options(name, value, count_key):
