@@ -118,3 +118,63 @@ def test_config_round_trip():
         MagnitudePruning(ConstantSparsity(0.5)).get_config()
     )
     assert plain.layer_sparsity is None
+
+
+def _conv_model(kind):
+    keras.utils.set_random_seed(0)
+    layers = [
+        keras.layers.Conv2D(8, 3, padding="same", name="c1"),
+        keras.layers.BatchNormalization(name="bn1"),
+        keras.layers.ReLU(),
+        keras.layers.Conv2D(8, 3, padding="same", name="c2"),
+        keras.layers.BatchNormalization(name="bn2"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3, name="head"),
+    ]
+    if kind == "sequential":
+        return keras.Sequential([keras.Input((6, 6, 3))] + layers)
+    inputs = keras.Input((6, 6, 3))
+    x = inputs
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(inputs, x)
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
+def test_filter_pruning_zeroes_following_batch_norm_for_shrink(kind):
+    from keras_efficient.pruning import shrink
+    from keras_efficient.pruning import strip_pruning
+
+    model = _conv_model(kind)
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=JIT,
+    )
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 6, 6, 3)).astype("float32")
+    y = rng.integers(0, 3, size=(32,))
+    cb = MagnitudePruning(
+        ConstantSparsity(0.5, begin_step=1, frequency=1),
+        structure="filter",
+        targets=["c1", "c2"],
+    )
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[cb])
+    for conv, bn in (("c1", "bn1"), ("c2", "bn2")):
+        k = keras.ops.convert_to_numpy(model.get_layer(conv).kernel)
+        pruned = np.all(k.reshape(-1, k.shape[-1]) == 0, axis=0)
+        assert int(pruned.sum()) == 4
+        for name in ("gamma", "beta"):
+            w = keras.ops.convert_to_numpy(
+                getattr(model.get_layer(bn), name)
+            )
+            assert np.all(w[pruned] == 0) and np.all(w[~pruned] != 0)
+    stripped = strip_pruning(model)
+    small = shrink(stripped)
+    assert small.get_layer("c1").kernel.shape[-1] == 4
+    assert small.get_layer("c2").kernel.shape[-1] == 4
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(small(x[:4], training=False)),
+        keras.ops.convert_to_numpy(stripped(x[:4], training=False)),
+        atol=1e-4,
+    )

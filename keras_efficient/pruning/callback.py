@@ -11,7 +11,7 @@ from keras_efficient.pruning.state import innermost_optimizer
 from keras_efficient.pruning.targets import find_target_weights
 
 
-def attach_state(optimizer, kernels, options):
+def attach_state(optimizer, kernels, options, followers=()):
     """The `PruningState` of `kernels` under `optimizer`, and whether the
     train function must be rebuilt (new variables or new options).
 
@@ -30,6 +30,10 @@ def attach_state(optimizer, kernels, options):
     ):
         changed = state.options != options
         state.options = dict(options)
+        old = [(id(f), i) for f, i in state.followers]
+        if old != [(id(f), i) for f, i in followers]:
+            state.set_followers(followers)
+            changed = True
         return state, changed
     previous = {id(k): k.constraint for k in kernels}
     previous = {
@@ -37,7 +41,54 @@ def attach_state(optimizer, kernels, options):
     }
     for old in {id(c.state): c.state for c in olds}.values():
         old.detach()
-    return PruningState(optimizer, kernels, options, previous), True
+    state = PruningState(optimizer, kernels, options, previous, followers)
+    return state, True
+
+
+def bn_followers(model, found):
+    """`[(variable, kernel index)]`: gamma and beta of each
+    BatchNormalization (channels last) whose only input is the output of a
+    top-level target layer of a Sequential or functional model.
+
+    Read through `graph.read_graph`; a model it cannot read (subclassed,
+    shared layers) gets none.
+    """
+    from keras_efficient.pruning import graph
+
+    try:
+        _, nodes, _, _, _ = graph.read_graph(model)
+    except Exception:
+        return []
+    index = {}
+    for i, (layer, kernel) in enumerate(found):
+        if getattr(layer, "kernel", None) is kernel:
+            index.setdefault(layer.name, (layer, i))
+    out = []
+    for node in nodes:
+        bn = node.layer
+        if not isinstance(bn, keras.layers.BatchNormalization):
+            continue
+        if len(node.inputs) != 1 or node.inputs[0][0] not in index:
+            continue
+        layer, i = index[node.inputs[0][0]]
+        try:
+            if model.get_layer(layer.name) is not layer:
+                continue
+        except ValueError:
+            continue
+        n_out = tuple(found[i][1].shape)[-1]
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
+            continue
+        try:
+            rank = len(layer.output.shape)
+        except (AttributeError, ValueError):
+            continue
+        if bn.axis not in (-1, rank - 1):
+            continue
+        for variable in (getattr(bn, "gamma", None), getattr(bn, "beta", None)):
+            if variable is not None and tuple(variable.shape) == (n_out,):
+                out.append((variable, i))
+    return out
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -74,7 +125,12 @@ class MagnitudePruning(keras.callbacks.Callback):
       weights along the input axis (2:4 is what sparse tensor cores run).
       The sparsity is then fixed at `1 - n / m`; the schedule only says when
       to apply it (any step with target sparsity > 0).
-    - `"filter"`: whole output channels, scored by their L1 norm.
+    - `"filter"`: whole output channels, scored by their L1 norm. When a
+      target layer (top level of a Sequential or functional model) feeds
+      only a BatchNormalization on its channel axis, that layer's gamma and
+      beta are masked too (zero in the pruned channels, kept zero), so
+      `strip_pruning` then `shrink` removes those channels. Targets inside
+      nested layers or subclassed models get no such follower.
 
     Passing `block=` or `n_m=` alone selects that structure. The epoch logs
     get `pruning_target_sparsity`, `pruning_sparsity` (achieved over the
@@ -296,7 +352,12 @@ class MagnitudePruning(keras.callbacks.Callback):
                 self._layers.append(layer)
         kernels = [k for _, k in found]
         self._factors_value = self._factors(found)
-        self._state, changed = attach_state(optimizer, kernels, self._options())
+        followers = []
+        if self.structure == "filter":
+            followers = bn_followers(model, found)
+        self._state, changed = attach_state(
+            optimizer, kernels, self._options(), followers
+        )
         if changed and model.train_function is not None:
             model.make_train_function(force=True)
         return True

@@ -60,6 +60,29 @@ class MaskConstraint:
         return w * ops.cast(self.mask, w.dtype)
 
 
+class ChannelMaskConstraint(MaskConstraint):
+    """`w -> original(w) * channel_mask` for a per-channel variable (the
+    gamma / beta of a BatchNormalization after a filter-pruned kernel).
+
+    `mask` is the kernel mask's output channels (1 where a channel keeps
+    any weight), so `strip_pruning` zeroes those channels as well.
+    """
+
+    def __init__(self, state, kernel_mask, original=None):
+        super().__init__(state, kernel_mask, original, leader=False)
+        self.kernel_mask = kernel_mask
+
+    @property
+    def mask(self):
+        m = ops.convert_to_tensor(self.kernel_mask)
+        n_out = tuple(m.shape)[-1]
+        return ops.max(ops.reshape(m, (-1, n_out)), axis=0)
+
+    @mask.setter
+    def mask(self, value):
+        pass
+
+
 def _value(variable):
     return keras.ops.convert_to_numpy(variable)
 
@@ -67,7 +90,9 @@ def _value(variable):
 class PruningState:
     """Masks, step and target sparsity of one (model, optimizer) pair."""
 
-    def __init__(self, optimizer, kernels, options, previous=None):
+    def __init__(
+        self, optimizer, kernels, options, previous=None, followers=()
+    ):
         previous = previous or {}
         self.optimizer = optimizer
         self.kernels = list(kernels)
@@ -93,9 +118,34 @@ class PruningState:
             kernel.constraint = MaskConstraint(
                 self, mask, original, leader=kernel is self.kernels[0]
             )
+        self.followers = []
+        self.set_followers(followers)
+
+    def set_followers(self, followers):
+        """Mask per-channel variables with their kernel's output channels.
+
+        `followers` is a list of `(variable, kernel index)`: e.g. the gamma
+        and beta of a BatchNormalization right after a filter-pruned kernel
+        (zero in the pruned channels, so `shrink` can remove them).
+        """
+        self._detach_followers()
+        self.followers = list(followers)
+        for variable, i in self.followers:
+            c = variable.constraint
+            if isinstance(c, ChannelMaskConstraint):
+                c = c.original
+            variable.constraint = ChannelMaskConstraint(self, self.masks[i], c)
+
+    def _detach_followers(self):
+        for variable, _ in self.followers:
+            c = variable.constraint
+            if isinstance(c, ChannelMaskConstraint) and c.state is self:
+                variable.constraint = c.original
+        self.followers = []
 
     def detach(self):
         """Give the kernels back their own constraints (masks stay zeros)."""
+        self._detach_followers()
         for kernel in self.kernels:
             c = kernel.constraint
             if isinstance(c, MaskConstraint) and c.state is self:
@@ -165,6 +215,10 @@ class PruningState:
             ):
                 mask.assign(m.astype(mask.dtype))
                 kernel.assign((w * m).astype(w.dtype))
+            for variable, _ in self.followers:
+                c = variable.constraint
+                channels = _value(c.mask).astype(variable.dtype)
+                variable.assign(_value(variable) * channels)
             self.sparsity.assign(sparsity)
         self.step.assign(step)
         return bool(should)
