@@ -255,3 +255,30 @@ def test_bad_arguments():
         MagnitudePruning(sched, block=(0, 2))
     with pytest.raises(ValueError, match="power"):
         PolynomialDecay(0.0, 0.5, 0, 10, power="3")
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.jit with a traced k")
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.999])
+def test_traced_keep_top_equals_reference_with_ties(sparsity):
+    import jax
+
+    from keras_efficient.pruning import mask_ops
+
+    rng = np.random.default_rng(3)
+    kernels = [
+        rng.integers(0, 3, size=(6, 5)).astype("float32"),
+        rng.integers(-2, 2, size=(3, 3, 2, 4)).astype("float32"),
+    ]
+    for structure in ("unstructured", "filter"):
+        for scope in ("layer", "global"):
+            fn = jax.jit(
+                lambda ks, s: mask_ops.compute_masks(
+                    ks, s, structure, scope=scope
+                )
+            )
+            got = fn(kernels, np.float32(sparsity))
+            want = masks_lib.compute_masks(
+                kernels, sparsity, structure, scope=scope
+            )
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(_np(g), w)

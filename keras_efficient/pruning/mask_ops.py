@@ -4,8 +4,12 @@ The same masks as the NumPy reference in `masks.py`, written with
 `keras.ops` so that `MagnitudePruning` computes them in the compiled train
 step (XLA on JAX and TensorFlow, eager on PyTorch) without retracing. The
 sparsity is a traced value, so the number of kept units `k` is one too:
-instead of `top_k` (which needs a static `k`), units are ranked by a stable
-descending sort and a unit is kept when its rank is below `k`.
+instead of `top_k` (which needs a static `k`, and whose order among equal
+scores is not specified on every backend), the k-th largest score `v` is
+found without sorting, by bisection over the float32 bits of the
+(non-negative) scores; every unit above `v` is kept, and of the units
+equal to `v` the lowest-index ones (a cumulative count), as many as `k`
+still needs: exactly the stable-sort rule of the NumPy reference.
 
 Kernels are viewed as `(n_in, n_out)` matrices, the last axis being the
 output axis, as in `masks.py`.
@@ -77,12 +81,38 @@ def units_to_mask(keep, kernel_shape, structure, block=None):
     return ops.reshape(m, kernel_shape)
 
 
+def _keep_largest(flat, k):
+    """Boolean: the `k` largest of the 1-D non-negative `flat`, ties to the
+    lowest index (as `np.argsort(-flat, kind="stable")[:k]`); `k` may be
+    traced.
+
+    No sort: the bit patterns of non-negative float32 values order like the
+    values, so the k-th largest value is found exactly by bisection over
+    its bits (31 unrolled rounds of a count, O(n) each).
+    """
+    bits = ops.view(ops.abs(ops.cast(flat, "float32")), "int32")  # +0 only
+    lo = ops.convert_to_tensor(0, "int32")  # count(bits >= lo) >= k
+    hi = ops.convert_to_tensor(0x7F800001, "int32")  # count(bits >= hi) < k
+    for _ in range(31):
+        mid = lo + ops.floor_divide(hi - lo, 2)
+        ok = ops.greater_equal(
+            ops.sum(ops.cast(ops.greater_equal(bits, mid), "int32")), k
+        )
+        lo = ops.where(ok, mid, lo)
+        hi = ops.where(ok, hi, mid)
+    above = ops.greater(bits, lo)  # lo: the bits of the k-th largest
+    tied = ops.equal(bits, lo)
+    need = k - ops.sum(ops.cast(above, "int32"))
+    first = ops.less_equal(ops.cumsum(ops.cast(tied, "int32")), need)
+    return ops.logical_or(above, ops.logical_and(tied, first))
+
+
 def keep_top(scores_list, sparsity):
     """Keep exactly `k = max(round(n * (1 - s)), 1)` of the largest scores
     over all of `scores_list` together; one boolean tensor per entry."""
     flat = ops.concatenate([ops.reshape(s, (-1,)) for s in scores_list])
     n = int(flat.shape[0])
-    keep = ops.less(descending_ranks(flat), keep_count(n, sparsity))
+    keep = _keep_largest(flat, keep_count(n, sparsity))
     out, i = [], 0
     for s in scores_list:
         size = int(np.prod(s.shape))
