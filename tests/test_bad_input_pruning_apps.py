@@ -8,15 +8,19 @@ import pytest
 from keras_efficient import applications as ka
 from keras_efficient import datasets as kds
 from keras_efficient import pruning as kp
-from keras_efficient.pruning import shrink as kshrink
+from keras_efficient.pruning.shrink import shrink
+from keras_efficient.pruning.shrink import zero_units
 from tests.bad_input_helpers import BAD_CHOICE
 from tests.bad_input_helpers import BAD_NUMBER
 from tests.bad_input_helpers import BAD_POSITIVE_INT
 from tests.bad_input_helpers import GOOD_FRACTIONS
 from tests.bad_input_helpers import GOOD_INTS
+from tests.bad_input_helpers import ONLY_ON_JAX
 from tests.bad_input_helpers import case
 from tests.bad_input_helpers import check_case
 from tests.bad_input_helpers import sweep
+
+pytestmark = ONLY_ON_JAX
 
 BAD_FRACTION = BAD_NUMBER + [("one", 1.0), ("neg", -0.1), ("none", None)]
 NAN = float("nan")
@@ -272,30 +276,30 @@ CASES = (
             lambda: kp.sparsity_report(tiny_model(), targets=["nope"]),
             "targets|nope",
         ),
-        case("shrink-model-none", lambda: kshrink.shrink(None), "model"),
+        case("shrink-model-none", lambda: shrink(None), "model"),
         case(
             "shrink-importance-typo",
-            lambda: kshrink.shrink(tiny_model(), importance="l3"),
+            lambda: shrink(tiny_model(), importance="l3"),
             "importance",
         ),
         case(
             "shrink-ratio-one",
-            lambda: kshrink.shrink(tiny_model(), ratio=1.0),
+            lambda: shrink(tiny_model(), ratio=1.0),
             "ratio",
         ),
         case(
             "shrink-ratio-str",
-            lambda: kshrink.shrink(tiny_model(), ratio="0.5"),
+            lambda: shrink(tiny_model(), ratio="0.5"),
             "ratio",
         ),
         case(
             "zero_units-ratio-nan",
-            lambda: kshrink.zero_units(tiny_model(), NAN),
+            lambda: zero_units(tiny_model(), NAN),
             "ratio",
         ),
         case(
             "zero_units-ratio-unknown-group",
-            lambda: kshrink.zero_units(tiny_model(), {"nope": 0.5}),
+            lambda: zero_units(tiny_model(), {"nope": 0.5}),
             "ratio",
         ),
     ]

@@ -12,12 +12,20 @@ import inspect
 import pkgutil
 import re
 
+import keras
 import matplotlib
 import pytest
 
 import keras_efficient
 
 matplotlib.use("Agg")  # the tests never open a window; examples may plot
+
+# The examples are backend-neutral `keras.ops` code, and the layers' own tests
+# run on every backend; running the examples on JAX alone keeps CI short.
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="docstring examples run on JAX; layer tests cover every backend",
+)
 
 FENCE = re.compile(r"```python\n(.*?)```", re.DOTALL)
 

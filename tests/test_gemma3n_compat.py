@@ -49,7 +49,9 @@ def numpy_hf_altup(altup, inner, hidden, training):
     HF clamps `prediction_coefs.weight` in training and
     `correction_coefs.weight` always, in place, before using them.
     """
-    w = {v.path.split("/")[-2] + "/" + v.name: to_numpy(v) for v in altup.weights}
+    w = {
+        v.path.split("/")[-2] + "/" + v.name: to_numpy(v) for v in altup.weights
+    }
     clip = altup.altup_coef_clip
     w_p = w["prediction_coefs/kernel"]
     if training:

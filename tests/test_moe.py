@@ -41,8 +41,14 @@ def _numpy_moe(layer, x):
             h = np.maximum(x2[t] @ w1[e] + b1[e], 0)
             out[t] += gates[t, j] * (h @ w2[e] + b2[e])
     if layer.num_shared_experts:
-        s1, s2 = to_numpy(layer.shared_kernel_in), to_numpy(layer.shared_bias_in)
-        s3, s4 = to_numpy(layer.shared_kernel_out), to_numpy(layer.shared_bias_out)
+        s1, s2 = (
+            to_numpy(layer.shared_kernel_in),
+            to_numpy(layer.shared_bias_in),
+        )
+        s3, s4 = (
+            to_numpy(layer.shared_kernel_out),
+            to_numpy(layer.shared_bias_out),
+        )
         out += np.maximum(x2 @ s1 + s2, 0) @ s3 + s4
     fraction = dropped / (num_tokens * layer.top_k)
     return out.reshape(x.shape[:-1] + (-1,)), fraction
@@ -231,12 +237,18 @@ def test_grouped_and_capacity_paths_match_a_loop(num_tokens, num_experts):
     token = np.tile(np.arange(num_tokens, dtype="int32"), 2)
     ws = [
         rng.normal(size=s).astype("float32")
-        for s in [(num_experts, 4, 5), (num_experts, 5), (num_experts, 5, 3),
-                  (num_experts, 3)]
+        for s in [
+            (num_experts, 4, 5),
+            (num_experts, 5),
+            (num_experts, 5, 3),
+            (num_experts, 3),
+        ]
     ]
     expected = np.stack(
-        [np.maximum(x[t] @ ws[0][e] + ws[1][e], 0) @ ws[2][e] + ws[3][e]
-         for t, e in zip(token, expert)]
+        [
+            np.maximum(x[t] @ ws[0][e] + ws[1][e], 0) @ ws[2][e] + ws[3][e]
+            for t, e in zip(token, expert)
+        ]
     )
     relu = keras.activations.relu
     got = grouped_mlp(x, token, expert, tuple(ws), relu)
@@ -267,8 +279,9 @@ def test_dropless_by_default_drops_nothing_on_clustered_routing():
     experts, _, _ = layer.route(x)
     assert len(np.unique(to_numpy(experts)[:, 0])) == 1  # all on one expert
     assert float(layer.dropped_fraction) == 0.0
-    capped = MixtureOfExperts(16, 8, router="softmax", top_k=2,
-                              capacity_factor=1.25)
+    capped = MixtureOfExperts(
+        16, 8, router="softmax", top_k=2, capacity_factor=1.25
+    )
     capped(x)
     assert float(capped.dropped_fraction) > 0.8
 

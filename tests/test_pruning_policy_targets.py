@@ -88,7 +88,9 @@ def test_unknown_names_list_the_valid_ones():
     cb = MagnitudePruning(
         ConstantSparsity(0.5, begin_step=1), layer_sparsity={"nope": 0.5}
     )
-    with pytest.raises(ValueError, match=r"nope.*Valid names: \['a', 'b', 'c'\]"):
+    with pytest.raises(
+        ValueError, match=r"nope.*Valid names: \['a', 'b', 'c'\]"
+    ):
         _fit(model, cb, epochs=1)
 
 
@@ -165,9 +167,7 @@ def test_filter_pruning_zeroes_following_batch_norm_for_shrink(kind):
         pruned = np.all(k.reshape(-1, k.shape[-1]) == 0, axis=0)
         assert int(pruned.sum()) == 4
         for name in ("gamma", "beta"):
-            w = keras.ops.convert_to_numpy(
-                getattr(model.get_layer(bn), name)
-            )
+            w = keras.ops.convert_to_numpy(getattr(model.get_layer(bn), name))
             assert np.all(w[pruned] == 0) and np.all(w[~pruned] != 0)
     stripped = strip_pruning(model)
     small = shrink(stripped)

@@ -272,9 +272,10 @@ def test_traced_keep_top_equals_reference_with_ties(sparsity):
     for structure in ("unstructured", "filter"):
         for scope in ("layer", "global"):
             fn = jax.jit(
-                lambda ks, s: mask_ops.compute_masks(
-                    ks, s, structure, scope=scope
-                )
+                lambda ks, s, structure=structure, scope=scope: (
+                    mask_ops.compute_masks(ks, s, structure, scope=scope)
+                ),
+                static_argnames=("structure", "scope"),
             )
             got = fn(kernels, np.float32(sparsity))
             want = masks_lib.compute_masks(

@@ -91,8 +91,18 @@ def compare_to_dense(
     Example:
 
     ```python
+    import keras
+    import numpy as np
+    from keras_efficient.pruning import compare_to_dense
+
+    dense_model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    pruned_model = keras.models.clone_model(dense_model)
+    kernel, bias = dense_model.get_weights()
+    pruned_model.set_weights([np.where(abs(kernel) > 0.3, kernel, 0), bias])
+    x_test = np.random.rand(64, 8).astype("float32")
+    y_test = np.random.randint(0, 3, size=64)
     stats = compare_to_dense(dense_model, pruned_model, x_test, y_test,
-                             draws=10)
+                             eps=(0.0, 0.1), draws=2)
     print(stats["top1_agreement"], stats["softmax_l2"])
     ```
     """
