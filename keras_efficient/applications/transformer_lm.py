@@ -121,8 +121,9 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
             of every block. The softmax router's load-balancing losses
             reach `model.losses`. The layer is dropless unless a capacity
             factor is given.
-        moe_top_k, moe_load_balance_weight, moe_z_loss_weight,
-        moe_num_shared_experts, moe_capacity_factor: when not `None`, the
+        moe_*: `moe_top_k`, `moe_load_balance_weight`,
+            `moe_z_loss_weight`, `moe_num_shared_experts`,
+            `moe_capacity_factor`: when not `None`, the
             `MixtureOfExperts` argument of the same name (`top_k`, ...)
             for every block's experts (over the `moe` dict's value).
         epsilon: RMS normalisation epsilon.

@@ -29,8 +29,9 @@ class LaurelBlock(LayerWrapper):
 
     Args:
         block: a Keras layer or model `f` with `f(x).shape == x.shape`.
-        variant, rank, num_activations, normalization, per_dimension,
-        lr_initializer, low_rank_history, data_format: as in
+        **laurel_options: `variant`, `rank`, `num_activations`,
+            `normalization`, `per_dimension`, `lr_initializer`,
+            `low_rank_history`, `data_format`, `epsilon`: as in
             `LaurelResidual`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
@@ -106,8 +107,9 @@ class LaurelStack(keras.layers.Layer):
     Args:
         blocks: non-empty list of Keras layers or models, each keeping the
             shape of its input.
-        variant, rank, num_activations, normalization, per_dimension,
-        lr_initializer, low_rank_history, data_format: as in
+        **laurel_options: `variant`, `rank`, `num_activations`,
+            `normalization`, `per_dimension`, `lr_initializer`,
+            `low_rank_history`, `data_format`, `epsilon`: as in
             `LaurelResidual`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 

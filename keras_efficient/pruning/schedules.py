@@ -224,8 +224,9 @@ class IterativePruning(PruningSchedule):
 
     >>> s = IterativePruning.geometric(0.9, prune_fraction=0.5,
     ...                                steps_per_cycle=100)
-    >>> [round(x, 3) for x in s.sparsities][:3]
-    [0.5, 0.75, 0.875]
+    >>> first_three = s.sparsities[:3]
+    >>> tuple(round(x, 3) for x in first_three)
+    (0.5, 0.75, 0.875)
     """
 
     def __init__(self, sparsities, steps_per_cycle, begin_step=0):
