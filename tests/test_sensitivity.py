@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_efficient.pruning.cost import model_cost
 from keras_efficient.pruning.policy import sparsity_policy
 from keras_efficient.pruning.sensitivity import SensitivityTable
 from keras_efficient.pruning.sensitivity import plot_sensitivity
@@ -106,17 +107,12 @@ def test_policy_meets_target(budget):
     table = sensitivity_analysis(model, x, y, verbose=0)
     policy = sparsity_policy(table, 0.3, budget=budget)
     assert set(policy) == {"c1", "c3"}
-    column = "params" if budget == "params" else "flops"
-    total = table.total_params if budget == "params" else table.total_flops
-    saved = sum(
-        r[column]
-        for r in table.rows()
-        if r["sparsity"] == policy[r["layer"]]
-    )
-    assert saved >= 0.3 * total
+    # The target holds on the model the policy produces, measured on it
+    # (latency budgets use FLOPs as their stand-in).
     small = shrink(model, ratio=policy)
-    if budget == "params":
-        assert small.count_params() <= 0.7 * model.count_params() + 1e-9
+    key = "params" if budget == "params" else "flops"
+    before, after = model_cost(model)[key], model_cost(small)[key]
+    assert after <= 0.7 * before + 1e-9, (before, after, policy)
 
 
 def test_policy_prefers_cheap_layers():
