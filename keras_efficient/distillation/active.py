@@ -113,6 +113,13 @@ class ActiveDistillation(
         super().__init__()
         self.pool = np.asarray(pool)
         n = len(self.pool)
+        if not callable(teacher):
+            v.fail(
+                "teacher",
+                "a Keras model or a callable mapping a batch to outputs",
+                teacher,
+                error=v.ArgumentTypeError,
+            )
         self.teacher = teacher
         self.budget = v.check_int("budget", budget, min_value=1, max_value=n)
         self.queries_per_round = v.check_positive_int(

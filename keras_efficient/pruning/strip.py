@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 
+from keras_efficient import _validation as v
 from keras_efficient.pruning.state import MaskConstraint
 from keras_efficient.pruning.targets import find_target_weights
 
@@ -41,10 +42,7 @@ def strip_pruning(model):
     assert stripped is not model
     ```
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"`model` must be a keras.Model. Received: model={model!r}"
-        )
+    v.check_instance("model", model, keras.Model, "a keras.Model")
     try:
         clone = keras.models.clone_model(model)
     except Exception as e:  # e.g. a subclassed model without get_config
@@ -85,6 +83,7 @@ def sparsity_report(model, targets=None):
         weights.
 
     Raises:
+        TypeError: when `model` is not a `keras.Model`.
         ValueError: when the model has nothing to prune (no Dense,
             EinsumDense or Conv kernel and no layer with
             `get_prunable_weights()` matches `targets`).
@@ -100,6 +99,7 @@ def sparsity_report(model, targets=None):
     assert report["sparsity"] == 0.0 and report["params"] == 32
     ```
     """
+    v.check_instance("model", model, keras.Model, "a keras.Model")
     found = find_target_weights(model, targets, trainable_only=False)
     found = [(layer, w) for layer, w in found if int(np.prod(w.shape))]
     if not found:
