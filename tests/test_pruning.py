@@ -207,3 +207,94 @@ def test_errors():
     config = MagnitudePruning(ConstantSparsity(0.5, 0), n_m=(2, 4)).get_config()
     back = MagnitudePruning.from_config(config)
     assert back.n_m == (2, 4) and back.schedule.target_sparsity == 0.5
+
+
+class _KernelsAtEpochEnd(keras.callbacks.Callback):
+    """Records the logs and the target kernels at every epoch end (runs
+    after `MagnitudePruning`, so its logs are already there)."""
+
+    def __init__(self, pruning):
+        super().__init__()
+        self.pruning = pruning
+        self.seen = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model  # noqa: B018 (on JAX, syncs the jitted state back)
+        self.seen.append((dict(logs), _kernels(self.pruning)))
+
+
+def _kth_largest(values, sparsity):
+    values = np.sort(np.concatenate([v.ravel() for v in values]))[::-1]
+    return float(values[max(round(values.size * (1 - sparsity)), 1) - 1])
+
+
+def test_threshold_logs_layer_scope(tmp_path):
+    cb = MagnitudePruning(ConstantSparsity(0.75, begin_step=1, frequency=1))
+    rec = _KernelsAtEpochEnd(cb)
+    csv = os.path.join(tmp_path, "log.csv")
+    hist = _fit(_model(), cb, extra=(rec, keras.callbacks.CSVLogger(csv)))
+    keys = {f"pruning_threshold/{p}" for p in cb.target_weights}
+    assert keys <= set(hist.history) and "pruning_threshold" not in hist.history
+    for logs, kernels in rec.seen:
+        for path, w in zip(cb.target_weights, kernels):
+            t = logs[f"pruning_threshold/{path}"]
+            # frequency=1: the masks were just computed from these kernels,
+            # so the threshold is tfmot's, the k-th largest |w| ...
+            assert t == pytest.approx(_kth_largest([np.abs(w)], 0.75), 1e-6)
+            # ... the smallest kept |w|, every pruned weight (zero) below.
+            assert t == np.abs(w[w != 0]).min() and t > 0
+    header = open(csv).readline().strip().split(",")
+    assert keys <= set(header)
+
+
+def test_threshold_logs_global_scope_and_filters():
+    cb = MagnitudePruning(
+        ConstantSparsity(0.8, begin_step=1, frequency=1), scope="global"
+    )
+    rec = _KernelsAtEpochEnd(cb)
+    hist = _fit(_model(), cb, epochs=1, extra=(rec,))
+    assert not [k for k in hist.history if k.startswith("pruning_threshold/")]
+    logs, kernels = rec.seen[-1]
+    want = _kth_largest([np.abs(w) for w in kernels], 0.8)
+    assert logs["pruning_threshold"] == pytest.approx(want, 1e-6)
+
+    cb = MagnitudePruning(
+        ConstantSparsity(0.5, begin_step=1, frequency=1), structure="filter"
+    )
+    rec = _KernelsAtEpochEnd(cb)
+    _fit(_model(), cb, epochs=1, extra=(rec,))
+    logs, kernels = rec.seen[-1]
+    for path, w in zip(cb.target_weights, kernels):
+        norms = np.abs(w.reshape(-1, w.shape[-1])).sum(axis=0)
+        t = logs[f"pruning_threshold/{path}"]
+        assert t == pytest.approx(_kth_largest([norms], 0.5), 1e-5)
+        assert t == pytest.approx(norms[norms > 0].min(), 1e-6)
+
+
+def test_threshold_zero_before_pruning_and_absent_for_n_m():
+    late = ConstantSparsity(0.5, begin_step=10_000)
+    hist = _fit(_model(), MagnitudePruning(late), epochs=1)
+    values = [v for k, v in hist.history.items() if "threshold" in k]
+    assert len(values) == 3 and all(v == [0.0] for v in values)
+    cb = MagnitudePruning(ConstantSparsity(0.5, 1, 1), sparsity_m_by_n=(3, 4))
+    hist = _fit(_model(), cb, epochs=1)
+    assert not [k for k in hist.history if "threshold" in k]
+    assert cb.n_m == (1, 4) and cb.structure == "n_m"
+    for w in _kernels(cb):  # Conv1D (3, 4, 8): cin 4; Dense 64 and 16
+        rows = np.moveaxis(w, -2, -1).reshape(-1, 4)
+        np.testing.assert_array_equal((rows != 0).sum(axis=1), 1)
+
+
+def test_tfmot_spelling_config_and_errors():
+    cb = MagnitudePruning(ConstantSparsity(0.5, 0), sparsity_m_by_n=(2, 4))
+    config = cb.get_config()
+    assert config["sparsity_m_by_n"] == (2, 4) and config["n_m"] is None
+    back = MagnitudePruning.from_config(config)
+    assert back.n_m == (2, 4) and back.sparsity_m_by_n == (2, 4)
+    with pytest.raises(ValueError, match="not both"):
+        MagnitudePruning(
+            ConstantSparsity(0.5, 0), n_m=(2, 4), sparsity_m_by_n=(2, 4)
+        )
+    for bad in ((4, 4), (0, 4), 2):
+        with pytest.raises(ValueError, match="sparsity_m_by_n"):
+            MagnitudePruning(ConstantSparsity(0.5, 0), sparsity_m_by_n=bad)

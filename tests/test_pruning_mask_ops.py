@@ -51,15 +51,117 @@ def test_ops_masks_equal_numpy_reference(case, ties):
             np.testing.assert_array_equal(r, keras.ops.convert_to_numpy(g))
 
 
+N_M_SHAPES = [(12, 8), (6, 5), (3, 3, 6, 4), (3, 3, 7, 2), (2, 10, 3), (7,)]
+
+
 @pytest.mark.parametrize("ties", [False, True])
-def test_ops_n_m_equal_numpy_reference(ties):
-    kernels = [k for k in _kernels(1, ties) if k.ndim > 1]
-    kernels = [k.reshape(-1, k.shape[-1])[:12] for k in kernels]
-    for sparsity in (0.0, 0.5):
-        ref = masks_lib.compute_masks(kernels, sparsity, "n_m", n_m=(2, 4))
-        got = mask_ops.compute_masks(kernels, sparsity, "n_m", n_m=(2, 4))
-        for r, g in zip(ref, got):
-            np.testing.assert_array_equal(r, keras.ops.convert_to_numpy(g))
+@pytest.mark.parametrize("n_m", [(2, 4), (1, 4), (3, 8), (1, 2)])
+def test_ops_n_m_equal_numpy_reference(ties, n_m):
+    # Input channels (axis -2) both multiples of m and not (6, 7, 10).
+    rng = np.random.default_rng(1)
+    for shape in N_M_SHAPES:
+        if ties:
+            w = rng.integers(-2, 3, size=shape).astype("float32")
+        else:
+            w = rng.normal(size=shape).astype("float32")
+        for sparsity in (0.0, 0.5):
+            (ref,) = masks_lib.compute_masks([w], sparsity, "n_m", n_m=n_m)
+            (got,) = mask_ops.compute_masks(
+                [keras.ops.convert_to_tensor(w)],
+                keras.ops.convert_to_tensor(sparsity, "float32"),
+                "n_m",
+                n_m=n_m,
+            )
+            np.testing.assert_array_equal(ref, keras.ops.convert_to_numpy(got))
+
+
+def tfmot_m_by_n_mask(weights, m_by_n):
+    """NumPy transcription of tfmot's rule (`pruning_utils`:
+    `weights_rearrange`, `generate_m_by_n_mask`,
+    `m_by_n_sparsity_mask_prepare`): `m_by_n = (zeros, block)`; Dense
+    `(in, out)` and Conv2D `(h, w, in, out)` kernels become rows
+    `(out[, h, w], in)`, each row is zero-padded to a multiple of `block`
+    and every block keeps its `block - zeros` largest |w| (`top_k`: ties
+    to the lower index)."""
+    zeros, block = m_by_n
+    w = np.abs(weights)
+    if w.ndim == 2:
+        rows = w.T
+    else:
+        rows = np.transpose(w, (3, 0, 1, 2)).reshape(-1, w.shape[2])
+    pad = -(-rows.shape[1] // block) * block - rows.shape[1]
+    padded = np.pad(rows, ((0, 0), (0, pad)))
+    blocks = padded.reshape(-1, block)
+    mask = np.zeros_like(blocks)
+    for i, values in enumerate(blocks):
+        top = sorted(range(block), key=lambda j: (-values[j], j))
+        mask[i, top[: block - zeros]] = 1.0
+    mask = mask.reshape(padded.shape)[:, : rows.shape[1]]
+    if w.ndim == 2:
+        return mask.T
+    h, wd, cin, cout = w.shape
+    return np.transpose(mask.reshape(cout, h, wd, cin), (1, 2, 3, 0))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("m_by_n", [(2, 4), (3, 4), (1, 2), (5, 8)])
+def test_n_m_equals_tfmot_rule(ties, m_by_n):
+    rng = np.random.default_rng(2)
+    for shape in [(12, 8), (6, 5), (9, 3), (3, 3, 6, 4), (2, 3, 7, 5)]:
+        if ties:
+            w = rng.integers(-2, 3, size=shape).astype("float32")
+        else:
+            w = rng.normal(size=shape).astype("float32")
+        want = tfmot_m_by_n_mask(w, m_by_n)
+        (ours,) = masks_lib.compute_masks(
+            [w], 0.5, "n_m", sparsity_m_by_n=m_by_n
+        )
+        np.testing.assert_array_equal(ours, want)
+        n_m = (m_by_n[1] - m_by_n[0], m_by_n[1])
+        (got,) = mask_ops.compute_masks(
+            [keras.ops.convert_to_tensor(w)], 0.5, "n_m", n_m=n_m
+        )
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), want)
+
+
+def test_n_m_partial_group_keeps_min_n_r():
+    # 6 input channels, 2:4: groups [0:4] (keeps 2) and [4:6] (keeps both).
+    w = np.arange(1, 7, dtype="float32")[:, None] * np.ones((1, 3), "float32")
+    (mask,) = masks_lib.compute_masks([w], 0.5, "n_m", n_m=(2, 4))
+    np.testing.assert_array_equal(mask[:, 0], [0, 0, 1, 1, 1, 1])
+    # 1 input channel left over with 1:4: it keeps its one weight.
+    w = np.array([4, 3, 2, 1, 5], "float32")[:, None]
+    (mask,) = masks_lib.compute_masks([w], 0.5, "n_m", n_m=(1, 4))
+    np.testing.assert_array_equal(mask[:, 0], [1, 0, 0, 0, 1])
+
+
+def test_n_m_conv_groups_along_input_channels_per_position():
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(3, 3, 8, 5)).astype("float32")
+    (mask,) = masks_lib.compute_masks([w], 0.5, "n_m", n_m=(2, 4))
+    groups = mask.reshape(3, 3, 2, 4, 5).sum(axis=3)  # per (h, w, group, out)
+    np.testing.assert_array_equal(groups, 2)
+    # The two largest |w| of each group are the ones kept.
+    a = np.abs(w).reshape(3, 3, 2, 4, 5)
+    kept_min = np.where(mask.reshape(a.shape) > 0, a, np.inf).min(axis=3)
+    pruned_max = np.where(mask.reshape(a.shape) > 0, -np.inf, a).max(axis=3)
+    assert np.all(kept_min > pruned_max)
+
+
+def test_n_m_spellings_and_validation():
+    w = np.random.default_rng(4).normal(size=(8, 4)).astype("float32")
+    (ours,) = masks_lib.compute_masks([w], 0.5, "n_m", n_m=(1, 4))
+    (tfmot,) = masks_lib.compute_masks([w], 0.5, "n_m", sparsity_m_by_n=(3, 4))
+    np.testing.assert_array_equal(ours, tfmot)
+    assert ours.sum() == 8  # one nonzero in each of the 8 groups of 4
+    with pytest.raises(ValueError, match="not both"):
+        masks_lib.compute_masks(
+            [w], 0.5, "n_m", n_m=(2, 4), sparsity_m_by_n=(2, 4)
+        )
+    with pytest.raises(ValueError, match="sparsity_m_by_n"):
+        masks_lib.compute_masks([w], 0.5, "n_m", sparsity_m_by_n=(4, 4))
+    with pytest.raises(ValueError, match="n_m"):
+        masks_lib.compute_masks([w], 0.5, "n_m")
 
 
 def test_keep_count_matches_reference_at_half_way_points():

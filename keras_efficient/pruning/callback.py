@@ -4,91 +4,11 @@ import keras
 
 from keras_efficient import _validation as v
 from keras_efficient.pruning import masks as masks_lib
+from keras_efficient.pruning.attach import attach_state
+from keras_efficient.pruning.attach import bn_followers
 from keras_efficient.pruning.schedules import PruningSchedule
-from keras_efficient.pruning.state import MaskConstraint
-from keras_efficient.pruning.state import PruningState
 from keras_efficient.pruning.state import innermost_optimizer
 from keras_efficient.pruning.targets import find_target_weights
-
-
-def attach_state(optimizer, kernels, options, followers=()):
-    """The `PruningState` of `kernels` under `optimizer`, and whether the
-    train function must be rebuilt (new variables or new options).
-
-    Reuses the state (and its variables) already attached for the same
-    optimizer and kernels; otherwise builds one, carrying over the masks
-    and original constraints of a state of another optimizer.
-    """
-    olds = [k.constraint for k in kernels]
-    olds = [c for c in olds if isinstance(c, MaskConstraint)]
-    state = olds[0].state if olds else None
-    if (
-        state is not None
-        and state.optimizer is optimizer
-        and len(olds) == len(kernels)
-        and [id(k) for k in state.kernels] == [id(k) for k in kernels]
-    ):
-        changed = state.options != options
-        state.options = dict(options)
-        old = [(id(f), i) for f, i in state.followers]
-        if old != [(id(f), i) for f, i in followers]:
-            state.set_followers(followers)
-            changed = True
-        return state, changed
-    previous = {id(k): k.constraint for k in kernels}
-    previous = {
-        i: c for i, c in previous.items() if isinstance(c, MaskConstraint)
-    }
-    for old in {id(c.state): c.state for c in olds}.values():
-        old.detach()
-    state = PruningState(optimizer, kernels, options, previous, followers)
-    return state, True
-
-
-def bn_followers(model, found):
-    """`[(variable, kernel index)]`: gamma and beta of each
-    BatchNormalization (channels last) whose only input is the output of a
-    top-level target layer of a Sequential or functional model.
-
-    Read through `graph.read_graph`; a model it cannot read (subclassed,
-    shared layers) gets none.
-    """
-    from keras_efficient.pruning import graph
-
-    try:
-        _, nodes, _, _, _ = graph.read_graph(model)
-    except Exception:
-        return []
-    index = {}
-    for i, (layer, kernel) in enumerate(found):
-        if getattr(layer, "kernel", None) is kernel:
-            index.setdefault(layer.name, (layer, i))
-    out = []
-    for node in nodes:
-        bn = node.layer
-        if not isinstance(bn, keras.layers.BatchNormalization):
-            continue
-        if len(node.inputs) != 1 or node.inputs[0][0] not in index:
-            continue
-        layer, i = index[node.inputs[0][0]]
-        try:
-            if model.get_layer(layer.name) is not layer:
-                continue
-        except ValueError:
-            continue
-        n_out = tuple(found[i][1].shape)[-1]
-        if getattr(layer, "data_format", "channels_last") != "channels_last":
-            continue
-        try:
-            rank = len(layer.output.shape)
-        except (AttributeError, ValueError):
-            continue
-        if bn.axis not in (-1, rank - 1):
-            continue
-        for variable in (getattr(bn, "gamma", None), getattr(bn, "beta", None)):
-            if variable is not None and tuple(variable.shape) == (n_out,):
-                out.append((variable, i))
-    return out
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -122,9 +42,17 @@ class MagnitudePruning(keras.callbacks.Callback):
     - `"block"` with `block=(r, c)`: `r x c` blocks of the 2-D kernel, scored
       by the average (or `block_pooling="max"`) of `|w|`.
     - `"n_m"` with `n_m=(n, m)`: `n` nonzeros in every `m` consecutive
-      weights along the input axis (2:4 is what sparse tensor cores run).
-      The sparsity is then fixed at `1 - n / m`; the schedule only says when
-      to apply it (any step with target sparsity > 0).
+      weights along the input channels (2:4 is what sparse tensor cores
+      run), as tfmot's `sparsity_m_by_n`: along `in` of a Dense kernel
+      `(in, out)` and along `cin` of a Conv kernel `(*window, cin, cout)`
+      at each spatial position and output channel (axis -2 in general).
+      Where the input channels are not a multiple of `m`, the last group
+      of `r < m` weights keeps its `min(n, r)` largest (tfmot pads it with
+      zeros), so such a kernel is a little denser than `n / m`. The
+      sparsity is then fixed at `1 - n / m`; the schedule only says when
+      to apply it (any step with target sparsity > 0). tfmot's spelling
+      `sparsity_m_by_n=(zeros, m)` counts zeros, ours counts nonzeros:
+      `n_m=(1, 4)` is `sparsity_m_by_n=(3, 4)`; 2:4 is `(2, 4)` in both.
     - `"filter"`: whole output channels, scored by their L1 norm. When a
       target layer (top level of a Sequential or functional model) feeds
       only a BatchNormalization on its channel axis, that layer's gamma and
@@ -132,9 +60,20 @@ class MagnitudePruning(keras.callbacks.Callback):
       `strip_pruning` then `shrink` removes those channels. Targets inside
       nested layers or subclassed models get no such follower.
 
-    Passing `block=` or `n_m=` alone selects that structure. The epoch logs
-    get `pruning_target_sparsity`, `pruning_sparsity` (achieved over the
-    targets) and `pruning_sparsity/<variable.path>` per target.
+    Passing `block=` or `n_m=` (or `sparsity_m_by_n=`) alone selects that
+    structure. The epoch logs (so `History`, `CSVLogger` and
+    `keras.callbacks.TensorBoard` record them) get
+    `pruning_target_sparsity`, `pruning_sparsity` (achieved over the
+    targets), `pruning_sparsity/<variable.path>` per target and the
+    magnitude threshold: `pruning_threshold/<variable.path>` per target
+    with `scope="layer"`, one `pruning_threshold` with `scope="global"`.
+    The threshold is the smallest unit score (`|w|`, block average or
+    max, filter L1 norm) among the units the current masks keep, scored on
+    the kernels at the end of the epoch (`0.0` while nothing is pruned);
+    when the masks were updated on the epoch's last batch (e.g.
+    `frequency=1`) it is exactly tfmot's threshold, the `k`-th largest
+    score. `"n_m"` has no threshold (each group has its own) and logs
+    none.
 
     Args:
         schedule: a `PruningSchedule` (`ConstantSparsity`, `PolynomialDecay`,
@@ -148,7 +87,7 @@ class MagnitudePruning(keras.callbacks.Callback):
             (one magnitude threshold across all targets).
         structure: `"unstructured"`, `"block"`, `"n_m"` or `"filter"`.
         block: `(rows, cols)` block shape for `"block"`.
-        n_m: `(n, m)` for `"n_m"`.
+        n_m: `(n, m)` for `"n_m"`: `n` nonzeros in every `m`.
         block_pooling: `"avg"` or `"max"` for `"block"`.
         layer_sparsity: None, or `{layer name: final sparsity}` (e.g. the
             dict `sparsity_policy` returns): each named target layer is
@@ -159,6 +98,11 @@ class MagnitudePruning(keras.callbacks.Callback):
             the schedule unchanged; `0.0` keeps a layer dense. Names must
             be target layers of the model (a `ValueError` lists them);
             needs `scope="layer"` and not `"n_m"`.
+        sparsity_m_by_n: tfmot's spelling of the N:M pattern,
+            `(zeros, m)`: `zeros` zeros in every `m` (for users coming from
+            `tfmot.sparsity.keras.prune_low_magnitude`); the same as
+            `n_m=(m - zeros, m)`. Give `n_m` or `sparsity_m_by_n`, not
+            both.
 
     Example:
 
@@ -180,14 +124,15 @@ class MagnitudePruning(keras.callbacks.Callback):
 
     def __init__(
         self,
-        schedule,
+        schedule: PruningSchedule,
         targets=None,
-        scope="layer",
-        structure=None,
-        block=None,
-        n_m=None,
-        block_pooling="avg",
-        layer_sparsity=None,
+        scope: str = "layer",
+        structure: str | None = None,
+        block: tuple[int, int] | None = None,
+        n_m: tuple[int, int] | None = None,
+        block_pooling: str = "avg",
+        layer_sparsity: dict[str, float] | None = None,
+        sparsity_m_by_n: tuple[int, int] | None = None,
     ):
         super().__init__()
         self.schedule = v.check_instance(
@@ -208,6 +153,10 @@ class MagnitudePruning(keras.callbacks.Callback):
                 )
         self.targets = targets
         self.scope = v.check_choice("scope", scope, ("layer", "global"))
+        n_m = masks_lib.resolve_n_m(n_m, sparsity_m_by_n)
+        self.sparsity_m_by_n = None
+        if sparsity_m_by_n is not None:  # validated: keep the user's form
+            self.sparsity_m_by_n = (n_m[1] - n_m[0], n_m[1])
         if structure is None:
             structure = "block" if block is not None else "unstructured"
             structure = "n_m" if n_m is not None else structure
@@ -216,10 +165,8 @@ class MagnitudePruning(keras.callbacks.Callback):
         )
         if structure == "block" or block is not None:
             block = v.check_int_tuple("block", block, 2)
-        if structure == "n_m" or n_m is not None:
-            n_m = v.check_int_tuple("n_m", n_m, 2)
-            if not n_m[0] < n_m[1]:
-                v.fail("n_m", "a pair (n, m) with 0 < n < m", n_m)
+        if structure == "n_m" and n_m is None:
+            v.fail("n_m", "a pair (n, m) with 0 < n < m", n_m)
         self.block = block
         self.n_m = n_m
         self.block_pooling = v.check_choice(
@@ -384,6 +331,27 @@ class MagnitudePruning(keras.callbacks.Callback):
         logs["pruning_sparsity"] = float(total)
         for path, value in per_layer.items():
             logs[f"pruning_sparsity/{path}"] = float(value)
+        logs.update(self._thresholds())
+
+    def _thresholds(self):
+        """`{log key: threshold}` of the current masks (see the class doc)."""
+        if self.structure == "n_m":
+            return {}
+        value = keras.ops.convert_to_numpy
+        thresholds = masks_lib.mask_thresholds(
+            [value(k) for k in self._state.kernels],
+            [value(m) for m in self._state.masks],
+            self.structure,
+            scope=self.scope,
+            block=self.block,
+            pooling=self.block_pooling,
+        )
+        if self.scope == "global":
+            return {"pruning_threshold": thresholds[0]}
+        return {
+            f"pruning_threshold/{k.path}": t
+            for k, t in zip(self._state.kernels, thresholds)
+        }
 
     def get_config(self):
         return {
@@ -392,11 +360,13 @@ class MagnitudePruning(keras.callbacks.Callback):
             "scope": self.scope,
             "structure": self.structure,
             "block": self.block,
-            "n_m": self.n_m,
+            # One spelling only (both is an error): the user's.
+            "n_m": None if self.sparsity_m_by_n is not None else self.n_m,
             "block_pooling": self.block_pooling,
             "layer_sparsity": (
                 dict(self.layer_sparsity) if self.layer_sparsity else None
             ),
+            "sparsity_m_by_n": self.sparsity_m_by_n,
         }
 
     @classmethod

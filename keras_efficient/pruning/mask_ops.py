@@ -26,14 +26,14 @@ def _as_2d(w):
     return ops.reshape(w, (-1, shape[-1]))
 
 
-def keep_count(n, sparsity):
+def keep_count(n: int, sparsity):
     """`k = max(round(n * (1 - s)), 1)` as an int32 tensor (float32 math)."""
     keep = 1.0 - ops.cast(sparsity, "float32")
     k = ops.round(ops.cast(n, "float32") * keep)
     return ops.maximum(ops.cast(k, "int32"), 1)
 
 
-def descending_ranks(x, axis=-1):
+def descending_ranks(x, axis: int = -1):
     """Rank of every entry of `x` along `axis`, 0 for the largest.
 
     Ties rank by position (stable sort), as `np.argsort(-x, kind="stable")`.
@@ -55,7 +55,12 @@ def _block_scores(a, block, pooling):
     return ops.sum(p, axis=(1, 3)) / counts
 
 
-def unit_scores(kernel, structure, block=None, pooling="avg"):
+def unit_scores(
+    kernel,
+    structure: str,
+    block: tuple[int, int] | None = None,
+    pooling: str = "avg",
+):
     """Scores of the prunable units (weights, blocks or filters), float32."""
     a = ops.abs(ops.cast(_as_2d(kernel), "float32"))
     if structure == "unstructured":
@@ -67,7 +72,12 @@ def unit_scores(kernel, structure, block=None, pooling="avg"):
     raise ValueError(f"No unit scores for structure={structure!r}")
 
 
-def units_to_mask(keep, kernel_shape, structure, block=None):
+def units_to_mask(
+    keep,
+    kernel_shape: tuple,
+    structure: str,
+    block: tuple[int, int] | None = None,
+):
     """Expand a boolean keep-tensor over units to a kernel-shaped mask."""
     kernel_shape = tuple(kernel_shape)
     n_out = kernel_shape[-1] if len(kernel_shape) > 1 else 1
@@ -107,7 +117,7 @@ def _keep_largest(flat, k):
     return ops.logical_or(above, ops.logical_and(tied, first))
 
 
-def keep_top(scores_list, sparsity):
+def keep_top(scores_list: list, sparsity) -> list:
     """Keep exactly `k = max(round(n * (1 - s)), 1)` of the largest scores
     over all of `scores_list` together; one boolean tensor per entry."""
     flat = ops.concatenate([ops.reshape(s, (-1,)) for s in scores_list])
@@ -121,29 +131,51 @@ def keep_top(scores_list, sparsity):
     return out
 
 
-def n_m_mask(kernel, n, m):
-    """`n` nonzeros in every `m` consecutive weights along the input axis."""
-    a = ops.abs(ops.cast(_as_2d(kernel), "float32"))
-    n_in, n_out = tuple(a.shape)
-    if n_in % m:
-        raise ValueError(
-            f"`n_m=({n}, {m})` needs the input size ({n_in}) of kernel "
-            f"{tuple(kernel.shape)} to be a multiple of {m}."
-        )
-    g = ops.reshape(a, (n_in // m, m, n_out))
-    keep = ops.less(descending_ranks(g, axis=1), n)
-    return ops.reshape(ops.cast(keep, "float32"), tuple(kernel.shape))
+def _n_m_groups(kernel, m):
+    """`|kernel|` as `(..., out, groups, m)` along the input-channel axis
+    (axis -2), the partial last group padded with -1; as
+    `masks.n_m_groups`."""
+    a = ops.abs(ops.cast(kernel, "float32"))
+    a = ops.reshape(a, (1, -1)) if len(a.shape) < 2 else ops.swapaxes(a, -1, -2)
+    shape = tuple(a.shape)
+    pad = (-shape[-1]) % m
+    if pad:
+        a = ops.pad(a, [(0, 0)] * (len(shape) - 1) + [(0, pad)], "constant", -1)
+    return ops.reshape(a, shape[:-1] + ((shape[-1] + pad) // m, m)), shape[-1]
+
+
+def n_m_mask(kernel, n: int, m: int):
+    """`n` nonzeros in every `m` consecutive weights along the input
+    channels (axis -2), a partial last group keeping `min(n, r)`; as
+    `masks.n_m_mask`.
+
+    The rank of a weight in its group is counted, not sorted: the number
+    of weights of the group above it, plus those equal to it at a lower
+    index (`m x m` comparisons per group, exactly the stable order).
+    """
+    g, n_in = _n_m_groups(kernel, m)
+    row, col = g[..., :, None], g[..., None, :]  # row: i, col: j
+    lower = np.tril(np.ones((m, m), bool), -1).T  # [i, j]: i < j
+    before = ops.logical_or(
+        ops.greater(row, col), ops.logical_and(ops.equal(row, col), lower)
+    )
+    rank = ops.sum(ops.cast(before, "int32"), axis=-2)  # over i, per j
+    keep = ops.reshape(ops.less(rank, n), tuple(g.shape[:-2]) + (-1,))
+    keep = ops.cast(keep[..., :n_in], "float32")
+    if len(kernel.shape) >= 2:
+        keep = ops.swapaxes(keep, -1, -2)
+    return ops.reshape(keep, tuple(kernel.shape))
 
 
 def compute_masks(
-    kernels,
+    kernels: list,
     sparsity,
-    structure,
-    scope="layer",
-    block=None,
-    n_m=None,
-    pooling="avg",
-):
+    structure: str,
+    scope: str = "layer",
+    block: tuple[int, int] | None = None,
+    n_m: tuple[int, int] | None = None,
+    pooling: str = "avg",
+) -> list:
     """Masks (float32 tensors) for a list of kernels; `sparsity` may be a
     traced scalar. Equals `masks.compute_masks` (the NumPy reference).
 
