@@ -194,3 +194,46 @@ def test_errors():
         ActiveDistillation(pool, _teacher, 10, 0, **_SHAPE)
     with pytest.raises(ValueError, match="Unknown selection strategy"):
         ActiveDistillation(pool, _teacher, 10, 5, strategy="best", **_SHAPE)
+
+
+@pytest.mark.parametrize("strategy", ["robust", "bald"])
+def test_progress_follows_verbose(capsys, strategy):
+    pool = _data()[:40]
+
+    def run(verbose):
+        act = ActiveDistillation(
+            pool,
+            _teacher,
+            budget=20,
+            queries_per_round=10,
+            strategy=strategy,
+            batch_size=4,
+            validation=(pool[:8], _teacher(pool[:8])),
+            verbose=verbose,
+            **_SHAPE,
+        )
+        _student().fit(act.dataset, epochs=2, callbacks=[act], verbose=0)
+        assert act.verbose == verbose and act.queries_used == 20
+        return capsys.readouterr().out
+
+    assert run(0) == ""
+    out = run(1)
+    # Round 0 (uniform) and round 1 each send 10 points in 3 batches.
+    assert out.count("querying the teacher on 10 points") == 2
+    assert "3/3" in out
+    measured = "measuring the teacher's accuracy on 8 validation points"
+    # Only a strategy that reads the teacher's accuracy measures it.
+    assert (measured in out) == (strategy == "robust")
+    if strategy == "bald":
+        # 30 pool points left, 8 batches per pass, 10 passes.
+        assert "scoring 30 pool points with 10 stochastic passes" in out
+        assert "80/80" in out
+    else:
+        assert "scoring 30 pool points" in out
+        assert "8/8" in out  # predict: 32 padded points in batches of 4
+
+
+@pytest.mark.parametrize("verbose", ["1", True, 3, -1, None, 1.0])
+def test_verbose_checked(verbose):
+    with pytest.raises(ValueError, match="verbose"):
+        ActiveDistillation(_data(), _teacher, 10, 5, verbose=verbose, **_SHAPE)

@@ -164,3 +164,9 @@ def test_policy_target_holds_on_coupled_resnet():
         policy = sparsity_policy(table, target)
         small = shrink(model, ratio=policy)
         assert small.count_params() <= (1 - target) * model.count_params()
+
+
+@pytest.mark.parametrize("verbose", ["1", True, 3, -1, None])
+def test_verbose_checked(verbose):
+    with pytest.raises(ValueError, match="verbose"):
+        sensitivity_analysis(_model(), *_data(), verbose=verbose)

@@ -77,9 +77,17 @@ class TeacherIO:
     def _query(self, rec):
         """Sends the unsent batches of `rec`, write-ahead; keeps answers."""
         batches = rec.batches
-        for k, idx in enumerate(batches):
-            if rec.sent[k]:
-                continue
+        todo = [k for k, sent in enumerate(rec.sent) if not sent]
+        if not todo:
+            return
+        points = sum(len(batches[k]) for k in todo)
+        bar = _progress(
+            self.verbose,
+            f"round {rec.index}: querying the teacher on {points} points",
+            len(todo),
+        )
+        for k in todo:
+            idx = batches[k]
             self.state.mark_sent(rec, k)
             try:
                 y = self._call_teacher(self.pool[idx])
@@ -101,8 +109,7 @@ class TeacherIO:
                 )
             _check_finite(y, idx, rec.index)
             self.state.save_answers(rec, k, y)
-            if self.verbose:
-                print(f"ActiveDistillation round {rec.index}: batch {k + 1}")
+            bar.add(1)
 
 
 class StudentIO:
@@ -113,6 +120,8 @@ class StudentIO:
         # batch of a new size would make the backend compile `predict` for
         # that shape again, every round.
         n = len(x)
+        if self.verbose:
+            print(f"ActiveDistillation: scoring {n} pool points")
         pad = -n % self.batch_size
         if pad:
             x = np.concatenate([x, np.repeat(x[:1], pad, axis=0)], axis=0)
@@ -156,15 +165,21 @@ class StudentIO:
         """
         saved = [np.array(w) for w in self.model.non_trainable_variables]
         x = self.pool[idx]
+        starts = range(0, len(x), self.batch_size)
+        bar = _progress(
+            self.verbose,
+            f"scoring {len(x)} pool points with {num_passes} stochastic "
+            "passes of the student",
+            num_passes * len(starts),
+        )
         out = []
         try:
             for _ in range(num_passes):
-                parts = [
-                    keras.ops.convert_to_numpy(
-                        self.model(x[s : s + self.batch_size], training=True)
-                    )
-                    for s in range(0, len(x), self.batch_size)
-                ]
+                parts = []
+                for s in starts:
+                    y = self.model(x[s : s + self.batch_size], training=True)
+                    parts.append(keras.ops.convert_to_numpy(y))
+                    bar.add(1)
                 out.append(np_probs(np.concatenate(parts), self.from_logits))
         finally:
             for w, value in zip(self.model.non_trainable_variables, saved):
@@ -173,18 +188,32 @@ class StudentIO:
 
     def _teacher_accuracy(self):
         if self.state.teacher_accuracy is None and self.validation is not None:
-            xv, yv = self.validation
-            tv = np.concatenate(
-                [
-                    self._call_teacher(np.asarray(xv)[s : s + self.batch_size])
-                    for s in range(0, len(xv), self.batch_size)
-                ]
+            xv, yv = np.asarray(self.validation[0]), self.validation[1]
+            starts = range(0, len(xv), self.batch_size)
+            bar = _progress(
+                self.verbose,
+                f"measuring the teacher's accuracy on {len(xv)} validation "
+                "points",
+                len(starts),
             )
+            answers = []
+            for s in starts:
+                answers.append(self._call_teacher(xv[s : s + self.batch_size]))
+                bar.add(1)
             yv = np.asarray(yv)
             if yv.ndim > 1:
                 yv = yv.argmax(-1)
-            self.state.set_teacher_accuracy((tv.argmax(-1) == yv).mean())
+            accuracy = (np.concatenate(answers).argmax(-1) == yv).mean()
+            self.state.set_teacher_accuracy(accuracy)
         return self.state.teacher_accuracy
+
+
+def _progress(verbose, title, target):
+    """A `keras.utils.Progbar` of `target` batches after a title line
+    (both silent at `verbose=0`)."""
+    if verbose:
+        print(f"ActiveDistillation: {title}")
+    return keras.utils.Progbar(target, verbose=verbose, unit_name="batch")
 
 
 def _check_finite(y, idx, round_index):

@@ -73,7 +73,9 @@ class ActiveDistillation(
         state_dir: directory for the durable selection state.
         seed: integer seed of the selection RNG and of the per-epoch data
             order (`None`: drawn once, and kept in the saved state).
-        verbose: 1 prints progress when scoring or querying.
+        verbose: Keras's convention: 0 (silent), 1 (a
+            `keras.utils.Progbar` for each pass that scores the pool with
+            the student or queries the teacher) or 2 (one line per pass).
 
     Example:
 
@@ -134,7 +136,7 @@ class ActiveDistillation(
         self.from_logits = v.check_bool("from_logits", from_logits)
         self.embedding_layer = embedding_layer
         self.state_dir = state_dir
-        self.verbose = verbose
+        self.verbose = v.check_int("verbose", verbose, 0, 2)
         if seed is not None:
             seed = v.check_int("seed", seed, min_value=0)
         config = {
