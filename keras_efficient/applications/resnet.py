@@ -13,10 +13,13 @@ takes.
 import keras
 
 from keras_efficient import _backend
+from keras_efficient._validation import ArgumentTypeError
+from keras_efficient._validation import check_bool
 from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_number
 from keras_efficient._validation import check_positive_int
 from keras_efficient._validation import fail
+from keras_efficient._validation import is_integer
 from keras_efficient.applications import resnet_blocks
 from keras_efficient.applications.resnet_blocks import BLOCKS
 from keras_efficient.applications.resnet_blocks import STEMS
@@ -41,6 +44,17 @@ def _check_arguments(
     check_number(
         "width_multiplier", width_multiplier, min_value=0, min_inclusive=False
     )
+    _check_stages(stack_sizes, filters)
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError(
+            "keras_efficient ResNets support only "
+            "keras.config.image_data_format() == 'channels_last'. "
+            f"Received: {keras.config.image_data_format()!r}"
+        )
+
+
+def _check_stages(stack_sizes, filters):
+    """One positive block count and one positive filter count per stage."""
     if not isinstance(stack_sizes, (list, tuple)) or not stack_sizes:
         fail("stack_sizes", "a non-empty list of integers >= 1", stack_sizes)
     for n in stack_sizes:
@@ -53,12 +67,22 @@ def _check_arguments(
             f"a list with one entry per stage ({len(stack_sizes)})",
             filters,
         )
-    if keras.config.image_data_format() != "channels_last":
-        raise ValueError(
-            "keras_efficient ResNets support only "
-            "keras.config.image_data_format() == 'channels_last'. "
-            f"Received: {keras.config.image_data_format()!r}"
-        )
+    for f in filters:
+        check_positive_int("filters", f)
+
+
+def _check_input_shape(input_shape):
+    """`(height, width, channels)`: each an integer >= 1 or `None`."""
+    what = "a tuple (height, width, channels) of integers >= 1 or None"
+    if isinstance(input_shape, (str, bytes)) or not isinstance(
+        input_shape, (list, tuple)
+    ):
+        fail("input_shape", what, input_shape, error=ArgumentTypeError)
+    if len(input_shape) != 3 or not all(
+        size is None or (is_integer(size) and size >= 1) for size in input_shape
+    ):
+        fail("input_shape", what, input_shape)
+    return tuple(None if size is None else int(size) for size in input_shape)
 
 
 def _inputs(input_tensor, input_shape, stem, num_stages):
@@ -70,7 +94,7 @@ def _inputs(input_tensor, input_shape, stem, num_stages):
     else:
         if input_shape is None:
             input_shape = (224, 224, 3) if stem == "imagenet" else (32, 32, 3)
-        inputs = keras.Input(shape=tuple(input_shape))
+        inputs = keras.Input(shape=_check_input_shape(input_shape))
     shape = tuple(inputs.shape[1:])
     if len(shape) != 3:
         fail("input_shape", "(height, width, channels)", shape)
@@ -186,6 +210,9 @@ def ResNet(
     if laurel is not None:
         laurel = normalize_variant(laurel, name="laurel")
     laurel_rank = check_positive_int("laurel_rank", laurel_rank)
+    include_top = check_bool("include_top", include_top)
+    if include_top:
+        classes = check_positive_int("classes", classes)
 
     def scaled(f):
         return max(1, int(round(f * width_multiplier)))

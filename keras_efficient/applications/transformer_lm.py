@@ -130,7 +130,9 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         **kwargs: base `Model` arguments (`name`, `dtype`).
 
     Call arguments:
-        inputs: integer token ids `(batch, T)` with `T <= sequence_length`.
+        inputs: integer token ids `(batch, T)` with `T <= sequence_length`
+            (float ids raise a `TypeError` rather than being cast; a longer
+            static `T` raises a `ValueError`).
 
     Returns:
         Logits `(batch, T, vocabulary_size)`.
@@ -193,6 +195,38 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         logits = self._head(x)
         super().__init__(inputs=token_ids, outputs=logits, **kwargs)
         self._generate_step = None
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        self._check_token_ids(inputs)
+        return super().call(inputs, training=training, mask=mask, **kwargs)
+
+    def _check_token_ids(self, token_ids):
+        """Integer ids no longer than `sequence_length` (when static).
+
+        The functional model would cast float ids to int32 silently, and a
+        too-long input would fail deep inside the graph (learned positions)
+        or run past the window the model was built for (rotary).
+        """
+        if isinstance(token_ids, dict) and len(token_ids) == 1:
+            token_ids = next(iter(token_ids.values()))
+        elif isinstance(token_ids, (list, tuple)) and len(token_ids) == 1:
+            token_ids = token_ids[0]
+        dtype = getattr(token_ids, "dtype", None)
+        if dtype is None:
+            dtype = np.asarray(token_ids).dtype
+        dtype = keras.backend.standardize_dtype(dtype)
+        if "int" not in dtype:
+            raise TypeError(
+                "`inputs` must be integer token ids (int32 or int64); float "
+                f"ids are never cast. Received: inputs.dtype={dtype}"
+            )
+        length = _static_length(token_ids)
+        if length is not None and length > self.sequence_length:
+            raise ValueError(
+                "`inputs` must have at most `sequence_length` tokens. "
+                f"Received: inputs of length {length} with "
+                f"sequence_length={self.sequence_length}"
+            )
 
     def _store_arguments(self, arguments):
         """Checks the constructor arguments and keeps each as an attribute."""
@@ -382,6 +416,20 @@ def _options(name, value, count_key):
         f"`{name}` must be None, a positive integer ({count_key}) or a dict "
         f"of layer arguments. Received: {name}={value!r}"
     )
+
+
+def _static_length(token_ids):
+    """The static length (axis 1) of `(batch, T)` ids, or None if unknown."""
+    shape = getattr(token_ids, "shape", None)
+    if shape is None:
+        shape = np.shape(token_ids)
+    try:
+        shape = tuple(shape)
+    except ValueError:  # a TensorFlow tensor of unknown rank
+        return None
+    if len(shape) < 2 or shape[1] is None:
+        return None
+    return int(shape[1])
 
 
 def bits_per_byte(loss):
