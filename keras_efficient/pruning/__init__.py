@@ -8,6 +8,7 @@ from keras_efficient.pruning.cost import measure_latency
 from keras_efficient.pruning.cost import model_cost
 from keras_efficient.pruning.evaluation import compare_to_dense
 from keras_efficient.pruning.evaluation import noisy_accuracy
+from keras_efficient.pruning.evaluation import noisy_prune_potential
 from keras_efficient.pruning.evaluation import prune_potential
 from keras_efficient.pruning.masks import compute_masks
 from keras_efficient.pruning.policy import sparsity_policy
@@ -38,6 +39,7 @@ __all__ = [
     "measure_latency",
     "model_cost",
     "noisy_accuracy",
+    "noisy_prune_potential",
     "plot_sensitivity",
     "prune_potential",
     "sensitivity_analysis",
