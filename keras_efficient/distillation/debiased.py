@@ -7,10 +7,11 @@ from keras import ops
 from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
 from keras_efficient.distillation import teacher_accuracy as ta
+from keras_efficient.distillation._teacher_loss import TeacherOutputsLoss
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
-class DebiasedDistillationLoss(keras.losses.Loss):
+class DebiasedDistillationLoss(TeacherOutputsLoss):
     """Distillation loss reweighted by the estimated teacher accuracy.
 
     Each example's cross-entropy against the teacher is weighted by
@@ -56,13 +57,13 @@ class DebiasedDistillationLoss(keras.losses.Loss):
     import numpy as np
     from keras_efficient.losses import DebiasedDistillationLoss
     from keras_efficient.losses import TeacherAccuracy
-    rng = np.random.default_rng(0)
-    val_probs = rng.dirichlet(np.ones(10), size=300)
-    val_labels = np.where(rng.random(300) < 0.7, val_probs.argmax(-1), 0)
-    est = TeacherAccuracy().fit(val_probs, val_labels)
-    pool = rng.dirichlet(np.ones(10), size=1000).astype("float32")
+    # The teacher is right half the time at margin 0, always at margin 1
+    # (`TeacherAccuracy().fit(val_probs, val_labels)` learns such a map).
+    est = TeacherAccuracy(knots_x=[0.0, 1.0], knots_y=[0.5, 1.0])
+    pool = np.random.default_rng(0).dirichlet(np.ones(10), size=1000)
     loss = DebiasedDistillationLoss(est, pool_teacher_outputs=pool)
-    print(float(loss(pool[:8], rng.normal(size=(8, 10)))))
+    weights = np.asarray(loss.weights(pool.astype("float32")))
+    assert abs(weights.mean() - 1.0) < 1e-4  # mean 1 over the pool
     ```
     """
 
@@ -80,16 +81,14 @@ class DebiasedDistillationLoss(keras.losses.Loss):
         name="debiased_distillation_loss",
         dtype=None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        super().__init__(
+            teacher_from_logits, from_logits, reduction, name, dtype
+        )
         self.teacher_accuracy = ta.get_estimator(teacher_accuracy)
         self.power = v.check_number(
             "power", power, min_value=0.0, min_inclusive=False
         )
         self.floor = v.check_fraction("floor", floor)
-        self.teacher_from_logits = v.check_bool(
-            "teacher_from_logits", teacher_from_logits
-        )
-        self.from_logits = v.check_bool("from_logits", from_logits)
         self.per_batch = v.check_bool("per_batch", per_batch)
         self.normalizer = None
         if normalizer is not None:
@@ -130,6 +129,9 @@ class DebiasedDistillationLoss(keras.losses.Loss):
     def weights(self, y_true):
         """w(x) for a batch of teacher outputs (keras.ops)."""
         t = _common.teacher_probs(y_true, self.teacher_from_logits)
+        return self._weights_of(t)
+
+    def _weights_of(self, t):
         alpha = ta.estimate(self.teacher_accuracy, t)
         w = ops.maximum(ops.power(alpha, self.power), self.floor)
         if self.per_batch:
@@ -145,11 +147,9 @@ class DebiasedDistillationLoss(keras.losses.Loss):
         return w / self.normalizer
 
     def call(self, y_true, y_pred):
-        _common.check_distribution_targets(self, y_true, y_pred)
-        _common.check_outputs_once(self, y_true, y_pred)
-        t = _common.teacher_probs(y_true, self.teacher_from_logits)
+        t = self.teacher_probabilities(y_true, y_pred)
         ce = _common.soft_ce(t, y_pred, self.from_logits)
-        return self.weights(y_true) * ce
+        return self._weights_of(t) * ce
 
     def get_config(self):
         config = super().get_config()
@@ -159,7 +159,5 @@ class DebiasedDistillationLoss(keras.losses.Loss):
             floor=self.floor,
             normalizer=self.normalizer,
             per_batch=self.per_batch,
-            teacher_from_logits=self.teacher_from_logits,
-            from_logits=self.from_logits,
         )
         return config

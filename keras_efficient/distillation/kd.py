@@ -4,11 +4,11 @@ import keras
 from keras import ops
 
 from keras_efficient import _validation as v
-from keras_efficient.distillation import _common
+from keras_efficient.distillation._teacher_loss import TeacherOutputsLoss
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
-class KnowledgeDistillationLoss(keras.losses.Loss):
+class KnowledgeDistillationLoss(TeacherOutputsLoss):
     """Temperature knowledge distillation: T^2 * KL(p_T || q_T).
 
     p_T = softmax(t / T) from the teacher's logits t (`y_true`), q_T =
@@ -54,20 +54,17 @@ class KnowledgeDistillationLoss(keras.losses.Loss):
         name="knowledge_distillation_loss",
         dtype=None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        super().__init__(
+            teacher_from_logits, from_logits, reduction, name, dtype
+        )
         self.temperature = v.check_number(
             "temperature", temperature, min_value=0.0, min_inclusive=False
         )
-        if not v.check_bool("from_logits", from_logits):
+        if not self.from_logits:
             v.fail("from_logits", "True (a temperature needs logits)", False)
-        self.teacher_from_logits = v.check_bool(
-            "teacher_from_logits", teacher_from_logits
-        )
-        self.from_logits = True
 
     def call(self, y_true, y_pred):
-        _common.check_distribution_targets(self, y_true, y_pred)
-        _common.check_outputs_once(self, y_true, y_pred)
+        self.check_outputs(y_true, y_pred)
         T = self.temperature
         t = ops.cast(y_true, "float32")
         if not self.teacher_from_logits:
@@ -79,9 +76,5 @@ class KnowledgeDistillationLoss(keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            temperature=self.temperature,
-            teacher_from_logits=self.teacher_from_logits,
-            from_logits=self.from_logits,
-        )
+        config.update(temperature=self.temperature)
         return config

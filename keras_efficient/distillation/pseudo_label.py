@@ -6,10 +6,11 @@ from keras import ops
 
 from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
+from keras_efficient.distillation._teacher_loss import TeacherOutputsLoss
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
-class PseudoLabelLoss(keras.losses.Loss):
+class PseudoLabelLoss(TeacherOutputsLoss):
     """Cross-entropy on the teacher's top-1 where the teacher is confident.
 
     The baseline users reach for first (the pseudo-labelling of Lee, 2013,
@@ -52,14 +53,12 @@ class PseudoLabelLoss(keras.losses.Loss):
         name="pseudo_label_loss",
         dtype=None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        super().__init__(
+            teacher_from_logits, from_logits, reduction, name, dtype
+        )
         self.threshold = v.check_fraction(
             "threshold", threshold, allow_one=True
         )
-        self.teacher_from_logits = v.check_bool(
-            "teacher_from_logits", teacher_from_logits
-        )
-        self.from_logits = v.check_bool("from_logits", from_logits)
 
     def mask(self, y_true):
         """1 where the teacher's top-1 probability >= threshold (ops)."""
@@ -67,18 +66,12 @@ class PseudoLabelLoss(keras.losses.Loss):
         return ops.cast(ops.max(t, axis=-1) >= self.threshold, "float32")
 
     def call(self, y_true, y_pred):
-        _common.check_distribution_targets(self, y_true, y_pred)
-        _common.check_outputs_once(self, y_true, y_pred)
-        t = _common.teacher_probs(y_true, self.teacher_from_logits)
+        t = self.teacher_probabilities(y_true, y_pred)
         hard = ops.one_hot(ops.argmax(t, axis=-1), t.shape[-1])
         ce = _common.soft_ce(hard, y_pred, self.from_logits)
         return self.mask(y_true) * ce
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            threshold=self.threshold,
-            teacher_from_logits=self.teacher_from_logits,
-            from_logits=self.from_logits,
-        )
+        config.update(threshold=self.threshold)
         return config

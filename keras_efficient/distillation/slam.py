@@ -6,13 +6,14 @@ from keras import ops
 from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
 from keras_efficient.distillation import teacher_accuracy as ta
+from keras_efficient.distillation._teacher_loss import TeacherOutputsLoss
 
 # Smallest `1 - alpha` mass kept in log space (alpha = 1 is plain CE).
 _TINY = 1e-30
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
-class SLaMLoss(keras.losses.Loss):
+class SLaMLoss(TeacherOutputsLoss):
     """Student-label mixing loss (SLaM) for distillation.
 
     The student fits the teacher's label through a *mixture* of its own
@@ -114,7 +115,9 @@ class SLaMLoss(keras.losses.Loss):
         name="slam_loss",
         dtype=None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        super().__init__(
+            teacher_from_logits, from_logits, reduction, name, dtype
+        )
         self.teacher_accuracy = ta.get_estimator(teacher_accuracy)
         if k is not None and k != "global":
             k = v.check_int("k", k, min_value=2)
@@ -131,10 +134,6 @@ class SLaMLoss(keras.losses.Loss):
                 min_inclusive=False,
             )
         self.min_alpha = min_alpha
-        self.teacher_from_logits = v.check_bool(
-            "teacher_from_logits", teacher_from_logits
-        )
-        self.from_logits = v.check_bool("from_logits", from_logits)
         # Kept for configs saved before the log-space mixture; unused.
         self.epsilon = epsilon
 
@@ -181,9 +180,7 @@ class SLaMLoss(keras.losses.Loss):
         return ops.clip(ops.maximum(alpha, floor), 0.0, 1.0)
 
     def call(self, y_true, y_pred):
-        _common.check_distribution_targets(self, y_true, y_pred)
-        _common.check_outputs_once(self, y_true, y_pred)
-        t = _common.teacher_probs(y_true, self.teacher_from_logits)
+        t = self.teacher_probabilities(y_true, y_pred)
         k = self.example_k(t)
         topk = _common.khot(t, k, self._kmax(t.shape[-1]))
         alpha = ops.expand_dims(self.alpha(t, k), -1)
@@ -216,7 +213,5 @@ class SLaMLoss(keras.losses.Loss):
             target=self.target,
             normalize=self.normalize,
             min_alpha=self.min_alpha,
-            teacher_from_logits=self.teacher_from_logits,
-            from_logits=self.from_logits,
         )
         return config

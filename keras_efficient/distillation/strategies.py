@@ -30,12 +30,13 @@ def student_margin(probs):
     return np_margin(_check_probs(probs))
 
 
-def _check_probs(probs):
+def _check_probs(probs, name="probabilities", axes=("n", "C")):
+    """`probs` as a float64 array with one axis per name in `axes`."""
     probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2:
+    if probs.ndim != len(axes):
         raise ValueError(
-            "`probabilities` must be class probabilities of shape (n, C). "
-            f"Received: shape={probs.shape}"
+            f"`{name}` must be class probabilities of shape "
+            f"({', '.join(axes)}). Received: shape={probs.shape}"
         )
     return probs
 
@@ -135,13 +136,7 @@ class SelectionContext:
                 "This strategy needs `mc_probabilities` (T stochastic "
                 "forward passes of the student); the context has none."
             )
-        p = np.asarray(p, dtype=np.float64)
-        if p.ndim != 3:
-            raise ValueError(
-                "`mc_probabilities` must have shape (T, n, C). "
-                f"Received: shape={p.shape}"
-            )
-        return p
+        return _check_probs(p, "mc_probabilities", ("T", "n", "C"))
 
     @property
     def centers(self):
@@ -245,8 +240,19 @@ class UniformSelection(SelectionStrategy):
         return np.sort(context.rng.choice(n, size=b, replace=False))
 
 
+class _LowestScoreSelection(SelectionStrategy):
+    """The candidates with the smallest `scores(probabilities)` first."""
+
+    def scores(self, probabilities: np.ndarray) -> np.ndarray:
+        """One score per row of `(n, C)` student probabilities."""
+        raise NotImplementedError
+
+    def select(self, context, num_points: int) -> np.ndarray:
+        return _top(self.scores(as_context(context).probabilities), num_points)
+
+
 @keras.saving.register_keras_serializable(package=_PKG)
-class MarginSelection(SelectionStrategy):
+class MarginSelection(_LowestScoreSelection):
     """Smallest student margin (top-1 minus top-2 probability) first.
 
     Example:
@@ -261,31 +267,31 @@ class MarginSelection(SelectionStrategy):
 
     name = "margin"
 
-    def select(self, context, num_points):
-        margin = student_margin(as_context(context).probabilities)
-        return _top(margin, num_points)
+    def scores(self, probabilities: np.ndarray) -> np.ndarray:
+        return student_margin(probabilities)
 
 
 @keras.saving.register_keras_serializable(package=_PKG)
-class EntropySelection(SelectionStrategy):
+class EntropySelection(_LowestScoreSelection):
     """Largest entropy of the student's prediction first.
 
     Example:
 
     ```python
     import numpy as np
-    from keras_efficient.selection import EntropySelection
-    p = np.array([[0.9, 0.1], [0.5, 0.5], [0.7, 0.3]])
-    assert EntropySelection().select(p, 1).tolist() == [1]
+    from keras_efficient.selection import EntropySelection, SelectionContext
+    p = np.array([[0.9, 0.1], [0.5, 0.5], [0.7, 0.3], [0.99, 0.01]])
+    context = SelectionContext(p, rng=0)
+    # The two least certain rows, in index order.
+    assert EntropySelection().select(context, 2).tolist() == [1, 2]
     ```
     """
 
     name = "entropy"
 
-    def select(self, context, num_points):
-        p = as_context(context).probabilities
-        ent = -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=1)
-        return _top(-ent, num_points)
+    def scores(self, probabilities: np.ndarray) -> np.ndarray:
+        p = _check_probs(probabilities)
+        return (p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=1)
 
 
 @keras.saving.register_keras_serializable(package=_PKG)
