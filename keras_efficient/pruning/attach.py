@@ -1,13 +1,20 @@
 """Attaching a `PruningState` to an optimizer, and the BatchNormalization
 layers that follow filter-pruned kernels (for `MagnitudePruning`)."""
 
+from collections.abc import Sequence
+
 import keras
 
 from keras_efficient.pruning.state import MaskConstraint
 from keras_efficient.pruning.state import PruningState
 
 
-def attach_state(optimizer, kernels, options, followers=()):
+def attach_state(
+    optimizer: keras.optimizers.Optimizer,
+    kernels: list,
+    options: dict,
+    followers: Sequence[tuple] = (),
+) -> tuple[PruningState, bool]:
     """The `PruningState` of `kernels` under `optimizer`, and whether the
     train function must be rebuilt (new variables or new options).
 
@@ -41,7 +48,7 @@ def attach_state(optimizer, kernels, options, followers=()):
     return state, True
 
 
-def bn_followers(model, found):
+def bn_followers(model: keras.Model, found: list[tuple]) -> list[tuple]:
     """`[(variable, kernel index)]`: gamma and beta of each
     BatchNormalization (channels last) whose only input is the output of a
     top-level target layer of a Sequential or functional model.

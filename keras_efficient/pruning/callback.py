@@ -1,5 +1,7 @@
 """Magnitude pruning callback for Keras 3 (JAX, TensorFlow, PyTorch)."""
 
+from collections.abc import Callable
+
 import keras
 
 from keras_efficient import _validation as v
@@ -125,7 +127,7 @@ class MagnitudePruning(keras.callbacks.Callback):
     def __init__(
         self,
         schedule: PruningSchedule,
-        targets=None,
+        targets: Callable | list[str] | None = None,
         scope: str = "layer",
         structure: str | None = None,
         block: tuple[int, int] | None = None,
@@ -233,36 +235,36 @@ class MagnitudePruning(keras.callbacks.Callback):
 
     # -- state -------------------------------------------------------------
     @property
-    def mask_variables(self):
+    def mask_variables(self) -> list:
         """The mask variables (optimizer variables), one per target."""
         return list(self._state.masks) if self._state else []
 
     @property
-    def target_weights(self):
+    def target_weights(self) -> dict:
         """`{variable.path: variable}` of the pruned variables."""
         if self._state is None:
             return {}
         return {k.path: k for k in self._state.kernels}
 
     @property
-    def target_layers(self):
+    def target_layers(self) -> list:
         """The layers with pruned variables (each listed once)."""
         return list(self._layers)
 
     @property
-    def step(self):
+    def step(self) -> int:
         """Training steps taken (`iterations` of the masking optimizer)."""
         if self._state is None:
             return 0
         return int(keras.ops.convert_to_numpy(self._state.optimizer.iterations))
 
     @property
-    def pruning_step(self):
+    def pruning_step(self) -> keras.Variable | None:
         """The tfmot step the current masks belong to (a tracked variable:
         `step + 1` after training)."""
         return self._state.step if self._state else None
 
-    def achieved_sparsity(self):
+    def achieved_sparsity(self) -> float:
         """Fraction of zeros over all target variables."""
         self.model  # noqa: B018 (on JAX, syncs the jitted state back)
         return self._state.kernel_sparsity()[1] if self._state else 0.0
@@ -310,19 +312,19 @@ class MagnitudePruning(keras.callbacks.Callback):
         return True
 
     # -- callback hooks ----------------------------------------------------
-    def set_model(self, model):
+    def set_model(self, model: keras.Model) -> None:
         # `fit` builds its CallbackList after building the model and the
         # optimizer and before `on_train_begin`: the mask variables exist
         # before BackupAndRestore restores the optimizer there.
         super().set_model(model)
         self._attach(model)
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         if self._state is None and not self._attach(self.model):
             raise ValueError("MagnitudePruning needs a compiled model.")
         self._state.initial_update()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None or self._state is None:
             return
         self.model  # noqa: B018 (on JAX, syncs the jitted state back)
@@ -353,7 +355,7 @@ class MagnitudePruning(keras.callbacks.Callback):
             for k, t in zip(self._state.kernels, thresholds)
         }
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {
             "schedule": keras.saving.serialize_keras_object(self.schedule),
             "targets": self.targets if not callable(self.targets) else None,
@@ -370,7 +372,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> "MagnitudePruning":
         config = dict(config)
         config["schedule"] = keras.saving.deserialize_keras_object(
             config["schedule"]

@@ -103,7 +103,7 @@ def _std(per_draw):
 
 
 def noisy_accuracy(
-    model,
+    model: keras.Model,
     x: np.ndarray,
     y: np.ndarray,
     eps: float,
@@ -155,8 +155,8 @@ def _level_stats(pd, pp, y, eps):
 
 
 def compare_to_dense(
-    dense,
-    pruned,
+    dense: keras.Model,
+    pruned: keras.Model,
     x: np.ndarray,
     y: np.ndarray,
     eps: tuple = (0.0, 0.1, 0.3, 0.5, 0.7),

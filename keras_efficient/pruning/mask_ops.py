@@ -15,8 +15,13 @@ Kernels are viewed as `(n_in, n_out)` matrices, the last axis being the
 output axis, as in `masks.py`.
 """
 
+from typing import Any
+
 import numpy as np
 from keras import ops
+
+# A backend tensor (or array) that `keras.ops` accepts; may be traced.
+Tensor = Any
 
 
 def _as_2d(w):
@@ -26,14 +31,14 @@ def _as_2d(w):
     return ops.reshape(w, (-1, shape[-1]))
 
 
-def keep_count(n: int, sparsity):
+def keep_count(n: int, sparsity: Tensor) -> Tensor:
     """`k = max(round(n * (1 - s)), 1)` as an int32 tensor (float32 math)."""
     keep = 1.0 - ops.cast(sparsity, "float32")
     k = ops.round(ops.cast(n, "float32") * keep)
     return ops.maximum(ops.cast(k, "int32"), 1)
 
 
-def descending_ranks(x, axis: int = -1):
+def descending_ranks(x: Tensor, axis: int = -1) -> Tensor:
     """Rank of every entry of `x` along `axis`, 0 for the largest.
 
     Ties rank by position (stable sort), as `np.argsort(-x, kind="stable")`.
@@ -56,11 +61,11 @@ def _block_scores(a, block, pooling):
 
 
 def unit_scores(
-    kernel,
+    kernel: Tensor,
     structure: str,
     block: tuple[int, int] | None = None,
     pooling: str = "avg",
-):
+) -> Tensor:
     """Scores of the prunable units (weights, blocks or filters), float32."""
     a = ops.abs(ops.cast(_as_2d(kernel), "float32"))
     if structure == "unstructured":
@@ -73,11 +78,11 @@ def unit_scores(
 
 
 def units_to_mask(
-    keep,
+    keep: Tensor,
     kernel_shape: tuple,
     structure: str,
     block: tuple[int, int] | None = None,
-):
+) -> Tensor:
     """Expand a boolean keep-tensor over units to a kernel-shaped mask."""
     kernel_shape = tuple(kernel_shape)
     n_out = kernel_shape[-1] if len(kernel_shape) > 1 else 1
@@ -117,7 +122,7 @@ def _keep_largest(flat, k):
     return ops.logical_or(above, ops.logical_and(tied, first))
 
 
-def keep_top(scores_list: list, sparsity) -> list:
+def keep_top(scores_list: list, sparsity: Tensor) -> list:
     """Keep exactly `k = max(round(n * (1 - s)), 1)` of the largest scores
     over all of `scores_list` together; one boolean tensor per entry."""
     flat = ops.concatenate([ops.reshape(s, (-1,)) for s in scores_list])
@@ -144,7 +149,7 @@ def _n_m_groups(kernel, m):
     return ops.reshape(a, shape[:-1] + ((shape[-1] + pad) // m, m)), shape[-1]
 
 
-def n_m_mask(kernel, n: int, m: int):
+def n_m_mask(kernel: Tensor, n: int, m: int) -> Tensor:
     """`n` nonzeros in every `m` consecutive weights along the input
     channels (axis -2), a partial last group keeping `min(n, r)`; as
     `masks.n_m_mask`.
@@ -169,7 +174,7 @@ def n_m_mask(kernel, n: int, m: int):
 
 def compute_masks(
     kernels: list,
-    sparsity,
+    sparsity: Tensor,
     structure: str,
     scope: str = "layer",
     block: tuple[int, int] | None = None,

@@ -12,6 +12,7 @@ is the exception: its groups run along the input-channel axis alone (axis
 """
 
 import numpy as np
+import numpy.typing as npt
 
 from keras_efficient import _validation as _v
 
@@ -42,7 +43,7 @@ def _expand_blocks(m, block, shape):
 
 
 def unit_scores(
-    kernel,
+    kernel: npt.ArrayLike,
     structure: str,
     block: tuple[int, int] | None = None,
     pooling: str = "avg",
@@ -77,7 +78,7 @@ def units_to_mask(
 
 
 def kept_units(
-    mask, structure: str, block: tuple[int, int] | None = None
+    mask: npt.ArrayLike, structure: str, block: tuple[int, int] | None = None
 ) -> np.ndarray:
     """Boolean array over the units (as `unit_scores`) that `mask` keeps."""
     m = _as_2d(mask) > 0
@@ -154,7 +155,7 @@ def keep_top(scores_list: list, sparsity: float) -> list[np.ndarray]:
     return out
 
 
-def n_m_groups(kernel, m: int) -> tuple[np.ndarray, int]:
+def n_m_groups(kernel: npt.ArrayLike, m: int) -> tuple[np.ndarray, int]:
     """`|kernel|` as groups of `m` along the input-channel axis, padded.
 
     The input-channel axis is axis -2 (Dense `(in, out)`, Conv
@@ -181,7 +182,7 @@ def n_m_groups_to_mask(
     return keep.reshape(kernel_shape).astype("float32")
 
 
-def n_m_mask(kernel, n: int, m: int) -> np.ndarray:
+def n_m_mask(kernel: npt.ArrayLike, n: int, m: int) -> np.ndarray:
     """`n` nonzeros in every `m` consecutive weights along input channels.
 
     Groups run along the input-channel axis (axis -2: `in` of a Dense
