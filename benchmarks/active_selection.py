@@ -38,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import Progress  # noqa: E402
 from benchmarks.common import figure  # noqa: E402
 from benchmarks.common import median  # noqa: E402
 from benchmarks.common import parse_args  # noqa: E402
@@ -55,7 +56,8 @@ def time_selection(n, b, repeats, seed=0):
     probs = rng.dirichlet(np.full(10, 0.3), size=n)
     emb = rng.normal(size=(n, 64)).astype("float32")
     out = {}
-    for name in STRATEGIES:
+    progress = Progress(STRATEGIES, "strategy")
+    for name in progress:
         times = []
         for r in range(repeats):
             strategy = selection.get(name)
@@ -71,7 +73,7 @@ def time_selection(n, b, repeats, seed=0):
             times.append(time.perf_counter() - start)
             assert len(np.unique(idx)) == b
         out[name] = times
-        print(f"select {b} of {n}: {name:<17} {median(times):.3f} s")
+        progress.log(f"select {b} of {n}: {name:<17} {median(times):.3f} s")
     return out
 
 
@@ -108,7 +110,8 @@ def main():
     accuracy = {(s, b): [] for s in STRATEGIES for b in budgets}
     teacher_acc = {"pool": [], "validation": [], "test": []}
     curves = {s: [] for s in STRATEGIES}
-    for seed in range(seeds):
+    runs = Progress(range(seeds), "seed")
+    for seed in runs:
         splits = tutorial.load(seed)
         if pool is not None:
             x, y = splits.unlabeled
@@ -117,11 +120,10 @@ def main():
         teacher, tacc = tutorial.train_teacher(splits, seed)
         for k, v in tacc.items():
             teacher_acc[k].append(v)
-        print(
+        runs.log(
             f"seed {seed} teacher accuracy pool {tacc['pool']:.4f} "
             f"validation {tacc['validation']:.4f} test {tacc['test']:.4f} "
-            f"({time.perf_counter() - start:.0f} s)",
-            flush=True,
+            f"({time.perf_counter() - start:.0f} s)"
         )
         for name in STRATEGIES:
             start = time.perf_counter()
@@ -137,11 +139,10 @@ def main():
             curves[name].append({str(q): a for q, a in sorted(acc.items())})
             for b in budgets:
                 accuracy[(name, b)].append(acc[b])
-            print(
+            runs.log(
                 f"seed {seed} {name:<17} "
                 + "  ".join(f"{b}: {acc[b]:.4f}" for b in budgets)
-                + f"  ({time.perf_counter() - start:.0f} s)",
-                flush=True,
+                + f"  ({time.perf_counter() - start:.0f} s)"
             )
         keras.backend.clear_session()
 

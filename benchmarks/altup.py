@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.common import Progress  # noqa: E402
 from benchmarks.common import compare_step_times  # noqa: E402
 from benchmarks.common import figure  # noqa: E402
 from benchmarks.common import parse_args  # noqa: E402
@@ -139,7 +140,8 @@ def main():
     params = {}
     timing_models = {}
     seeds = [] if args.timing_only else list(range(config["seeds"]))
-    for seed in seeds:
+    runs = Progress(seeds, "seed")
+    for seed in runs:
         x, y = lm_windows(train, t, b * config["steps"], seed=seed)
         for name in QUALITY_VARIANTS:
             model = build(config, specs[name], seed)
@@ -148,11 +150,10 @@ def main():
             loss = model.evaluate(x_eval, y_eval, batch_size=64, verbose=0)
             losses[name].append(float(loss))
             params[name] = model.count_params()
-            print(
+            runs.log(
                 f"seed {seed} {name:16s} eval loss {loss:.4f} "
                 f"({loss / np.log(2):.3f} bpb) params {params[name]:,} "
-                f"[{time.perf_counter() - start:.0f} s]",
-                flush=True,
+                f"[{time.perf_counter() - start:.0f} s]"
             )
             if seed == 0:
                 timing_models[name] = model

@@ -10,6 +10,9 @@ README's results table is regenerated from those files by
 A figure is a dict made by `figure(...)`: a name, the raw values (one per
 seed or repeat), their mean and standard deviation, an optional target such
 as `("<=", 1.05)` and whether the mean meets it.
+
+Main loops show their progress through `Progress`, a `keras.utils.Progbar`
+that follows Keras's `verbose` convention (`--verbose`, see `parse_args`).
 """
 
 import argparse
@@ -22,6 +25,10 @@ import time
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 
+# The `--verbose` level `parse_args` resolved; `Progress` and
+# `compare_step_times` use it unless given their own.
+VERBOSE = 1
+
 _COMPARATORS = {
     "<=": lambda a, b: a <= b,
     "<": lambda a, b: a < b,
@@ -31,7 +38,7 @@ _COMPARATORS = {
 
 
 def parse_args(description, extra=None):
-    """Standard arguments: `--quick`, `--seeds`, `--output`."""
+    """Standard arguments: `--quick`, `--seeds`, `--output`, `--verbose`."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--quick",
@@ -44,9 +51,71 @@ def parse_args(description, extra=None):
     parser.add_argument(
         "--output", default=None, help="path of the JSON results file"
     )
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=None,
+        help="progress as in Keras: 0 silent, 1 a progress bar, 2 one line "
+        "per finished item (default: 1 on a terminal, 2 otherwise)",
+    )
     if extra is not None:
         extra(parser)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.verbose is None:
+        args.verbose = 1 if sys.stdout.isatty() else 2
+    global VERBOSE
+    VERBOSE = args.verbose
+    return args
+
+
+class Progress:
+    """Progress of a benchmark's main loop on a `keras.utils.Progbar`.
+
+    Iterate over it as over `items`; the bar advances when the loop body of
+    an item is done. `verbose` follows Keras: 0 silent, 1 a bar redrawn in
+    place with an ETA, 2 no bar (for log files) but the loop's lines and a
+    summary line at the end. Lines the loop prints go through `log`, which
+    keeps them off the bar's line.
+
+    Args:
+        items: what the loop runs over (a sized iterable).
+        unit: what one item is, e.g. `"seed"` (shown as "s/seed").
+        verbose: 0, 1 or 2; default the `--verbose` of `parse_args`.
+    """
+
+    def __init__(self, items, unit="item", verbose=None):
+        import keras
+
+        self.items = list(items)
+        self.verbose = VERBOSE if verbose is None else verbose
+        self.done = 0
+        self.bar = keras.utils.Progbar(
+            len(self.items), verbose=self.verbose, interval=0, unit_name=unit
+        )
+
+    def __iter__(self):
+        if self.verbose == 1 and self.items:
+            self.bar.update(0)
+        for item in self.items:
+            yield item
+            self.done += 1
+            self.bar.update(self.done)
+
+    def log(self, message):
+        """Prints `message` on its own line (above the bar at verbose 1)."""
+        if self.verbose == 0:
+            return
+        if self.verbose == 1 and self.done < len(self.items):
+            # Clear the bar's line, print, then draw the bar again below
+            # (not at 1: a second update(1) restarts Progbar's step timer;
+            # the next item's update draws it).
+            sys.stdout.write("\r\x1b[2K")
+            print(message, flush=True)
+            if self.done != 1:
+                self.bar.update(self.done)
+        else:
+            print(message, flush=True)
 
 
 def figure(name, values, target=None, unit="", note=""):
@@ -239,7 +308,7 @@ def _take(data, n):
 
 
 def compare_step_times(
-    models, x, y, batch_size, steps=20, repeats=7, baseline=None
+    models, x, y, batch_size, steps=20, repeats=7, baseline=None, verbose=None
 ):
     """Median train-step times of compiled models, interleaved.
 
@@ -255,6 +324,7 @@ def compare_step_times(
         repeats: timed rounds per model.
         baseline: name of the model the ratios are relative to; default the
             first.
+        verbose: progress over the rounds (see `Progress`).
 
     Returns:
         dict name -> {"step_seconds": [per round], "ratios": [per round]};
@@ -266,7 +336,7 @@ def compare_step_times(
         fit_time_per_step(models[name], x, y, batch_size, min(steps, 3))
         fit_time_per_step(models[name], x, y, batch_size, steps)
     times = {name: [] for name in names}
-    for _ in range(repeats):
+    for _ in Progress(range(repeats), "round", verbose):
         for name in names:
             times[name].append(
                 fit_time_per_step(models[name], x, y, batch_size, steps)

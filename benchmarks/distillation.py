@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import Progress  # noqa: E402
 from benchmarks.common import compare_step_times  # noqa: E402
 from benchmarks.common import figure  # noqa: E402
 from benchmarks.common import median  # noqa: E402
@@ -124,22 +125,28 @@ def main():
     teacher_pool = {n: [] for n in SIZES}
     slam_k = {n: [] for n in SIZES}
     oracle = []
-    for seed in range(seeds):
-        splits = load(seed)
-        for size in SIZES:
-            x_l, y_l = splits.labeled
-            sub = dataclasses.replace(splits, labeled=(x_l[:size], y_l[:size]))
-            methods = METHODS + (("oracle",) if size == SIZES[0] else ())
-            print(f"seed {seed}, {size} labels", flush=True)
-            result = tutorial.run_comparison(
-                sub, seed=seed, methods=methods, **recipe
-            )
-            for m in names:
-                accuracy[(size, m)].append(result["accuracy"][m])
-            if "oracle" in result["accuracy"]:
-                oracle.append(result["accuracy"]["oracle"])
-            teacher_pool[size].append(result["teacher_pool_accuracy"])
-            slam_k[size].append(result["k"])
+    runs = Progress([(s, n) for s in range(seeds) for n in SIZES], "run")
+    for seed, size in runs:
+        if size == SIZES[0]:
+            splits = load(seed)
+        x_l, y_l = splits.labeled
+        sub = dataclasses.replace(splits, labeled=(x_l[:size], y_l[:size]))
+        methods = METHODS + (("oracle",) if size == SIZES[0] else ())
+        runs.log(f"seed {seed}, {size} labels")
+        # Its per-method lines at verbose 2 only (1 shows the bar).
+        result = tutorial.run_comparison(
+            sub,
+            seed=seed,
+            methods=methods,
+            verbose=runs.verbose == 2,
+            **recipe,
+        )
+        for m in names:
+            accuracy[(size, m)].append(result["accuracy"][m])
+        if "oracle" in result["accuracy"]:
+            oracle.append(result["accuracy"]["oracle"])
+        teacher_pool[size].append(result["teacher_pool_accuracy"])
+        slam_k[size].append(result["k"])
 
     figures = []
     for size in SIZES:

@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import Progress  # noqa: E402
 from benchmarks.common import compare_step_times  # noqa: E402
 from benchmarks.common import figure  # noqa: E402
 from benchmarks.common import median  # noqa: E402
@@ -63,20 +64,20 @@ def accuracy_figures(seeds, epochs, batch_size):
     """Test accuracy per variant; same data, steps and seeds for each."""
     (x_train, y_train), (x_test, y_test) = load_digits(seed=0)
     accuracy = {v: [] for v in TRAINED}
-    for seed in range(seeds):
-        for v in TRAINED:
-            model = build(v, seed)
-            keras.utils.set_random_seed(seed)
-            model.fit(
-                x_train,
-                y_train,
-                batch_size=batch_size,
-                epochs=epochs,
-                verbose=0,
-            )
-            acc = model.evaluate(x_test, y_test, verbose=0)[1]
-            accuracy[v].append(float(acc))
-            print(f"seed {seed} {v:<9} test accuracy {acc:.4f}", flush=True)
+    runs = Progress([(s, v) for s in range(seeds) for v in TRAINED], "run")
+    for seed, v in runs:
+        model = build(v, seed)
+        keras.utils.set_random_seed(seed)
+        model.fit(
+            x_train,
+            y_train,
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=0,
+        )
+        acc = model.evaluate(x_test, y_test, verbose=0)[1]
+        accuracy[v].append(float(acc))
+        runs.log(f"seed {seed} {v:<9} test accuracy {acc:.4f}")
     figures = [figure(f"test_accuracy/{v}", accuracy[v]) for v in TRAINED]
     gains = np.subtract(accuracy["rw+lr"], accuracy["plain"]).tolist()
     figures.append(

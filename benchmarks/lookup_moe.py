@@ -40,6 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.common import Progress  # noqa: E402
 from benchmarks.common import compare_step_times  # noqa: E402
 from benchmarks.common import figure  # noqa: E402
 from benchmarks.common import median  # noqa: E402
@@ -332,18 +333,23 @@ def quality_figures(config):
     models = regression_models()
     mse = {name: [] for name in models}
     params = {}
-    for seed in range(config["seeds"]):
-        data = polynomial_task(config["poly_train"], config["poly_test"], seed)
-        for name, (builder, _) in models.items():
-            start = time.perf_counter()
-            value, params[name] = train_regression(
-                builder, data, config["poly_epochs"], seed
-            )
-            mse[name].append(value)
-            print(
-                f"seed {seed} {name}: test MSE {value:.4f} "
-                f"({time.perf_counter() - start:.0f} s)"
-            )
+    runs = Progress(
+        [(s, n) for s in range(config["seeds"]) for n in models], "run"
+    )
+    for seed, name in runs:
+        if name == next(iter(models)):  # a new seed
+            n_train, n_test = config["poly_train"], config["poly_test"]
+            data = polynomial_task(n_train, n_test, seed)
+        builder, _ = models[name]
+        start = time.perf_counter()
+        value, params[name] = train_regression(
+            builder, data, config["poly_epochs"], seed
+        )
+        mse[name].append(value)
+        runs.log(
+            f"seed {seed} {name}: test MSE {value:.4f} "
+            f"({time.perf_counter() - start:.0f} s)"
+        )
     figures = []
     for name, (_, flops) in models.items():
         target = (

@@ -90,6 +90,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import RESULTS_DIR  # noqa: E402
+from benchmarks.common import Progress  # noqa: E402
 from benchmarks.common import compare_step_times  # noqa: E402
 from benchmarks.common import figure  # noqa: E402
 from benchmarks.common import parse_args  # noqa: E402
@@ -398,8 +399,16 @@ def time_family(family, cfg, steps, repeats, teacher=None):
     for model in models.values():  # compile outside the counted rounds
         model.fit(x, y, batch_size=cfg["batch"], epochs=1, verbose=0)
     with CompileCounter() as counted:
+        # Progress per (width, family) run in `main`, not per round.
         res = compare_step_times(
-            models, x, y, cfg["batch"], steps, repeats, baseline=methods[0]
+            models,
+            x,
+            y,
+            cfg["batch"],
+            steps,
+            repeats,
+            baseline=methods[0],
+            verbose=0,
         )
     counts = {"all": counted.all, "train_step": counted.train_step}
     params = {m: model.count_params() for m, model in models.items()}
@@ -627,25 +636,23 @@ def main():
         )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     figures, hlo = [], {}
-    for d in widths:
-        for family in args.families:
-            f, h = run_width(family, d, args.quick, repeats, do_hlo)
-            figures += f
-            hlo.update(h)
-            extra = {
-                "note": (
-                    "Shared 2-core CPU, heavily loaded by other jobs (load "
-                    f"average {load} at start): ratios are noisy; read the "
-                    "IQR and min-max next to each median. " + args.note
-                ),
-                "tree": _tree_state(),
-                "widths_done": sorted(
-                    {fig["config"]["width"] for fig in figures}
-                ),
-            }
-            if hlo:
-                extra["hlo"] = hlo
-            write_results("overhead", figures, args, extra=extra)
+    runs = Progress([(d, f) for d in widths for f in args.families], "run")
+    for d, family in runs:
+        f, h = run_width(family, d, args.quick, repeats, do_hlo)
+        figures += f
+        hlo.update(h)
+        extra = {
+            "note": (
+                "Shared 2-core CPU, heavily loaded by other jobs (load "
+                f"average {load} at start): ratios are noisy; read the "
+                "IQR and min-max next to each median. " + args.note
+            ),
+            "tree": _tree_state(),
+            "widths_done": sorted({fig["config"]["width"] for fig in figures}),
+        }
+        if hlo:
+            extra["hlo"] = hlo
+        write_results("overhead", figures, args, extra=extra)
     print_table(figures, title=f"Step-time overhead ({BACKEND})")
     print("\nfloors:")
     for fig in figures:

@@ -41,6 +41,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import Progress  # noqa: E402
 from benchmarks.common import compare_step_times  # noqa: E402
 from benchmarks.common import figure  # noqa: E402
 from benchmarks.common import median  # noqa: E402
@@ -268,7 +269,8 @@ def main():
     accuracy = {"dense": []}
     sparsity_achieved = {}
     if not args.timing_only:
-        for seed in range(seeds):
+        runs = Progress(range(seeds), "seed")
+        for seed in runs:
             t0 = time.perf_counter()
             dense = compile_(make_model(seed), 3e-3)
             keras.utils.set_random_seed(seed)
@@ -276,7 +278,7 @@ def main():
             weights = dense.get_weights()
             _, acc = finetune(weights, seed, None, data, ft_epochs)
             accuracy["dense"].append(acc)
-            print(f"seed {seed} dense {acc:.4f}", flush=True)
+            runs.log(f"seed {seed} dense {acc:.4f}")
             for schedule in SCHEDULES:
                 for s in sparsities:
                     cb = make_callback(schedule, s, prune_steps, frequency)
@@ -286,7 +288,7 @@ def main():
                     sparsity_achieved.setdefault(key, []).append(
                         cb.achieved_sparsity()
                     )
-                    print(f"seed {seed} {key:<15} {acc:.4f}", flush=True)
+                    runs.log(f"seed {seed} {key:<15} {acc:.4f}")
             cb = make_callback("one-shot-layer", 0.9, prune_steps, frequency)
             _, acc = finetune(weights, seed, cb, data, ft_epochs)
             accuracy.setdefault("one-shot-layer/90", []).append(acc)
@@ -297,9 +299,8 @@ def main():
             model, acc = finetune(weights, seed, cb, data, ft_epochs)
             accuracy.setdefault("2:4", []).append(acc)
             sparsity_achieved.setdefault("2:4", []).append(n_m_exact(model, cb))
-            print(
-                f"seed {seed} 2:4 {acc:.4f} ({time.perf_counter() - t0:.0f} s)",
-                flush=True,
+            runs.log(
+                f"seed {seed} 2:4 {acc:.4f} ({time.perf_counter() - t0:.0f} s)"
             )
 
         dense_acc = np.array(accuracy["dense"])

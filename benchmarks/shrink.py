@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras_efficient  # noqa: E402
 from benchmarks.common import RESULTS_DIR  # noqa: E402
+from benchmarks.common import Progress  # noqa: E402
 from benchmarks.common import figure  # noqa: E402
 from benchmarks.common import parse_args  # noqa: E402
 from benchmarks.common import write_results  # noqa: E402
@@ -87,8 +88,6 @@ def run_seed(seed, epochs, finetune_epochs, rounds, data):
             cost["pruned"]["latency_p90_ms"],
         ],
     }
-    print({k: (round(v, 4) if isinstance(v, float) else v)
-           for k, v in row.items()})  # fmt: skip
     return row
 
 
@@ -97,7 +96,12 @@ def main():
     seeds = args.seeds or (1 if args.quick else 3)
     epochs, finetune, rounds = (3, 2, 10) if args.quick else (20, 10, 50)
     data = keras_efficient.datasets.load_digits()
-    rows = [run_seed(s, epochs, finetune, rounds, data) for s in range(seeds)]
+    rows, runs = [], Progress(range(seeds), "seed")
+    for seed in runs:
+        rows.append(run_seed(seed, epochs, finetune, rounds, data))
+        row = rows[-1]
+        runs.log({k: round(v, 4) if isinstance(v, float) else v
+                  for k, v in row.items()})  # fmt: skip
 
     def values(key):
         return [r[key] for r in rows]
