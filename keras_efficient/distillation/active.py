@@ -1,6 +1,8 @@
 """ActiveDistillation: spend a teacher-query budget on the points that help."""
 
 import math
+import os
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -13,6 +15,17 @@ from keras_efficient.distillation.dataset import QueriedDataset
 from keras_efficient.distillation.state import SelectionState
 
 __all__ = ["ActiveDistillation", "TeacherQueryError"]
+
+
+def _check_teacher(teacher):
+    if not callable(teacher):
+        v.fail(
+            "teacher",
+            "a Keras model or a callable mapping a batch to outputs",
+            teacher,
+            error=v.ArgumentTypeError,
+        )
+    return teacher
 
 
 class ActiveDistillation(
@@ -96,34 +109,28 @@ class ActiveDistillation(
 
     def __init__(
         self,
-        pool,
-        teacher,
-        budget,
-        queries_per_round,
-        strategy="robust",
-        epochs_per_round=1,
-        validation=None,
-        batch_size=256,
-        steps_per_epoch=None,
-        from_logits=True,
-        embedding_layer=None,
-        teacher_output_shape=None,
-        state_dir=None,
-        seed=0,
-        verbose=0,
+        pool: np.ndarray,
+        teacher: Callable,
+        budget: int,
+        queries_per_round: int,
+        strategy: str | strategies.SelectionStrategy = "robust",
+        epochs_per_round: int = 1,
+        validation: tuple | None = None,
+        batch_size: int = 256,
+        steps_per_epoch: int | None = None,
+        from_logits: bool = True,
+        embedding_layer: str | None = None,
+        teacher_output_shape: tuple[int, ...] | None = None,
+        state_dir: str | os.PathLike | None = None,
+        seed: int | None = 0,
+        verbose: int = 0,
     ):
         super().__init__()
         self.pool = np.asarray(pool)
-        n = len(self.pool)
-        if not callable(teacher):
-            v.fail(
-                "teacher",
-                "a Keras model or a callable mapping a batch to outputs",
-                teacher,
-                error=v.ArgumentTypeError,
-            )
-        self.teacher = teacher
-        self.budget = v.check_int("budget", budget, min_value=1, max_value=n)
+        self.teacher = _check_teacher(teacher)
+        self.budget = v.check_int(
+            "budget", budget, min_value=1, max_value=len(self.pool)
+        )
         self.queries_per_round = v.check_positive_int(
             "queries_per_round", queries_per_round
         )
@@ -137,30 +144,34 @@ class ActiveDistillation(
         self.embedding_layer = embedding_layer
         self.state_dir = state_dir
         self.verbose = v.check_int("verbose", verbose, 0, 2)
-        if seed is not None:
-            seed = v.check_int("seed", seed, min_value=0)
-        config = {
-            "pool_size": n,
-            "budget": self.budget,
-            "queries_per_round": self.queries_per_round,
-            "epochs_per_round": self.epochs_per_round,
-        }
-        self.state = SelectionState(config, state_dir)
+        self.state = SelectionState(self._run_identity(), state_dir)
         self._check_robust_inputs(validation)
         self.seed = self._resolve_seed(seed)
         self._initial_strategy_state = self.strategy.get_state()
         self._reset_replay()
-        steps = steps_per_epoch or math.ceil(self.budget / self.batch_size)
-        steps = v.check_positive_int("steps_per_epoch", steps)
-        self.dataset = QueriedDataset(
+        self.dataset = self._make_dataset(steps_per_epoch, teacher_output_shape)
+        self._epoch = None
+
+    def _run_identity(self):
+        """What a saved selection state must match to be this run's."""
+        return {
+            "pool_size": len(self.pool),
+            "budget": self.budget,
+            "queries_per_round": self.queries_per_round,
+            "epochs_per_round": self.epochs_per_round,
+        }
+
+    def _make_dataset(self, steps_per_epoch, teacher_output_shape):
+        if steps_per_epoch is None:
+            steps_per_epoch = math.ceil(self.budget / self.batch_size)
+        return QueriedDataset(
             self.state,
             self.pool,
             self.batch_size,
-            steps,
+            v.check_positive_int("steps_per_epoch", steps_per_epoch),
             self.seed,
             self._placeholder(teacher_output_shape),
         )
-        self._epoch = None
 
     def _check_robust_inputs(self, validation):
         if (
@@ -176,6 +187,8 @@ class ActiveDistillation(
             )
 
     def _resolve_seed(self, seed):
+        if seed is not None:
+            seed = v.check_int("seed", seed, min_value=0)
         saved = self.state.config.get("seed")
         if saved is not None and seed is not None and saved != seed:
             raise ValueError(

@@ -173,7 +173,10 @@ def _prune(group, sparsity, structure, importance):
         kernel.assign(units.value(kernel) * mask[0])
 
 
-def _check(sparsities, metric, structure, verbose):
+def _check(model, sparsities, metric, structure, importance, verbose):
+    """The arguments of `sensitivity_analysis` checked; the sorted
+    sparsities."""
+    check_instance("model", model, keras.Model, "a keras.Model")
     if isinstance(sparsities, (int, float)) or not len(sparsities):
         fail("sparsities", "a non-empty list of fractions in [0, 1)",
              sparsities)  # fmt: skip
@@ -186,6 +189,7 @@ def _check(sparsities, metric, structure, verbose):
         fail("metric", '"accuracy", a keras.metrics.Metric or a callable',
              metric)  # fmt: skip
     check_choice("structure", structure, STRUCTURES)
+    check_choice("importance", importance, shrink_lib.IMPORTANCES)
     check_int("verbose", verbose, 0, 2)
     return sparsities
 
@@ -243,44 +247,62 @@ def sensitivity_analysis(
     assert table["layer"] == ["hidden"] * 3
     ```
     """
-    check_instance("model", model, keras.Model, "a keras.Model")
-    sparsities = _check(sparsities, metric, structure, verbose)
+    sparsities = _check(
+        model, sparsities, metric, structure, importance, verbose
+    )
     batch_size = check_positive_int("batch_size", batch_size)
-    check_choice("importance", importance, shrink_lib.IMPORTANCES)
     analysis = shrink_lib.Analysis(model)
-    found = analysis.unit_groups
-    if groups is not None:
-        names = [g.name for g in found]
-        for name in groups:
-            check_choice("groups", name, names)
-        found = [g for g in found if g.name in set(groups)]
-    base = _evaluate(model, x_val, y_val, metric, batch_size)
-    total_flops = sum(layer_flops(layer) for layer in model.layers)
+    found = _selected_groups(analysis.unit_groups, groups)
+
+    def evaluate():
+        return _evaluate(model, x_val, y_val, metric, batch_size)
+
+    base = evaluate()
     table = SensitivityTable(
         base,
         int(model.count_params()),
-        total_flops,
+        sum(layer_flops(layer) for layer in model.layers),
         cost_terms(analysis),
         {g.name: g.size for g in found},
     )
     bar = keras.utils.Progbar(len(found) * len(sparsities), verbose=verbose)
     for group in found:
-        saved = [(v, units.value(v)) for v in _variables(group)]
-        per_params, per_flops = unit_costs(group)
-        for s in sparsities:
-            _prune(group, s, structure, importance)
-            value = _evaluate(model, x_val, y_val, metric, batch_size)
-            for v, w in saved:
-                v.assign(w)
-            removed = group.size - keep_count(group.size, s)
-            if structure == "unstructured":
-                removed = s * group.size
-            row = (group.name, s, value, base - value, removed * per_params,
-                   removed * per_flops)  # fmt: skip
+        for sparsity, value, params, flops in _pruned_metrics(
+            group, sparsities, structure, importance, evaluate, bar
+        ):
+            row = (group.name, sparsity, value, base - value, params, flops)
             for column, entry in zip(COLUMNS, row):
                 table[column].append(entry)
-            bar.add(1)
     return table
+
+
+def _selected_groups(found, names):
+    """The groups named in `names` (None: all), checked."""
+    if names is None:
+        return found
+    known = [g.name for g in found]
+    for name in names:
+        check_choice("groups", name, known)
+    return [g for g in found if g.name in set(names)]
+
+
+def _pruned_metrics(group, sparsities, structure, importance, evaluate, bar):
+    """`(sparsity, metric, params saved, FLOPs saved)` per sparsity, with
+    `group` alone pruned; its weights are restored after each."""
+    saved = [(v, units.value(v)) for v in _variables(group)]
+    per_params, per_flops = unit_costs(group)
+    out = []
+    for s in sparsities:
+        _prune(group, s, structure, importance)
+        value = evaluate()
+        for v, w in saved:
+            v.assign(w)
+        removed = group.size - keep_count(group.size, s)
+        if structure == "unstructured":
+            removed = s * group.size
+        out.append((s, value, removed * per_params, removed * per_flops))
+        bar.add(1)
+    return out
 
 
 def plot_sensitivity(table, path=None):

@@ -109,33 +109,36 @@ def sparsity_report(model, targets=None):
             "`get_prunable_weights()`, matches `targets`. "
             f"Received: targets={targets!r}"
         )
-    layers = {}
-    tot = {"params": 0, "nonzero": 0, "dense_bytes": 0, "compressed_bytes": 0}
-    for _, variable in found:
-        key = variable.path
-        w = keras.ops.convert_to_numpy(variable.value)
-        n, nnz = int(w.size), int(np.count_nonzero(w))
-        item = w.dtype.itemsize
-        rows = w.size // (w.shape[-1] if w.ndim > 1 else 1)
-        entry = {
-            "params": n,
-            "nonzero": nnz,
-            "sparsity": 1.0 - nnz / n,
-            "dense_bytes": n * item,
-            "csr_bytes": nnz * (item + 4) + (rows + 1) * 4,
-            "bitmask_bytes": math.ceil(n / 8) + nnz * item,
-        }
-        entry["compressed_bytes"] = min(
-            entry["dense_bytes"], entry["csr_bytes"], entry["bitmask_bytes"]
-        )
-        layers[key] = entry
-        for name in tot:
-            tot[name] += entry[name]
+    layers = {variable.path: _storage(variable) for _, variable in found}
+    totals = {
+        name: sum(entry[name] for entry in layers.values())
+        for name in ("params", "nonzero", "dense_bytes", "compressed_bytes")
+    }
     weights = [keras.ops.convert_to_numpy(v) for v in model.weights]
     return {
         "layers": layers,
-        **tot,
-        "sparsity": 1.0 - tot["nonzero"] / tot["params"],
+        **totals,
+        "sparsity": 1.0 - totals["nonzero"] / totals["params"],
         "model_params": int(sum(w.size for w in weights)),
         "model_nonzero": int(sum(np.count_nonzero(w) for w in weights)),
     }
+
+
+def _storage(variable):
+    """Sizes and bytes of one kernel, dense and in two sparse forms."""
+    w = keras.ops.convert_to_numpy(variable.value)
+    n, nnz = int(w.size), int(np.count_nonzero(w))
+    item = w.dtype.itemsize
+    rows = w.size // (w.shape[-1] if w.ndim > 1 else 1)
+    entry = {
+        "params": n,
+        "nonzero": nnz,
+        "sparsity": 1.0 - nnz / n,
+        "dense_bytes": n * item,
+        "csr_bytes": nnz * (item + 4) + (rows + 1) * 4,
+        "bitmask_bytes": math.ceil(n / 8) + nnz * item,
+    }
+    entry["compressed_bytes"] = min(
+        entry["dense_bytes"], entry["csr_bytes"], entry["bitmask_bytes"]
+    )
+    return entry
