@@ -28,14 +28,29 @@ prints test accuracy against queries for each strategy and saves the
 curves to `examples/output/active_distillation.png`.
 """
 
+import logging
 import os
 import time
 
-import keras
-import numpy as np
+# Examples only: quiet TensorFlow's and XLA's logs. Keras loads TensorFlow
+# whenever it is installed (set_random_seed seeds it on every backend); a
+# few C++ lines come before any log setting is read, so stderr is muted
+# while it loads, and its Python logger only reports errors.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
+_stderr = os.dup(2)
+os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+try:
+    import keras  # noqa: E402
 
-from keras_efficient.callbacks import ActiveDistillation
-from keras_efficient.datasets import load_mnist1d_splits
+    keras.utils.set_random_seed(0)
+finally:
+    os.dup2(_stderr, 2)
+
+import numpy as np  # noqa: E402
+
+from keras_efficient.callbacks import ActiveDistillation  # noqa: E402
+from keras_efficient.datasets import load_mnist1d_splits  # noqa: E402
 
 STRATEGIES = (
     "uniform",
@@ -53,7 +68,7 @@ OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output")
 def load(seed, quick=False):
     """MNIST-1D: labeled 2,000 / validation 500 / pool 45,000 / test 5,000."""
     if quick:
-        return load_mnist1d_splits(500, 300, 3000, 1000, seed=seed)
+        return load_mnist1d_splits(200, 200, 512, 256, seed=seed)
     return load_mnist1d_splits(2000, 500, 45000, 5000, seed=seed)
 
 
@@ -184,14 +199,16 @@ def plot(curves, teacher_acc, path):
 def main(seed=0, budget=6000, queries_per_round=500, quick=False):
     splits = load(seed, quick)
     strategies = STRATEGIES
-    teacher_epochs = 60
+    teacher_epochs, epochs_per_round = 60, 2
     if quick:  # a smoke run: a small pool, budget and teacher, 2 strategies
-        budget, queries_per_round, teacher_epochs = 400, 200, 3
+        budget, queries_per_round, teacher_epochs = 128, 64, 1
+        epochs_per_round = 1
         strategies = ("uniform", "robust")
     start = time.perf_counter()
     teacher, teacher_acc = train_teacher(splits, seed, epochs=teacher_epochs)
+    labels = min(1000, len(splits.labeled[0]))
     print(
-        "teacher (CNN, 1,000 labels) accuracy: "
+        f"teacher (CNN, {labels:,} labels) accuracy: "
         + ", ".join(f"{k} {100 * v:.1f}%" for k, v in teacher_acc.items())
         + f" ({time.perf_counter() - start:.0f} s)"
     )
@@ -199,7 +216,13 @@ def main(seed=0, budget=6000, queries_per_round=500, quick=False):
     for strategy in strategies:
         start = time.perf_counter()
         curves[strategy] = run_strategy(
-            strategy, splits, teacher, seed, budget, queries_per_round
+            strategy,
+            splits,
+            teacher,
+            seed,
+            budget,
+            queries_per_round,
+            epochs_per_round=epochs_per_round,
         )
         acc = curves[strategy]
         print(

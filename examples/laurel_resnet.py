@@ -29,23 +29,43 @@ One seed on 297 test images is noisy: `benchmarks/laurel.py` averages over
 seeds.
 """
 
+import logging
 import os
 import sys
 import time
 
-import keras
-import numpy as np
+# Examples only: quiet TensorFlow's and XLA's logs. Keras loads TensorFlow
+# whenever it is installed (set_random_seed seeds it on every backend); a
+# few C++ lines come before any log setting is read, so stderr is muted
+# while it loads, and its Python logger only reports errors.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
+_stderr = os.dup(2)
+os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+try:
+    import keras  # noqa: E402
 
-from keras_efficient.applications import ResNet
-from keras_efficient.datasets import load_digits
-from keras_efficient.layers.laurel import LaurelResidual
+    keras.utils.set_random_seed(0)
+finally:
+    os.dup2(_stderr, 2)
+
+import numpy as np  # noqa: E402
+
+from keras_efficient.applications import ResNet  # noqa: E402
+from keras_efficient.datasets import load_digits  # noqa: E402
+from keras_efficient.layers.laurel import LaurelResidual  # noqa: E402
 
 SEED = 0
 # --quick: a smoke run (CI runs every example this way on every backend).
 QUICK = "--quick" in sys.argv[1:]
 EPOCHS = 2 if QUICK else 15
 BATCH_SIZE = 64
-VARIANTS = ["plain", "rw", "rw+lr", "rw+lr+pa"]
+# --quick: 256 training images (4 steps an epoch) and three variants (rw+lr
+# is the rw+lr+pa code path without PA).
+TRAIN_SIZE = 256 if QUICK else None
+VARIANTS = ["plain", "rw", "rw+lr+pa"] if QUICK else [
+    "plain", "rw", "rw+lr", "rw+lr+pa"
+]  # fmt: skip
 OUTPUT_DIR = os.path.join(os.path.dirname(__file__), "output")
 
 
@@ -158,14 +178,27 @@ def plot(results):
 
 
 def main():
-    data = load_digits(seed=SEED)
+    (x_train, y_train), test = load_digits(seed=SEED)
+    data = (x_train[:TRAIN_SIZE], y_train[:TRAIN_SIZE]), test
     check_identity_at_init()
     results = {}
     for variant in VARIANTS:
         results[variant] = train(variant, data)
         print(f"trained {variant}: {results[variant]['accuracy']:.4f}")
 
-    # Step 4: compare. The overhead is the LAuReL parameters; step times on
+    # Step 4: what did RW learn? (alpha, beta) = 2 softmax(theta) per block:
+    # both 1 at init (the plain add); training moves weight between the
+    # branch f(x) (alpha) and the shortcut x (beta).
+    model = results["rw"]["model"]
+    for layer in model.layers:
+        if isinstance(layer, LaurelResidual):
+            w = keras.ops.convert_to_numpy(layer.residual_weights)
+            e = np.exp(w - w.max())
+            alpha, beta = 2 * e / e.sum()
+            print(f"{layer.name:<22} alpha={alpha:.3f} beta={beta:.3f}")
+    plot(results)
+
+    # Step 5: compare. The overhead is the LAuReL parameters; step times on
     # a shared CPU are noisy (benchmarks/laurel.py interleaves repeats).
     base = results["plain"]
     print()
@@ -179,18 +212,6 @@ def main():
             f"{r['laurel_params']:>8,}{r['step_ms']:>9.1f}"
             f"{r['step_ms'] / base['step_ms']:>9.2f}"
         )
-
-    # Step 5: what did RW learn? (alpha, beta) = 2 softmax(theta) per block:
-    # both 1 at init (the plain add); training moves weight between the
-    # branch f(x) (alpha) and the shortcut x (beta).
-    model = results["rw"]["model"]
-    for layer in model.layers:
-        if isinstance(layer, LaurelResidual):
-            w = keras.ops.convert_to_numpy(layer.residual_weights)
-            e = np.exp(w - w.max())
-            alpha, beta = 2 * e / e.sum()
-            print(f"{layer.name:<22} alpha={alpha:.3f} beta={beta:.3f}")
-    plot(results)
 
 
 if __name__ == "__main__":

@@ -19,15 +19,29 @@ Two small experiments that run on a CPU in a few minutes:
 
 import argparse
 import itertools
+import logging
 import math
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
+# Examples only: quiet TensorFlow's and XLA's logs. Keras loads TensorFlow
+# whenever it is installed (set_random_seed seeds it on every backend); a
+# few C++ lines come before any log setting is read, so stderr is muted
+# while it loads, and its Python logger only reports errors.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
+_stderr = os.dup(2)
+os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+try:
+    import keras  # noqa: E402
+
+    keras.utils.set_random_seed(0)
+finally:
+    os.dup2(_stderr, 2)
+
 import numpy as np  # noqa: E402
 
 import keras_efficient as ke  # noqa: E402
@@ -101,8 +115,9 @@ def regression_models(hidden=64, bits=11, tables=4, experts=16):
 
 
 def regression(quick):
-    n_train, epochs = (4096, 3) if quick else (16384, 15)
-    (x, y), (x_test, y_test) = polynomial_task(n_train, 4096)
+    """Trains the three models; returns their rows for the summary."""
+    n_train, n_test, epochs = (512, 512, 1) if quick else (16384, 4096, 15)
+    (x, y), (x_test, y_test) = polynomial_task(n_train, n_test)
     print(f"\n1. Degree-4 polynomial in 8 dims, {n_train} training points")
     rows = []
     for name, (model, flops) in regression_models().items():
@@ -119,7 +134,12 @@ def regression(quick):
         mse = model.evaluate(x_test, y_test, batch_size=1024, verbose=0)
         rows.append((name, flops, model.count_params(), mse))
         print(f"   trained {name} in {time.perf_counter() - start:.0f} s")
-    print(f"\n   {'model':<22} {'FLOPs/ex':>9} {'params':>8} {'test MSE':>9}")
+    return rows
+
+
+def print_regression(rows):
+    print("\n1. Degree-4 polynomial: test MSE at about equal active FLOPs")
+    print(f"   {'model':<22} {'FLOPs/ex':>9} {'params':>8} {'test MSE':>9}")
     for name, flops, params, mse in rows:
         print(f"   {name:<22} {flops:>9,} {params:>8,} {mse:>9.4f}")
     print("   (MSE 1.0 = predicting the mean)")
@@ -153,11 +173,14 @@ def byte_lm(table_entries=None, width=64, length=64):
 
 
 def language_model(quick):
+    """Trains the two byte LMs; returns their rows for the summary."""
     from keras_efficient.datasets import lm_windows
     from keras_efficient.datasets import load_stdlib_text
 
-    train, validation = load_stdlib_text(max_bytes=2_000_000)
-    n_train, epochs = (512, 1) if quick else (8192, 3)
+    train, validation = load_stdlib_text(
+        max_bytes=200_000 if quick else 2_000_000
+    )
+    n_train, n_val, epochs = (64, 64, 1) if quick else (8192, 512, 3)
 
     def windows(data, n, seed):
         x, y = lm_windows(data, 64, n, seed=seed)
@@ -165,7 +188,7 @@ def language_model(quick):
         return [x, prev * 256 + x], y
 
     x, y = windows(train, n_train, 0)
-    x_val, y_val = windows(validation, 512, 1)
+    x_val, y_val = windows(validation, n_val, 1)
     print(f"\n2. Byte-level LM on stdlib source, {n_train} windows of 64")
     rows = []
     for name, entries in (("no table", None), ("bigram table 2^16", 2**16)):
@@ -176,7 +199,13 @@ def language_model(quick):
         seconds = time.perf_counter() - start
         loss = model.evaluate(x_val, y_val, batch_size=256, verbose=0)
         rows.append((name, model.count_params(), loss, seconds))
-    print(f"\n   {'model':<18} {'params':>9} {'bits/byte':>9} {'train s':>8}")
+        print(f"   trained {name} in {seconds:.0f} s")
+    return rows
+
+
+def print_language_model(rows):
+    print("\n2. Byte-level LM: validation bits per byte")
+    print(f"   {'model':<18} {'params':>9} {'bits/byte':>9} {'train s':>8}")
     for name, params, loss, seconds in rows:
         bpb = loss / math.log(2)
         print(f"   {name:<18} {params:>9,} {bpb:>9.3f} {seconds:>8.0f}")
@@ -187,8 +216,10 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny run")
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
-    regression(args.quick)
-    language_model(args.quick)
+    regression_rows = regression(args.quick)
+    language_model_rows = language_model(args.quick)
+    print_regression(regression_rows)
+    print_language_model(language_model_rows)
 
 
 if __name__ == "__main__":
