@@ -237,8 +237,40 @@ def ResNet(
     return keras.Model(inputs, x, name=_backend.scope_safe_name(name))
 
 
-def _named_resnet(name, stack_sizes, filters, block, stem, classes, doc):
-    """A `keras.applications`-style builder of one fixed ResNet."""
+# Per stem: the default number of classes and what inputs it takes.
+_STEM_DEFAULTS = {
+    "cifar": (
+        10,
+        "Default input `(32, 32, 3)`; any input\n    of at least 4x4 works "
+        "(e.g. the 8x8 digits).",
+    ),
+    "imagenet": (1000, "Inputs must be at least 32x32."),
+}
+_NAMED_DOC = """{summary}
+
+    See `ResNet` for the arguments. {note}
+
+    Example:
+
+    ```python
+    import keras_efficient
+
+    model = keras_efficient.applications.{name}(
+        {example}
+    )
+    ```
+"""
+
+
+def _named_resnet(name, layout, summary, example):
+    """A `keras.applications`-style builder of one fixed ResNet.
+
+    `layout` is `(stack_sizes, filters, block, stem)`; the stem sets the
+    default `classes` and the input-size note; `summary` and `example` (the
+    builder's arguments) fill the shared docstring.
+    """
+    stack_sizes, filters, block, stem = layout
+    classes, note = _STEM_DEFAULTS[stem]
     default_name = name.lower()
 
     def builder(
@@ -260,103 +292,34 @@ def _named_resnet(name, stack_sizes, filters, block, stem, classes, doc):
         return ResNet(stack_sizes, filters, block, stem, **arguments)
 
     builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = doc
+    builder.__doc__ = _NAMED_DOC.format(
+        summary=summary, note=note, name=name, example=example
+    )
     return builder
 
 
 ResNet20 = _named_resnet(
     "ResNet20",
-    [3, 3, 3],
-    [16, 32, 64],
-    "basic",
-    "cifar",
-    10,
-    """CIFAR-style ResNet20 (3 stages of 3 basic blocks, 16/32/64 filters).
-
-    See `ResNet` for the arguments. Default input `(32, 32, 3)`; any input
-    of at least 4x4 works (e.g. the 8x8 digits).
-
-    Example:
-
-    ```python
-    import keras_efficient
-
-    model = keras_efficient.applications.ResNet20(
-        input_shape=(8, 8, 1), laurel="rw+lr"
-    )
-    ```
-""",
+    ([3, 3, 3], [16, 32, 64], "basic", "cifar"),
+    "CIFAR-style ResNet20 (3 stages of 3 basic blocks, 16/32/64 filters).",
+    'input_shape=(8, 8, 1), laurel="rw+lr"',
 )
-
-
 ResNet56 = _named_resnet(
     "ResNet56",
-    [9, 9, 9],
-    [16, 32, 64],
-    "basic",
-    "cifar",
-    10,
-    """CIFAR-style ResNet56 (3 stages of 9 basic blocks, 16/32/64 filters).
-
-    See `ResNet` for the arguments.
-
-    Example:
-
-    ```python
-    import keras_efficient
-
-    model = keras_efficient.applications.ResNet56(
-        input_shape=(8, 8, 1), laurel="rw", width_multiplier=0.25
-    )
-    ```
-""",
+    ([9, 9, 9], [16, 32, 64], "basic", "cifar"),
+    "CIFAR-style ResNet56 (3 stages of 9 basic blocks, 16/32/64 filters).",
+    'input_shape=(8, 8, 1), laurel="rw", width_multiplier=0.25',
 )
-
-
 ResNet18 = _named_resnet(
     "ResNet18",
-    [2, 2, 2, 2],
-    [64, 128, 256, 512],
-    "basic",
-    "imagenet",
-    1000,
-    """ImageNet-style ResNet18 (basic blocks [2, 2, 2, 2], 64..512 filters).
-
-    See `ResNet` for the arguments. Inputs must be at least 32x32.
-
-    Example:
-
-    ```python
-    import keras_efficient
-
-    model = keras_efficient.applications.ResNet18(
-        input_shape=(32, 32, 3), classes=10, laurel="rw+lr",
-        width_multiplier=0.25,
-    )
-    ```
-""",
+    ([2, 2, 2, 2], [64, 128, 256, 512], "basic", "imagenet"),
+    "ImageNet-style ResNet18 (basic blocks [2, 2, 2, 2], 64..512 filters).",
+    'input_shape=(32, 32, 3), classes=10, laurel="rw+lr",\n'
+    "        width_multiplier=0.25,",
 )
-
-
 ResNet50 = _named_resnet(
     "ResNet50",
-    [3, 4, 6, 3],
-    [64, 128, 256, 512],
-    "bottleneck",
-    "imagenet",
-    1000,
-    """ImageNet-style ResNet50 (bottleneck blocks [3, 4, 6, 3]).
-
-    See `ResNet` for the arguments. Inputs must be at least 32x32.
-
-    Example:
-
-    ```python
-    import keras_efficient
-
-    model = keras_efficient.applications.ResNet50(
-        input_shape=(32, 32, 3), classes=10, laurel="rw", width_multiplier=0.25
-    )
-    ```
-""",
+    ([3, 4, 6, 3], [64, 128, 256, 512], "bottleneck", "imagenet"),
+    "ImageNet-style ResNet50 (bottleneck blocks [3, 4, 6, 3]).",
+    'input_shape=(32, 32, 3), classes=10, laurel="rw", width_multiplier=0.25',
 )

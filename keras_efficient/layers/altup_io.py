@@ -14,6 +14,7 @@ from keras import ops
 from keras_efficient._validation import check_bool
 from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_positive_int
+from keras_efficient.layers._shapes import known_width
 
 INPUT_MODES = ("split", "replicate")
 SCHEDULES = ("alternating", "same")
@@ -33,11 +34,7 @@ def check_blocks_shape(input_shape, num_blocks, layer_name):
             f"have size num_blocks={num_blocks}. Received: "
             f"input_shape={tuple(input_shape)}"
         )
-    if input_shape[-1] is None:
-        raise ValueError(
-            f"{layer_name}: the last axis (d) of the input must be known. "
-            f"Received: input_shape={tuple(input_shape)}"
-        )
+    known_width(input_shape, layer_name)
 
 
 def active_blocks(num_layers, num_blocks, schedule="alternating"):
@@ -74,8 +71,24 @@ def _widen(x, num_blocks, mode):
     return ops.reshape(x, tuple(shape[:-1]) + (num_blocks, width))
 
 
+class _BlockModeLayer(keras.layers.Layer):
+    """A layer set by a number of blocks K and a `mode` from `MODES`."""
+
+    MODES = ()
+
+    def __init__(self, num_blocks, mode, **kwargs):
+        super().__init__(**kwargs)
+        self.num_blocks = check_positive_int("num_blocks", num_blocks)
+        self.mode = check_choice("mode", mode, self.MODES)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_blocks": self.num_blocks, "mode": self.mode})
+        return config
+
+
 @keras.saving.register_keras_serializable(package="keras_efficient")
-class AltUpInput(keras.layers.Layer):
+class AltUpInput(_BlockModeLayer):
     """Makes the widened representation `(batch, ..., K, d)` from vectors.
 
     `mode="split"` cuts a vector of width K d (e.g. a widened embedding)
@@ -102,20 +115,13 @@ class AltUpInput(keras.layers.Layer):
     (4, 10, 2, 8)
     """
 
+    MODES = INPUT_MODES
+
     def __init__(self, num_blocks=2, mode="split", **kwargs):
-        super().__init__(**kwargs)
-        check_positive_int("num_blocks", num_blocks)
-        check_choice("mode", mode, INPUT_MODES)
-        self.num_blocks = int(num_blocks)
-        self.mode = mode
+        super().__init__(num_blocks, mode, **kwargs)
 
     def build(self, input_shape):
-        width = input_shape[-1]
-        if width is None:
-            raise ValueError(
-                "AltUpInput: the last axis of the input must be known. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
+        width = known_width(input_shape, "AltUpInput")
         if self.mode == "split" and width % self.num_blocks:
             raise ValueError(
                 "AltUpInput(mode='split'): the input width must be divisible "
@@ -132,11 +138,6 @@ class AltUpInput(keras.layers.Layer):
         if self.mode == "split":
             width = width // self.num_blocks
         return input_shape[:-1] + (self.num_blocks, width)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"num_blocks": self.num_blocks, "mode": self.mode})
-        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -230,7 +231,7 @@ class AltUpEmbedding(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
-class AltUpReadout(keras.layers.Layer):
+class AltUpReadout(_BlockModeLayer):
     """Reduces the widened representation `(batch, ..., K, d)` to width d.
 
     `mode="sum"` or `"mean"` adds or averages the K blocks (the natural
@@ -254,12 +255,10 @@ class AltUpReadout(keras.layers.Layer):
     (4, 10, 16)
     """
 
+    MODES = READOUT_MODES
+
     def __init__(self, num_blocks=2, mode="mean", **kwargs):
-        super().__init__(**kwargs)
-        check_positive_int("num_blocks", num_blocks)
-        check_choice("mode", mode, READOUT_MODES)
-        self.num_blocks = int(num_blocks)
-        self.mode = mode
+        super().__init__(num_blocks, mode, **kwargs)
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
@@ -295,11 +294,6 @@ class AltUpReadout(keras.layers.Layer):
         """
         kernel = getattr(self, "kernel", None)
         return [] if kernel is None else [kernel]
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"num_blocks": self.num_blocks, "mode": self.mode})
-        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")

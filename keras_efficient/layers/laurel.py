@@ -18,6 +18,7 @@ import keras
 from keras import ops
 
 from keras_efficient._validation import fail
+from keras_efficient.layers._shapes import known_width
 from keras_efficient.layers.laurel_options import DATA_FORMATS  # noqa: F401
 from keras_efficient.layers.laurel_options import NORMALIZATIONS  # noqa: F401
 from keras_efficient.layers.laurel_options import OPTIONS  # noqa: F401
@@ -219,11 +220,7 @@ class LaurelResidual(keras.layers.Layer):
                 "LaurelResidual expects inputs of rank >= 2 (batch, ..., "
                 f"features). Received: x.shape={x_shape}"
             )
-        if x_shape[-1] is None:
-            raise ValueError(
-                "The last axis of `x` must be known. "
-                f"Received: x.shape={x_shape}"
-            )
+        known_width(x_shape, "LaurelResidual", "x")
         if (
             self.data_format is None
             and len(x_shape) >= 4

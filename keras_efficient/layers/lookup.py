@@ -8,6 +8,7 @@ from keras_efficient import _backend
 from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_int
 from keras_efficient._validation import check_positive_int
+from keras_efficient.layers._shapes import known_width
 from keras_efficient.layers.lsh import LSHHash
 from keras_efficient.layers.lsh import bits_for
 from keras_efficient.layers.lsh import check_num_bits
@@ -193,12 +194,7 @@ class SparseLookupTable(keras.layers.Layer):
 
     def build(self, inputs_shape, token_ids_shape=None):
         input_shape = inputs_shape
-        width = input_shape[-1]
-        if width is None:
-            raise ValueError(
-                "`SparseLookupTable` needs a known input width. Received: "
-                f"input_shape={input_shape}"
-            )
+        width = known_width(input_shape, "SparseLookupTable")
         dim = self.dim if self.dim is not None else width
         if self.consume == "add" and dim != width:
             raise ValueError(

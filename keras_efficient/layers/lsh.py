@@ -10,6 +10,7 @@ from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_int
 from keras_efficient._validation import check_number
 from keras_efficient._validation import check_positive_int
+from keras_efficient.layers._shapes import known_width
 
 HASH_KINDS = ("hyperplane", "euclidean")
 MAX_BITS = 30
@@ -98,12 +99,7 @@ class LSHHash(keras.layers.Layer):
         self.num_buckets = 2**self.num_bits
 
     def build(self, input_shape):
-        dim = input_shape[-1]
-        if dim is None:
-            raise ValueError(
-                "`LSHHash` needs a known last dimension. Received: "
-                f"input_shape={input_shape}"
-            )
+        dim = known_width(input_shape, "LSHHash")
         # Later calls with another width fail with a clear Keras message.
         self.input_spec = keras.layers.InputSpec(axes={-1: dim})
         total = self.num_tables * self.num_bits

@@ -11,6 +11,7 @@ from keras_efficient._validation import check_int
 from keras_efficient._validation import check_number
 from keras_efficient._validation import check_optional_number
 from keras_efficient._validation import check_positive_int
+from keras_efficient.layers._shapes import known_width
 from keras_efficient.layers.experts import capacity_mlp
 from keras_efficient.layers.experts import grouped_mlp
 from keras_efficient.layers.lsh import LSHHash
@@ -198,12 +199,7 @@ class MixtureOfExperts(keras.layers.Layer):
             )
 
     def build(self, input_shape):
-        dim = input_shape[-1]
-        if dim is None:
-            raise ValueError(
-                "`MixtureOfExperts` needs a known input width. Received: "
-                f"input_shape={input_shape}"
-            )
+        dim = known_width(input_shape, "MixtureOfExperts")
         e, h = self.num_experts, self.hidden_dim
         out = self.output_dim or dim
         kernel_init = self.kernel_initializer or (
