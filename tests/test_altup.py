@@ -374,3 +374,48 @@ def test_old_routed_config_keeps_its_form():
     del config["routing"]
     old = AltUpStack.from_config(config)
     assert old.altup_layers[0].routing == "active_input"
+
+
+def test_public_names_keep_their_import_paths():
+    """`altup_io` was split into `altup_io` (ends) and `altup_stack`; every
+    name stays importable from where it was, and is the same object."""
+    import importlib
+
+    from keras_efficient.layers import altup_stack
+
+    old_paths = {
+        "keras_efficient.layers.altup_io": (
+            "AltUpInput",
+            "AltUpEmbedding",
+            "AltUpReadout",
+            "AltUpStack",
+            "active_blocks",
+            "check_blocks_shape",
+            "SCHEDULES",
+            "INPUT_MODES",
+            "READOUT_MODES",
+        ),
+        "keras_efficient.layers.altup": (
+            "AltUp",
+            "AltUpInput",
+            "AltUpEmbedding",
+            "AltUpReadout",
+            "AltUpStack",
+            "active_blocks",
+        ),
+        "keras_efficient.layers": (
+            "AltUp",
+            "AltUpInput",
+            "AltUpEmbedding",
+            "AltUpReadout",
+            "AltUpStack",
+        ),
+    }
+    for module_name, names in old_paths.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            assert hasattr(module, name), f"{module_name}.{name}"
+    io = importlib.import_module("keras_efficient.layers.altup_io")
+    assert io.AltUpStack is altup_stack.AltUpStack is AltUpStack
+    assert io.active_blocks is altup_stack.active_blocks is active_blocks
+    assert active_blocks(3, 2) == [0, 1, 0]

@@ -9,10 +9,10 @@ before the feature axis. Layers outside AltUp never see it.
 - `AltUp` wraps one layer: predict all K blocks from each other, run the
   layer on the active predicted block only, correct all blocks with the
   layer's innovation.
-- `AltUpStack` (in `altup_io`, also importable from here) wraps a list of
-  layers and assigns the active-block schedule; `AltUpInput`,
-  `AltUpEmbedding` and `AltUpReadout` (also there) make the widened
-  representation and reduce it.
+- `AltUpStack` (in `altup_stack`, also importable from here) wraps a list
+  of layers and assigns the active-block schedule; `AltUpInput`,
+  `AltUpEmbedding` and `AltUpReadout` (in `altup_io`, also importable from
+  here) make the widened representation and reduce it.
 """
 
 import keras
@@ -27,9 +27,9 @@ from keras_efficient._validation import check_positive_int
 from keras_efficient.layers.altup_io import AltUpEmbedding  # noqa: F401
 from keras_efficient.layers.altup_io import AltUpInput  # noqa: F401
 from keras_efficient.layers.altup_io import AltUpReadout  # noqa: F401
-from keras_efficient.layers.altup_io import AltUpStack  # noqa: F401
-from keras_efficient.layers.altup_io import active_blocks  # noqa: F401
-from keras_efficient.layers.altup_io import check_blocks_shape
+from keras_efficient.layers.altup_stack import AltUpStack  # noqa: F401
+from keras_efficient.layers.altup_stack import active_blocks  # noqa: F401
+from keras_efficient.layers.altup_stack import check_blocks_shape
 from keras_efficient.layers.wrapper import LayerWrapper
 
 COEFFICIENT_MODES = ("static", "routed")

@@ -1,10 +1,10 @@
-"""An AltUp stack and its ends: widen to `(batch, ..., K, d)`, read out.
+"""The ends of an AltUp stack: widen to `(batch, ..., K, d)`, read out.
 
 `AltUpInput` and `AltUpEmbedding` make the widened representation of AltUp
 (Baykal et al., NeurIPS 2023), by splitting a width-K d vector or by
-replicating a width-d one (Recycled-AltUp); `AltUpStack` runs a list of
-layers wrapped in `AltUp` on the schedule of `active_blocks`;
-`AltUpReadout` reduces the K blocks back to width d.
+replicating a width-d one (Recycled-AltUp); `AltUpReadout` reduces the K
+blocks back to width d. The stack between them (`AltUpStack`,
+`active_blocks`) lives in `altup_stack` and is also importable from here.
 """
 
 import keras
@@ -15,51 +15,13 @@ from keras_efficient._validation import check_bool
 from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_positive_int
 from keras_efficient.layers._shapes import known_width
+from keras_efficient.layers.altup_stack import SCHEDULES  # noqa: F401
+from keras_efficient.layers.altup_stack import AltUpStack  # noqa: F401
+from keras_efficient.layers.altup_stack import active_blocks  # noqa: F401
+from keras_efficient.layers.altup_stack import check_blocks_shape
 
 INPUT_MODES = ("split", "replicate")
-SCHEDULES = ("alternating", "same")
 READOUT_MODES = ("sum", "mean", "projection")
-
-
-def check_blocks_shape(input_shape, num_blocks, layer_name):
-    if len(input_shape) < 3:
-        raise ValueError(
-            f"{layer_name} expects a widened input of shape "
-            f"(batch, ..., num_blocks, d) (rank >= 3). Received: "
-            f"input_shape={tuple(input_shape)}"
-        )
-    if input_shape[-2] is not None and input_shape[-2] != num_blocks:
-        raise ValueError(
-            f"{layer_name}: the block axis (second to last) of the input must "
-            f"have size num_blocks={num_blocks}. Received: "
-            f"input_shape={tuple(input_shape)}"
-        )
-    known_width(input_shape, layer_name)
-
-
-def active_blocks(num_layers, num_blocks, schedule="alternating"):
-    """The active block of each layer of an AltUp stack.
-
-    Args:
-        num_layers: number of layers.
-        num_blocks: number of blocks K.
-        schedule: `"alternating"` (layer l computes on block `l mod K`) or
-            `"same"` (always block 0).
-
-    Returns:
-        A list of `num_layers` integers in `[0, num_blocks)`.
-
-    Example:
-
-    >>> from keras_efficient.layers.altup import active_blocks
-    >>> active_blocks(5, 2)
-    [0, 1, 0, 1, 0]
-    """
-    check_positive_int("num_blocks", num_blocks)
-    check_choice("schedule", schedule, SCHEDULES)
-    if schedule == "same":
-        return [0] * num_layers
-    return [layer % num_blocks for layer in range(num_layers)]
 
 
 def _widen(x, num_blocks, mode):
@@ -294,128 +256,3 @@ class AltUpReadout(_BlockModeLayer):
         """
         kernel = getattr(self, "kernel", None)
         return [] if kernel is None else [kernel]
-
-
-@keras.saving.register_keras_serializable(package="keras_efficient")
-class AltUpStack(keras.layers.Layer):
-    """A stack of layers, each wrapped in `AltUp`, with an active schedule.
-
-    Layer l computes on block `l mod K` (`schedule="alternating"`, the
-    paper's default) or always on block 0 (`schedule="same"`). Input and
-    output are widened representations `(batch, ..., K, d)`; put an
-    `AltUpInput` or `AltUpEmbedding` before and an `AltUpReadout` after.
-
-    Args:
-        layers: list of `keras.layers.Layer`, each mapping width d to d.
-        num_blocks: number of blocks K, `>= 1`.
-        schedule: `"alternating"` or `"same"`.
-        coefficients: `"static"` or `"routed"` (see `AltUp`).
-        coefficient_clip: `None` or a number `> 0` (see `AltUp`).
-        routing: `"gemma3n"` or `"active_input"` (see `AltUp`).
-        **kwargs: base `Layer` arguments.
-
-    Call arguments:
-        inputs: tensor of shape `(batch, ..., K, d)`.
-        training: passed to the wrapped layers.
-
-    Example:
-
-    >>> import keras
-    >>> import numpy as np
-    >>> from keras_efficient.layers import AltUpStack
-    >>> blocks = [keras.layers.Dense(16, activation="relu") for _ in range(3)]
-    >>> stack = AltUpStack(blocks, num_blocks=2)
-    >>> stack(np.ones((4, 10, 2, 16), "float32")).shape
-    (4, 10, 2, 16)
-    """
-
-    def __init__(
-        self,
-        layers,
-        num_blocks=2,
-        schedule="alternating",
-        coefficients="static",
-        coefficient_clip=None,
-        routing="gemma3n",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if isinstance(layers, keras.layers.Layer) or not isinstance(
-            layers, (list, tuple)
-        ):
-            raise ValueError(
-                "`layers` must be a list of `keras.layers.Layer`. "
-                f"Received: layers={layers!r}"
-            )
-        if not layers:
-            raise ValueError("`layers` must not be empty. Received: layers=[]")
-        if not all(isinstance(layer, keras.layers.Layer) for layer in layers):
-            raise TypeError(
-                "`layers` must be a list of `keras.layers.Layer`. "
-                f"Received: layers={layers!r}"
-            )
-        from keras_efficient.layers.altup import AltUp  # (circular import)
-
-        schedule_blocks = active_blocks(len(layers), num_blocks, schedule)
-        self.layers = list(layers)
-        self.num_blocks = int(num_blocks)
-        self.schedule = schedule
-        self.coefficients = coefficients
-        self.coefficient_clip = coefficient_clip
-        self.routing = routing
-        self.altup_layers = [
-            AltUp(
-                layer,
-                num_blocks=num_blocks,
-                active_block=active,
-                coefficients=coefficients,
-                coefficient_clip=coefficient_clip,
-                routing=routing,
-                dtype=self.dtype_policy,
-                name=f"altup_{index}",
-            )
-            for index, (layer, active) in enumerate(
-                zip(self.layers, schedule_blocks)
-            )
-        ]
-
-    def build(self, input_shape):
-        check_blocks_shape(tuple(input_shape), self.num_blocks, "AltUpStack")
-        for layer in self.altup_layers:
-            layer.build(input_shape)
-
-    def call(self, inputs, training=None):
-        x = inputs
-        for layer in self.altup_layers:
-            x = layer(x, training=training)
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "layers": [
-                    keras.saving.serialize_keras_object(layer)
-                    for layer in self.layers
-                ],
-                "num_blocks": self.num_blocks,
-                "schedule": self.schedule,
-                "coefficients": self.coefficients,
-                "coefficient_clip": self.coefficient_clip,
-                "routing": self.routing,
-            }
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config.setdefault("routing", "active_input")  # saved before 0.2
-        config["layers"] = [
-            keras.saving.deserialize_keras_object(layer)
-            for layer in config["layers"]
-        ]
-        return cls(**config)
