@@ -189,30 +189,35 @@ class LaurelResidual(keras.layers.Layer):
                 name="lr_norm_scale", shape=(dim,), initializer="ones"
             )
         if self._has_pa:
-            self.pa_gamma = self.add_weight(
-                name="pa_gamma",
-                shape=(self.num_activations,),
-                initializer="ones" if self._low_rank_pa else "zeros",
-                autocast=False,
+            self._build_pa(dim)
+
+    def _build_pa(self, dim):
+        """PA's per-activation gains (and low-rank maps when it has them)."""
+        self.pa_gamma = self.add_weight(
+            name="pa_gamma",
+            shape=(self.num_activations,),
+            initializer="ones" if self._low_rank_pa else "zeros",
+            autocast=False,
+        )
+        self.pa_kernels_a = []
+        self.pa_kernels_b = []
+        if not self._low_rank_pa:
+            return
+        for j in range(self.num_activations):
+            self.pa_kernels_a.append(
+                self.add_weight(
+                    name=f"pa_kernel_a_{j}",
+                    shape=(dim, self.rank),
+                    initializer=self.lr_initializer,
+                )
             )
-            self.pa_kernels_a = []
-            self.pa_kernels_b = []
-            if self._low_rank_pa:
-                for j in range(self.num_activations):
-                    self.pa_kernels_a.append(
-                        self.add_weight(
-                            name=f"pa_kernel_a_{j}",
-                            shape=(dim, self.rank),
-                            initializer=self.lr_initializer,
-                        )
-                    )
-                    self.pa_kernels_b.append(
-                        self.add_weight(
-                            name=f"pa_kernel_b_{j}",
-                            shape=(self.rank, dim),
-                            initializer="zeros",
-                        )
-                    )
+            self.pa_kernels_b.append(
+                self.add_weight(
+                    name=f"pa_kernel_b_{j}",
+                    shape=(self.rank, dim),
+                    initializer="zeros",
+                )
+            )
 
     def _check_shapes(self, x_shape, fx_shape):
         if len(x_shape) < 2:

@@ -164,22 +164,29 @@ class SparseLookupTable(keras.layers.Layer):
         self.rows_per_table = rows
         self.hash = None
         self.router = None
-        if lookup == "lsh":
+        self._make_addressing()
+
+    def _make_addressing(self):
+        """The sublayer that picks entries: an LSH hash or a router."""
+        if self.lookup == "lsh":
             self.hash = LSHHash(
-                num_tables=num_tables,
-                num_bits=num_bits or min(bits_for(rows), 30),
-                seed=seed,
+                num_tables=self.num_tables,
+                num_bits=self.num_bits
+                or min(bits_for(self.rows_per_table), 30),
+                seed=self.seed,
                 dtype=self.dtype_policy,
                 name="hash",
             )
         elif self.uses_product_keys:
             self.router = keras.layers.Dense(
-                2 * PRODUCT_KEY_HALF_DIM, use_bias=False,
-                dtype=self.dtype_policy, name="query",
+                2 * PRODUCT_KEY_HALF_DIM,
+                use_bias=False,
+                dtype=self.dtype_policy,
+                name="query",
             )
-        elif lookup == "router":
+        elif self.lookup == "router":
             self.router = keras.layers.Dense(
-                num_entries, dtype=self.dtype_policy, name="router"
+                self.num_entries, dtype=self.dtype_policy, name="router"
             )
 
     @property
@@ -220,11 +227,13 @@ class SparseLookupTable(keras.layers.Layer):
                 stddev=PRODUCT_KEY_HALF_DIM**-0.5, seed=self.seed
             )
             self.sub_keys_a = self.add_weight(
-                name="sub_keys_a", shape=(n_a, PRODUCT_KEY_HALF_DIM),
+                name="sub_keys_a",
+                shape=(n_a, PRODUCT_KEY_HALF_DIM),
                 initializer=init,
             )
             self.sub_keys_b = self.add_weight(
-                name="sub_keys_b", shape=(n_b, PRODUCT_KEY_HALF_DIM),
+                name="sub_keys_b",
+                shape=(n_b, PRODUCT_KEY_HALF_DIM),
                 initializer=init,
             )
         self.built = True
@@ -258,39 +267,7 @@ class SparseLookupTable(keras.layers.Layer):
         router).
         """
         if self.lookup == "token_id":
-            if token_ids is None:
-                raise ValueError(
-                    "`lookup='token_id'` needs the token ids as the second "
-                    "input: `layer(inputs, token_ids)`. Received: "
-                    "token_ids=None"
-                )
-            dtype = keras.backend.standardize_dtype(
-                getattr(token_ids, "dtype", None) or np.asarray(token_ids).dtype
-            )
-            if "int" not in dtype:
-                raise TypeError(
-                    "`token_ids` must be an integer tensor. Received: "
-                    f"token_ids with dtype={dtype}"
-                )
-            ids = ops.cast(token_ids, "int32")
-            n = self.num_entries
-            if self.token_mapping == "modulo":
-                index = ops.mod(ids, n)
-            elif self.token_mapping == "hash":
-                mixed = ids * _TOKEN_HASH_MULTIPLIER
-                index = ops.mod(mixed, n)
-            else:
-                if is_concrete(ids):
-                    values = np.asarray(ops.convert_to_numpy(ids))
-                    if values.size and (values.min() < 0 or values.max() >= n):
-                        raise ValueError(
-                            "With `token_mapping='direct'`, `token_ids` must "
-                            f"lie in [0, {n}) (num_entries={n}). Received "
-                            f"ids in [{values.min()}, {values.max()}]"
-                        )
-                index = ops.clip(ids, 0, n - 1)
-            index = ops.expand_dims(index, -1)
-            return index, None
+            return self._token_id_indices(token_ids), None
         if self.lookup == "lsh":
             buckets = self.hash(inputs)
             rows = self.rows_per_table
@@ -316,6 +293,41 @@ class SparseLookupTable(keras.layers.Layer):
         probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
         gates, index = ops.top_k(probs, self.top_k)
         return ops.cast(index, "int32"), gates
+
+    def _token_id_indices(self, token_ids):
+        """The row of each token id under `token_mapping`, `(..., 1)`."""
+        if token_ids is None:
+            raise ValueError(
+                "`lookup='token_id'` needs the token ids as the second "
+                "input: `layer(inputs, token_ids)`. Received: "
+                "token_ids=None"
+            )
+        dtype = keras.backend.standardize_dtype(
+            getattr(token_ids, "dtype", None) or np.asarray(token_ids).dtype
+        )
+        if "int" not in dtype:
+            raise TypeError(
+                "`token_ids` must be an integer tensor. Received: "
+                f"token_ids with dtype={dtype}"
+            )
+        ids = ops.cast(token_ids, "int32")
+        n = self.num_entries
+        if self.token_mapping == "modulo":
+            index = ops.mod(ids, n)
+        elif self.token_mapping == "hash":
+            mixed = ids * _TOKEN_HASH_MULTIPLIER
+            index = ops.mod(mixed, n)
+        else:
+            if is_concrete(ids):
+                values = np.asarray(ops.convert_to_numpy(ids))
+                if values.size and (values.min() < 0 or values.max() >= n):
+                    raise ValueError(
+                        "With `token_mapping='direct'`, `token_ids` must "
+                        f"lie in [0, {n}) (num_entries={n}). Received "
+                        f"ids in [{values.min()}, {values.max()}]"
+                    )
+            index = ops.clip(ids, 0, n - 1)
+        return ops.expand_dims(index, -1)
 
     def call(self, inputs, token_ids=None):
         if token_ids is not None:

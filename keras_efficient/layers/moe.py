@@ -182,17 +182,21 @@ class MixtureOfExperts(keras.layers.Layer):
         self.seed = seed
         self.hash = None
         self.gate_network = None
-        if router == "lsh":
+        self._make_router()
+
+    def _make_router(self):
+        """The LSH hash (`router="lsh"`) or the softmax gate's logits."""
+        if self.router == "lsh":
             self.hash = LSHHash(
                 num_tables=self.top_k,
-                num_bits=num_bits or bits_for(num_experts),
-                seed=seed,
+                num_bits=self.num_bits or bits_for(self.num_experts),
+                seed=self.seed,
                 dtype=self.dtype_policy,
                 name="hash",
             )
         else:
             self.gate_network = keras.layers.Dense(
-                num_experts,
+                self.num_experts,
                 use_bias=False,
                 dtype=self.dtype_policy,
                 name="router",
@@ -238,19 +242,23 @@ class MixtureOfExperts(keras.layers.Layer):
         width = self.num_shared_experts * self.hidden_dim
         kernel_init = self.kernel_initializer or "glorot_uniform"
         self.shared_kernel_in = self.add_weight(
-            name="shared_kernel_in", shape=(dim, width),
+            name="shared_kernel_in",
+            shape=(dim, width),
             initializer=kernel_init,
         )
         self.shared_bias_in = self.add_weight(
-            name="shared_bias_in", shape=(width,),
+            name="shared_bias_in",
+            shape=(width,),
             initializer=self.bias_initializer,
         )
         self.shared_kernel_out = self.add_weight(
-            name="shared_kernel_out", shape=(width, out),
+            name="shared_kernel_out",
+            shape=(width, out),
             initializer=kernel_init,
         )
         self.shared_bias_out = self.add_weight(
-            name="shared_bias_out", shape=(out,),
+            name="shared_bias_out",
+            shape=(out,),
             initializer=self.bias_initializer,
         )
 
@@ -293,25 +301,28 @@ class MixtureOfExperts(keras.layers.Layer):
     def _experts(self, x, token, expert, num_tokens):
         weights = tuple(
             ops.convert_to_tensor(w)
-            for w in (self.kernel_in, self.bias_in, self.kernel_out,
-                      self.bias_out)
+            for w in (
+                self.kernel_in,
+                self.bias_in,
+                self.kernel_out,
+                self.bias_out,
+            )
         )
         impl = resolve_implementation(self.implementation)
         capacity = self.capacity(num_tokens)
         if capacity is None:
             self.dropped_fraction.assign(0.0)
-            return grouped_mlp(x, token, expert, weights, self.activation,
-                               impl)
+            return grouped_mlp(x, token, expert, weights, self.activation, impl)
         position = positions_in_experts(expert)
         keep = position < capacity
-        self.dropped_fraction.assign(
-            1.0 - ops.mean(ops.cast(keep, "float32"))
-        )
+        self.dropped_fraction.assign(1.0 - ops.mean(ops.cast(keep, "float32")))
         if impl == "ragged":
-            return grouped_mlp(x, token, expert, weights, self.activation,
-                               impl, keep=keep)
-        return capacity_mlp(x, token, expert, position, keep, capacity,
-                            weights, self.activation)
+            return grouped_mlp(
+                x, token, expert, weights, self.activation, impl, keep=keep
+            )
+        return capacity_mlp(
+            x, token, expert, position, keep, capacity, weights, self.activation
+        )
 
     def _shared(self, x):
         hidden = ops.matmul(x, self.shared_kernel_in) + self.shared_bias_in
