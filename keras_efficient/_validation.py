@@ -14,6 +14,9 @@ the value converted to the Python type the caller stores.
 
 import math
 import numbers
+from collections.abc import Sequence
+from typing import Any
+from typing import NoReturn
 
 import numpy as np
 
@@ -35,13 +38,13 @@ def _unwrap_scalar(value):
     return value
 
 
-def is_integer(value):
+def is_integer(value: Any) -> bool:
     """Whether `value` is an integer (Python, NumPy, 0-d array), not a bool."""
     value = _unwrap_scalar(value)
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def is_number(value):
+def is_number(value: Any) -> bool:
     """Whether `value` is a real number (Python, NumPy, 0-d), not a bool."""
     value = _unwrap_scalar(value)
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
@@ -66,45 +69,73 @@ def _out_of_range(value, min_value, max_value, min_inclusive, max_inclusive):
     return False
 
 
-def check_int(name, value, min_value=None, max_value=None):
+def check_int(
+    name: str,
+    value: Any,
+    min_value: float | None = None,
+    max_value: float | None = None,
+) -> int:
     """An integer within `[min_value, max_value]`, as a Python `int`."""
-    bounds = _range_text(min_value, max_value, True, True)
-    what = "an integer" + (f" {bounds}" if bounds else "")
-    if not is_integer(value):
-        raise ArgumentTypeError(_message(name, what, value))
-    value = int(_unwrap_scalar(value))
-    if _out_of_range(value, min_value, max_value, True, True):
-        raise ValueError(_message(name, what, value))
-    return value
+    return _check_real(
+        name, value, "an integer", is_integer, int, min_value, max_value
+    )
 
 
-def check_positive_int(name, value):
+def check_positive_int(name: str, value: Any) -> int:
     """An integer >= 1, as a Python `int`."""
     return check_int(name, value, min_value=1)
 
 
 def check_number(
+    name: str,
+    value: Any,
+    min_value: float | None = None,
+    max_value: float | None = None,
+    min_inclusive: bool = True,
+    max_inclusive: bool = True,
+) -> float:
+    """A finite real number within the given bounds, as a Python `float`."""
+    return _check_real(
+        name,
+        value,
+        "a finite number",
+        is_number,
+        float,
+        min_value,
+        max_value,
+        min_inclusive,
+        max_inclusive,
+    )
+
+
+def _check_real(
     name,
     value,
-    min_value=None,
-    max_value=None,
+    kind,
+    is_kind,
+    convert,
+    min_value,
+    max_value,
     min_inclusive=True,
     max_inclusive=True,
 ):
-    """A finite real number within the given bounds, as a Python `float`."""
+    """`value` of `kind` (`is_kind`), `convert`ed, finite and in bounds."""
     bounds = _range_text(min_value, max_value, min_inclusive, max_inclusive)
-    what = "a finite number" + (f" {bounds}" if bounds else "")
-    if not is_number(value):
+    what = kind + (f" {bounds}" if bounds else "")
+    if not is_kind(value):
         raise ArgumentTypeError(_message(name, what, value))
-    value = float(_unwrap_scalar(value))
-    if not math.isfinite(value) or _out_of_range(
+    value = convert(_unwrap_scalar(value))
+    infinite = isinstance(value, float) and not math.isfinite(value)
+    if infinite or _out_of_range(
         value, min_value, max_value, min_inclusive, max_inclusive
     ):
         raise ValueError(_message(name, what, value))
     return value
 
 
-def check_fraction(name, value, allow_one=False, allow_zero=True):
+def check_fraction(
+    name: str, value: Any, allow_one: bool = False, allow_zero: bool = True
+) -> float:
     """A number in `[0, 1)` (or the bounds given), as a Python `float`."""
     return check_number(
         name,
@@ -116,12 +147,12 @@ def check_fraction(name, value, allow_one=False, allow_zero=True):
     )
 
 
-def check_optional_number(name, value, **bounds):
+def check_optional_number(name: str, value: Any, **bounds: Any) -> float | None:
     """None, or a number as in `check_number`."""
     return None if value is None else check_number(name, value, **bounds)
 
 
-def check_choice(name, value, allowed):
+def check_choice(name: str, value: Any, allowed: Sequence) -> Any:
     """One of `allowed` (strings compare by value, anything else by identity,
     so `True` never passes for `1` nor `"1"` for `1`)."""
     ok = any(
@@ -133,7 +164,7 @@ def check_choice(name, value, allowed):
     return value
 
 
-def check_bool(name, value):
+def check_bool(name: str, value: Any) -> bool:
     """A Python or NumPy bool, as a Python `bool`."""
     value = _unwrap_scalar(value)
     if not isinstance(value, bool):
@@ -141,7 +172,9 @@ def check_bool(name, value):
     return value
 
 
-def check_int_tuple(name, value, length, min_value=1):
+def check_int_tuple(
+    name: str, value: Any, length: int, min_value: int = 1
+) -> tuple[int, ...]:
     """A tuple of `length` integers each >= `min_value`."""
     what = f"a tuple of {length} integers >= {min_value}"
     if isinstance(value, (str, bytes)) or not isinstance(
@@ -156,13 +189,17 @@ def check_int_tuple(name, value, length, min_value=1):
     return out
 
 
-def check_instance(name, value, types, what):
+def check_instance(
+    name: str, value: Any, types: type | tuple[type, ...], what: str
+) -> Any:
     """An instance of `types`; `what` says in words what is allowed."""
     if not isinstance(value, types):
         raise ArgumentTypeError(_message(name, what, value))
     return value
 
 
-def fail(name, what, value, error=ValueError):
+def fail(
+    name: str, what: str, value: Any, error: type[Exception] = ValueError
+) -> NoReturn:
     """Raise `error` in the shared message style (for custom checks)."""
     raise error(_message(name, what, value))

@@ -23,7 +23,7 @@ class TeacherQueryError(RuntimeError):
     `fit`, so the message names the original and where it was raised.
     """
 
-    def __init__(self, message, original):
+    def __init__(self, message: str, original: BaseException):
         frames = traceback.extract_tb(original.__traceback__)
         where = ""
         if frames:

@@ -5,16 +5,19 @@ losses, NumPy for the callbacks and the estimator), the top-1 minus top-2
 margin, and the soft cross-entropy.
 """
 
+from typing import Any
+
+import keras
 import numpy as np
 from keras import ops
 
 
-def teacher_probs(y_true, teacher_from_logits):
+def teacher_probs(y_true: Any, teacher_from_logits: bool) -> Any:
     """Teacher probabilities (float32) from `y_true`, `keras.ops`."""
     return student_probs(y_true, teacher_from_logits)
 
 
-def student_probs(y_pred, from_logits):
+def student_probs(y_pred: Any, from_logits: bool) -> Any:
     """Probabilities (float32) from outputs, `keras.ops`."""
     y_pred = ops.cast(y_pred, "float32")
     if from_logits:
@@ -22,7 +25,9 @@ def student_probs(y_pred, from_logits):
     return y_pred
 
 
-def soft_ce(target, y_pred, from_logits, eps=1e-7):
+def soft_ce(
+    target: Any, y_pred: Any, from_logits: bool, eps: float = 1e-7
+) -> Any:
     """Cross-entropy of probabilities `target` vs student output, float32."""
     y_pred = ops.cast(y_pred, "float32")
     if from_logits:
@@ -32,13 +37,13 @@ def soft_ce(target, y_pred, from_logits, eps=1e-7):
     return -ops.sum(target * logp, axis=-1)
 
 
-def margin(probs):
+def margin(probs: Any) -> Any:
     """Top-1 minus top-2 probability over the last axis, `keras.ops`."""
     top2, _ = ops.top_k(probs, k=2)
     return top2[..., 0] - top2[..., 1]
 
 
-def np_probs(outputs, from_logits):
+def np_probs(outputs: np.ndarray, from_logits: bool) -> np.ndarray:
     """Probabilities (float64) from outputs, NumPy, last axis."""
     outputs = np.asarray(outputs, dtype=np.float64)
     if not from_logits:
@@ -48,7 +53,7 @@ def np_probs(outputs, from_logits):
     return outputs / outputs.sum(axis=-1, keepdims=True)
 
 
-def np_margin(probs):
+def np_margin(probs: np.ndarray) -> np.ndarray:
     """Top-1 minus top-2 probability per row, NumPy (1 with one class)."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.shape[-1] < 2:
@@ -57,7 +62,9 @@ def np_margin(probs):
     return top2[..., 1] - top2[..., 0]
 
 
-def check_distribution_targets(loss, y_true, y_pred):
+def check_distribution_targets(
+    loss: keras.losses.Loss, y_true: Any, y_pred: Any
+) -> None:
     """Raises when `y_true` cannot be per-class teacher outputs (static).
 
     Integer labels of shape `(N,)` or `(N, 1)` against `(N, C)` outputs
@@ -76,7 +83,9 @@ def check_distribution_targets(loss, y_true, y_pred):
         )
 
 
-def check_outputs_once(loss, y_true, y_pred):
+def check_outputs_once(
+    loss: keras.losses.Loss, y_true: Any, y_pred: Any
+) -> None:
     """First concrete call of `loss`: NaN teachers, softmaxed logits.
 
     Runs once per loss instance and only on concrete (eager) tensors:
@@ -115,7 +124,9 @@ def _raise_probabilities(loss):
     )
 
 
-def student_log_probs(y_pred, from_logits, tiny=1e-30):
+def student_log_probs(
+    y_pred: Any, from_logits: bool, tiny: float = 1e-30
+) -> Any:
     """Log-probabilities (float32) from outputs, `keras.ops`."""
     y_pred = ops.cast(y_pred, "float32")
     if from_logits:
@@ -123,7 +134,7 @@ def student_log_probs(y_pred, from_logits, tiny=1e-30):
     return ops.log(ops.maximum(y_pred, tiny))
 
 
-def khot(t, k, kmax):
+def khot(t: Any, k: Any, kmax: int) -> Any:
     """Boolean k-hot of the `k` (per row) largest entries of `t`.
 
     Exactly k per row: ties at the k-th value go to the lowest class

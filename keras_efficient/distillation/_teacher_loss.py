@@ -1,5 +1,7 @@
 """The base of the losses trained against a teacher's outputs (private)."""
 
+from typing import Any
+
 import keras
 
 from keras_efficient import _validation as v
@@ -22,7 +24,7 @@ class TeacherOutputsLoss(keras.losses.Loss):
         from_logits: bool,
         reduction: str | None,
         name: str | None,
-        dtype=None,
+        dtype: str | None = None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.teacher_from_logits = v.check_bool(
@@ -30,13 +32,13 @@ class TeacherOutputsLoss(keras.losses.Loss):
         )
         self.from_logits = v.check_bool("from_logits", from_logits)
 
-    def check_outputs(self, y_true, y_pred):
+    def check_outputs(self, y_true: Any, y_pred: Any) -> None:
         """Raises on integer labels as `y_true`, on non-finite teacher
         outputs and on probabilities passed as logits (first call)."""
         _common.check_distribution_targets(self, y_true, y_pred)
         _common.check_outputs_once(self, y_true, y_pred)
 
-    def teacher_probabilities(self, y_true, y_pred):
+    def teacher_probabilities(self, y_true: Any, y_pred: Any) -> Any:
         """`check_outputs`, then the teacher's probabilities (float32)."""
         self.check_outputs(y_true, y_pred)
         return _common.teacher_probs(y_true, self.teacher_from_logits)

@@ -210,35 +210,35 @@ class ActiveDistillation(
 
     # ---- views -------------------------------------------------------------
     @property
-    def round(self):
+    def round(self) -> int:
         """Rounds done (applied to the training data)."""
         return self._applied
 
     @property
-    def history(self):
+    def history(self) -> list[int]:
         """Points sent to the teacher per round done."""
         return [len(r.indices) for r in self.state.rounds[: self._applied]]
 
     @property
-    def queried(self):
+    def queried(self) -> np.ndarray:
         """Pool indices answered by the teacher, in query order."""
         return self.state.training_data(self._applied)[0]
 
     @property
-    def train_x(self):
+    def train_x(self) -> np.ndarray:
         return self.pool[self.queried]
 
     @property
-    def train_y(self):
+    def train_y(self) -> np.ndarray | None:
         return self.state.training_data(self._applied)[1]
 
     @property
-    def queries_used(self):
+    def queries_used(self) -> int:
         """Points answered by the teacher (the training set's size)."""
         return int(len(self.queried))
 
     @property
-    def queries_left(self):
+    def queries_left(self) -> int:
         return self.budget - self.state.queries_spent
 
     def _chosen(self):
@@ -332,17 +332,17 @@ class ActiveDistillation(
                 break
 
     # ---- callback hooks ----------------------------------------------------
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self._epoch = None
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if self._epoch is None:
             self._resume(epoch)
             self.dataset.start(epoch)
             self.dataset.plan(epoch, self._applied)
         self._epoch = epoch
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.epochs_per_round == 0:
             self._round()
         if logs is not None:
@@ -351,6 +351,6 @@ class ActiveDistillation(
             logs["active_round"] = self.round
         self.dataset.plan(epoch + 1, self._applied)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         self._epoch = None
         self.dataset.stop()

@@ -1,5 +1,7 @@
 """Adapters that plug our losses into `keras.distillation.Distiller`."""
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -39,17 +41,21 @@ class DistillationLossAdapter(keras.distillation.DistillationLoss):
     ```
     """
 
-    def __init__(self, loss):
+    def __init__(self, loss: keras.losses.Loss | str):
         if isinstance(loss, dict):
             loss = keras.saving.deserialize_keras_object(loss)
         self.loss = _validation.check_instance(
             "loss", loss, keras.losses.Loss, "a `keras.losses.Loss` instance"
         )
 
-    def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+    def compute_loss(
+        self, teacher_outputs: Any, student_outputs: Any, **kwargs: Any
+    ) -> Any:
         return ops.mean(self.loss(teacher_outputs, student_outputs))
 
-    def validate_outputs(self, teacher_outputs, student_outputs):
+    def validate_outputs(
+        self, teacher_outputs: Any, student_outputs: Any
+    ) -> None:
         if isinstance(teacher_outputs, (list, tuple, dict)) or isinstance(
             student_outputs, (list, tuple, dict)
         ):
@@ -58,9 +64,9 @@ class DistillationLossAdapter(keras.distillation.DistillationLoss):
                 "and student models."
             )
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"loss": keras.saving.serialize_keras_object(self.loss)}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> "DistillationLossAdapter":
         return cls(**config)

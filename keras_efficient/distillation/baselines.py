@@ -11,6 +11,7 @@ import numpy as np
 
 from keras_efficient import _validation as v
 from keras_efficient.distillation.rounding import check_num_points
+from keras_efficient.distillation.strategies import SelectionContext
 from keras_efficient.distillation.strategies import SelectionStrategy
 from keras_efficient.distillation.strategies import as_context
 
@@ -21,7 +22,9 @@ def _entropy(p, axis=-1):
     return -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=axis)
 
 
-def badge_factors(probabilities, features):
+def badge_factors(
+    probabilities: np.ndarray, features: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """BADGE gradient embedding `g_i = a_i (x) h_i`, as its two factors.
 
     `a_i = p_i - onehot(argmax p_i)` (the gradient of the cross-entropy at
@@ -72,7 +75,9 @@ class BADGESelection(SelectionStrategy):
 
     name = "badge"
 
-    def select(self, context, num_points):
+    def select(
+        self, context: SelectionContext | np.ndarray, num_points: int
+    ) -> np.ndarray:
         context = as_context(context)
         a, h = badge_factors(context.probabilities, context.features)
         b = check_num_points(num_points, len(a))
@@ -92,7 +97,7 @@ class BADGESelection(SelectionStrategy):
         return np.sort(np.asarray(chosen, np.int64))
 
 
-def bald_scores(mc_probabilities):
+def bald_scores(mc_probabilities: np.ndarray) -> np.ndarray:
     """Mutual information between prediction and weights, per candidate.
 
     `H[mean_t p_t] - mean_t H[p_t]` over the T stochastic passes.
@@ -135,13 +140,15 @@ class BALDSelection(SelectionStrategy):
 
     name = "bald"
 
-    def __init__(self, num_passes=10):
+    def __init__(self, num_passes: int = 10):
         self.num_passes = v.check_int("num_passes", num_passes, min_value=2)
 
-    def select(self, context, num_points):
+    def select(
+        self, context: SelectionContext | np.ndarray, num_points: int
+    ) -> np.ndarray:
         scores = bald_scores(as_context(context).mc_probabilities)
         b = check_num_points(num_points, len(scores))
         return np.sort(np.argsort(-scores, kind="stable")[:b])
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"num_passes": self.num_passes}

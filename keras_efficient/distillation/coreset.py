@@ -5,6 +5,7 @@ import numpy as np
 
 from keras_efficient import _validation
 from keras_efficient.distillation.rounding import check_num_points
+from keras_efficient.distillation.strategies import SelectionContext
 from keras_efficient.distillation.strategies import SelectionStrategy
 from keras_efficient.distillation.strategies import as_context
 
@@ -30,7 +31,13 @@ def _distances_to_centers(x, sq, centers, batch_size):
     return mind
 
 
-def k_center_greedy(x, b, centers=None, rng=None, batch_size=8192):
+def k_center_greedy(
+    x: np.ndarray,
+    b: int,
+    centers: np.ndarray | None = None,
+    rng: np.random.Generator | int | None = None,
+    batch_size: int = 8192,
+) -> np.ndarray:
     """Greedy k-center: `b` rows of `x` far from `centers` and each other."""
     x = np.ascontiguousarray(np.asarray(x, np.float32).reshape(len(x), -1))
     n = len(x)
@@ -99,17 +106,19 @@ class CoresetSelection(SelectionStrategy):
 
     name = "coreset"
 
-    def __init__(self, batch_size=8192):
+    def __init__(self, batch_size: int = 8192):
         self.batch_size = _validation.check_positive_int(
             "batch_size", batch_size
         )
 
-    def select(self, context, num_points):
+    def select(
+        self, context: SelectionContext | np.ndarray, num_points: int
+    ) -> np.ndarray:
         context = as_context(context)
         x = context.embeddings
         b = check_num_points(num_points, len(x), name="num_points")
         rng = context.rng if b else None
         return k_center_greedy(x, b, context.centers, rng, self.batch_size)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"batch_size": self.batch_size}

@@ -5,6 +5,8 @@ import threading
 import keras
 import numpy as np
 
+from keras_efficient.distillation.state import SelectionState
+
 
 class QueriedDataset(keras.utils.PyDataset):
     """Training data that grows as the teacher is queried.
@@ -37,7 +39,13 @@ class QueriedDataset(keras.utils.PyDataset):
     _WAIT_S = 600.0
 
     def __init__(
-        self, state, pool, batch_size, steps_per_epoch, seed, placeholder
+        self,
+        state: SelectionState,
+        pool: np.ndarray,
+        batch_size: int,
+        steps_per_epoch: int,
+        seed: int,
+        placeholder: tuple,
     ):
         super().__init__()
         self.state = state
@@ -54,7 +62,7 @@ class QueriedDataset(keras.utils.PyDataset):
     def __len__(self):
         return self.steps
 
-    def start(self, epoch):
+    def start(self, epoch: int) -> None:
         """A `fit` starts at `epoch`: requests count from there."""
         with self._cond:
             self._generation += 1
@@ -62,7 +70,7 @@ class QueriedDataset(keras.utils.PyDataset):
             self._cursor = (self._generation, epoch, 0)
             self._cond.notify_all()
 
-    def stop(self):
+    def stop(self) -> None:
         """Training ended: waiting requests get the placeholder."""
         with self._cond:
             self._generation += 1
@@ -70,7 +78,7 @@ class QueriedDataset(keras.utils.PyDataset):
             self._plans = {}
             self._cond.notify_all()
 
-    def plan(self, epoch, num_rounds):
+    def plan(self, epoch: int, num_rounds: int) -> None:
         """Fixes the batches of `epoch` from the first `num_rounds` rounds."""
         idx, y = self.state.training_data(num_rounds)
         n = len(idx)

@@ -1,5 +1,7 @@
 """Debiased (weighted) distillation."""
 
+from typing import Any
+
 import keras
 import numpy as np
 from keras import ops
@@ -69,17 +71,17 @@ class DebiasedDistillationLoss(TeacherOutputsLoss):
 
     def __init__(
         self,
-        teacher_accuracy=None,
-        pool_teacher_outputs=None,
-        power=1.0,
-        floor=0.0,
-        normalizer=None,
-        per_batch=False,
-        teacher_from_logits=False,
-        from_logits=True,
-        reduction="sum_over_batch_size",
-        name="debiased_distillation_loss",
-        dtype=None,
+        teacher_accuracy: ta.TeacherAccuracy | None = None,
+        pool_teacher_outputs: np.ndarray | None = None,
+        power: float = 1.0,
+        floor: float = 0.0,
+        normalizer: float | None = None,
+        per_batch: bool = False,
+        teacher_from_logits: bool = False,
+        from_logits: bool = True,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "debiased_distillation_loss",
+        dtype: str | None = None,
     ):
         super().__init__(
             teacher_from_logits, from_logits, reduction, name, dtype
@@ -109,7 +111,9 @@ class DebiasedDistillationLoss(TeacherOutputsLoss):
         )
         return np.maximum(alpha**self.power, self.floor)
 
-    def set_pool(self, pool_teacher_outputs):
+    def set_pool(
+        self, pool_teacher_outputs: np.ndarray
+    ) -> "DebiasedDistillationLoss":
         """Computes the normaliser (mean raw weight over the pool) once."""
         pool = np.asarray(pool_teacher_outputs)
         if pool.ndim != 2 or len(pool) == 0:
@@ -126,7 +130,7 @@ class DebiasedDistillationLoss(TeacherOutputsLoss):
         self.normalizer = mean
         return self
 
-    def weights(self, y_true):
+    def weights(self, y_true: Any) -> Any:
         """w(x) for a batch of teacher outputs (keras.ops)."""
         t = _common.teacher_probs(y_true, self.teacher_from_logits)
         return self._weights_of(t)
@@ -146,12 +150,12 @@ class DebiasedDistillationLoss(TeacherOutputsLoss):
             )
         return w / self.normalizer
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         t = self.teacher_probabilities(y_true, y_pred)
         ce = _common.soft_ce(t, y_pred, self.from_logits)
         return self._weights_of(t) * ce
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             teacher_accuracy=ta.serialize_estimator(self.teacher_accuracy),

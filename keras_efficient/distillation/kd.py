@@ -1,5 +1,7 @@
 """Knowledge distillation with temperature, done right."""
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -47,12 +49,12 @@ class KnowledgeDistillationLoss(TeacherOutputsLoss):
 
     def __init__(
         self,
-        temperature=2.0,
-        teacher_from_logits=True,
-        from_logits=True,
-        reduction="sum_over_batch_size",
-        name="knowledge_distillation_loss",
-        dtype=None,
+        temperature: float = 2.0,
+        teacher_from_logits: bool = True,
+        from_logits: bool = True,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "knowledge_distillation_loss",
+        dtype: str | None = None,
     ):
         super().__init__(
             teacher_from_logits, from_logits, reduction, name, dtype
@@ -63,7 +65,7 @@ class KnowledgeDistillationLoss(TeacherOutputsLoss):
         if not self.from_logits:
             v.fail("from_logits", "True (a temperature needs logits)", False)
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         self.check_outputs(y_true, y_pred)
         T = self.temperature
         t = ops.cast(y_true, "float32")
@@ -74,7 +76,7 @@ class KnowledgeDistillationLoss(TeacherOutputsLoss):
         kl = ops.sum(ops.exp(log_p) * (log_p - log_q), axis=-1)
         return (T * T) * kl
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(temperature=self.temperature)
         return config

@@ -1,6 +1,8 @@
 """Confidence-thresholded pseudo-labelling: the simplest distillation
 baseline with a trust filter."""
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -46,12 +48,12 @@ class PseudoLabelLoss(TeacherOutputsLoss):
 
     def __init__(
         self,
-        threshold=0.95,
-        teacher_from_logits=False,
-        from_logits=True,
-        reduction="sum_over_batch_size",
-        name="pseudo_label_loss",
-        dtype=None,
+        threshold: float = 0.95,
+        teacher_from_logits: bool = False,
+        from_logits: bool = True,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "pseudo_label_loss",
+        dtype: str | None = None,
     ):
         super().__init__(
             teacher_from_logits, from_logits, reduction, name, dtype
@@ -60,18 +62,18 @@ class PseudoLabelLoss(TeacherOutputsLoss):
             "threshold", threshold, allow_one=True
         )
 
-    def mask(self, y_true):
+    def mask(self, y_true: Any) -> Any:
         """1 where the teacher's top-1 probability >= threshold (ops)."""
         t = _common.teacher_probs(y_true, self.teacher_from_logits)
         return ops.cast(ops.max(t, axis=-1) >= self.threshold, "float32")
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         t = self.teacher_probabilities(y_true, y_pred)
         hard = ops.one_hot(ops.argmax(t, axis=-1), t.shape[-1])
         ce = _common.soft_ce(hard, y_pred, self.from_logits)
         return self.mask(y_true) * ce
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(threshold=self.threshold)
         return config

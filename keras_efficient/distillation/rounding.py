@@ -11,7 +11,7 @@ import numpy as np
 from keras_efficient import _validation
 
 
-def check_num_points(num_points, n, name="b"):
+def check_num_points(num_points: int, n: int, name: str = "b") -> int:
     """An integer in `[0, n]` (the number of points to choose)."""
     value = _validation.check_int(name, num_points, min_value=0)
     if value > n:
@@ -21,7 +21,7 @@ def check_num_points(num_points, n, name="b"):
     return value
 
 
-def as_rng(rng):
+def as_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
     """A `np.random.Generator` from a generator, a seed or None."""
     if isinstance(rng, np.random.Generator):
         return rng
@@ -57,7 +57,9 @@ def _check_marginals(marginals):
     return np.clip(p, 0.0, 1.0), b
 
 
-def dependent_rounding(marginals, rng=None):
+def dependent_rounding(
+    marginals: np.ndarray, rng: np.random.Generator | int | None = None
+) -> np.ndarray:
     """DepRound: draw distinct indices with prescribed inclusion marginals.
 
     Repeatedly pairs two fractional entries `i, j`; with
@@ -112,7 +114,7 @@ def dependent_rounding(marginals, rng=None):
     return chosen.astype(np.int64)
 
 
-def capped_proportional(weights, b):
+def capped_proportional(weights: np.ndarray, b: int) -> np.ndarray:
     """Marginals `p = min(1, c * w)` with `sum(p) = b` (water-filling).
 
     Example:
@@ -211,7 +213,9 @@ class _SortedGains:
         return p
 
 
-def robust_marginals(gains, b, num_spoiled):
+def robust_marginals(
+    gains: np.ndarray, b: int, num_spoiled: int
+) -> tuple[np.ndarray, float]:
     """Max-min marginals for robust selection, solved exactly.
 
     Solves `max_p min_{|S| <= m} sum_{i not in S} p_i g_i` subject to
@@ -273,7 +277,7 @@ def robust_marginals(gains, b, num_spoiled):
     return p, worst_case(p, g, m)
 
 
-def worst_case(p, g, m):
+def worst_case(p: np.ndarray, g: np.ndarray, m: int) -> float:
     """Value of marginals `p` once the adversary spoils the `m` best."""
     v = p * g
     if m == 0:

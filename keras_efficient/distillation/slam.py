@@ -1,5 +1,7 @@
 """SLaM: student-label mixing for distillation with unlabeled examples."""
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -102,18 +104,18 @@ class SLaMLoss(TeacherOutputsLoss):
 
     def __init__(
         self,
-        teacher_accuracy=None,
-        k=None,
-        coverage=0.95,
-        target="soft",
-        normalize=False,
-        min_alpha=None,
-        teacher_from_logits=False,
-        from_logits=True,
-        epsilon=None,
-        reduction="sum_over_batch_size",
-        name="slam_loss",
-        dtype=None,
+        teacher_accuracy: ta.TeacherAccuracy | None = None,
+        k: int | str | None = None,
+        coverage: float = 0.95,
+        target: str = "soft",
+        normalize: bool = False,
+        min_alpha: float | None = None,
+        teacher_from_logits: bool = False,
+        from_logits: bool = True,
+        epsilon: float | None = None,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "slam_loss",
+        dtype: str | None = None,
     ):
         super().__init__(
             teacher_from_logits, from_logits, reduction, name, dtype
@@ -137,7 +139,7 @@ class SLaMLoss(TeacherOutputsLoss):
         # Kept for configs saved before the log-space mixture; unused.
         self.epsilon = epsilon
 
-    def resolved_k(self, num_classes=None):
+    def resolved_k(self, num_classes: int | None = None) -> int:
         """The global k: fixed, from coverage on V, or 2; capped at C."""
         if isinstance(self.k, int):
             k = self.k
@@ -153,7 +155,7 @@ class SLaMLoss(TeacherOutputsLoss):
         est = self.teacher_accuracy
         return self.k is None and est is not None and bool(est.topk_knots)
 
-    def example_k(self, t):
+    def example_k(self, t: Any) -> Any:
         """k(x) per row of teacher probabilities `t` (int32, `keras.ops`)."""
         num_classes = t.shape[-1]
         if not self._per_example():
@@ -169,7 +171,7 @@ class SLaMLoss(TeacherOutputsLoss):
             k = k + ops.cast(ops.less(best, self.coverage), "int32")
         return k
 
-    def alpha(self, t, k):
+    def alpha(self, t: Any, k: Any) -> Any:
         """alpha(x), floored so the mixture increases with f (ops)."""
         alpha = ta.estimate(self.teacher_accuracy, t)
         bound = 1.0 / ops.cast(k, "float32") if self.normalize else 0.5
@@ -179,7 +181,7 @@ class SLaMLoss(TeacherOutputsLoss):
             floor = ops.maximum(floor, self.min_alpha)
         return ops.clip(ops.maximum(alpha, floor), 0.0, 1.0)
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         t = self.teacher_probabilities(y_true, y_pred)
         k = self.example_k(t)
         topk = _common.khot(t, k, self._kmax(t.shape[-1]))
@@ -204,7 +206,7 @@ class SLaMLoss(TeacherOutputsLoss):
             return min(num_classes, len(self.teacher_accuracy.topk_knots) + 1)
         return self.resolved_k(num_classes)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             teacher_accuracy=ta.serialize_estimator(self.teacher_accuracy),

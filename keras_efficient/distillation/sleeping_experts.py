@@ -6,6 +6,7 @@ import numpy as np
 from keras_efficient.distillation.rounding import capped_proportional
 from keras_efficient.distillation.rounding import check_num_points
 from keras_efficient.distillation.rounding import dependent_rounding
+from keras_efficient.distillation.strategies import SelectionContext
 from keras_efficient.distillation.strategies import SelectionStrategy
 from keras_efficient.distillation.strategies import as_context
 from keras_efficient.distillation.strategies import student_margin
@@ -73,7 +74,9 @@ class SleepingExpertsSelection(SelectionStrategy):
         sq = np.array([self._sq.get(int(i), 0.0) for i in ids])
         return logw, last, sq
 
-    def select(self, context, num_points):
+    def select(
+        self, context: SelectionContext | np.ndarray, num_points: int
+    ) -> np.ndarray:
         context = as_context(context)
         p = context.probabilities
         n = len(p)
@@ -101,14 +104,14 @@ class SleepingExpertsSelection(SelectionStrategy):
             self._log_w.pop(int(i), None)
         return chosen
 
-    def get_state(self):
+    def get_state(self) -> dict:
         return {
             "log_w": {str(k): v for k, v in self._log_w.items()},
             "last": {str(k): v for k, v in self._last.items()},
             "sq": {str(k): v for k, v in self._sq.items()},
         }
 
-    def set_state(self, state):
+    def set_state(self, state: dict) -> None:
         self._log_w = {int(k): v for k, v in state.get("log_w", {}).items()}
         self._last = {int(k): v for k, v in state.get("last", {}).items()}
         self._sq = {int(k): v for k, v in state.get("sq", {}).items()}

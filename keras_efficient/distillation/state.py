@@ -22,6 +22,7 @@ twice nor exceeds the budget.
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,14 @@ def _write_json(path, obj):
 class RoundRecord:
     """One round: indices in order, batches, post-selection state."""
 
-    def __init__(self, index, indices, batch_size, rng, strategy):
+    def __init__(
+        self,
+        index: int,
+        indices: np.ndarray,
+        batch_size: int,
+        rng: dict,
+        strategy: dict,
+    ):
         self.index = int(index)
         self.indices = np.asarray(indices, dtype=np.int64)
         self.batch_size = int(batch_size)
@@ -55,17 +63,17 @@ class RoundRecord:
         self.answers = [None] * nb
 
     @property
-    def batches(self):
+    def batches(self) -> list[np.ndarray]:
         bs = self.batch_size
         return [
             self.indices[k * bs : (k + 1) * bs] for k in range(len(self.sent))
         ]
 
     @property
-    def complete(self):
+    def complete(self) -> bool:
         return all(self.sent)
 
-    def answered(self):
+    def answered(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """(indices, answers) of the answered batches, in order."""
         pairs = [
             (idx, y)
@@ -74,7 +82,7 @@ class RoundRecord:
         ]
         return pairs
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return {
             "index": self.index,
             "indices": self.indices.tolist(),
@@ -84,7 +92,7 @@ class RoundRecord:
         }
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: dict) -> "RoundRecord":
         return cls(
             d["index"], d["indices"], d["batch_size"], d["rng"], d["strategy"]
         )
@@ -112,7 +120,9 @@ class SelectionState:
     ```
     """
 
-    def __init__(self, config, directory=None):
+    def __init__(
+        self, config: dict, directory: str | os.PathLike | None = None
+    ):
         self.config = dict(config)
         self.teacher_accuracy = None
         self.rounds = []
@@ -123,7 +133,7 @@ class SelectionState:
 
     # ---- derived views ---------------------------------------------------
     @property
-    def queries_spent(self):
+    def queries_spent(self) -> int:
         """Points that may have reached the teacher (the budget's count)."""
         return sum(
             len(idx)
@@ -133,11 +143,11 @@ class SelectionState:
         )
 
     @property
-    def queries_recorded(self):
+    def queries_recorded(self) -> int:
         """Points chosen in recorded rounds (sent or about to be)."""
         return sum(len(r.indices) for r in self.rounds)
 
-    def lost_indices(self):
+    def lost_indices(self) -> np.ndarray:
         """Points sent without an answer kept (they count as spent)."""
         out = [
             idx
@@ -147,7 +157,9 @@ class SelectionState:
         ]
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
-    def training_data(self, num_rounds):
+    def training_data(
+        self, num_rounds: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """(pool indices, answers) of the first `num_rounds` rounds."""
         pairs = [p for r in self.rounds[:num_rounds] for p in r.answered()]
         if not pairs:
@@ -157,7 +169,7 @@ class SelectionState:
             np.concatenate([p[1] for p in pairs]),
         )
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return {
             "config": self.config,
             "teacher_accuracy": self.teacher_accuracy,
@@ -168,11 +180,13 @@ class SelectionState:
     def _path(self, name):
         return os.path.join(self.directory, name)
 
-    def set_teacher_accuracy(self, value):
+    def set_teacher_accuracy(self, value: float) -> None:
         self.teacher_accuracy = float(value)
         self._save_meta()
 
-    def begin_round(self, indices, batch_size, rng, strategy):
+    def begin_round(
+        self, indices: np.ndarray, batch_size: int, rng: dict, strategy: dict
+    ) -> RoundRecord:
         """Records a round's choice before any of its points is sent."""
         rec = RoundRecord(len(self.rounds), indices, batch_size, rng, strategy)
         if self.directory is not None:
@@ -182,14 +196,16 @@ class SelectionState:
         self.rounds.append(rec)
         return rec
 
-    def mark_sent(self, rec, k):
+    def mark_sent(self, rec: RoundRecord, k: Any) -> None:
         """Records that batch `k` of `rec` is about to reach the teacher."""
         if self.directory is not None:
             path = self._path(f"round_{rec.index:05d}_batch_{k:05d}.sent")
             _atomic_write(path, lambda f: None)
         rec.sent[k] = True
 
-    def save_answers(self, rec, k, answers):
+    def save_answers(
+        self, rec: RoundRecord, k: Any, answers: np.ndarray
+    ) -> None:
         answers = np.asarray(answers)
         if self.directory is not None:
             path = self._path(f"round_{rec.index:05d}_batch_{k:05d}.npy")

@@ -11,6 +11,9 @@ know which strategy it holds. Strategies are NumPy: they act between
 rounds, not inside the graph.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import keras
 import numpy as np
 
@@ -25,7 +28,7 @@ from keras_efficient.distillation.rounding import robust_marginals
 _PKG = "keras_efficient"
 
 
-def student_margin(probs):
+def student_margin(probs: Any) -> np.ndarray:
     """Top-1 minus top-2 probability per row, shape `(n,)`."""
     return np_margin(_check_probs(probs))
 
@@ -85,15 +88,15 @@ class SelectionContext:
 
     def __init__(
         self,
-        probabilities=None,
-        embeddings=None,
-        centers=None,
-        indices=None,
-        teacher_accuracy=None,
-        rng=None,
-        num_candidates=None,
-        features=None,
-        mc_probabilities=None,
+        probabilities: np.ndarray | Callable | None = None,
+        embeddings: np.ndarray | Callable | None = None,
+        centers: np.ndarray | Callable | None = None,
+        indices: np.ndarray | Callable | None = None,
+        teacher_accuracy: float | Callable | None = None,
+        rng: np.random.Generator | int | None = None,
+        num_candidates: int | None = None,
+        features: np.ndarray | Callable | None = None,
+        mc_probabilities: np.ndarray | Callable | None = None,
     ):
         self._values = {
             "features": features,
@@ -114,22 +117,22 @@ class SelectionContext:
         return value
 
     @property
-    def probabilities(self):
+    def probabilities(self) -> np.ndarray | None:
         p = self._get("probabilities")
         return None if p is None else _check_probs(p)
 
     @property
-    def embeddings(self):
+    def embeddings(self) -> np.ndarray | None:
         e = self._get("embeddings")
         return self.probabilities if e is None else np.asarray(e)
 
     @property
-    def features(self):
+    def features(self) -> np.ndarray | None:
         h = self._get("features")
         return self.embeddings if h is None else np.asarray(h)
 
     @property
-    def mc_probabilities(self):
+    def mc_probabilities(self) -> np.ndarray:
         p = self._get("mc_probabilities")
         if p is None:
             raise ValueError(
@@ -139,20 +142,20 @@ class SelectionContext:
         return _check_probs(p, "mc_probabilities", ("T", "n", "C"))
 
     @property
-    def centers(self):
+    def centers(self) -> np.ndarray | None:
         return self._get("centers")
 
     @property
-    def indices(self):
+    def indices(self) -> np.ndarray:
         ids = self._get("indices")
         return np.arange(self.num_candidates) if ids is None else ids
 
     @property
-    def teacher_accuracy(self):
+    def teacher_accuracy(self) -> float | None:
         return self._get("teacher_accuracy")
 
     @property
-    def num_candidates(self):
+    def num_candidates(self) -> int:
         if self._n is None:
             for name in ("indices", "probabilities", "embeddings"):
                 if self._values[name] is not None:
@@ -163,7 +166,7 @@ class SelectionContext:
         return self._n
 
 
-def as_context(context):
+def as_context(context: SelectionContext | np.ndarray) -> "SelectionContext":
     """A `SelectionContext`; an array is read as the probabilities."""
     if isinstance(context, SelectionContext):
         return context
@@ -193,21 +196,23 @@ class SelectionStrategy:
         if isinstance(cls.__dict__.get("name"), str):
             STRATEGIES[cls.name] = cls
 
-    def select(self, context, num_points):
+    def select(
+        self, context: SelectionContext | np.ndarray, num_points: int
+    ) -> np.ndarray:
         raise NotImplementedError
 
-    def get_state(self):
+    def get_state(self) -> dict:
         """JSON-serialisable state (for resuming); empty by default."""
         return {}
 
-    def set_state(self, state):
+    def set_state(self, state: dict) -> None:
         pass
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> "SelectionStrategy":
         return cls(**config)
 
 
@@ -233,7 +238,9 @@ class UniformSelection(SelectionStrategy):
 
     name = "uniform"
 
-    def select(self, context, num_points):
+    def select(
+        self, context: SelectionContext | np.ndarray, num_points: int
+    ) -> np.ndarray:
         context = as_context(context)
         n = context.num_candidates
         b = check_num_points(num_points, n, name="num_points")
@@ -334,14 +341,16 @@ class RobustSelection(SelectionStrategy):
 
     name = "robust"
 
-    def __init__(self, teacher_accuracy=None):
+    def __init__(self, teacher_accuracy: float | None = None):
         if teacher_accuracy is not None:
             teacher_accuracy = _validation.check_fraction(
                 "teacher_accuracy", teacher_accuracy, allow_one=True
             )
         self.teacher_accuracy = teacher_accuracy
 
-    def marginals(self, context, num_points):
+    def marginals(
+        self, context: SelectionContext | np.ndarray, num_points: int
+    ) -> np.ndarray:
         context = as_context(context)
         g = 1.0 - student_margin(context.probabilities)
         b = check_num_points(num_points, len(g), name="num_points")
@@ -358,17 +367,19 @@ class RobustSelection(SelectionStrategy):
             )
         return robust_marginals(g, b, int(round(b * (1.0 - acc))))[0]
 
-    def select(self, context, num_points):
+    def select(
+        self, context: SelectionContext | np.ndarray, num_points: int
+    ) -> np.ndarray:
         context = as_context(context)
         return dependent_rounding(
             self.marginals(context, num_points), context.rng
         )
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"teacher_accuracy": self.teacher_accuracy}
 
 
-def get(identifier):
+def get(identifier: str | SelectionStrategy) -> SelectionStrategy:
     """Returns a strategy instance from a name or an instance.
 
     Example:

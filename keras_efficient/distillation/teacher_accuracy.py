@@ -1,10 +1,14 @@
 """Teacher-accuracy estimator fitted on a small labeled validation set."""
 
+import os
+from typing import Any
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_efficient import _validation
+from keras_efficient.distillation import _calibration
 from keras_efficient.distillation._common import margin as teacher_margin
 from keras_efficient.distillation._common import np_margin as _np_margin
 from keras_efficient.distillation._common import np_probs as _to_probs
@@ -52,7 +56,11 @@ class TeacherAccuracy:
     MAX_K = 20
 
     def __init__(
-        self, knots_x=None, knots_y=None, topk_accuracy=None, topk_knots=None
+        self,
+        knots_x: list[float] | None = None,
+        knots_y: list[float] | None = None,
+        topk_accuracy: list[float] | None = None,
+        topk_knots: list | None = None,
     ):
         if (knots_x is None) != (knots_y is None):
             raise ValueError(
@@ -86,7 +94,7 @@ class TeacherAccuracy:
             ]
 
     @property
-    def fitted(self):
+    def fitted(self) -> bool:
         return self.knots_x is not None
 
     @staticmethod
@@ -121,7 +129,12 @@ class TeacherAccuracy:
             )
         return labels.astype("int64")
 
-    def fit(self, teacher_outputs, labels, from_logits=False):
+    def fit(
+        self,
+        teacher_outputs: np.ndarray,
+        labels: np.ndarray,
+        from_logits: bool = False,
+    ) -> "TeacherAccuracy":
         """Fits the map on validation outputs and labels; returns self."""
         from_logits = _validation.check_bool("from_logits", from_logits)
         raw = np.asarray(teacher_outputs, dtype=np.float64)
@@ -168,14 +181,14 @@ class TeacherAccuracy:
         ]
         return self
 
-    def topk_accuracy_at(self, margin, k):
+    def topk_accuracy_at(self, margin: Any, k: int) -> Any:
         """Estimated P(true label in the teacher's top k | margin), ops."""
         if not self.topk_knots or k < 2:
             return None
         xs, ys = self.topk_knots[min(k, len(self.topk_knots) + 1) - 2]
         return _interpolate(xs, ys, margin)
 
-    def smallest_k(self, coverage):
+    def smallest_k(self, coverage: float) -> int:
         """Smallest k >= 2 whose top-k accuracy on V reaches `coverage`."""
         coverage = check_coverage(coverage)
         if self.topk_accuracy is None:
@@ -185,7 +198,7 @@ class TeacherAccuracy:
                 return k
         return len(self.topk_accuracy)
 
-    def __call__(self, probs):
+    def __call__(self, probs: Any) -> Any:
         """alpha(x) for teacher probabilities `probs` (batch, C), ops only.
 
         Unfitted, returns the teacher's own top-1 probability.
@@ -196,18 +209,26 @@ class TeacherAccuracy:
         margin = teacher_margin(probs)
         return self.interpolate(margin)
 
-    def interpolate(self, margin):
+    def interpolate(self, margin: Any) -> Any:
         """Piecewise-linear interpolation of the knots at `margin`."""
         return _interpolate(self.knots_x, self.knots_y, margin)
 
-    def predict_numpy(self, teacher_outputs, from_logits=False):
+    def predict_numpy(
+        self, teacher_outputs: np.ndarray, from_logits: bool = False
+    ) -> np.ndarray:
         """alpha(x) in NumPy for a (n, C) array of teacher outputs."""
         probs = _to_probs(teacher_outputs, from_logits)
         if not self.fitted:
             return probs.max(-1)
         return np.interp(_np_margin(probs), self.knots_x, self.knots_y)
 
-    def report(self, teacher_outputs, labels, from_logits=False, num_bins=10):
+    def report(
+        self,
+        teacher_outputs: np.ndarray,
+        labels: np.ndarray,
+        from_logits: bool = False,
+        num_bins: int = 10,
+    ) -> dict:
         """Calibration report of the teacher on labeled data.
 
         Returns a dict: `bins` (a list of dicts with `lo`, `hi`, `count`,
@@ -221,28 +242,9 @@ class TeacherAccuracy:
         conf = probs.max(-1)
         correct = (probs.argmax(-1) == labels).astype("float64")
         est = self.predict_numpy(probs)
-        edges = np.linspace(0.0, 1.0, num_bins + 1)
-        which = np.clip(np.digitize(conf, edges[1:-1]), 0, num_bins - 1)
-        bins, ece, ece_est = [], 0.0, 0.0
-        for b in range(num_bins):
-            sel = which == b
-            count = int(sel.sum())
-            row = {
-                "lo": float(edges[b]),
-                "hi": float(edges[b + 1]),
-                "count": count,
-                "confidence": None,
-                "accuracy": None,
-                "estimated": None,
-            }
-            if count:
-                row["confidence"] = float(conf[sel].mean())
-                row["accuracy"] = float(correct[sel].mean())
-                row["estimated"] = float(est[sel].mean())
-                w = count / len(conf)
-                ece += w * abs(row["confidence"] - row["accuracy"])
-                ece_est += w * abs(row["estimated"] - row["accuracy"])
-            bins.append(row)
+        bins, ece, ece_est = _calibration.calibration_bins(
+            conf, correct, est, num_bins
+        )
         order = np.argsort(-probs, axis=-1)
         topk = np.cumsum(order == labels[:, None], axis=-1).mean(0)
         return {
@@ -254,46 +256,26 @@ class TeacherAccuracy:
         }
 
     def plot(
-        self, teacher_outputs, labels, path=None, from_logits=False, num_bins=10
-    ):
+        self,
+        teacher_outputs: np.ndarray,
+        labels: np.ndarray,
+        path: str | os.PathLike | None = None,
+        from_logits: bool = False,
+        num_bins: int = 10,
+    ) -> Any:
         """Reliability plot (needs matplotlib); saves to `path` if given.
 
         Returns a `matplotlib.figure.Figure` built without pyplot, so the
         process's matplotlib backend is left as the user set it.
         """
-        try:
-            from matplotlib.figure import Figure
-        except ImportError as e:  # pragma: no cover
-            raise ImportError("`plot` needs matplotlib.") from e
         rep = self.report(teacher_outputs, labels, from_logits, num_bins)
-        rows = [r for r in rep["bins"] if r["count"]]
-        # A `Figure` object, not pyplot: the user's backend stays as it is.
-        fig = Figure(figsize=(4.5, 4))
-        ax = fig.subplots()
-        ax.plot([0, 1], [0, 1], "k:", label="perfect")
-        ax.plot(
-            [r["confidence"] for r in rows],
-            [r["accuracy"] for r in rows],
-            "o-",
-            label=f"teacher (ECE {rep['ece']:.3f})",
-        )
-        if self.fitted:
-            m = np.linspace(0, 1, 101)
-            ax.plot(
-                m,
-                np.interp(m, self.knots_x, self.knots_y),
-                "-",
-                label="alpha(margin)",
-            )
-        ax.set_xlabel("confidence / margin")
-        ax.set_ylabel("accuracy")
-        ax.legend()
-        fig.tight_layout()
+        knots = (self.knots_x, self.knots_y) if self.fitted else None
+        fig = _calibration.reliability_figure(rep["bins"], rep["ece"], knots)
         if path is not None:
             fig.savefig(path, dpi=100)
         return fig
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {
             "knots_x": self.knots_x,
             "knots_y": self.knots_y,
@@ -302,7 +284,7 @@ class TeacherAccuracy:
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> "TeacherAccuracy":
         return cls(**config)
 
 
@@ -319,14 +301,14 @@ def _knots(name, values):
     return out
 
 
-def check_coverage(coverage):
+def check_coverage(coverage: float) -> float:
     """`coverage` in (0, 1] (shared by the estimator and `SLaMLoss`)."""
     return _validation.check_number(
         "coverage", coverage, min_value=0.0, max_value=1.0, min_inclusive=False
     )
 
 
-def get_estimator(value):
+def get_estimator(value: Any) -> "TeacherAccuracy | None":
     """A `TeacherAccuracy`, None, or one deserialized from its config."""
     if isinstance(value, dict):
         value = keras.saving.deserialize_keras_object(value)
@@ -340,13 +322,13 @@ def get_estimator(value):
     )
 
 
-def serialize_estimator(value):
+def serialize_estimator(value: Any) -> dict | None:
     if value is None:
         return None
     return keras.saving.serialize_keras_object(value)
 
 
-def estimate(estimator, probs):
+def estimate(estimator: TeacherAccuracy | None, probs: Any) -> Any:
     """alpha(x) with `keras.ops`: the estimator's, or the top-1 probability.
 
     The top-1 fallback for `estimator=None` is the unfitted estimator's.
@@ -354,7 +336,11 @@ def estimate(estimator, probs):
     return (estimator or TeacherAccuracy())(probs)
 
 
-def estimate_numpy(estimator, outputs, from_logits=False):
+def estimate_numpy(
+    estimator: TeacherAccuracy | None,
+    outputs: np.ndarray,
+    from_logits: bool = False,
+) -> np.ndarray:
     """alpha(x) in NumPy, with the same fallback as `estimate`."""
     estimator = estimator or TeacherAccuracy()
     return estimator.predict_numpy(outputs, from_logits=from_logits)

@@ -37,7 +37,7 @@ def _attention_flops(layer):
     return 2 * tokens * (projections + int(np.prod(o_shape)) + products)
 
 
-def layer_flops(layer):
+def layer_flops(layer: keras.Layer) -> float:
     """FLOPs of one call of `layer` for one example (0 if not counted)."""
     if not layer.weights:
         return 0
@@ -75,7 +75,13 @@ def _timer(model, x):
     return lambda: model.predict_on_batch(x)
 
 
-def measure_latency(models, input_shape, batch_size=64, rounds=30, seed=0):
+def measure_latency(
+    models: dict[str, keras.Model],
+    input_shape: tuple[int, ...] | None,
+    batch_size: int = 64,
+    rounds: int = 30,
+    seed: int = 0,
+) -> list[dict]:
     """Median and spread of inference latency (ms), models interleaved.
 
     Each round times one batch on every model in turn (A, B, A, B, ...),
@@ -110,7 +116,12 @@ def measure_latency(models, input_shape, batch_size=64, rounds=30, seed=0):
     ]
 
 
-def model_cost(model, input_shape=None, batch_size=64, rounds=30):
+def model_cost(
+    model: keras.Model,
+    input_shape: tuple[int, ...] | None = None,
+    batch_size: int = 64,
+    rounds: int = 30,
+) -> dict:
     """Parameters, FLOPs per example and inference latency of a model.
 
     Args:
@@ -150,7 +161,13 @@ def model_cost(model, input_shape=None, batch_size=64, rounds=30):
     return cost
 
 
-def compare_cost(dense, pruned, input_shape, batch_size=64, rounds=30):
+def compare_cost(
+    dense: keras.Model,
+    pruned: keras.Model,
+    input_shape: tuple[int, ...] | None,
+    batch_size: int = 64,
+    rounds: int = 30,
+) -> dict:
     """`model_cost` of two models with interleaved latency rounds, and the
     ratios `pruned / dense` (`params_ratio`, `flops_ratio`) and the speed-up
     `dense / pruned` latency.

@@ -20,6 +20,8 @@ Transformer block's feed-forward `Sequential`) are *containers*: their
 interface stays as it is and the nested model is analysed on its own.
 """
 
+from typing import Any
+
 import keras
 import numpy as np
 
@@ -65,7 +67,14 @@ SUPPORTED = (
 class Node:
     """One call of a layer: its inputs and outputs as tensor references."""
 
-    def __init__(self, layer, config, args, named, outputs):
+    def __init__(
+        self,
+        layer: keras.Layer,
+        config: dict,
+        args: list,
+        named: dict,
+        outputs: list,
+    ):
         self.layer = layer
         self.config = config  # the layer's config dict, edited in place
         self.args = args  # positional arguments: a list of refs each
@@ -81,26 +90,26 @@ class Groups:
     def __init__(self):
         self.parent, self.size, self.locked = [], [], []
 
-    def new(self, size, locked=False):
+    def new(self, size: int, locked: bool = False) -> int:
         self.parent.append(len(self.parent))
         self.size.append(int(size))
         self.locked.append(bool(locked))
         return len(self.parent) - 1
 
-    def find(self, g):
+    def find(self, g: int) -> int:
         while self.parent[g] != g:
             self.parent[g] = self.parent[self.parent[g]]
             g = self.parent[g]
         return g
 
-    def union(self, a, b):
+    def union(self, a: int, b: int) -> int:
         a, b = self.find(a), self.find(b)
         if a != b:
             self.parent[b] = a
             self.locked[a] = self.locked[a] or self.locked[b]
         return a
 
-    def lock(self, layout):
+    def lock(self, layout: list) -> None:
         for g, _ in layout:
             self.locked[self.find(g)] = True
 
@@ -125,7 +134,7 @@ def _as_refs(spec):
     return [tuple(spec)]
 
 
-def read_graph(model):
+def read_graph(model: keras.Model) -> tuple:
     """`(config, nodes, input refs, output refs, is_sequential)`.
 
     A functional model is read from the config of
@@ -170,7 +179,7 @@ def read_graph(model):
     return config, nodes, inputs, outputs, False
 
 
-def nested_models(layer):
+def nested_models(layer: keras.Layer) -> list:
     """`[(config key, nested keras.Model)]` of a container layer.
 
     Found through the layer's config: an entry holding a serialised Keras
@@ -188,7 +197,7 @@ def nested_models(layer):
     return out
 
 
-def kind_of(layer):
+def kind_of(layer: keras.Layer) -> str:
     """How a layer maps its input channels to its output channels."""
     if getattr(layer, "data_format", None) == "channels_first":
         raise ValueError(
@@ -272,7 +281,9 @@ def _flatten_layout(node, layout):
     return layout * positions
 
 
-def trace_layouts(nodes, inputs, widths, groups):
+def trace_layouts(
+    nodes: list, inputs: list, widths: list, groups: Groups
+) -> Any:
     """Layout of every tensor: `{ref: [(group, size), ...]}`.
 
     The model inputs are locked groups (the interface stays), and so are
@@ -312,6 +323,6 @@ def _width(shape):
     return int(shape[-1]) if len(shape) > 1 and shape[-1] is not None else 1
 
 
-def input_widths(model):
+def input_widths(model: keras.Model) -> list:
     """Channel widths of the model inputs."""
     return [_width(t.shape) for t in model.inputs]

@@ -70,7 +70,9 @@ def _best_step(table, column, levels, position):
     return best
 
 
-def sparsity_policy(table, target, budget="params"):
+def sparsity_policy(
+    table: SensitivityTable, target: float, budget: str = "params"
+) -> dict[str, float]:
     """Per-layer sparsities that reach a global target at the least drop.
 
     Greedy over the table: every layer / group starts at sparsity 0; each

@@ -6,6 +6,9 @@ the batch-0 masks computed before the loop) and with `keras.ops`
 follow tfmot: batch `i` (0-based) of training uses step `s = i + 1`.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -43,13 +46,13 @@ class PruningSchedule:
             and (step - self.begin_step) % self.frequency == 0
         )
 
-    def sparsity(self, step):
+    def sparsity(self, step: int) -> float:
         raise NotImplementedError
 
-    def tensor_sparsity(self, step):
+    def tensor_sparsity(self, step: Any) -> Any:
         raise NotImplementedError
 
-    def peak_sparsity(self):
+    def peak_sparsity(self) -> float:
         """The largest sparsity the schedule reaches (Python float).
 
         `MagnitudePruning(layer_sparsity=...)` scales the schedule for a
@@ -57,11 +60,11 @@ class PruningSchedule:
         """
         raise NotImplementedError
 
-    def __call__(self, step):
+    def __call__(self, step: int) -> tuple[bool, float]:
         step = v.check_int("step", step)
         return self._should_prune(step), float(self.sparsity(step))
 
-    def tensor_call(self, step):
+    def tensor_call(self, step: Any) -> tuple[Any, Any]:
         """`(should_prune, sparsity)` as tensors (bool, float32).
 
         `step` is an integer tensor (e.g. traced inside the train step);
@@ -79,7 +82,7 @@ class PruningSchedule:
         return should, ops.cast(self.tensor_sparsity(step), "float32")
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> "PruningSchedule":
         return cls(**config)
 
 
@@ -106,7 +109,11 @@ class ConstantSparsity(PruningSchedule):
     """
 
     def __init__(
-        self, target_sparsity, begin_step=0, end_step=-1, frequency=100
+        self,
+        target_sparsity: float,
+        begin_step: int = 0,
+        end_step: int = -1,
+        frequency: int = 100,
     ):
         self.target_sparsity = _check_sparsity(
             "target_sparsity", target_sparsity
@@ -115,16 +122,16 @@ class ConstantSparsity(PruningSchedule):
             begin_step, end_step, frequency, end_required=False
         )
 
-    def sparsity(self, step):
+    def sparsity(self, step: int) -> float:
         return self.target_sparsity
 
-    def tensor_sparsity(self, step):
+    def tensor_sparsity(self, step: Any) -> Any:
         return ops.full((), self.target_sparsity, "float32")
 
-    def peak_sparsity(self):
+    def peak_sparsity(self) -> float:
         return self.target_sparsity
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {
             "target_sparsity": self.target_sparsity,
             "begin_step": self.begin_step,
@@ -158,12 +165,12 @@ class PolynomialDecay(PruningSchedule):
 
     def __init__(
         self,
-        initial_sparsity,
-        final_sparsity,
-        begin_step,
-        end_step,
-        power=3,
-        frequency=100,
+        initial_sparsity: float,
+        final_sparsity: float,
+        begin_step: int,
+        end_step: int,
+        power: float = 3,
+        frequency: int = 100,
     ):
         self.initial_sparsity = _check_sparsity(
             "initial_sparsity", initial_sparsity
@@ -174,7 +181,7 @@ class PolynomialDecay(PruningSchedule):
         )
         self.power = v.check_number("power", power, min_value=0.0)
 
-    def sparsity(self, step):
+    def sparsity(self, step: int) -> float:
         p = (step - self.begin_step) / (self.end_step - self.begin_step)
         p = min(max(p, 0.0), 1.0)
         return (
@@ -183,7 +190,7 @@ class PolynomialDecay(PruningSchedule):
             * (1.0 - p) ** self.power
         )
 
-    def tensor_sparsity(self, step):
+    def tensor_sparsity(self, step: Any) -> Any:
         span = float(self.end_step - self.begin_step)
         p = ops.cast(step - self.begin_step, "float32") / span
         p = ops.clip(p, 0.0, 1.0)
@@ -191,10 +198,10 @@ class PolynomialDecay(PruningSchedule):
             self.initial_sparsity - self.final_sparsity
         ) * ops.power(1.0 - p, self.power)
 
-    def peak_sparsity(self):
+    def peak_sparsity(self) -> float:
         return max(self.initial_sparsity, self.final_sparsity)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {
             "initial_sparsity": self.initial_sparsity,
             "final_sparsity": self.final_sparsity,
@@ -229,7 +236,12 @@ class IterativePruning(PruningSchedule):
     (0.5, 0.75, 0.875)
     """
 
-    def __init__(self, sparsities, steps_per_cycle, begin_step=0):
+    def __init__(
+        self,
+        sparsities: Sequence[float],
+        steps_per_cycle: int,
+        begin_step: int = 0,
+    ):
         if isinstance(sparsities, (str, bytes)) or not (
             hasattr(sparsities, "__len__") and len(sparsities)
         ):
@@ -245,7 +257,9 @@ class IterativePruning(PruningSchedule):
         )
 
     @staticmethod
-    def geometric_sparsities(final_sparsity, prune_fraction=0.1):
+    def geometric_sparsities(
+        final_sparsity: float, prune_fraction: float = 0.1
+    ) -> list[float]:
         """Sparsities removing `prune_fraction` of remaining weights a cycle.
 
         Keep ratios are `(1 - prune_fraction) ** i` for `i = 1, 2, ...` until
@@ -267,11 +281,11 @@ class IterativePruning(PruningSchedule):
     @classmethod
     def geometric(
         cls,
-        final_sparsity,
-        prune_fraction=0.1,
-        steps_per_cycle=100,
-        begin_step=0,
-    ):
+        final_sparsity: float,
+        prune_fraction: float = 0.1,
+        steps_per_cycle: int = 100,
+        begin_step: int = 0,
+    ) -> "IterativePruning":
         """An `IterativePruning` with `geometric_sparsities` cycles."""
         return cls(
             cls.geometric_sparsities(final_sparsity, prune_fraction),
@@ -279,12 +293,12 @@ class IterativePruning(PruningSchedule):
             begin_step,
         )
 
-    def sparsity(self, step):
+    def sparsity(self, step: int) -> float:
         i = (step - self.begin_step) // self.steps_per_cycle
         i = min(max(i, 0), len(self.sparsities) - 1)
         return self.sparsities[i] if step >= self.begin_step else 0.0
 
-    def tensor_sparsity(self, step):
+    def tensor_sparsity(self, step: Any) -> Any:
         i = ops.floor_divide(step - self.begin_step, self.steps_per_cycle)
         i = ops.clip(i, 0, len(self.sparsities) - 1)
         values = ops.convert_to_tensor(self.sparsities, "float32")
@@ -292,10 +306,10 @@ class IterativePruning(PruningSchedule):
             ops.greater_equal(step, self.begin_step), ops.take(values, i), 0.0
         )
 
-    def peak_sparsity(self):
+    def peak_sparsity(self) -> float:
         return max(self.sparsities)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {
             "sparsities": list(self.sparsities),
             "steps_per_cycle": self.steps_per_cycle,

@@ -6,6 +6,11 @@ data and the weights are restored. The table tells which layers tolerate
 pruning; `sparsity_policy` turns it into per-layer sparsities.
 """
 
+import os
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 import numpy as np
 
@@ -36,7 +41,12 @@ class SensitivityTable(dict):
     exactly (a kernel between two pruned groups shrinks on both axes)."""
 
     def __init__(
-        self, base_metric, total_params, total_flops, terms=None, sizes=None
+        self,
+        base_metric: float,
+        total_params: int,
+        total_flops: float,
+        terms: list | None = None,
+        sizes: dict | None = None,
     ):
         super().__init__({c: [] for c in COLUMNS})
         self.base_metric = base_metric
@@ -45,7 +55,7 @@ class SensitivityTable(dict):
         self.terms = terms
         self.group_sizes = sizes or {}
 
-    def rows(self):
+    def rows(self) -> list[dict]:
         """The table as a list of dicts, one per (layer, sparsity)."""
         return [dict(zip(self, values)) for values in zip(*self.values())]
 
@@ -61,7 +71,7 @@ def _share(layer, rows, kernels_only=False):
     return params / rows, layer_flops(layer) / rows
 
 
-def unit_costs(group):
+def unit_costs(group: shrink_lib.UnitGroup) -> tuple[float, float]:
     """Parameters and FLOPs (per example) one unit of `group` costs."""
     if group.node is not None:
         layer = group.node.layer
@@ -97,7 +107,7 @@ def _parts(analysis, layout, names):
     return [(names.get(analysis.groups.find(g)), n / width) for g, n in layout]
 
 
-def cost_terms(analysis):
+def cost_terms(analysis: shrink_lib.Analysis) -> list[dict]:
     """One term per layer with weights: how its size follows the groups.
 
     A producer's kernel shrinks with its input and output groups (`in x
@@ -195,17 +205,17 @@ def _check(model, sparsities, metric, structure, importance, verbose):
 
 
 def sensitivity_analysis(
-    model,
-    x_val,
-    y_val,
-    sparsities=(0.25, 0.5, 0.75),
-    groups=None,
-    metric="accuracy",
-    structure="filter",
-    importance="l1",
-    batch_size=256,
-    verbose=1,
-):
+    model: keras.Model,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    sparsities: Sequence[float] = (0.25, 0.5, 0.75),
+    groups: Sequence[str] | None = None,
+    metric: str | Callable | keras.metrics.Metric = "accuracy",
+    structure: str = "filter",
+    importance: str = "l1",
+    batch_size: int = 256,
+    verbose: int = 1,
+) -> "SensitivityTable":
     """Prune each layer (coupled group) alone and measure the metric drop.
 
     For every group of `find_groups(model)` and every sparsity, the group
@@ -305,7 +315,9 @@ def _pruned_metrics(group, sparsities, structure, importance, evaluate, bar):
     return out
 
 
-def plot_sensitivity(table, path=None):
+def plot_sensitivity(
+    table: SensitivityTable, path: str | os.PathLike | None = None
+) -> Any:
     """Metric drop against sparsity, one line per layer / group.
 
     Builds a `matplotlib.figure.Figure` (no pyplot state, no backend

@@ -27,7 +27,14 @@ IMPORTANCES = ("l1", "l2", "bn_scale")
 class UnitGroup:
     """Units removed together: coupled channels, or one layer's heads."""
 
-    def __init__(self, name, size, analysis, gid=None, node=None):
+    def __init__(
+        self,
+        name: str,
+        size: int,
+        analysis: "Analysis",
+        gid: int | None = None,
+        node: graph.Node | None = None,
+    ):
         self.name, self.size = name, size
         self.analysis, self.gid, self.node = analysis, gid, node
         self.members = []  # (node, offset) of every tensor in the group
@@ -36,7 +43,7 @@ class UnitGroup:
 class Analysis:
     """The channel groups of one (possibly nested) model."""
 
-    def __init__(self, model, prefix=""):
+    def __init__(self, model: keras.Model, prefix: str = ""):
         self.model = model
         config, nodes, inputs, outputs, seq = graph.read_graph(model)
         self.config, self.nodes, self.sequential = config, nodes, seq
@@ -82,7 +89,7 @@ class Analysis:
             out.extend(child.unit_groups)
         return out
 
-    def zeros(self):
+    def zeros(self) -> dict:
         """Which channels of every tensor are identically zero."""
         zero = {}
         for ref in self.inputs:
@@ -95,7 +102,7 @@ class Analysis:
         return zero
 
 
-def removable(group, zero):
+def removable(group: UnitGroup, zero: dict) -> bool:
     """Units of `group` that are zero everywhere (boolean vector)."""
     if group.node is not None:
         return units.head_zero(group.node.layer)
@@ -105,7 +112,7 @@ def removable(group, zero):
     return out
 
 
-def group_scores(group, importance):
+def group_scores(group: UnitGroup, importance: str) -> np.ndarray:
     """Importance of each unit of a group (summed over its producers)."""
     if group.node is not None:
         return units.head_scores(group.node.layer, importance)
@@ -117,7 +124,7 @@ def group_scores(group, importance):
     return total
 
 
-def zero_group(group, channels):
+def zero_group(group: UnitGroup, channels: np.ndarray) -> None:
     """Zero `channels` of `group` in the model's variables (in place)."""
     channels = np.asarray(channels, int)
     if group.node is not None:
@@ -127,7 +134,9 @@ def zero_group(group, channels):
         units.zero_channels(node, channels + offset)
 
 
-def select_units(group, sparsity, importance):
+def select_units(
+    group: UnitGroup, sparsity: float, importance: str
+) -> np.ndarray:
     """The `n - k` least important units, `k = max(round(n (1 - s)), 1)`."""
     if sparsity <= 0:
         return np.zeros(0, int)
@@ -137,7 +146,7 @@ def select_units(group, sparsity, importance):
     return np.sort(order[: group.size - k])
 
 
-def find_groups(model):
+def find_groups(model: keras.Model) -> dict[str, int]:
     """The prunable unit groups of a model: `{name: size}`.
 
     Each group is named after its first layer (a prefix `outer/inner/`
@@ -176,7 +185,11 @@ def _ratios(groups, ratio):
     return {g.name: ratio for g in groups}
 
 
-def zero_units(model, ratio, importance="l1"):
+def zero_units(
+    model: keras.Model,
+    ratio: float | dict[str, float] | None,
+    importance: str = "l1",
+) -> keras.Model:
     """A copy of `model` with the least important units of each group zeroed.
 
     Selects, per group (see `find_groups`), the `n - k` units of smallest
@@ -267,7 +280,11 @@ def _shrink_config(analysis):
     return analysis.config, new
 
 
-def shrink(model, ratio=None, importance="l1"):
+def shrink(
+    model: keras.Model,
+    ratio: float | dict[str, float] | None = None,
+    importance: str = "l1",
+) -> keras.Model:
     """A new, smaller model without the zeroed units of `model`.
 
     Removes every output unit (Dense unit, convolution filter, embedding

@@ -24,6 +24,9 @@ step the current masks belong to, so a resumed run (restored optimizer)
 does not recompute them.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 import numpy as np
 from keras import ops
@@ -32,7 +35,7 @@ from keras_efficient.pruning import mask_ops
 from keras_efficient.pruning import masks as masks_lib
 
 
-def innermost_optimizer(optimizer):
+def innermost_optimizer(optimizer: keras.Optimizer) -> keras.Optimizer:
     """The optimizer that applies the constraints (unwraps loss scaling)."""
     while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         optimizer = optimizer.inner_optimizer
@@ -46,13 +49,19 @@ class MaskConstraint:
     in-step pruning update of `state`.
     """
 
-    def __init__(self, state, mask, original=None, leader=False):
+    def __init__(
+        self,
+        state: "PruningState",
+        mask: keras.Variable,
+        original: Any | None = None,
+        leader: bool = False,
+    ):
         self.state = state
         self.mask = mask
         self.original = original
         self.leader = leader
 
-    def __call__(self, w):
+    def __call__(self, w: Any) -> Any:
         if self.leader:
             self.state.update_in_step()
         if self.original is not None:
@@ -68,18 +77,23 @@ class ChannelMaskConstraint(MaskConstraint):
     any weight), so `strip_pruning` zeroes those channels as well.
     """
 
-    def __init__(self, state, kernel_mask, original=None):
+    def __init__(
+        self,
+        state: "PruningState",
+        kernel_mask: keras.Variable,
+        original: Any | None = None,
+    ):
         super().__init__(state, kernel_mask, original, leader=False)
         self.kernel_mask = kernel_mask
 
     @property
-    def mask(self):
+    def mask(self) -> Any:
         m = ops.convert_to_tensor(self.kernel_mask)
         n_out = tuple(m.shape)[-1]
         return ops.max(ops.reshape(m, (-1, n_out)), axis=0)
 
     @mask.setter
-    def mask(self, value):
+    def mask(self, value: Any) -> Any:
         pass
 
 
@@ -91,7 +105,12 @@ class PruningState:
     """Masks, step and target sparsity of one (model, optimizer) pair."""
 
     def __init__(
-        self, optimizer, kernels, options, previous=None, followers=()
+        self,
+        optimizer: keras.Optimizer,
+        kernels: list,
+        options: dict,
+        previous: Any | None = None,
+        followers: Sequence = (),
     ):
         previous = previous or {}
         self.optimizer = optimizer
@@ -121,7 +140,7 @@ class PruningState:
         self.followers = []
         self.set_followers(followers)
 
-    def set_followers(self, followers):
+    def set_followers(self, followers: Sequence) -> None:
         """Mask per-channel variables with their kernel's output channels.
 
         `followers` is a list of `(variable, kernel index)`: e.g. the gamma
@@ -143,7 +162,7 @@ class PruningState:
                 variable.constraint = c.original
         self.followers = []
 
-    def detach(self):
+    def detach(self) -> None:
         """Give the kernels back their own constraints (masks stay zeros)."""
         self._detach_followers()
         for kernel in self.kernels:
@@ -178,7 +197,7 @@ class PruningState:
                 out.extend(run([kernel], sparsity * factor))
         return out
 
-    def update_in_step(self):
+    def update_in_step(self) -> None:
         """Recompute the masks batch `iterations + 1` uses (traced)."""
         it = ops.cast(ops.convert_to_tensor(self.optimizer.iterations), "int32")
         step = it + 2
@@ -197,7 +216,7 @@ class PruningState:
         current = ops.convert_to_tensor(self.sparsity)
         self.sparsity.assign(ops.where(should, sparsity, current))
 
-    def initial_update(self):
+    def initial_update(self) -> None:
         """Masks for the next batch, in NumPy, before the training loop.
 
         Skipped when the masks already belong to the next step (a resumed
@@ -223,7 +242,7 @@ class PruningState:
         self.step.assign(step)
         return bool(should)
 
-    def target_sparsity(self):
+    def target_sparsity(self) -> Any:
         """Target sparsity of the current masks (`1 - n/m` for N:M)."""
         s = float(_value(self.sparsity))
         n_m = self.options["n_m"]
@@ -231,7 +250,7 @@ class PruningState:
             return 1.0 - n_m[0] / n_m[1]
         return s
 
-    def kernel_sparsity(self):
+    def kernel_sparsity(self) -> tuple:
         """`{variable.path: fraction of zeros}` and the overall fraction."""
         per, zeros, total = {}, 0, 0
         for kernel in self.kernels:

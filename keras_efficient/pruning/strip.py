@@ -1,6 +1,7 @@
 """Strip pruning state from a model, and report its sparsity."""
 
 import math
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -10,7 +11,7 @@ from keras_efficient.pruning.state import MaskConstraint
 from keras_efficient.pruning.targets import find_target_weights
 
 
-def strip_pruning(model):
+def strip_pruning(model: keras.Model) -> keras.Model:
     """A copy of a pruned model with the zeros baked in and no masks.
 
     The copy has the same architecture (`keras.models.clone_model`) and
@@ -62,7 +63,9 @@ def strip_pruning(model):
     return clone
 
 
-def sparsity_report(model, targets=None):
+def sparsity_report(
+    model: keras.Model, targets: Sequence | None = None
+) -> dict:
     """Per-layer and total sparsity of the prunable kernels.
 
     Bytes are estimated for three storage forms per kernel: dense

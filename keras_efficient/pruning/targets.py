@@ -8,6 +8,8 @@ type (their `kernel`). Layers are walked with public API only: a model's
 `keras.layers.Layer` (or a list, tuple or dict of them).
 """
 
+from collections.abc import Sequence
+
 import keras
 
 DEFAULT_TARGET_TYPES = (
@@ -19,7 +21,7 @@ DEFAULT_TARGET_TYPES = (
 )
 
 
-def prunable_weights(layer):
+def prunable_weights(layer: keras.Layer) -> list:
     """The prunable variables of one layer (its own, not its sublayers').
 
     `layer.get_prunable_weights()` when the layer defines it; the `kernel`
@@ -59,7 +61,7 @@ def _children(layer):
             yield value
 
 
-def walk_layers(model):
+def walk_layers(model: keras.Model) -> list:
     """Every layer inside `model` (not `model` itself), depth first, once."""
     seen, out = {id(model)}, []
 
@@ -74,7 +76,9 @@ def walk_layers(model):
     return out
 
 
-def find_target_layers(model, targets=None):
+def find_target_layers(
+    model: keras.Model, targets: Sequence | None = None
+) -> list:
     """Layers whose prunable weights are pruned.
 
     `targets` is None (every layer with prunable weights: Dense,
@@ -101,7 +105,11 @@ def find_target_layers(model, targets=None):
     )
 
 
-def find_target_weights(model, targets=None, trainable_only=True):
+def find_target_weights(
+    model: keras.Model,
+    targets: Sequence | None = None,
+    trainable_only: bool = True,
+) -> list:
     """`(layer, variable)` for every pruned variable of `model`.
 
     With `trainable_only` only trainable variables of the model count (the

@@ -6,6 +6,9 @@ variables are found by the layers' public attributes (`kernel`, `bias`,
 `gamma`, `moving_mean`, `query_dense`, `lr_kernel_b`, ...).
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import keras
 import numpy as np
 
@@ -15,7 +18,7 @@ from keras_efficient.pruning import graph
 L = keras.layers
 
 
-def value(variable):
+def value(variable: keras.Variable) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(variable))
 
 
@@ -55,7 +58,7 @@ def _bn_affine(layer):
     return a, b
 
 
-def zero_outputs(node, zero_ins):
+def zero_outputs(node: graph.Node | None, zero_ins: Any) -> None:
     """Boolean vector: which output channels are identically zero."""
     layer, kind = node.layer, node.kind
     if kind in ("producer", "attention"):
@@ -109,7 +112,7 @@ def _laurel_up_kernels(layer):
     return ups
 
 
-def scores(node, importance):
+def scores(node: graph.Node | None, importance: str) -> np.ndarray | None:
     """Importance of each output channel this node produces, or None."""
     layer = node.layer
     if importance == "bn_scale":
@@ -135,7 +138,7 @@ def _assign_columns(variable, channels, axis=-1):
     variable.assign(v)
 
 
-def zero_channels(node, channels):
+def zero_channels(node: graph.Node | None, channels: np.ndarray) -> None:
     """Zero the parameters that make `channels` of the output zero."""
     layer = node.layer
     if node.kind in ("producer", "attention"):
@@ -155,7 +158,7 @@ def zero_channels(node, channels):
         _assign_columns(b, channels)
 
 
-def head_zero(layer):
+def head_zero(layer: keras.Layer) -> np.ndarray:
     """Heads of a MultiHeadAttention whose contribution is zero."""
     out = value(layer.output_dense.kernel)
     zero = np.all(out.reshape(out.shape[0], -1) == 0, axis=1)
@@ -167,7 +170,7 @@ def head_zero(layer):
     return zero | v_zero
 
 
-def head_scores(layer, importance):
+def head_scores(layer: keras.Layer, importance: str) -> np.ndarray:
     out = value(layer.output_dense.kernel)
     out = out.reshape(out.shape[0], -1)
     if importance == "l2":
@@ -175,7 +178,7 @@ def head_scores(layer, importance):
     return np.sum(np.abs(out), axis=1)
 
 
-def zero_heads(layer, heads):
+def zero_heads(layer: keras.Layer, heads: Any) -> None:
     _assign_columns(layer.output_dense.kernel, heads, axis=0)
     _assign_columns(layer.value_dense.kernel, heads, axis=1)
     _assign_columns(layer.value_dense.bias, heads, axis=0)
@@ -185,7 +188,7 @@ def _take(array, keep, axis):
     return np.take(array, keep, axis=axis)
 
 
-def slice_node(node, keep_of, heads):
+def slice_node(node: graph.Node | None, keep_of: Callable, heads: Any) -> Any:
     """`{id(variable): sliced value}` for one node; edits `node.config`."""
     layer, config = node.layer, node.config["config"]
     out = keep_of(node.outputs[0])
