@@ -28,6 +28,11 @@ from keras_efficient._validation import check_fraction
 from keras_efficient._validation import check_int
 from keras_efficient._validation import check_positive_int
 
+# `(x_train, y_train), (x_test, y_test)`, as `keras.datasets` returns.
+TrainTestSplits = tuple[
+    tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]
+]
+
 MNIST1D_NUM_CLASSES = 10
 MNIST1D_LENGTH = 40
 
@@ -83,7 +88,12 @@ def _mnist1d_copy(num_samples, seed, channels_last):
     return (x[..., None] if channels_last else x), y
 
 
-def load_mnist1d(num_train=4000, num_test=1000, seed=42, channels_last=True):
+def load_mnist1d(
+    num_train: int = 4000,
+    num_test: int = 1000,
+    seed: int | None = 42,
+    channels_last: bool = True,
+) -> TrainTestSplits:
     """Loads MNIST-1D as `(x_train, y_train), (x_test, y_test)`.
 
     The defaults reproduce the benchmark's 4,000 / 1,000 split (the `mnist1d`
@@ -135,13 +145,13 @@ class DistillationSplits:
 
 
 def load_mnist1d_splits(
-    num_labeled=1000,
-    num_validation=500,
-    num_unlabeled=45000,
-    num_test=5000,
-    seed=42,
-    channels_last=True,
-):
+    num_labeled: int = 1000,
+    num_validation: int = 500,
+    num_unlabeled: int = 45000,
+    num_test: int = 5000,
+    seed: int | None = 42,
+    channels_last: bool = True,
+) -> DistillationSplits:
     """Loads MNIST-1D cut into labeled / validation / unlabeled / test splits.
 
     The splits are disjoint and taken in that order from one generated set
@@ -179,7 +189,9 @@ def load_mnist1d_splits(
     return DistillationSplits(*parts)
 
 
-def load_digits(num_test=297, seed=0, channels_last=True):
+def load_digits(
+    num_test: int = 297, seed: int | None = 0, channels_last: bool = True
+) -> TrainTestSplits:
     """Loads scikit-learn's 8x8 digits as `(x_train, y_train), (x_test, ...)`.
 
     Pixel values are scaled to `[0, 1]`. The split is a seeded shuffle of the
@@ -214,7 +226,7 @@ def load_digits(num_test=297, seed=0, channels_last=True):
     return (x[num_test:], y[num_test:]), (x[:num_test], y[:num_test])
 
 
-def stdlib_source_files():
+def stdlib_source_files() -> list[str]:
     """Sorted paths of the `.py` files of the standard library's source.
 
     `site-packages` and `test`/`tests` folders are excluded, so the text does
@@ -246,7 +258,9 @@ def _stdlib_bytes(max_bytes):
     return np.frombuffer(b"".join(chunks)[:max_bytes], dtype=np.uint8)
 
 
-def load_stdlib_text(max_bytes=4_000_000, validation_fraction=0.05):
+def load_stdlib_text(
+    max_bytes: int | None = 4_000_000, validation_fraction: float = 0.05
+) -> tuple[np.ndarray, np.ndarray]:
     """Loads byte-level text from the Python standard library's source.
 
     Files are read in sorted order and concatenated, up to `max_bytes`; the
@@ -277,7 +291,12 @@ def load_stdlib_text(max_bytes=4_000_000, validation_fraction=0.05):
     return data[:cut].copy(), data[cut:].copy()
 
 
-def lm_windows(data, sequence_length, num_windows, seed=0):
+def lm_windows(
+    data: np.ndarray,
+    sequence_length: int,
+    num_windows: int,
+    seed: int | None = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Cuts random next-byte prediction windows out of a byte array.
 
     Args:
@@ -315,7 +334,7 @@ def lm_windows(data, sequence_length, num_windows, seed=0):
     return windows[:, :-1], windows[:, 1:]
 
 
-def dataset_fingerprint(*arrays):
+def dataset_fingerprint(*arrays: np.ndarray) -> str:
     """A short hash of arrays, to record in benchmark results."""
     digest = hashlib.sha256()
     for array in arrays:

@@ -1,4 +1,5 @@
 """Public applications of keras-efficient."""
+
 from keras_efficient.applications.resnet import ResNet  # noqa: F401
 from keras_efficient.applications.resnet import ResNet18  # noqa: F401
 from keras_efficient.applications.resnet import ResNet20  # noqa: F401

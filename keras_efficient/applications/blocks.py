@@ -11,6 +11,8 @@ feed-forward one stays plain, as in Gemma 3n. The ResNet blocks live in
 `resnet_blocks`.
 """
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -19,7 +21,7 @@ from keras_efficient.layers.laurel import LaurelResidual
 from keras_efficient.layers.laurel import normalize_variant
 
 
-def apply_rotary(x, max_wavelength=10000.0):
+def apply_rotary(x: Any, max_wavelength: float = 10000.0) -> Any:
     """Rotary position embedding of `x` of shape `(batch, T, heads, dim)`."""
     x = ops.convert_to_tensor(x)
     length = ops.shape(x)[1]
@@ -56,7 +58,13 @@ class CausalSelfAttention(keras.layers.Layer):
     (2, 8, 32)
     """
 
-    def __init__(self, hidden_dim, num_heads, rotary=True, **kwargs):
+    def __init__(
+        self,
+        hidden_dim: int,
+        num_heads: int,
+        rotary: bool = True,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         check_positive_int("hidden_dim", hidden_dim)
         check_positive_int("num_heads", num_heads)
@@ -76,11 +84,11 @@ class CausalSelfAttention(keras.layers.Layer):
             hidden_dim, use_bias=False, dtype=self.dtype_policy, name="output"
         )
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         self.qkv.build(input_shape)
         self.output_dense.build(tuple(input_shape)[:-1] + (self.hidden_dim,))
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         shape = ops.shape(inputs)
         qkv = self.qkv(inputs)
         qkv = ops.reshape(
@@ -93,10 +101,10 @@ class CausalSelfAttention(keras.layers.Layer):
         out = ops.reshape(out, (shape[0], shape[1], self.hidden_dim))
         return self.output_dense(out)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             {
@@ -108,7 +116,12 @@ class CausalSelfAttention(keras.layers.Layer):
         return config
 
 
-def make_feedforward(hidden_dim, intermediate_dim, dtype=None, name=None):
+def make_feedforward(
+    hidden_dim: int,
+    intermediate_dim: int,
+    dtype: Any | None = None,
+    name: str | None = None,
+) -> keras.Sequential:
     """The default feed-forward sublayer: Dense -> GELU -> Dense."""
     return keras.Sequential(
         [
@@ -156,14 +169,14 @@ class TransformerBlock(keras.layers.Layer):
 
     def __init__(
         self,
-        hidden_dim,
-        num_heads,
-        feedforward=None,
-        rotary=True,
-        laurel=None,
-        laurel_rank=32,
-        epsilon=1e-6,
-        **kwargs,
+        hidden_dim: int,
+        num_heads: int,
+        feedforward: keras.layers.Layer | None = None,
+        rotary: bool = True,
+        laurel: str | None = None,
+        laurel_rank: int = 32,
+        epsilon: float = 1e-6,
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.hidden_dim = int(hidden_dim)
@@ -210,7 +223,7 @@ class TransformerBlock(keras.layers.Layer):
             )
             setattr(self, f"{part}_residual", residual)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         input_shape = tuple(input_shape)
         for layer in (
             self.attention_norm,
@@ -228,7 +241,7 @@ class TransformerBlock(keras.layers.Layer):
             return x + fx
         return combine(x, fx, **kwargs)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         x = inputs
         normed = self.attention_norm(x)
         kwargs = {"branch_input": normed} if self.laurel == "gemma3n" else {}
@@ -241,10 +254,10 @@ class TransformerBlock(keras.layers.Layer):
             self.feedforward(self.feedforward_norm(h)),
         )
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             {
@@ -262,7 +275,7 @@ class TransformerBlock(keras.layers.Layer):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> "TransformerBlock":
         config = dict(config)
         if config.get("feedforward") is not None:
             config["feedforward"] = keras.saving.deserialize_keras_object(
@@ -287,19 +300,19 @@ class PositionEmbedding(keras.layers.Layer):
     (2, 8, 32)
     """
 
-    def __init__(self, sequence_length, **kwargs):
+    def __init__(self, sequence_length: int, **kwargs: Any):
         super().__init__(**kwargs)
         check_positive_int("sequence_length", sequence_length)
         self.sequence_length = int(sequence_length)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         self.embeddings = self.add_weight(
             name="embeddings",
             shape=(self.sequence_length, input_shape[-1]),
             initializer=keras.initializers.RandomNormal(stddev=0.02),
         )
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         length = ops.shape(inputs)[1]
         positions = self.embeddings[:length]
         extra = len(inputs.shape) - 3
@@ -308,10 +321,10 @@ class PositionEmbedding(keras.layers.Layer):
         )
         return inputs + ops.cast(positions, inputs.dtype)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update({"sequence_length": self.sequence_length})
         return config

@@ -7,6 +7,8 @@ generated token. A model using it has a `sequence_length` attribute, sets
 `(batch, sequence_length)` to logits `(batch, sequence_length, vocab)`.
 """
 
+from typing import Any
+
 import keras
 import numpy as np
 from keras import ops
@@ -41,8 +43,12 @@ class TokenGenerationMixin:
         return ops.take(logits, position, axis=1)
 
     def generate(
-        self, prompt_ids, max_new_tokens=32, temperature=0.0, seed=None
-    ):
+        self,
+        prompt_ids: Any,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> np.ndarray:
         """Continues token sequences, greedily or by sampling.
 
         The model runs on a fixed-length window of `sequence_length` tokens

@@ -10,6 +10,9 @@ initialization. `laurel` takes exactly the variant spellings the layer
 takes.
 """
 
+from collections.abc import Callable
+from collections.abc import Sequence
+
 import keras
 
 from keras_efficient import _backend
@@ -123,22 +126,22 @@ def _top(x, include_top, pooling, classes, classifier_activation):
 
 
 def ResNet(
-    stack_sizes,
-    filters,
-    block="basic",
-    stem="cifar",
-    laurel=None,
-    laurel_rank=16,
-    width_multiplier=1.0,
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=10,
-    classifier_activation="softmax",
-    name="resnet",
-):
+    stack_sizes: Sequence[int],
+    filters: Sequence[int],
+    block: str = "basic",
+    stem: str = "cifar",
+    laurel: str | None = None,
+    laurel_rank: int = 16,
+    width_multiplier: float = 1.0,
+    include_top: bool = True,
+    weights: None = None,
+    input_tensor: keras.KerasTensor | None = None,
+    input_shape: tuple[int | None, int | None, int] | None = None,
+    pooling: str | None = None,
+    classes: int = 10,
+    classifier_activation: str | Callable | None = "softmax",
+    name: str = "resnet",
+) -> keras.Model:
     """Builds a ResNet, optionally with LAuReL residual connections.
 
     The generic builder behind `ResNet20`, `ResNet56`, `ResNet18` and

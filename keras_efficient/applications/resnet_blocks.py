@@ -6,6 +6,8 @@ Functional-API helpers (they take and return Keras tensors) used by
 al., ICML 2025), which equals the plain add at initialization.
 """
 
+from typing import Any
+
 import keras
 
 from keras_efficient.layers.laurel import LaurelResidual
@@ -14,7 +16,9 @@ STEMS = ("cifar", "imagenet")
 BLOCKS = ("basic", "bottleneck")
 
 
-def conv(filters, kernel_size, strides, name):
+def conv(
+    filters: int, kernel_size: int, strides: int, name: str
+) -> keras.layers.Conv2D:
     """A bias-free, He-initialised, same-padded `Conv2D`."""
     return keras.layers.Conv2D(
         filters,
@@ -27,7 +31,15 @@ def conv(filters, kernel_size, strides, name):
     )
 
 
-def conv_bn(x, filters, kernel_size, strides, name, suffix, relu=True):
+def conv_bn(
+    x: Any,
+    filters: int,
+    kernel_size: int,
+    strides: int,
+    name: str,
+    suffix: str,
+    relu: bool = True,
+) -> keras.KerasTensor:
     """`conv -> batch norm (-> relu)`, layers named `{name}_conv{suffix}`..."""
     x = conv(filters, kernel_size, strides, f"{name}_conv{suffix}")(x)
     x = keras.layers.BatchNormalization(
@@ -38,7 +50,9 @@ def conv_bn(x, filters, kernel_size, strides, name, suffix, relu=True):
     return x
 
 
-def stem(inputs, kind, filters):
+def stem(
+    inputs: keras.KerasTensor, kind: str, filters: int
+) -> keras.KerasTensor:
     """`"cifar"`: one 3x3 convolution; `"imagenet"`: 7x7 / 2 and a max pool."""
     if kind == "imagenet":
         x = conv_bn(inputs, filters, 7, 2, "stem", "")
@@ -48,14 +62,23 @@ def stem(inputs, kind, filters):
     return conv_bn(inputs, filters, 3, 1, "stem", "")
 
 
-def shortcut(x, out_filters, strides, name):
+def shortcut(
+    x: Any, out_filters: int, strides: int, name: str
+) -> keras.KerasTensor:
     """The identity, or a 1x1 projection where the block changes shape."""
     if strides == 1 and x.shape[-1] == out_filters:
         return x
     return conv_bn(x, out_filters, 1, strides, f"{name}_proj", "", False)
 
 
-def branch(x, filters, out_filters, strides, bottleneck, name):
+def branch(
+    x: Any,
+    filters: int,
+    out_filters: int,
+    strides: int,
+    bottleneck: bool,
+    name: str,
+) -> keras.KerasTensor:
     """The residual branch f(x): two 3x3, or 1x1 -> 3x3 -> 1x1 (4x)."""
     if bottleneck:
         y = conv_bn(x, filters, 1, 1, name, 1)
@@ -65,7 +88,14 @@ def branch(x, filters, out_filters, strides, bottleneck, name):
     return conv_bn(y, filters, 3, 1, name, 2, relu=False)
 
 
-def residual_add(x, fx, laurel, laurel_rank, history, name):
+def residual_add(
+    x: Any,
+    fx: Any,
+    laurel: str | None,
+    laurel_rank: int,
+    history: list,
+    name: str,
+) -> keras.KerasTensor:
     """`x + fx`, or its LAuReL form; PA variants mix up to two earlier
     block inputs of `x`'s shape from `history` (most recent first)."""
     if laurel is None:
@@ -84,8 +114,15 @@ def residual_add(x, fx, laurel, laurel_rank, history, name):
 
 
 def residual_block(
-    x, filters, strides, bottleneck, laurel, laurel_rank, history, name
-):
+    x: Any,
+    filters: int,
+    strides: int,
+    bottleneck: bool,
+    laurel: str | None,
+    laurel_rank: int,
+    history: list,
+    name: str,
+) -> keras.KerasTensor:
     """One basic or bottleneck block; returns the output tensor.
 
     `history` holds the inputs of the previous blocks that have this

@@ -27,49 +27,29 @@ of experts) or add per-block layers in one place.
 """
 
 import math
+from typing import Any
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_efficient import _backend
-from keras_efficient._validation import check_choice
-from keras_efficient._validation import check_number
-from keras_efficient._validation import check_positive_int
-from keras_efficient._validation import fail
 from keras_efficient.applications.blocks import PositionEmbedding
 from keras_efficient.applications.blocks import TransformerBlock
 from keras_efficient.applications.blocks import make_feedforward
 from keras_efficient.applications.generation import TokenGenerationMixin
+from keras_efficient.applications.lm_arguments import MOE_FLAGS  # noqa: F401
+from keras_efficient.applications.lm_arguments import POSITIONS  # noqa: F401
+from keras_efficient.applications.lm_arguments import check_lm_arguments
+from keras_efficient.applications.lm_arguments import check_token_ids
+from keras_efficient.applications.lm_arguments import sublayer_options
 from keras_efficient.layers.altup import AltUp
 from keras_efficient.layers.altup import active_blocks
 from keras_efficient.layers.altup_io import AltUpEmbedding
 from keras_efficient.layers.altup_io import AltUpReadout
-from keras_efficient.layers.laurel import normalize_variant
 from keras_efficient.layers.lookup import SparseLookupTable
 from keras_efficient.layers.moe import LEGACY_CAPACITY_FACTOR
 from keras_efficient.layers.moe import MixtureOfExperts
 from keras_efficient.layers.sequence_altup import SequenceAltUp
-
-POSITIONS = ("rotary", "learned")
-# `moe_<flag>` constructor flags forwarded to every block's experts.
-MOE_FLAGS = (
-    "top_k",
-    "load_balance_weight",
-    "z_loss_weight",
-    "num_shared_experts",
-    "capacity_factor",
-)
-_POSITIVE_INTS = (
-    "vocabulary_size",
-    "sequence_length",
-    "hidden_dim",
-    "num_layers",
-    "num_heads",
-    "altup",
-    "sequence_altup",
-    "laurel_rank",
-)
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -156,30 +136,30 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
 
     def __init__(
         self,
-        vocabulary_size=256,
-        sequence_length=256,
-        hidden_dim=128,
-        num_layers=4,
-        num_heads=4,
-        intermediate_dim=None,
-        positions="rotary",
-        altup=1,
-        recycled=False,
-        altup_schedule="alternating",
-        altup_coefficients="static",
-        altup_readout="mean",
-        sequence_altup=1,
-        laurel=None,
-        laurel_rank=32,
-        epsilon=1e-6,
-        lookup=None,
-        moe=None,
-        moe_top_k=None,
-        moe_load_balance_weight=None,
-        moe_z_loss_weight=None,
-        moe_num_shared_experts=None,
-        moe_capacity_factor=None,
-        **kwargs,
+        vocabulary_size: int = 256,
+        sequence_length: int = 256,
+        hidden_dim: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        intermediate_dim: int | None = None,
+        positions: str = "rotary",
+        altup: int = 1,
+        recycled: bool = False,
+        altup_schedule: str = "alternating",
+        altup_coefficients: str = "static",
+        altup_readout: str = "mean",
+        sequence_altup: int = 1,
+        laurel: str | None = None,
+        laurel_rank: int = 32,
+        epsilon: float = 1e-6,
+        lookup: int | dict | None = None,
+        moe: int | dict | None = None,
+        moe_top_k: int | None = None,
+        moe_load_balance_weight: float | None = None,
+        moe_z_loss_weight: float | None = None,
+        moe_num_shared_experts: int | None = None,
+        moe_capacity_factor: float | None = None,
+        **kwargs: Any,
     ):
         arguments = dict(locals())
         for name in ("self", "kwargs", "__class__"):
@@ -196,77 +176,27 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         super().__init__(inputs=token_ids, outputs=logits, **kwargs)
         self._generate_step = None
 
-    def call(self, inputs, training=None, mask=None, **kwargs):
-        self._check_token_ids(inputs)
+    def call(
+        self,
+        inputs: Any,
+        training: bool | None = None,
+        mask: Any | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        check_token_ids(inputs, self.sequence_length)
         return super().call(inputs, training=training, mask=mask, **kwargs)
-
-    def _check_token_ids(self, token_ids):
-        """Integer ids no longer than `sequence_length` (when static).
-
-        The functional model would cast float ids to int32 silently, and a
-        too-long input would fail deep inside the graph (learned positions)
-        or run past the window the model was built for (rotary).
-        """
-        if isinstance(token_ids, dict) and len(token_ids) == 1:
-            token_ids = next(iter(token_ids.values()))
-        elif isinstance(token_ids, (list, tuple)) and len(token_ids) == 1:
-            token_ids = token_ids[0]
-        dtype = getattr(token_ids, "dtype", None)
-        if dtype is None:
-            dtype = np.asarray(token_ids).dtype
-        dtype = keras.backend.standardize_dtype(dtype)
-        if "int" not in dtype:
-            raise TypeError(
-                "`inputs` must be integer token ids (int32 or int64); float "
-                f"ids are never cast. Received: inputs.dtype={dtype}"
-            )
-        length = _static_length(token_ids)
-        if length is not None and length > self.sequence_length:
-            raise ValueError(
-                "`inputs` must have at most `sequence_length` tokens. "
-                f"Received: inputs of length {length} with "
-                f"sequence_length={self.sequence_length}"
-            )
 
     def _store_arguments(self, arguments):
         """Checks the constructor arguments and keeps each as an attribute."""
-        a = arguments
-        for name in _POSITIVE_INTS:
-            a[name] = check_positive_int(name, a[name])
-        if a["intermediate_dim"] is None:
-            a["intermediate_dim"] = 4 * a["hidden_dim"]
-        check_positive_int("intermediate_dim", a["intermediate_dim"])
-        check_choice("positions", a["positions"], POSITIONS)
-        a["recycled"] = bool(a["recycled"])
-        if a["recycled"] and a["altup"] == 1:
-            fail(
-                "recycled",
-                "False unless `altup` >= 2 (Recycled-AltUp replicates the "
-                "embedding into the AltUp blocks)",
-                a["recycled"],
-            )
-        if a["laurel"] is not None:
-            a["laurel"] = normalize_variant(a["laurel"], name="laurel")
-        a["epsilon"] = check_number("epsilon", a["epsilon"], min_value=0)
-        self._argument_names = tuple(a)
-        for name, value in a.items():
+        arguments = check_lm_arguments(arguments)
+        self._argument_names = tuple(arguments)
+        for name, value in arguments.items():
             setattr(self, name, value)
         # Validates the schedule early, with AltUp's own message.
         self._active = active_blocks(
             self.num_layers, self.altup, self.altup_schedule
         )
-        self._lookup_options = _options("lookup", self.lookup, "num_entries")
-        self._moe_options = _options("moe", self.moe, "num_experts")
-        for flag in MOE_FLAGS:
-            value = getattr(self, f"moe_{flag}")
-            if value is not None and self._moe_options is not None:
-                self._moe_options[flag] = value
-        if self._lookup_options is not None and self.altup > 1:
-            raise ValueError(
-                "`lookup` is not available with `altup` > 1 (the table is "
-                "added to a width-d embedding). Received: "
-                f"lookup={self.lookup!r}, altup={self.altup}"
-            )
+        self._lookup_options, self._moe_options = sublayer_options(arguments)
 
     def _embed(self, token_ids):
         """Token (+ position, + lookup) embedding: `(batch, T[, K], d)`."""
@@ -295,7 +225,9 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
             x = self._add_lookup(x, token_ids)
         return x
 
-    def wrap_block(self, block, index):
+    def wrap_block(
+        self, block: keras.layers.Layer, index: int
+    ) -> keras.layers.Layer:
         """Block `index` in its Sequence-AltUp and AltUp wrappers, if on."""
         if self.sequence_altup > 1 and index % 2 == 1:
             block = SequenceAltUp(
@@ -349,7 +281,7 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
             ids = previous * self.vocabulary_size + token_ids
         return table(x, ids)
 
-    def make_feedforward(self, index):
+    def make_feedforward(self, index: int) -> keras.layers.Layer:
         """The feed-forward sublayer of block `index` (width d to d)."""
         if self._moe_options is not None:
             options = {
@@ -367,7 +299,7 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
             name=f"feedforward_{index}",
         )
 
-    def make_block(self, index):
+    def make_block(self, index: int) -> TransformerBlock:
         """Transformer block `index` (before any AltUp wrapping)."""
         return TransformerBlock(
             self.hidden_dim,
@@ -381,7 +313,7 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
             name=f"block_{index}",
         )
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = {"name": self.name, "trainable": self.trainable}
         config.update({k: getattr(self, k) for k in self._argument_names})
         if self._layer_dtype is not None:
@@ -391,7 +323,7 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> "TransformerLM":
         config = dict(config)
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
@@ -403,35 +335,6 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         return cls(**config)
 
 
-def _options(name, value, count_key):
-    """`None`, an int (the count) or a dict of layer arguments -> dict."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return dict(value)
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        check_positive_int(name, value)
-        return {count_key: int(value)}
-    raise ValueError(
-        f"`{name}` must be None, a positive integer ({count_key}) or a dict "
-        f"of layer arguments. Received: {name}={value!r}"
-    )
-
-
-def _static_length(token_ids):
-    """The static length (axis 1) of `(batch, T)` ids, or None if unknown."""
-    shape = getattr(token_ids, "shape", None)
-    if shape is None:
-        shape = np.shape(token_ids)
-    try:
-        shape = tuple(shape)
-    except ValueError:  # a TensorFlow tensor of unknown rank
-        return None
-    if len(shape) < 2 or shape[1] is None:
-        return None
-    return int(shape[1])
-
-
-def bits_per_byte(loss):
+def bits_per_byte(loss: Any) -> Any:
     """Converts a mean cross-entropy in nats to bits per token."""
     return loss / math.log(2.0)

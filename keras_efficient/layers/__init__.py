@@ -1,4 +1,5 @@
 """Public layers of keras-efficient."""
+
 from keras_efficient.layers.altup import AltUp  # noqa: F401
 from keras_efficient.layers.altup import AltUpStack  # noqa: F401
 from keras_efficient.layers.altup_io import AltUpEmbedding  # noqa: F401

@@ -1,7 +1,9 @@
 """Static shape checks shared by the layers' `build` (private)."""
 
 
-def known_width(input_shape, layer_name, tensor_name="inputs"):
+def known_width(
+    input_shape: tuple, layer_name: str, tensor_name: str = "inputs"
+) -> int:
     """The static last axis of `input_shape`, or a clear `ValueError`.
 
     Layers that size weights by their input width cannot be built on an

@@ -15,6 +15,8 @@ before the feature axis. Layers outside AltUp never see it.
   here) make the widened representation and reduce it.
 """
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -138,16 +140,16 @@ class AltUp(LayerWrapper):
 
     def __init__(
         self,
-        layer,
-        num_blocks=2,
-        active_block=0,
-        coefficients="static",
-        coefficient_clip=None,
-        epsilon=1e-6,
-        routing="gemma3n",
-        clip_mode="weights",
-        output_scale=False,
-        **kwargs,
+        layer: keras.layers.Layer,
+        num_blocks: int = 2,
+        active_block: int = 0,
+        coefficients: str = "static",
+        coefficient_clip: float | None = None,
+        epsilon: float = 1e-6,
+        routing: str = "gemma3n",
+        clip_mode: str | None = "weights",
+        output_scale: float = False,
+        **kwargs: Any,
     ):
         super().__init__(layer, **kwargs)
         num_blocks = check_positive_int("num_blocks", num_blocks)
@@ -173,7 +175,7 @@ class AltUp(LayerWrapper):
             self._gemma and clip_mode == "weights" and coefficient_clip
         )
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         input_shape = tuple(input_shape)
         check_blocks_shape(input_shape, self.num_blocks, "AltUp")
         k = self.num_blocks
@@ -227,7 +229,7 @@ class AltUp(LayerWrapper):
             constraint=clip,
         )
 
-    def inner_shape(self, input_shape):
+    def inner_shape(self, input_shape: tuple) -> tuple:
         return input_shape[:-2] + (input_shape[-1],)
 
     def _clip(self, delta):
@@ -235,7 +237,7 @@ class AltUp(LayerWrapper):
             return delta
         return ops.clip(delta, -self.coefficient_clip, self.coefficient_clip)
 
-    def route(self, z):
+    def route(self, z: Any) -> Any:
         """The router `tanh(rmsnorm(z) [* s] / d @ W_r)`: K values a token."""
         normed = _rms_normalize(z, self.epsilon)
         if self._gemma:
@@ -260,7 +262,9 @@ class AltUp(LayerWrapper):
         w_c = self._kernel(self.correction_kernel, True)
         return ops.matmul(self.route(outputs), w_c) + 1.0
 
-    def compute_coefficients(self, inputs, outputs=None, training=None):
+    def compute_coefficients(
+        self, inputs: Any, outputs: Any = None, training: bool | None = None
+    ) -> tuple[Any, Any]:
         """Returns `(p, g)`: `(K, K)` and `(K,)`, or per token.
 
         Routed: `p` of shape `(batch, ..., K, K)` and `g` `(batch, ..., K)`.
@@ -284,7 +288,7 @@ class AltUp(LayerWrapper):
         g = 1.0 + self._clip(ops.matmul(router, self.correction_kernel))
         return p, g
 
-    def predict(self, inputs, p):
+    def predict(self, inputs: Any, p: Any) -> Any:
         """The prediction step: `xhat_i = sum_j p[i, j] x_j`."""
         # A broadcast multiply-and-sum over the K blocks: XLA fuses it into
         # one loop, where an einsum / matmul with a contraction of size K
@@ -292,13 +296,13 @@ class AltUp(LayerWrapper):
         products = ops.expand_dims(p, -1) * ops.expand_dims(inputs, -3)
         return ops.sum(products, axis=-2)
 
-    def correct(self, predictions, outputs, g):
+    def correct(self, predictions: Any, outputs: Any, g: Any) -> Any:
         """The correction step: `xhat_i + g[i] * (y - xhat_a)`."""
         active = predictions[..., self.active_block, :]
         innovation = ops.expand_dims(outputs - active, axis=-2)
         return predictions + ops.expand_dims(g, -1) * innovation
 
-    def scale_corrected_output(self, corrected):
+    def scale_corrected_output(self, corrected: Any) -> Any:
         """Gemma 3n's learned output scale on a width-d block."""
         corrected = ops.convert_to_tensor(corrected, self.compute_dtype)
         return corrected * ops.cast(self.correct_output_scale, corrected.dtype)
@@ -314,7 +318,7 @@ class AltUp(LayerWrapper):
             )
         return outputs
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
         if self._gemma:
             # Gemma 3n adds the residual x after the routed mix C x.
             mix = self._routed_mix(inputs, training)
@@ -328,7 +332,13 @@ class AltUp(LayerWrapper):
         return self.correct(predictions, outputs, g)
 
     @classmethod
-    def from_gemma3n(cls, altup, layer, clip_mode="weights", **kwargs):
+    def from_gemma3n(
+        cls,
+        altup: keras.layers.Layer,
+        layer: keras.layers.Layer,
+        clip_mode: str | None = "weights",
+        **kwargs: Any,
+    ) -> "AltUp":
         """An `AltUp` with the weights of keras-hub's `Gemma3nTextAltUp`.
 
         keras-hub keeps the K blocks on a leading axis `(K, batch, T, d)`,
@@ -369,7 +379,7 @@ class AltUp(LayerWrapper):
             ours.assign(ops.convert_to_numpy(theirs))
         return new
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             {
@@ -386,7 +396,9 @@ class AltUp(LayerWrapper):
         return config
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
+    def from_config(
+        cls, config: dict, custom_objects: dict | None = None
+    ) -> "AltUp":
         config = dict(config)
         # Configs saved before Gemma 3n routing keep their 0.1 behaviour.
         config.setdefault("routing", "active_input")

@@ -7,6 +7,8 @@ blocks back to width d. The stack between them (`AltUpStack`,
 `active_blocks`) lives in `altup_stack` and is also importable from here.
 """
 
+from typing import Any
+
 import keras
 import numpy as np
 from keras import ops
@@ -79,10 +81,10 @@ class AltUpInput(_BlockModeLayer):
 
     MODES = INPUT_MODES
 
-    def __init__(self, num_blocks=2, mode="split", **kwargs):
+    def __init__(self, num_blocks: int = 2, mode: str = "split", **kwargs: Any):
         super().__init__(num_blocks, mode, **kwargs)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         width = known_width(input_shape, "AltUpInput")
         if self.mode == "split" and width % self.num_blocks:
             raise ValueError(
@@ -91,10 +93,10 @@ class AltUpInput(_BlockModeLayer):
                 f"{width} (input_shape={tuple(input_shape)})"
             )
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         return _widen(inputs, self.num_blocks, self.mode)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         input_shape = tuple(input_shape)
         width = input_shape[-1]
         if self.mode == "split":
@@ -133,12 +135,14 @@ class AltUpEmbedding(keras.layers.Layer):
 
     def __init__(
         self,
-        input_dim,
-        output_dim,
-        num_blocks=2,
-        recycled=False,
-        embeddings_initializer="uniform",
-        **kwargs,
+        input_dim: int,
+        output_dim: int | None,
+        num_blocks: int = 2,
+        recycled: bool = False,
+        embeddings_initializer: str
+        | keras.initializers.Initializer
+        | None = "uniform",
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         check_positive_int("input_dim", input_dim)
@@ -152,7 +156,7 @@ class AltUpEmbedding(keras.layers.Layer):
             embeddings_initializer
         )
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         width = self.output_dim
         if not self.recycled:
             width *= self.num_blocks
@@ -162,7 +166,7 @@ class AltUpEmbedding(keras.layers.Layer):
             initializer=self.embeddings_initializer,
         )
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         if "int" not in keras.backend.standardize_dtype(inputs.dtype):
             # Static dtype check: float ids would be truncated silently.
             raise TypeError(
@@ -173,10 +177,10 @@ class AltUpEmbedding(keras.layers.Layer):
         mode = "replicate" if self.recycled else "split"
         return _widen(vectors, self.num_blocks, mode)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape) + (self.num_blocks, self.output_dim)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             {
@@ -219,10 +223,10 @@ class AltUpReadout(_BlockModeLayer):
 
     MODES = READOUT_MODES
 
-    def __init__(self, num_blocks=2, mode="mean", **kwargs):
+    def __init__(self, num_blocks: int = 2, mode: str = "mean", **kwargs: Any):
         super().__init__(num_blocks, mode, **kwargs)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         input_shape = tuple(input_shape)
         check_blocks_shape(input_shape, self.num_blocks, "AltUpReadout")
         if self.mode == "projection":
@@ -236,7 +240,7 @@ class AltUpReadout(_BlockModeLayer):
                 name="kernel", shape=(k * d, d), initializer=initializer
             )
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         if self.mode == "sum":
             return ops.sum(inputs, axis=-2)
         if self.mode == "mean":
@@ -245,11 +249,11 @@ class AltUpReadout(_BlockModeLayer):
         flat = ops.reshape(inputs, tuple(shape[:-2]) + (-1,))
         return ops.matmul(flat, self.kernel)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         input_shape = tuple(input_shape)
         return input_shape[:-2] + (input_shape[-1],)
 
-    def get_prunable_weights(self):
+    def get_prunable_weights(self) -> list:
         """The kernels `MagnitudePruning` may prune (pruning protocol).
 
         The `(K * d, d)` kernel of `mode="projection"`; none otherwise.

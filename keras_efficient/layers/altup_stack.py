@@ -6,6 +6,8 @@
 shared with `AltUp` and `AltUpReadout`.
 """
 
+from typing import Any
+
 import keras
 
 from keras_efficient._validation import check_choice
@@ -15,7 +17,9 @@ from keras_efficient.layers._shapes import known_width
 SCHEDULES = ("alternating", "same")
 
 
-def check_blocks_shape(input_shape, num_blocks, layer_name):
+def check_blocks_shape(
+    input_shape: tuple, num_blocks: int, layer_name: str
+) -> None:
     if len(input_shape) < 3:
         raise ValueError(
             f"{layer_name} expects a widened input of shape "
@@ -31,7 +35,9 @@ def check_blocks_shape(input_shape, num_blocks, layer_name):
     known_width(input_shape, layer_name)
 
 
-def active_blocks(num_layers, num_blocks, schedule="alternating"):
+def active_blocks(
+    num_layers: int, num_blocks: int, schedule: str = "alternating"
+) -> list[int]:
     """The active block of each layer of an AltUp stack.
 
     Args:
@@ -91,13 +97,13 @@ class AltUpStack(keras.layers.Layer):
 
     def __init__(
         self,
-        layers,
-        num_blocks=2,
-        schedule="alternating",
-        coefficients="static",
-        coefficient_clip=None,
-        routing="gemma3n",
-        **kwargs,
+        layers: list[keras.layers.Layer],
+        num_blocks: int = 2,
+        schedule: str = "alternating",
+        coefficients: str = "static",
+        coefficient_clip: float | None = None,
+        routing: str = "gemma3n",
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         if isinstance(layers, keras.layers.Layer) or not isinstance(
@@ -139,21 +145,21 @@ class AltUpStack(keras.layers.Layer):
             )
         ]
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         check_blocks_shape(tuple(input_shape), self.num_blocks, "AltUpStack")
         for layer in self.altup_layers:
             layer.build(input_shape)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
         x = inputs
         for layer in self.altup_layers:
             x = layer(x, training=training)
         return x
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             {
@@ -171,7 +177,7 @@ class AltUpStack(keras.layers.Layer):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> "AltUpStack":
         config = dict(config)
         config.setdefault("routing", "active_input")  # saved before 0.2
         config["layers"] = [

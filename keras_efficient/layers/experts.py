@@ -20,6 +20,8 @@ All paths give the same outputs on the assignments they keep.
 """
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from keras import ops
 
@@ -27,7 +29,7 @@ from keras_efficient.layers.routing import group_sizes
 from keras_efficient.layers.routing import sort_by_expert
 
 
-def block_size(num_assignments, num_experts):
+def block_size(num_assignments: int, num_experts: int) -> int:
     """Rows per block of the reference grouped matmul.
 
     About four blocks per expert on average (padding <= ~25% of the rows),
@@ -40,9 +42,14 @@ def block_size(num_assignments, num_experts):
 
 
 def grouped_mlp(
-    x, token, expert, weights, activation, implementation="reference",
-    keep=None,
-):
+    x: Any,
+    token: Any,
+    expert: Any,
+    weights: tuple,
+    activation: Callable,
+    implementation: str = "reference",
+    keep: Any | None = None,
+) -> Any:
     """Dropless expert MLP of every (kept) assignment.
 
     Args:
@@ -68,8 +75,9 @@ def grouped_mlp(
     rows = ops.take(x, ops.take(token, order), axis=0)
     sizes = group_sizes(expert, num_experts + 1)
     if implementation == "ragged":
-        out = _ragged(rows, sorted_expert, sizes[:num_experts], weights,
-                      activation)
+        out = _ragged(
+            rows, sorted_expert, sizes[:num_experts], weights, activation
+        )
     else:
         out = _blocked(rows, sorted_expert, rank, sizes, weights, activation)
     if keep is not None:
@@ -134,8 +142,16 @@ def _ragged(rows, sorted_expert, sizes, weights, activation):
     return out + jnp.take(bias_out, row_expert, axis=0).astype(rows.dtype)
 
 
-def capacity_mlp(x, token, expert, position, keep, capacity, weights,
-                 activation):
+def capacity_mlp(
+    x: Any,
+    token: Any,
+    expert: Any,
+    position: Any,
+    keep: Any,
+    capacity: int,
+    weights: tuple,
+    activation: Callable,
+) -> Any:
     """Expert MLP through an `(E, C, D)` capacity buffer.
 
     Assignment `i` takes slot `position[i]` of its expert's `C = capacity`

@@ -13,6 +13,7 @@ the plain residual at init.
 """
 
 import math
+from typing import Any
 
 import keras
 from keras import ops
@@ -134,7 +135,7 @@ class LaurelResidual(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, variant="rw+lr", **kwargs):
+    def __init__(self, variant: str = "rw+lr", **kwargs: Any):
         options, kwargs = split_options(dict(kwargs, variant=variant))
         super().__init__(**kwargs)
         for name, value in laurel_options(**options).items():
@@ -150,7 +151,7 @@ class LaurelResidual(keras.layers.Layer):
         )
         self.supports_masking = True
 
-    def build(self, x_shape, fx_shape=None):
+    def build(self, x_shape: tuple, fx_shape: tuple | None = None) -> None:
         x_shape = _as_shape(x_shape)
         fx_shape = _as_shape(fx_shape) if fx_shape is not None else x_shape
         self._check_shapes(x_shape, fx_shape)
@@ -290,7 +291,7 @@ class LaurelResidual(keras.layers.Layer):
         theta = ops.cast(theta, dtype)
         return theta[0], theta[1]
 
-    def branch(self, z):
+    def branch(self, z: Any) -> Any:
         """Gemma 3n's LAuReL branch `z + rmsnorm(B(A z)) * s`."""
         z = ops.convert_to_tensor(z, dtype=self.compute_dtype)
         h = ops.matmul(ops.matmul(z, self.lr_kernel_a), self.lr_kernel_b)
@@ -298,7 +299,13 @@ class LaurelResidual(keras.layers.Layer):
         h = h * ops.rsqrt(variance + self.epsilon)
         return z + h * self.lr_norm_scale
 
-    def call(self, x, fx, previous=None, branch_input=None):
+    def call(
+        self,
+        x: Any,
+        fx: Any,
+        previous: Any | None = None,
+        branch_input: Any | None = None,
+    ) -> Any:
         dtype = self.compute_dtype
         x = ops.cast(x, dtype)
         fx = ops.cast(fx, dtype)
@@ -329,11 +336,19 @@ class LaurelResidual(keras.layers.Layer):
             return alpha * fx + beta * h
         return fx + h
 
-    def compute_output_shape(self, x_shape, fx_shape=None, *args, **kwargs):
+    def compute_output_shape(
+        self,
+        x_shape: tuple,
+        fx_shape: tuple | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> tuple:
         return x_shape
 
     @classmethod
-    def from_gemma3n(cls, block, **kwargs):
+    def from_gemma3n(
+        cls, block: keras.layers.Layer, **kwargs: Any
+    ) -> "LaurelResidual":
         """A `"gemma3n"` `LaurelResidual` with the weights of keras-hub's
         built `Gemma3nTextLaurelBlock` `block`: `layer.branch(z)` equals
         `block(z)`, and `layer(x, fx, branch_input=z)` is Gemma 3n's
@@ -357,7 +372,7 @@ class LaurelResidual(keras.layers.Layer):
             ours.assign(ops.convert_to_numpy(theirs))
         return layer
 
-    def get_prunable_weights(self):
+    def get_prunable_weights(self) -> list:
         """The kernels `MagnitudePruning` may prune (pruning protocol).
 
         The low-rank kernels `lr_kernel_a` / `lr_kernel_b` and the low-rank
@@ -370,7 +385,7 @@ class LaurelResidual(keras.layers.Layer):
         weights += list(getattr(self, "pa_kernels_b", None) or [])
         return [w for w in weights if w is not None]
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(options_config(self))
         return config

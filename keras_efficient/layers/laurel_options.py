@@ -22,7 +22,7 @@ DATA_FORMATS = (None, "channels_last", "channels_first")
 _ORDER = ("rw", "lr", "pa")
 
 
-def normalize_variant(variant, name="variant"):
+def normalize_variant(variant: str, name: str = "variant") -> str:
     """The canonical spelling of a LAuReL variant (e.g. `"LR+rw"`).
 
     Parts are case-insensitive, may be padded with spaces and come in any
@@ -47,7 +47,7 @@ def normalize_variant(variant, name="variant"):
     return canonical
 
 
-def variant_spellings(variant):
+def variant_spellings(variant: str) -> list[str]:
     """Every ordering of the parts of `variant` (all spellings it accepts,
     up to case and spaces).
 
@@ -59,16 +59,16 @@ def variant_spellings(variant):
 
 
 def laurel_options(
-    variant="rw+lr",
-    rank=16,
-    num_activations=3,
-    normalization="softmax",
-    per_dimension=False,
-    lr_initializer="glorot_uniform",
-    low_rank_history=False,
-    data_format=None,
-    epsilon=1e-6,
-):
+    variant: str = "rw+lr",
+    rank: int = 16,
+    num_activations: int = 3,
+    normalization: str = "softmax",
+    per_dimension: bool = False,
+    lr_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+    low_rank_history: bool = False,
+    data_format: str | None = None,
+    epsilon: float = 1e-6,
+) -> dict:
     """Checks the LAuReL options and returns them, normalised, as a dict.
 
     The one definition of the options and their defaults (documented in
@@ -107,14 +107,14 @@ def laurel_options(
 OPTIONS = tuple(laurel_options.__code__.co_varnames[:9])
 
 
-def split_options(kwargs):
+def split_options(kwargs: dict) -> tuple[dict, dict]:
     """`(laurel options, other keyword arguments)` from one dict."""
     options = {k: v for k, v in kwargs.items() if k in OPTIONS}
     others = {k: v for k, v in kwargs.items() if k not in OPTIONS}
     return options, others
 
 
-def options_config(layer):
+def options_config(layer: keras.layers.Layer) -> dict:
     """The LAuReL options of `layer` (attributes), for its `get_config`."""
     config = {name: getattr(layer, name) for name in OPTIONS}
     config["lr_initializer"] = keras.initializers.serialize(

@@ -5,6 +5,8 @@ such blocks and threads the previous block inputs that the PA variants mix
 (LAuReL, Menghani et al., ICML 2025).
 """
 
+from typing import Any
+
 import keras
 
 from keras_efficient._validation import fail
@@ -60,7 +62,7 @@ class LaurelBlock(LayerWrapper):
 
     layer_key = "block"
 
-    def __init__(self, block, **kwargs):
+    def __init__(self, block: keras.layers.Layer, **kwargs: Any):
         options, kwargs = split_options(kwargs)
         super().__init__(block, **kwargs)
         self.residual = LaurelResidual(
@@ -70,21 +72,23 @@ class LaurelBlock(LayerWrapper):
             setattr(self, name, getattr(self.residual, name))
 
     @property
-    def block(self):
+    def block(self) -> keras.layers.Layer:
         """The wrapped block `f`."""
         return self.layer
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         input_shape = tuple(input_shape)
         super().build(input_shape)
         fx_shape = tuple(self.layer.compute_output_shape(input_shape))
         self.residual.build(input_shape, fx_shape)
 
-    def call(self, x, previous=None, training=None):
+    def call(
+        self, x: Any, previous: Any | None = None, training: bool | None = None
+    ) -> Any:
         fx = self.layer(x, training=training)
         return self.residual(x, fx, previous=previous)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(options_config(self))
         return config
@@ -134,7 +138,7 @@ class LaurelStack(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, blocks, **kwargs):
+    def __init__(self, blocks: list[keras.layers.Layer], **kwargs: Any):
         options, kwargs = split_options(kwargs)
         super().__init__(**kwargs)
         if (
@@ -162,15 +166,15 @@ class LaurelStack(keras.layers.Layer):
             )
 
     @property
-    def blocks(self):
+    def blocks(self) -> list[keras.layers.Layer]:
         """The wrapped blocks, in order."""
         return [b.block for b in self.laurel_blocks]
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         for laurel_block in self.laurel_blocks:
             laurel_block.build(tuple(input_shape))
 
-    def call(self, x, training=None):
+    def call(self, x: Any, training: bool | None = None) -> Any:
         history = []
         depth = self.num_activations - 1
         for laurel_block in self.laurel_blocks:
@@ -182,10 +186,10 @@ class LaurelStack(keras.layers.Layer):
             x = y
         return x
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config["blocks"] = [
             keras.saving.serialize_keras_object(b) for b in self.blocks
@@ -194,7 +198,7 @@ class LaurelStack(keras.layers.Layer):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> "LaurelStack":
         config = dict(config)
         config["blocks"] = [
             keras.saving.deserialize_keras_object(b) for b in config["blocks"]

@@ -1,5 +1,7 @@
 """Sparse lookup tables: external memory read by token id, LSH or router."""
 
+from typing import Any
+
 import keras
 import numpy as np
 from keras import ops
@@ -115,18 +117,20 @@ class SparseLookupTable(keras.layers.Layer):
 
     def __init__(
         self,
-        num_entries,
-        dim=None,
-        lookup="token_id",
-        consume="add",
-        num_tables=1,
-        num_bits=None,
-        top_k=1,
-        token_mapping="modulo",
-        embeddings_initializer=None,
-        seed=None,
-        router_type="auto",
-        **kwargs,
+        num_entries: int,
+        dim: int | None = None,
+        lookup: str = "token_id",
+        consume: str = "add",
+        num_tables: int = 1,
+        num_bits: int | None = None,
+        top_k: int = 1,
+        token_mapping: str = "modulo",
+        embeddings_initializer: str
+        | keras.initializers.Initializer
+        | None = None,
+        seed: int | None = None,
+        router_type: str = "auto",
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         check_positive_int("num_entries", num_entries)
@@ -190,7 +194,7 @@ class SparseLookupTable(keras.layers.Layer):
             )
 
     @property
-    def uses_product_keys(self):
+    def uses_product_keys(self) -> bool:
         """Whether the router reads the table through product keys."""
         if self.lookup != "router" or self.router_type == "dense":
             return False
@@ -199,7 +203,9 @@ class SparseLookupTable(keras.layers.Layer):
             or self.num_entries > DENSE_ROUTER_MAX_ENTRIES
         )
 
-    def build(self, inputs_shape, token_ids_shape=None):
+    def build(
+        self, inputs_shape: tuple, token_ids_shape: tuple | None = None
+    ) -> None:
         input_shape = inputs_shape
         width = known_width(input_shape, "SparseLookupTable")
         dim = self.dim if self.dim is not None else width
@@ -259,7 +265,9 @@ class SparseLookupTable(keras.layers.Layer):
                 f"token_ids.shape={token_ids_shape}"
             )
 
-    def entry_indices(self, inputs, token_ids=None):
+    def entry_indices(
+        self, inputs: Any, token_ids: Any | None = None
+    ) -> tuple[Any, Any | None]:
         """Table rows each token reads, int32 of shape `(..., n)`.
 
         `n` is 1 for `"token_id"`, `num_tables` for `"lsh"` and `top_k` for
@@ -329,7 +337,7 @@ class SparseLookupTable(keras.layers.Layer):
             index = ops.clip(ids, 0, n - 1)
         return ops.expand_dims(index, -1)
 
-    def call(self, inputs, token_ids=None):
+    def call(self, inputs: Any, token_ids: Any | None = None) -> Any:
         if token_ids is not None:
             # Static shapes only: no host sync.
             ids_shape = getattr(token_ids, "shape", None)
@@ -347,7 +355,9 @@ class SparseLookupTable(keras.layers.Layer):
             return inputs + entry
         return ops.concatenate([inputs, ops.cast(entry, inputs.dtype)], -1)
 
-    def compute_output_shape(self, inputs_shape, token_ids_shape=None):
+    def compute_output_shape(
+        self, inputs_shape: tuple, token_ids_shape: tuple | None = None
+    ) -> tuple:
         input_shape = inputs_shape
         if self.consume == "add":
             return tuple(input_shape)
@@ -355,7 +365,7 @@ class SparseLookupTable(keras.layers.Layer):
         width = None if input_shape[-1] is None else input_shape[-1] + dim
         return tuple(input_shape[:-1]) + (width,)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             {
@@ -377,7 +387,7 @@ class SparseLookupTable(keras.layers.Layer):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> "SparseLookupTable":
         config = dict(config)
         # Configs saved before product keys scored every entry.
         config.setdefault("router_type", "dense")

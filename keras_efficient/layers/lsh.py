@@ -1,6 +1,7 @@
 """Locality-sensitive hashing of vectors into bucket ids."""
 
 import math
+from typing import Any
 
 import keras
 import numpy as np
@@ -16,12 +17,12 @@ HASH_KINDS = ("hyperplane", "euclidean")
 MAX_BITS = 30
 
 
-def check_num_bits(value, name="num_bits"):
+def check_num_bits(value: Any, name: str = "num_bits") -> int:
     """Hash bits per table: bucket ids are int32, so at most `MAX_BITS`."""
     return check_int(name, value, min_value=1, max_value=MAX_BITS)
 
 
-def bits_for(num_buckets):
+def bits_for(num_buckets: int) -> int:
     """Smallest number of bits `m` with `2**m >= num_buckets` (at least 1)."""
     return max(1, int(math.ceil(math.log2(num_buckets))))
 
@@ -81,12 +82,12 @@ class LSHHash(keras.layers.Layer):
 
     def __init__(
         self,
-        num_tables=1,
-        num_bits=8,
-        kind="hyperplane",
-        bucket_width=1.0,
-        seed=None,
-        **kwargs,
+        num_tables: int = 1,
+        num_bits: int | None = 8,
+        kind: str = "hyperplane",
+        bucket_width: float = 1.0,
+        seed: int | None = None,
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.num_tables = check_positive_int("num_tables", num_tables)
@@ -98,7 +99,7 @@ class LSHHash(keras.layers.Layer):
         self.seed = None if seed is None else check_int("seed", seed)
         self.num_buckets = 2**self.num_bits
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         dim = known_width(input_shape, "LSHHash")
         # Later calls with another width fail with a clear Keras message.
         self.input_spec = keras.layers.InputSpec(axes={-1: dim})
@@ -138,7 +139,7 @@ class LSHHash(keras.layers.Layer):
             )
         self.built = True
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         x = ops.stop_gradient(ops.cast(inputs, "float32"))
         projected = ops.matmul(x, ops.cast(self.projections, "float32"))
         shape = ops.shape(projected)[:-1] + (self.num_tables, self.num_bits)
@@ -156,15 +157,15 @@ class LSHHash(keras.layers.Layer):
         mixed = ops.bitwise_and(mixed, self.num_buckets - 1)
         return ops.cast(mixed, "int32")
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape[:-1]) + (self.num_tables,)
 
-    def compute_output_spec(self, inputs):
+    def compute_output_spec(self, inputs: Any) -> keras.KerasTensor:
         return keras.KerasTensor(
             self.compute_output_shape(inputs.shape), dtype="int32"
         )
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             {

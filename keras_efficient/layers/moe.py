@@ -1,6 +1,8 @@
 """Mixture of experts: dropless by default, LSH or top-k softmax router."""
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import keras
 from keras import ops
@@ -27,7 +29,7 @@ IMPLEMENTATIONS = ("auto", "reference", "ragged")
 LEGACY_CAPACITY_FACTOR = 1.25
 
 
-def resolve_implementation(implementation):
+def resolve_implementation(implementation: str) -> str:
     """Maps `"auto"` to the grouped-matmul path used on this backend."""
     return _backend.resolve_implementation(implementation)
 
@@ -127,22 +129,22 @@ class MixtureOfExperts(keras.layers.Layer):
 
     def __init__(
         self,
-        num_experts,
-        hidden_dim,
-        router="lsh",
-        top_k=1,
-        capacity_factor=None,
-        output_dim=None,
-        activation="relu",
-        load_balance_weight=0.01,
-        z_loss_weight=0.0,
-        num_shared_experts=0,
-        num_bits=None,
-        kernel_initializer=None,
-        bias_initializer="zeros",
-        implementation="auto",
-        seed=None,
-        **kwargs,
+        num_experts: int,
+        hidden_dim: int,
+        router: str = "lsh",
+        top_k: int = 1,
+        capacity_factor: float | None = None,
+        output_dim: int | None = None,
+        activation: str | Callable = "relu",
+        load_balance_weight: float = 0.01,
+        z_loss_weight: float = 0.0,
+        num_shared_experts: int = 0,
+        num_bits: int | None = None,
+        kernel_initializer: str | keras.initializers.Initializer | None = None,
+        bias_initializer: str | keras.initializers.Initializer = "zeros",
+        implementation: str = "auto",
+        seed: int | None = None,
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.num_experts = check_positive_int("num_experts", num_experts)
@@ -202,7 +204,7 @@ class MixtureOfExperts(keras.layers.Layer):
                 name="router",
             )
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         dim = known_width(input_shape, "MixtureOfExperts")
         e, h = self.num_experts, self.hidden_dim
         out = self.output_dim or dim
@@ -262,7 +264,7 @@ class MixtureOfExperts(keras.layers.Layer):
             initializer=self.bias_initializer,
         )
 
-    def capacity(self, num_tokens):
+    def capacity(self, num_tokens: int) -> int | None:
         """Slots per expert for `num_tokens` tokens, `None` if dropless."""
         k, e = self.top_k, self.num_experts
         if self.capacity_factor is None:
@@ -276,7 +278,7 @@ class MixtureOfExperts(keras.layers.Layer):
         slots = ops.minimum(ops.cast(slots, "int32"), num_tokens * k)
         return ops.maximum(slots, 1)
 
-    def route(self, x):
+    def route(self, x: Any) -> tuple[Any, Any, Any | None]:
         """`(experts, gates, logits)` of each token: `(T, top_k)` ids and
         gates, and the `(T, E)` router logits (`None` with LSH)."""
         if self.hash is not None:
@@ -329,7 +331,7 @@ class MixtureOfExperts(keras.layers.Layer):
         hidden = self.activation(hidden)
         return ops.matmul(hidden, self.shared_kernel_out) + self.shared_bias_out
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         shape = ops.shape(inputs)
         x = ops.reshape(inputs, (-1, shape[-1]))
         num_tokens = ops.shape(x)[0]
@@ -348,10 +350,10 @@ class MixtureOfExperts(keras.layers.Layer):
             out = out + ops.cast(self._shared(x), out.dtype)
         return ops.reshape(out, tuple(shape[:-1]) + (out_dim,))
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape[:-1]) + (self.output_dim or input_shape[-1],)
 
-    def get_prunable_weights(self):
+    def get_prunable_weights(self) -> list:
         """The kernels `MagnitudePruning` may prune (pruning protocol).
 
         The expert kernels `kernel_in` `(E, D, H)` and `kernel_out`
@@ -361,7 +363,7 @@ class MixtureOfExperts(keras.layers.Layer):
         weights = [getattr(self, name, None) for name in names]
         return [w for w in weights if w is not None]
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             {
@@ -389,7 +391,7 @@ class MixtureOfExperts(keras.layers.Layer):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> "MixtureOfExperts":
         config = dict(config)
         # Configs saved before dropless became the default kept capacity.
         config.setdefault("capacity_factor", LEGACY_CAPACITY_FACTOR)

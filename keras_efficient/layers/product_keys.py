@@ -11,11 +11,12 @@ grow with `sqrt(N)`, not `N`.
 """
 
 import math
+from typing import Any
 
 from keras import ops
 
 
-def sub_key_counts(num_entries):
+def sub_key_counts(num_entries: int) -> tuple[int, int]:
     """`(n_a, n_b)` with `n_a * n_b >= num_entries`, both about `sqrt(N)`."""
     n_a = math.isqrt(num_entries)
     if n_a * n_a < num_entries:
@@ -23,7 +24,9 @@ def sub_key_counts(num_entries):
     return n_a, math.ceil(num_entries / n_a)
 
 
-def product_key_topk(query, keys_a, keys_b, k, num_entries):
+def product_key_topk(
+    query: Any, keys_a: Any, keys_b: Any, k: int, num_entries: int
+) -> tuple[Any, Any]:
     """Top-k entries of each query by product keys.
 
     Args:

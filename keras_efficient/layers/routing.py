@@ -9,10 +9,12 @@ TensorFlow and torch), so nothing overflows however many experts, tokens
 and choices there are.
 """
 
+from typing import Any
+
 from keras import ops
 
 
-def top_k_softmax(logits, k):
+def top_k_softmax(logits: Any, k: int) -> tuple[Any, Any, Any]:
     """Top-k softmax routing.
 
     Args:
@@ -29,7 +31,7 @@ def top_k_softmax(logits, k):
     return ops.cast(experts, "int32"), gates, probs
 
 
-def load_balance_loss(expert, probs, num_experts):
+def load_balance_loss(expert: Any, probs: Any, num_experts: int) -> Any:
     """Switch Transformer load-balancing loss `E * sum_e f_e * P_e`.
 
     `f_e` is the fraction of the `(A,)` assignments `expert` sent to expert
@@ -44,13 +46,13 @@ def load_balance_loss(expert, probs, num_experts):
     return num_experts * ops.sum(fraction * mean_prob)
 
 
-def router_z_loss(logits):
+def router_z_loss(logits: Any) -> Any:
     """ST-MoE router z-loss: `mean_t (logsumexp_e logits[t, e]) ** 2`."""
     z = ops.logsumexp(ops.cast(logits, "float32"), axis=-1)
     return ops.mean(ops.square(z))
 
 
-def sort_by_expert(expert):
+def sort_by_expert(expert: Any) -> tuple[Any, Any]:
     """Stable order of the assignments grouped by expert.
 
     Args:
@@ -69,7 +71,7 @@ def sort_by_expert(expert):
     return order, index - ops.cast(first, "int32")
 
 
-def positions_in_experts(expert, num_experts=None):
+def positions_in_experts(expert: Any, num_experts: int = None) -> Any:
     """Rank of each assignment among the earlier ones to the same expert.
 
     `position[i]` is the number of `j < i` with `expert[j] == expert[i]`,
@@ -92,7 +94,9 @@ def positions_in_experts(expert, num_experts=None):
     )
 
 
-def group_sizes(expert, num_experts, weight=None):
+def group_sizes(
+    expert: Any, num_experts: int, weight: Any | None = None
+) -> Any:
     """`(E,)` int32 number of assignments (optionally masked) per expert."""
     ones = ops.ones_like(expert, dtype="int32") if weight is None else weight
     return ops.cast(

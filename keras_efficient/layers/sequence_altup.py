@@ -1,5 +1,7 @@
 """Sequence-AltUp: alternating updates along the sequence axis."""
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -53,11 +55,13 @@ class SequenceAltUp(LayerWrapper):
     (4, 10, 16)
     """
 
-    def __init__(self, layer, stride=2, **kwargs):
+    def __init__(
+        self, layer: keras.layers.Layer, stride: int = 2, **kwargs: Any
+    ):
         super().__init__(layer, **kwargs)
         self.stride = check_positive_int("stride", stride)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         input_shape = tuple(input_shape)
         if len(input_shape) < 3:
             raise ValueError(
@@ -69,14 +73,14 @@ class SequenceAltUp(LayerWrapper):
         )
         super().build(input_shape)
 
-    def inner_shape(self, input_shape):
+    def inner_shape(self, input_shape: tuple) -> tuple:
         """The anchors' shape: the sequence is `stride` times shorter."""
         length = input_shape[1]
         if length is not None:
             length = -(-length // self.stride)
         return (input_shape[0], length) + input_shape[2:]
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
         s = self.stride
         anchors = inputs[:, ::s] if s > 1 else inputs
         outputs = self.layer(anchors, training=training)
@@ -94,7 +98,7 @@ class SequenceAltUp(LayerWrapper):
         gains = ops.reshape(gains, (-1,) + (1,) * (len(inputs.shape) - 2))
         return inputs + gains * innovation
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config["stride"] = self.stride
         return config

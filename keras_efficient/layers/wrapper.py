@@ -1,5 +1,7 @@
 """One base for the layers that wrap a layer (private)."""
 
+from typing import Any
+
 import keras
 
 from keras_efficient._validation import check_instance
@@ -17,29 +19,33 @@ class LayerWrapper(keras.layers.Wrapper):
 
     layer_key = "layer"
 
-    def __init__(self, layer, **kwargs):
+    def __init__(self, layer: keras.layers.Layer, **kwargs: Any):
         check_instance(
             self.layer_key, layer, keras.layers.Layer, "a Keras layer or model"
         )
         super().__init__(layer, **kwargs)
 
-    def inner_shape(self, input_shape):
+    def inner_shape(self, input_shape: tuple) -> tuple:
         """The shape the wrapped layer is built on."""
         return input_shape
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         super().build(self.inner_shape(tuple(input_shape)))
 
-    def compute_output_shape(self, input_shape, *args, **kwargs):
+    def compute_output_shape(
+        self, input_shape: tuple, *args: Any, **kwargs: Any
+    ) -> tuple:
         return tuple(input_shape)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config[self.layer_key] = config.pop("layer")
         return config
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
+    def from_config(
+        cls, config: dict, custom_objects: dict | None = None
+    ) -> "LayerWrapper":
         config = dict(config)
         layer = keras.saving.deserialize_keras_object(
             config.pop(cls.layer_key), custom_objects=custom_objects

@@ -18,6 +18,8 @@ How the cost scales depends on what the backend hands the optimizer:
   (measured in `benchmarks/lookup_moe.py`).
 """
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -90,21 +92,35 @@ class LazyAdam(keras.optimizers.Adam):
     ```
     """
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-7, **kwargs):
+    def __init__(
+        self,
+        learning_rate: float
+        | keras.optimizers.schedules.LearningRateSchedule = 0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        **kwargs: Any,
+    ):
         if kwargs.pop("amsgrad", False):
             raise ValueError(
                 "`LazyAdam` does not support `amsgrad`. Received: amsgrad=True"
             )
-        super().__init__(learning_rate=learning_rate, beta_1=beta_1,
-                         beta_2=beta_2, epsilon=epsilon, **kwargs)
+        super().__init__(
+            learning_rate=learning_rate,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            **kwargs,
+        )
 
     def _step(self, m, v, gradient, alpha):
         m = m + (gradient - m) * (1 - self.beta_1)
         v = v + (ops.square(gradient) - v) * (1 - self.beta_2)
         return m, v, alpha * m / (ops.sqrt(v) + self.epsilon)
 
-    def update_step(self, gradient, variable, learning_rate):
+    def update_step(
+        self, gradient: Any, variable: Any, learning_rate: Any
+    ) -> None:
         dtype = variable.dtype
         t = ops.cast(self.iterations + 1, dtype)
         b1 = ops.power(ops.cast(self.beta_1, dtype), t)
@@ -154,7 +170,9 @@ class LazySGD(keras.optimizers.SGD):
     ```
     """
 
-    def update_step(self, gradient, variable, learning_rate):
+    def update_step(
+        self, gradient: Any, variable: Any, learning_rate: Any
+    ) -> None:
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         momentum = ops.cast(self.momentum, dtype)
