@@ -1,0 +1,94 @@
+"""Every public signature is typed (the package ships `py.typed`)."""
+
+import importlib
+import inspect
+import os
+import pkgutil
+
+import keras_efficient
+
+# Keras's own hooks keep Keras's signatures; their types are Keras's.
+KERAS_HOOKS = {
+    "build",
+    "get_config",
+    "from_config",
+    "compute_output_shape",
+    "compute_output_spec",
+}
+
+
+def _public_modules():
+    for info in pkgutil.walk_packages(
+        keras_efficient.__path__, "keras_efficient."
+    ):
+        if not any(p.startswith("_") for p in info.name.split(".")[1:]):
+            yield importlib.import_module(info.name)
+
+
+def _public_callables():
+    seen = set()
+    for module in _public_modules():
+        names = getattr(module, "__all__", None) or [
+            n for n in dir(module) if not n.startswith("_")
+        ]
+        for name in names:
+            obj = getattr(module, name, None)
+            home = getattr(obj, "__module__", "") or ""
+            if not home.startswith("keras_efficient") or id(obj) in seen:
+                continue
+            if any(p.startswith("_") for p in home.split(".")[1:]):
+                continue
+            seen.add(id(obj))
+            if inspect.isfunction(obj):
+                yield f"{home}.{obj.__qualname__}", obj
+            elif inspect.isclass(obj):
+                for attr, member in vars(obj).items():
+                    public = not attr.startswith("_") or attr in (
+                        "__init__",
+                        "__call__",
+                    )
+                    if (
+                        public
+                        and attr not in KERAS_HOOKS
+                        and inspect.isfunction(member)
+                    ):
+                        yield f"{home}.{obj.__qualname__}.{attr}", member
+
+
+def _unannotated(fn):
+    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [
+        name
+        for name, p in inspect.signature(fn).parameters.items()
+        if name not in ("self", "cls")
+        and p.kind not in skip
+        and p.annotation is inspect.Parameter.empty
+    ]
+
+
+def test_every_public_parameter_is_annotated():
+    missing = {
+        label: params
+        for label, fn in _public_callables()
+        if (params := _unannotated(fn))
+    }
+    assert not missing, "\n".join(f"{k}: {v}" for k, v in sorted(missing.items()))
+
+
+def test_the_scan_sees_the_whole_api():
+    labels = {label for label, _ in _public_callables()}
+    # A few names from each subpackage, so an import change that hides
+    # modules from the scan fails here instead of passing vacuously.
+    for expected in (
+        "keras_efficient.layers.laurel.LaurelResidual.__init__",
+        "keras_efficient.distillation.slam.SLaMLoss.__init__",
+        "keras_efficient.pruning.callback.MagnitudePruning.__init__",
+        "keras_efficient.pruning.shrink.shrink",
+    ):
+        assert expected in labels
+    assert len(labels) > 150
+
+
+def test_py_typed_is_shipped():
+    root = os.path.dirname(keras_efficient.__file__)
+    assert os.path.exists(os.path.join(root, "py.typed"))
