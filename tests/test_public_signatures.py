@@ -72,7 +72,8 @@ def test_every_public_parameter_is_annotated():
         for label, fn in _public_callables()
         if (params := _unannotated(fn))
     }
-    assert not missing, "\n".join(f"{k}: {v}" for k, v in sorted(missing.items()))
+    report = "\n".join(f"{k}: {v}" for k, v in sorted(missing.items()))
+    assert not missing, report
 
 
 def test_the_scan_sees_the_whole_api():
