@@ -54,6 +54,8 @@ def active(**kw):
     kw.setdefault("budget", 8)
     kw.setdefault("queries_per_round", 4)
     kw.setdefault("strategy", "margin")
+    # A NumPy teacher does not trace on a symbolic TensorFlow tensor.
+    kw.setdefault("teacher_output_shape", (C,))
     return kd.ActiveDistillation(**kw)
 
 
