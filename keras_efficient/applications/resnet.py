@@ -277,18 +277,18 @@ def _named_resnet(name, layout, summary, example):
     default_name = name.lower()
 
     def builder(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=classes,
-        classifier_activation="softmax",
-        name=default_name,
-        laurel=None,
-        laurel_rank=16,
-        width_multiplier=1.0,
-    ):
+        include_top: bool = True,
+        weights: None = None,
+        input_tensor: keras.KerasTensor | None = None,
+        input_shape: tuple[int | None, int | None, int] | None = None,
+        pooling: str | None = None,
+        classes: int = classes,
+        classifier_activation: str | Callable | None = "softmax",
+        name: str = default_name,
+        laurel: str | None = None,
+        laurel_rank: int = 16,
+        width_multiplier: float = 1.0,
+    ) -> keras.Model:
         arguments = dict(locals())
         for key in ("stack_sizes", "filters", "block", "stem", "ResNet"):
             arguments.pop(key, None)
