@@ -280,6 +280,50 @@ CONSTRUCTOR = (
             "teacher",
         ),
         case(
+            "ActiveDistillation-validation-not-pair",
+            lambda: active(validation=np.zeros((4, 3), "float32")),
+            "validation",
+        ),
+        case(
+            "ActiveDistillation-validation-length-mismatch",
+            lambda: active(
+                validation=(np.zeros((4, 3), "float32"), np.zeros(5, "int32"))
+            ),
+            "validation",
+        ),
+        case(
+            "ActiveDistillation-validation-wrong-width",
+            lambda: active(
+                validation=(np.zeros((4, 5), "float32"), np.zeros(4, "int32"))
+            ),
+            "validation",
+        ),
+        case(
+            "ActiveDistillation-embedding_layer-int",
+            lambda: active(embedding_layer=3),
+            "embedding_layer",
+        ),
+        case(
+            "ActiveDistillation-state_dir-int",
+            lambda: active(state_dir=7),
+            "state_dir",
+        ),
+        case(
+            "ActiveDistillation-teacher_output_shape-int",
+            lambda: active(teacher_output_shape=10),
+            "teacher_output_shape",
+        ),
+        case(
+            "ActiveDistillation-teacher_output_shape-zero",
+            lambda: active(teacher_output_shape=(0,)),
+            "teacher_output_shape",
+        ),
+        case(
+            "ActiveDistillation-teacher_output_shape-str",
+            lambda: active(teacher_output_shape=("10",)),
+            "teacher_output_shape",
+        ),
+        case(
             "ActiveDistillation-pool-empty",
             lambda: active(pool=np.zeros((0, 3), "float32"), budget=1),
             "budget|pool",

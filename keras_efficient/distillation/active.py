@@ -17,6 +17,46 @@ from keras_efficient.distillation.state import SelectionState
 __all__ = ["ActiveDistillation", "TeacherQueryError"]
 
 
+def _optional(name, value, types, what):
+    return None if value is None else v.check_instance(name, value, types, what)
+
+
+def _check_output_shape(shape):
+    """`None` or the shape of one teacher output, e.g. `(10,)`."""
+    if shape is None:
+        return None
+    if not isinstance(shape, (tuple, list)) or not shape:
+        v.fail(
+            "teacher_output_shape",
+            "None or a non-empty tuple of positive integers",
+            shape,
+            v.ArgumentTypeError,
+        )
+    return v.check_int_tuple("teacher_output_shape", shape, len(shape))
+
+
+def _check_validation(validation, pool):
+    """`None` or labeled `(x_val, y_val)` shaped like the pool's inputs."""
+    if validation is None:
+        return None
+    what = "None or a pair (x_val, y_val) of arrays of equal length"
+    if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+        v.fail("validation", what, validation, v.ArgumentTypeError)
+    x_val, y_val = (np.asarray(part) for part in validation)
+    if x_val.ndim == 0 or y_val.ndim == 0 or len(x_val) != len(y_val):
+        v.fail("validation", what, validation)
+    if len(x_val) == 0:
+        v.fail("validation", "at least one labeled example", validation)
+    if x_val.shape[1:] != pool.shape[1:]:
+        v.fail(
+            "validation",
+            f"inputs shaped like the pool's, (n,) + {pool.shape[1:]}; "
+            f"got x_val of shape {x_val.shape}",
+            "(x_val, y_val)",
+        )
+    return validation
+
+
 def _check_teacher(teacher):
     if not callable(teacher):
         v.fail(
@@ -138,11 +178,16 @@ class ActiveDistillation(
         self.epochs_per_round = v.check_positive_int(
             "epochs_per_round", epochs_per_round
         )
-        self.validation = validation
+        self.validation = _check_validation(validation, self.pool)
         self.batch_size = v.check_positive_int("batch_size", batch_size)
         self.from_logits = v.check_bool("from_logits", from_logits)
-        self.embedding_layer = embedding_layer
-        self.state_dir = state_dir
+        self.embedding_layer = _optional(
+            "embedding_layer", embedding_layer, str, "a layer name or None"
+        )
+        self.state_dir = _optional(
+            "state_dir", state_dir, (str, os.PathLike), "a path or None"
+        )
+        teacher_output_shape = _check_output_shape(teacher_output_shape)
         self.verbose = v.check_int("verbose", verbose, 0, 2)
         self.state = SelectionState(self._run_identity(), state_dir)
         self._check_robust_inputs(validation)
