@@ -17,10 +17,6 @@ from keras_efficient.distillation.state import SelectionState
 __all__ = ["ActiveDistillation", "TeacherQueryError"]
 
 
-def _optional(name, value, types, what):
-    return None if value is None else v.check_instance(name, value, types, what)
-
-
 def _check_output_shape(shape):
     """`None` or the shape of one teacher output, e.g. `(10,)`."""
     if shape is None:
@@ -181,11 +177,17 @@ class ActiveDistillation(
         self.validation = _check_validation(validation, self.pool)
         self.batch_size = v.check_positive_int("batch_size", batch_size)
         self.from_logits = v.check_bool("from_logits", from_logits)
-        self.embedding_layer = _optional(
-            "embedding_layer", embedding_layer, str, "a layer name or None"
+        self.embedding_layer = v.check_instance(
+            "embedding_layer",
+            embedding_layer,
+            (str, type(None)),
+            "a layer name or None",
         )
-        self.state_dir = _optional(
-            "state_dir", state_dir, (str, os.PathLike), "a path or None"
+        self.state_dir = v.check_instance(
+            "state_dir",
+            state_dir,
+            (str, os.PathLike, type(None)),
+            "a path or None",
         )
         teacher_output_shape = _check_output_shape(teacher_output_shape)
         self.verbose = v.check_int("verbose", verbose, 0, 2)
