@@ -27,8 +27,12 @@ the compiled step at every step) and f = 100 (tfmot's default), interleaved
 A/B rounds, median and spread of the per-round ratios; the train-step
 compilations during the timed rounds are counted (0 expected).
 
+With `--structure`, runs the filter-removal benchmark instead (dense vs
+masked vs removed ResNet20: latency, parameters, FLOPs and accuracy; see
+`benchmarks/shrink.py`, results in `shrink.<backend>.json`).
+
     KERAS_BACKEND=jax python benchmarks/pruning.py [--quick] [--seeds N]
-        [--timing-only]
+        [--timing-only | --structure]
 """
 
 import logging
@@ -235,15 +239,24 @@ def timing(data, quick, prune_steps, frequency, ft_epochs):
     return figures, extra
 
 
-def main():
-    args = parse_args(
-        __doc__.splitlines()[0],
-        extra=lambda p: p.add_argument(
-            "--timing-only",
-            action="store_true",
-            help="only the step-time figures",
-        ),
+def _arguments(parser):
+    parser.add_argument(
+        "--timing-only", action="store_true", help="only the step-time figures"
     )
+    parser.add_argument(
+        "--structure",
+        action="store_true",
+        help="dense vs masked vs removed ResNet20 (benchmarks/shrink.py)",
+    )
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0], extra=_arguments)
+    if args.structure:
+        from benchmarks import shrink
+
+        shrink.run(args)
+        return
     quick = args.quick
     if args.timing_only and not args.output:
         name = f"pruning.timing.{keras.backend.backend()}"
