@@ -123,7 +123,11 @@ def test_width_multiplier_and_logits():
     assert model.output.shape == (None, 3)
 
 
-@pytest.mark.parametrize("builder", [ResNet18, ResNet50])
+@pytest.mark.parametrize(
+    "builder",
+    # ResNet50 in the slow run; its blocks train below on every run.
+    [ResNet18, pytest.param(ResNet50, marks=pytest.mark.slow)],
+)
 def test_imagenet_style_small_input(builder):
     model = builder(
         input_shape=(32, 32, 3),
@@ -133,6 +137,30 @@ def test_imagenet_style_small_input(builder):
         width_multiplier=0.125,
     )
     assert len(_laurel_layers(model)) == (8 if builder is ResNet18 else 16)
+    x, y = _data(n=4, shape=(32, 32, 3), classes=5)
+    model.compile(
+        optimizer="sgd",
+        loss="sparse_categorical_crossentropy",
+        jit_compile=JIT,
+    )
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+
+
+def test_bottleneck_blocks_train():
+    # ResNet50's block and stem in a two-stage model (the full ResNet50
+    # trains in the slow run).
+    model = ResNet(
+        stack_sizes=[1, 2],
+        filters=[4, 8],
+        block="bottleneck",
+        stem="imagenet",
+        input_shape=(32, 32, 3),
+        classes=5,
+        laurel="rw+lr",
+        laurel_rank=4,
+    )
+    assert len(_laurel_layers(model)) == 3
     x, y = _data(n=4, shape=(32, 32, 3), classes=5)
     model.compile(
         optimizer="sgd",

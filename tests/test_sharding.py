@@ -19,7 +19,10 @@ SCRIPT = textwrap.dedent(
     import json
     import os
 
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + " --xla_force_host_platform_device_count=8"
+    )
     os.environ["KERAS_BACKEND"] = "jax"
     import jax
     import keras
@@ -109,7 +112,6 @@ def test_table_and_experts_shard_over_eight_devices():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("XLA_FLAGS", None)
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT],
         capture_output=True,
