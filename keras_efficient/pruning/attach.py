@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 import keras
 
+from keras_efficient.pruning.groups import GroupPruningState
 from keras_efficient.pruning.state import MaskConstraint
 from keras_efficient.pruning.state import PruningState
 
@@ -44,7 +45,7 @@ def attach_state(
     }
     for old in {id(c.state): c.state for c in olds}.values():
         old.detach()
-    state = PruningState(optimizer, kernels, options, previous, followers)
+    state = GroupPruningState(optimizer, kernels, options, previous, followers)
     return state, True
 
 

@@ -7,7 +7,7 @@ import keras
 from keras_efficient import _validation as v
 from keras_efficient.pruning import masks as masks_lib
 from keras_efficient.pruning.attach import attach_state
-from keras_efficient.pruning.attach import bn_followers
+from keras_efficient.pruning.groups import filter_plan
 from keras_efficient.pruning.schedules import PruningSchedule
 from keras_efficient.pruning.state import innermost_optimizer
 from keras_efficient.pruning.targets import find_target_weights
@@ -60,7 +60,15 @@ class MagnitudePruning(keras.callbacks.Callback):
       only a BatchNormalization on its channel axis, that layer's gamma and
       beta are masked too (zero in the pruned channels, kept zero), so
       `strip_pruning` then `shrink` removes those channels. Targets inside
-      nested layers or subclassed models get no such follower.
+      nested layers or subclassed models get no such follower. On a
+      Sequential or functional model filters are pruned *by channel group*
+      (unless `group_channels=False`): kernels whose channels are added or
+      concatenated (`Add`, `Concatenate`, `LaurelResidual`, grouped as
+      `shrink` groups them) keep the same channels, ranked by the L1 norm
+      summed over the group, and those channels' biases, batch-norm scale
+      / offset and LAuReL up-projections are masked too, so `shrink`
+      removes them all. Kernels in no prunable group (model outputs,
+      channels under a `LayerNormalization`) are pruned per layer.
 
     Passing `block=` or `n_m=` (or `sparsity_m_by_n=`) alone selects that
     structure. The epoch logs (so `History`, `CSVLogger` and
@@ -105,6 +113,10 @@ class MagnitudePruning(keras.callbacks.Callback):
             `tfmot.sparsity.keras.prune_low_magnitude`); the same as
             `n_m=(m - zeros, m)`. Give `n_m` or `sparsity_m_by_n`, not
             both.
+        group_channels: for `"filter"`: None (by group when the model's
+            graph can be read, else per layer), True (by group, else a
+            `ValueError`) or False (per layer). With `layer_sparsity` a
+            group takes the smallest target of its kernels.
 
     Example:
 
@@ -135,6 +147,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         block_pooling: str = "avg",
         layer_sparsity: dict[str, float] | None = None,
         sparsity_m_by_n: tuple[int, int] | None = None,
+        group_channels: bool | None = None,
     ):
         super().__init__()
         self.schedule = v.check_instance(
@@ -175,6 +188,13 @@ class MagnitudePruning(keras.callbacks.Callback):
             "block_pooling", block_pooling, ("avg", "max")
         )
         self.layer_sparsity = self._check_layer_sparsity(layer_sparsity)
+        if group_channels not in (None, True, False) or (
+            group_channels and self.structure != "filter"
+        ):
+            v.fail("group_channels", "None, or a bool with structure="
+                   "'filter'", group_channels)  # fmt: skip
+        self.group_channels = group_channels
+        self._groups = None
         self._state = None
         self._layers = []
         self._factors_value = None
@@ -278,6 +298,7 @@ class MagnitudePruning(keras.callbacks.Callback):
             "n_m": self.n_m,
             "block_pooling": self.block_pooling,
             "factors": self._factors_value,
+            "groups": self._groups,
         }
 
     def _attach(self, model):
@@ -301,9 +322,11 @@ class MagnitudePruning(keras.callbacks.Callback):
                 self._layers.append(layer)
         kernels = [k for _, k in found]
         self._factors_value = self._factors(found)
-        followers = []
+        followers, self._groups = [], None
         if self.structure == "filter":
-            followers = bn_followers(model, found)
+            self._groups, followers = filter_plan(
+                model, found, self.group_channels
+            )
         self._state, changed = attach_state(
             optimizer, kernels, self._options(), followers
         )
@@ -369,6 +392,7 @@ class MagnitudePruning(keras.callbacks.Callback):
                 dict(self.layer_sparsity) if self.layer_sparsity else None
             ),
             "sparsity_m_by_n": self.sparsity_m_by_n,
+            "group_channels": self.group_channels,
         }
 
     @classmethod
