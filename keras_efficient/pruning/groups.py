@@ -189,7 +189,9 @@ class GroupChannelConstraint(ChannelMaskConstraint):
     masked segment by segment with the output channels of the groups'
     kernel masks (see `plan_groups`)."""
 
-    def __init__(self, state: PruningState, spec: tuple, original=None):
+    def __init__(
+        self, state: PruningState, spec: tuple, original: Any | None = None
+    ):
         MaskConstraint.__init__(self, state, None, original, leader=False)
         self.spec = tuple(spec)
         self.kernel_mask = None
@@ -220,7 +222,7 @@ class GroupPruningState(PruningState):
     `plan_groups`).
     """
 
-    def set_followers(self, followers) -> None:
+    def set_followers(self, followers: list) -> None:
         self._detach_followers()
         self.followers = list(followers)
         for variable, spec in self.followers:
@@ -246,7 +248,9 @@ class GroupPruningState(PruningState):
         )
 
 
-def filter_plan(model: keras.Model, found: list, group_channels) -> tuple:
+def filter_plan(
+    model: keras.Model, found: list, group_channels: bool | None
+) -> tuple:
     """`(groups or None, followers)` for `structure="filter"`.
 
     `group_channels`: False (layer by layer, batch norms after a target
