@@ -132,13 +132,3 @@ def set_in_layer(class_name, key, value):
 def is_nan(x):
     return isinstance(x, float) and math.isnan(x)
 
-
-# The tables run on JAX in CI: the checks they exercise are backend-neutral
-# Python and shape checks, and three full passes would double CI's time.
-# `KERAS_EFFICIENT_BAD_INPUT_ALL_BACKENDS=1` runs them on any backend.
-ONLY_ON_JAX = pytest.mark.skipif(
-    keras.backend.backend() != "jax"
-    and not os.environ.get("KERAS_EFFICIENT_BAD_INPUT_ALL_BACKENDS"),
-    reason="bad-input tables run on JAX in CI (set "
-    "KERAS_EFFICIENT_BAD_INPUT_ALL_BACKENDS=1 for other backends)",
-)

@@ -14,12 +14,9 @@ from tests.bad_input_helpers import BAD_POSITIVE_INT
 from tests.bad_input_helpers import GOOD_FRACTIONS
 from tests.bad_input_helpers import GOOD_INTS
 from tests.bad_input_helpers import GOOD_NUMBERS
-from tests.bad_input_helpers import ONLY_ON_JAX
 from tests.bad_input_helpers import case
 from tests.bad_input_helpers import check_case
 from tests.bad_input_helpers import sweep
-
-pytestmark = ONLY_ON_JAX
 
 RNG = np.random.default_rng(0)
 C = 4

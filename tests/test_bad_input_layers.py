@@ -11,14 +11,11 @@ from tests.bad_input_helpers import BAD_NUMBER
 from tests.bad_input_helpers import BAD_POSITIVE_INT
 from tests.bad_input_helpers import GOOD_INTS
 from tests.bad_input_helpers import GOOD_NUMBERS
-from tests.bad_input_helpers import ONLY_ON_JAX
 from tests.bad_input_helpers import case
 from tests.bad_input_helpers import check_case
 from tests.bad_input_helpers import set_in_layer
 from tests.bad_input_helpers import sweep
 from tests.bad_input_helpers import tamper_keras_file
-
-pytestmark = ONLY_ON_JAX
 
 
 def f32(*shape):

@@ -16,12 +16,9 @@ from tests.bad_input_helpers import BAD_POSITIVE_INT
 from tests.bad_input_helpers import ERRORS
 from tests.bad_input_helpers import GOOD_FRACTIONS
 from tests.bad_input_helpers import GOOD_INTS
-from tests.bad_input_helpers import ONLY_ON_JAX
 from tests.bad_input_helpers import case
 from tests.bad_input_helpers import check_case
 from tests.bad_input_helpers import sweep
-
-pytestmark = ONLY_ON_JAX
 
 BAD_FRACTION = BAD_NUMBER + [("one", 1.0), ("neg", -0.1), ("none", None)]
 NAN = float("nan")
