@@ -213,6 +213,8 @@ def test_arguments_and_fallback():
         MagnitudePruning(sched, group_channels=True)
     with pytest.raises(ValueError, match="group_channels"):
         MagnitudePruning(sched, structure="filter", group_channels="yes")
+    with pytest.raises(ValueError, match="group_channels"):
+        MagnitudePruning(sched, structure="filter", group_channels=1)
     cb = MagnitudePruning(sched, structure="filter", group_channels=False)
     assert MagnitudePruning.from_config(cb.get_config()).group_channels is False
 

@@ -188,7 +188,8 @@ class MagnitudePruning(keras.callbacks.Callback):
             "block_pooling", block_pooling, ("avg", "max")
         )
         self.layer_sparsity = self._check_layer_sparsity(layer_sparsity)
-        if group_channels not in (None, True, False) or (
+        # `in (None, True, False)` would take 1 and 0.0 for bools.
+        if not (group_channels is None or isinstance(group_channels, bool)) or (
             group_channels and self.structure != "filter"
         ):
             v.fail("group_channels", "None, or a bool with structure="
