@@ -30,6 +30,7 @@ from keras_efficient.pruning import masks as masks_lib
 from keras_efficient.pruning.state import ChannelMaskConstraint
 from keras_efficient.pruning.state import MaskConstraint
 from keras_efficient.pruning.state import PruningState
+from keras_efficient.pruning.state import unmasked_constraint
 
 L = keras.layers
 
@@ -226,13 +227,12 @@ class GroupPruningState(PruningState):
         self._detach_followers()
         self.followers = list(followers)
         for variable, spec in self.followers:
-            c = variable.constraint
-            if isinstance(c, ChannelMaskConstraint):
-                c = c.original
             if isinstance(spec, int):
                 n = tuple(self.kernels[spec].shape)[-1]
                 spec = ((spec, n),)
-            variable.constraint = GroupChannelConstraint(self, spec, c)
+            variable.constraint = GroupChannelConstraint(
+                self, spec, unmasked_constraint(variable)
+            )
 
     def _masks(self, kernels, sparsity, compute):
         groups = self.options.get("groups")

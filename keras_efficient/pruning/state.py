@@ -101,6 +101,13 @@ def _value(variable):
     return keras.ops.convert_to_numpy(variable)
 
 
+def unmasked_constraint(variable: keras.Variable) -> Any:
+    """The user's own constraint of a follower variable (under any
+    `ChannelMaskConstraint` a pruning state put on it)."""
+    c = variable.constraint
+    return c.original if isinstance(c, ChannelMaskConstraint) else c
+
+
 class PruningState:
     """Masks, step and target sparsity of one (model, optimizer) pair."""
 
@@ -150,10 +157,9 @@ class PruningState:
         self._detach_followers()
         self.followers = list(followers)
         for variable, i in self.followers:
-            c = variable.constraint
-            if isinstance(c, ChannelMaskConstraint):
-                c = c.original
-            variable.constraint = ChannelMaskConstraint(self, self.masks[i], c)
+            variable.constraint = ChannelMaskConstraint(
+                self, self.masks[i], unmasked_constraint(variable)
+            )
 
     def _detach_followers(self):
         for variable, _ in self.followers:
