@@ -290,11 +290,19 @@ class AltUp(LayerWrapper):
 
     def predict(self, inputs: Any, p: Any) -> Any:
         """The prediction step: `xhat_i = sum_j p[i, j] x_j`."""
-        # A broadcast multiply-and-sum over the K blocks: XLA fuses it into
-        # one loop, where an einsum / matmul with a contraction of size K
-        # costs transposes (measured ~1.5x slower on CPU).
-        products = ops.expand_dims(p, -1) * ops.expand_dims(inputs, -3)
-        return ops.sum(products, axis=-2)
+        # Unrolled over the K blocks (K is small and static): one fused
+        # elementwise loop that reads each block once. A broadcast
+        # `(..., K, K, d)` product and a sum over K made XLA CPU write the
+        # product out and reduce it in a separate kernel, forward and
+        # backward: 1.62x a plain LM step at d=128 instead of 1.09x.
+        blocks = [inputs[..., j, :] for j in range(self.num_blocks)]
+        rows = []
+        for i in range(self.num_blocks):
+            row = ops.expand_dims(p[..., i, 0], -1) * blocks[0]
+            for j in range(1, self.num_blocks):
+                row = row + ops.expand_dims(p[..., i, j], -1) * blocks[j]
+            rows.append(row)
+        return ops.stack(rows, axis=-2)
 
     def correct(self, predictions: Any, outputs: Any, g: Any) -> Any:
         """The correction step: `xhat_i + g[i] * (y - xhat_a)`."""
