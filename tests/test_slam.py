@@ -229,3 +229,25 @@ def test_conventions_are_loud():
     bad[3, 1] = np.nan
     with pytest.raises(ValueError, match=r"rows \[3\]"):
         SLaMLoss()(bad, s)
+
+
+@pytest.mark.parametrize("pairwise", [True, False])
+def test_khot_and_margin_paths_match_numpy(monkeypatch, pairwise):
+    """The sort-free (pairwise) k-hot and the `top_k` one agree with NumPy."""
+    from keras_efficient.distillation import _common
+
+    if not pairwise:
+        monkeypatch.setattr(_common, "_PAIRWISE_MAX_CLASSES", 0)
+    rng = np.random.default_rng(3)
+    # Rounded probabilities make ties at and around the k-th value common.
+    t = np.round(rng.dirichlet(np.ones(7), size=64), 1).astype("float32")
+    k = rng.integers(1, 8, size=64)
+    got = to_numpy(_common.khot(keras.ops.convert_to_tensor(t), k, 7))
+    expected = np.stack([_khot(t[i : i + 1], k[i])[0] for i in range(64)])
+    np.testing.assert_array_equal(got, expected)
+    assert (got.sum(-1) == k).all()
+    top2 = np.sort(t, -1)[:, -2:]
+    np.testing.assert_allclose(
+        to_numpy(_common.margin(keras.ops.convert_to_tensor(t))),
+        top2[:, 1] - top2[:, 0],
+    )

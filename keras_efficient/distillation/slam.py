@@ -155,25 +155,34 @@ class SLaMLoss(TeacherOutputsLoss):
         est = self.teacher_accuracy
         return self.k is None and est is not None and bool(est.topk_knots)
 
-    def example_k(self, t: Any) -> Any:
-        """k(x) per row of teacher probabilities `t` (int32, `keras.ops`)."""
+    def example_k(self, t: Any, margin: Any = None) -> Any:
+        """k(x) per row of teacher probabilities `t` (int32, `keras.ops`).
+
+        `margin`: the rows' top-1 minus top-2 probability, if known.
+        """
         num_classes = t.shape[-1]
         if not self._per_example():
             k = self.resolved_k(num_classes)
             return ops.full(ops.shape(t)[:-1], k, dtype="int32")
         est = self.teacher_accuracy
         kmax = min(num_classes, len(est.topk_knots) + 1)
-        margin = _common.margin(t)
-        k = ops.full(ops.shape(margin), 2, dtype="int32")
-        best = ops.zeros_like(margin)
-        for kk in range(2, kmax):
-            best = ops.maximum(best, est.topk_accuracy_at(margin, kk))
-            k = k + ops.cast(ops.less(best, self.coverage), "int32")
-        return k
+        if margin is None:
+            margin = _common.margin(t)
+        if kmax <= 2:
+            return ops.full(ops.shape(margin), 2, dtype="int32")
+        # k(x) = 2 + the number of leading k whose estimated top-k accuracy
+        # stays below coverage (the running best has not reached it yet).
+        accuracy = ta.interpolate_tables(est.topk_knots[: kmax - 2], margin)
+        below = ops.cast(ops.less(accuracy, self.coverage), "int32")
+        return 2 + ops.sum(ops.cumprod(below, axis=-1), axis=-1)
 
-    def alpha(self, t: Any, k: Any) -> Any:
+    def alpha(self, t: Any, k: Any, margin: Any = None) -> Any:
         """alpha(x), floored so the mixture increases with f (ops)."""
-        alpha = ta.estimate(self.teacher_accuracy, t)
+        est = self.teacher_accuracy
+        if margin is not None and est is not None and est.fitted:
+            alpha = est.interpolate(margin)
+        else:
+            alpha = ta.estimate(est, t)
         bound = 1.0 / ops.cast(k, "float32") if self.normalize else 0.5
         margin = 0.05 if self.min_alpha is None else 1e-3
         floor = ops.minimum(bound + margin, 1.0)
@@ -183,9 +192,10 @@ class SLaMLoss(TeacherOutputsLoss):
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         t = self.teacher_probabilities(y_true, y_pred)
-        k = self.example_k(t)
+        margin = _common.margin(t)  # once, for k(x) and alpha(x)
+        k = self.example_k(t, margin)
         topk = _common.khot(t, k, self._kmax(t.shape[-1]))
-        alpha = ops.expand_dims(self.alpha(t, k), -1)
+        alpha = ops.expand_dims(self.alpha(t, k, margin), -1)
         norm = 1.0
         if self.normalize:
             norm = ops.expand_dims(ops.cast(k, "float32") - 1.0, -1)
