@@ -643,9 +643,9 @@ def main():
         hlo.update(h)
         extra = {
             "note": (
-                "Shared 2-core CPU, heavily loaded by other jobs (load "
-                f"average {load} at start): ratios are noisy; read the "
-                "IQR and min-max next to each median. " + args.note
+                f"Load average {load} at start; with other jobs running, "
+                "ratios are noisy: read the IQR and min-max next to each "
+                "median. " + args.note
             ),
             "tree": _tree_state(),
             "widths_done": sorted({fig["config"]["width"] for fig in figures}),
