@@ -2,11 +2,14 @@
 
 Usage: python benchmarks/make_readme_table.py [--all]
 
-The table sits between the markers `<!-- results:start -->` and
-`<!-- results:end -->` in README.md; nothing in it is typed by hand. By
-default it lists the figures that carry a target (the headline comparisons);
-`--all` lists every figure. The JSON files hold everything, raw values per
-seed included.
+The tables sit between the markers `<!-- results:start -->` and
+`<!-- results:end -->` in README.md; nothing in them is typed by hand. The
+first lists every claim measured as a paired difference (method minus
+baseline, seed by seed) with its 95% interval and verdict: "shown" when the
+interval excludes zero on the method's side, "contradicted" when it excludes
+zero on the other side, "not shown" when it contains zero. The second lists
+the figures that carry a target (`--all`: every figure). The JSON files hold
+everything, raw values per seed included.
 """
 
 import argparse
@@ -54,6 +57,38 @@ def render_table(paths, all_figures=False):
     return "\n".join(lines)
 
 
+def render_claims(paths):
+    """One row per paired-difference figure: interval and verdict."""
+    lines = [
+        "| benchmark | claim (method - baseline) | mean | 95% interval | "
+        "seeds | verdict | where | file |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for path in paths:
+        with open(path) as f:
+            result = json.load(f)
+        machine = result.get("machine", {})
+        where = f"{machine.get('backend', '?')}, "
+        where += machine.get("accelerator", "?")
+        for figure in result["figures"]:
+            if "verdict" not in figure:
+                continue
+            low, high = figure["ci95"]
+            unit = figure.get("unit", "")
+            verdict = figure["verdict"]
+            if verdict != "not shown":
+                verdict = f"**{verdict}**"
+            lines.append(
+                f"| {result['benchmark']} | {figure['name']} | "
+                f"{figure['mean']:+.4g}{unit} | [{low:+.3g}, {high:+.3g}] | "
+                f"{figure['n']} | {verdict} | {where} | "
+                f"{os.path.basename(path)} |"
+            )
+    if len(lines) == 2:
+        return "_No paired comparisons recorded yet._"
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all", action="store_true", help="list every figure")
@@ -66,6 +101,7 @@ def main():
         if not p.endswith(".quick.json")
     )
     table = render_table(paths, args.all) if paths else "_No results yet._"
+    claims = render_claims(paths)
     commands = []
     for path in paths:
         with open(path) as f:
@@ -77,7 +113,11 @@ def main():
         commands.append(
             f"- `{result['benchmark']}` ({os.path.basename(path)}): `{command}`"
         )
-    block = f"{START}\n{table}\n\nReproduce with:\n\n" + "\n".join(commands)
+    block = (
+        f"{START}\nClaims, paired by seed:\n\n{claims}\n\n"
+        f"Figures with a target:\n\n{table}\n\nReproduce with:\n\n"
+        + "\n".join(commands)
+    )
     block += f"\n{END}"
     readme_path = os.path.join(ROOT, "README.md")
     with open(readme_path) as f:

@@ -2,8 +2,9 @@
 
 A page writes `<!-- results: laurel -->` and the build replaces it with a
 table of every figure in `benchmarks/results/laurel*.json` (quick runs
-excluded): name, mean with spread and number of runs, target and whether it
-was met, backend and device, and the command that reproduces it. Nothing in
+excluded): name, mean with spread and number of runs, the 95% interval of
+the mean, the target and whether it was met (or, for a paired difference,
+its verdict), backend and device, and the command that reproduces it. Nothing in
 these tables is typed by hand.
 """
 
@@ -29,8 +30,8 @@ def _table(prefix):
     if not paths:
         return f"_No results recorded yet for `{prefix}`._"
     rows = [
-        "| figure | mean ± std | runs | target | met | where |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| figure | mean ± std | 95% interval | runs | target | met | where |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     commands = []
     for path in paths:
@@ -41,8 +42,13 @@ def _table(prefix):
         where = f"{backend}, {machine.get('accelerator', '?')}"
         for figure in result.get("figures", []):
             met = {True: "yes", False: "**no**"}.get(figure.get("met"), "")
+            met = figure.get("verdict", met)
+            low_high = figure.get("ci95")
+            interval = (
+                f"[{low_high[0]:.3g}, {low_high[1]:.3g}]" if low_high else ""
+            )
             rows.append(
-                f"| {figure['name']} | {_value(figure)} | "
+                f"| {figure['name']} | {_value(figure)} | {interval} | "
                 f"{figure.get('n', 1)} | {figure.get('target', '')} | {met} "
                 f"| {where} |"
             )
