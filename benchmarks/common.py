@@ -150,9 +150,26 @@ def figure(name, values, target=None, unit="", note=""):
         result["met"] = bool(_COMPARATORS[comparator](mean, threshold))
     if len(values) > 1:
         result["ci95"] = list(confidence_interval(values))
+        if target is not None:
+            result["verdict"] = target_verdict(result["ci95"], *target)
     if note:
         result["note"] = note
     return result
+
+
+def target_verdict(ci95, comparator, threshold):
+    """Reads a 95% interval against a target `(comparator, threshold)`.
+
+    "shown" when the whole interval meets the target, "contradicted" when
+    none of it does, "not shown" when it straddles the threshold.
+    """
+    low, high = ci95
+    meets = _COMPARATORS[comparator]
+    if meets(low, threshold) and meets(high, threshold):
+        return "shown"
+    if not meets(low, threshold) and not meets(high, threshold):
+        return "contradicted"
+    return "not shown"
 
 
 def confidence_interval(values, level=0.95):

@@ -4,10 +4,12 @@ Usage: python benchmarks/make_readme_table.py [--all]
 
 The tables sit between the markers `<!-- results:start -->` and
 `<!-- results:end -->` in README.md; nothing in them is typed by hand. The
-first lists every claim measured as a paired difference (method minus
-baseline, seed by seed) with its 95% interval and verdict: "shown" when the
-interval excludes zero on the method's side, "contradicted" when it excludes
-zero on the other side, "not shown" when it contains zero. The second lists
+first lists every claim measured over several seeds with its 95% interval
+and verdict: a paired difference (method minus baseline, seed by seed) is
+"shown" when the interval excludes zero on the method's side,
+"contradicted" when it excludes zero on the other side, "not shown" when it
+contains zero; a figure with a target is "shown" when the whole interval
+meets the target, "contradicted" when none of it does. The second lists
 the figures that carry a target (`--all`: every figure). The JSON files hold
 everything, raw values per seed included.
 """
@@ -16,6 +18,9 @@ import argparse
 import glob
 import json
 import os
+
+from common import confidence_interval
+from common import target_verdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START = "<!-- results:start -->"
@@ -57,12 +62,30 @@ def render_table(paths, all_figures=False):
     return "\n".join(lines)
 
 
+def _claim(figure):
+    """`(what, interval, verdict)` of a figure that makes a claim, or None.
+
+    A paired difference claims "better than the baseline" (its verdict is
+    recorded); a figure with a target and several seeds claims the target,
+    read from its 95% interval (computed here for files written before
+    the verdict was recorded).
+    """
+    if "verdict" in figure and "target" not in figure:
+        return "vs 0", figure["ci95"], figure["verdict"]
+    if "target" not in figure or figure.get("n", 1) < 2:
+        return None
+    ci95 = figure.get("ci95") or list(confidence_interval(figure["values"]))
+    comparator, threshold = figure["target"].split()
+    verdict = target_verdict(ci95, comparator, float(threshold))
+    return figure["target"], ci95, verdict
+
+
 def render_claims(paths):
-    """One row per paired-difference figure: interval and verdict."""
+    """One row per claim: the mean, its 95% interval and the verdict."""
     lines = [
-        "| benchmark | claim (method - baseline) | mean | 95% interval | "
-        "seeds | verdict | where | file |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| benchmark | claim | target | mean | 95% interval | runs | "
+        "verdict | where | file |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for path in paths:
         with open(path) as f:
@@ -71,21 +94,21 @@ def render_claims(paths):
         where = f"{machine.get('backend', '?')}, "
         where += machine.get("accelerator", "?")
         for figure in result["figures"]:
-            if "verdict" not in figure:
+            claim = _claim(figure)
+            if claim is None:
                 continue
-            low, high = figure["ci95"]
+            target, (low, high), verdict = claim
             unit = figure.get("unit", "")
-            verdict = figure["verdict"]
             if verdict != "not shown":
                 verdict = f"**{verdict}**"
             lines.append(
-                f"| {result['benchmark']} | {figure['name']} | "
-                f"{figure['mean']:+.4g}{unit} | [{low:+.3g}, {high:+.3g}] | "
+                f"| {result['benchmark']} | {figure['name']} | {target} | "
+                f"{figure['mean']:.4g}{unit} | [{low:.3g}, {high:.3g}] | "
                 f"{figure['n']} | {verdict} | {where} | "
                 f"{os.path.basename(path)} |"
             )
     if len(lines) == 2:
-        return "_No paired comparisons recorded yet._"
+        return "_No claims with several seeds recorded yet._"
     return "\n".join(lines)
 
 
@@ -114,7 +137,8 @@ def main():
             f"- `{result['benchmark']}` ({os.path.basename(path)}): `{command}`"
         )
     block = (
-        f"{START}\nClaims, paired by seed:\n\n{claims}\n\n"
+        f"{START}\nClaims measured over several seeds or runs (95% "
+        f"intervals):\n\n{claims}\n\n"
         f"Figures with a target:\n\n{table}\n\nReproduce with:\n\n"
         + "\n".join(commands)
     )
