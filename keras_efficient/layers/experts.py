@@ -107,12 +107,12 @@ def _blocked(rows, sorted_expert, rank, sizes, weights, activation):
         ops.expand_dims(slot, -1), rows, (num_blocks * block, dim)
     )
     padded = ops.reshape(padded, (num_blocks, block, dim))
-    block_expert = ops.searchsorted(
-        ops.cast(ends, "int32"),
-        ops.arange(num_blocks, dtype="int32"),
-        side="right",
-    )
-    block_expert = ops.minimum(ops.cast(block_expert, "int32"), num_experts - 1)
+    # The expert of each block: how many groups end at or before it (a
+    # compare-and-count; `searchsorted` is a while loop on XLA).
+    block_ids = ops.expand_dims(ops.arange(num_blocks, dtype="int32"), -1)
+    ended = ops.greater_equal(block_ids, ops.cast(ends, "int32"))
+    block_expert = ops.sum(ops.cast(ended, "int32"), axis=-1)
+    block_expert = ops.minimum(block_expert, num_experts - 1)
     w_in = ops.cast(ops.take(kernel_in, block_expert, axis=0), rows.dtype)
     hidden = ops.einsum("nbd,ndh->nbh", padded, w_in)
     b_in = ops.take(bias_in, block_expert, axis=0)
