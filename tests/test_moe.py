@@ -169,6 +169,37 @@ def test_dropped_fraction_is_updated_in_compiled_fit():
     np.testing.assert_allclose(float(moe.dropped_fraction), expected, rtol=1e-6)
 
 
+def test_dropped_fraction_is_logged_by_fit_per_layer(tmp_path):
+    # Clustered tokens: the LSH router sends most to one expert.
+    x = (1.0 + 0.01 * X).astype("float32")
+    inputs = keras.Input((8, 6))
+    capped = MixtureOfExperts(
+        4, 8, router="lsh", capacity_factor=1.0, seed=0, name="capped"
+    )
+    dropless = MixtureOfExperts(4, 8, router="softmax", top_k=2, name="free")
+    hidden = inputs + capped(inputs)
+    model = keras.Model(inputs, hidden + dropless(hidden))
+    model.compile("sgd", "mse", jit_compile=JIT)
+    history = model.fit(x, x, batch_size=len(x), epochs=2, verbose=0)
+    _, expected = _numpy_moe(capped, x)  # the frozen hash: every epoch
+    assert expected > 0.5
+    np.testing.assert_allclose(float(capped.dropped_fraction), expected)
+    if BACKEND == "jax":  # the JAX trainer's logs come from metric state
+        assert set(history.history) == {"loss"}
+        assert capped.dropped_fraction_metric is None
+        return
+    logged = history.history
+    expected_logs = [expected] * 2
+    np.testing.assert_allclose(logged["capped_dropped_fraction"], expected_logs)
+    assert logged["free_dropped_fraction"] == [0.0, 0.0]
+    path = str(tmp_path / "moe.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    logs = loaded.evaluate(x, x, batch_size=len(x), verbose=0, return_dict=True)
+    np.testing.assert_allclose(logs["capped_dropped_fraction"], expected)
+    assert logs["free_dropped_fraction"] == 0.0
+
+
 @pytest.mark.skipif(BACKEND != "jax", reason="ragged_dot is JAX only")
 @pytest.mark.parametrize("capacity_factor", [None, 0.5])
 def test_ragged_dot_path_matches_reference(capacity_factor):

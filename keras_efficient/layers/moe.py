@@ -67,7 +67,10 @@ class MixtureOfExperts(keras.layers.Layer):
     residual around the layer passes the token through). The fraction of
     assignments dropped in the last call is kept in the non-trainable
     scalar weight `dropped_fraction` (0 when dropless; updated inside
-    compiled steps like a batch-norm statistic).
+    compiled steps like a batch-norm statistic). On TensorFlow and torch
+    `fit` and `evaluate` also log its mean over the epoch's calls as
+    `"<layer name>_dropped_fraction"` (the metric `dropped_fraction_metric`);
+    not on JAX, whose trainer cannot take metrics from a layer's call.
 
     The expert weights `kernel_in` `(E, D, H)`, `bias_in`, `kernel_out`
     `(E, H, O)`, `bias_out` have the expert axis first: shard them over a
@@ -185,6 +188,11 @@ class MixtureOfExperts(keras.layers.Layer):
         self.hash = None
         self.gate_network = None
         self._make_router()
+        self.dropped_fraction_metric = None  # not on JAX: keras#21639
+        if _backend.backend() != "jax":
+            self.dropped_fraction_metric = keras.metrics.Mean(
+                name=f"{self.name}_dropped_fraction"
+            )
 
     def _make_router(self):
         """The LSH hash (`router="lsh"`) or the softmax gate's logits."""
@@ -301,23 +309,16 @@ class MixtureOfExperts(keras.layers.Layer):
             self.add_loss(self.z_loss_weight * router_z_loss(logits))
 
     def _experts(self, x, token, expert, num_tokens):
-        weights = tuple(
-            ops.convert_to_tensor(w)
-            for w in (
-                self.kernel_in,
-                self.bias_in,
-                self.kernel_out,
-                self.bias_out,
-            )
-        )
+        names = ("kernel_in", "bias_in", "kernel_out", "bias_out")
+        weights = tuple(ops.convert_to_tensor(getattr(self, n)) for n in names)
         impl = resolve_implementation(self.implementation)
         capacity = self.capacity(num_tokens)
         if capacity is None:
-            self.dropped_fraction.assign(0.0)
+            self._record_dropped(ops.zeros((), "float32"))
             return grouped_mlp(x, token, expert, weights, self.activation, impl)
         position = positions_in_experts(expert)
         keep = position < capacity
-        self.dropped_fraction.assign(1.0 - ops.mean(ops.cast(keep, "float32")))
+        self._record_dropped(1.0 - ops.mean(ops.cast(keep, "float32")))
         if impl == "ragged":
             return grouped_mlp(
                 x, token, expert, weights, self.activation, impl, keep=keep
@@ -325,6 +326,11 @@ class MixtureOfExperts(keras.layers.Layer):
         return capacity_mlp(
             x, token, expert, position, keep, capacity, weights, self.activation
         )
+
+    def _record_dropped(self, fraction):
+        self.dropped_fraction.assign(fraction)
+        if self.dropped_fraction_metric is not None:
+            self.dropped_fraction_metric.update_state(fraction)
 
     def _shared(self, x):
         hidden = ops.matmul(x, self.shared_kernel_in) + self.shared_bias_in
