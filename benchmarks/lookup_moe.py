@@ -18,6 +18,10 @@ Three comparisons, each in one process:
    lookup table of scalars (2048 buckets per table). Figure: test MSE over
    seeds.
 
+Router choices (dropless vs capacity, z-loss, shared expert) are compared
+on quality in `benchmarks/moe_quality.py`; tasks and builders shared with it
+live in `benchmarks/moe_tasks.py`.
+
 Step times are compiled train steps (`jit_compile=True` on JAX and
 TensorFlow; Adam unless the name says sgd), measured in interleaved rounds
 after warm-up (median ratio per round).
@@ -28,7 +32,6 @@ after warm-up (median ratio per round).
         --skip-moe-timing
 """
 
-import itertools
 import math
 import os
 import sys
@@ -47,8 +50,16 @@ from benchmarks.common import median  # noqa: E402
 from benchmarks.common import parse_args  # noqa: E402
 from benchmarks.common import print_table  # noqa: E402
 from benchmarks.common import write_results  # noqa: E402
-from keras_efficient.datasets import lm_windows  # noqa: E402
-from keras_efficient.datasets import load_stdlib_text  # noqa: E402
+from benchmarks.moe_tasks import NUM_EXPERTS  # noqa: E402
+from benchmarks.moe_tasks import POLY_DIM  # noqa: E402
+from benchmarks.moe_tasks import POLY_HIDDEN  # noqa: E402
+from benchmarks.moe_tasks import dense_flops  # noqa: E402
+from benchmarks.moe_tasks import lm_data  # noqa: E402
+from benchmarks.moe_tasks import mlp  # noqa: E402
+from benchmarks.moe_tasks import peak_rss_gb  # noqa: E402
+from benchmarks.moe_tasks import polynomial_task  # noqa: E402
+from benchmarks.moe_tasks import table_model  # noqa: E402
+from benchmarks.moe_tasks import train_regression  # noqa: E402
 from keras_efficient.layers import MixtureOfExperts  # noqa: E402
 from keras_efficient.layers import SparseLookupTable  # noqa: E402
 
@@ -74,20 +85,11 @@ QUICK = dict(
     poly_epochs=4,
     seeds=1,
 )
-NUM_EXPERTS = 16
-POLY_DIM = 8
-POLY_DEGREE = 4
-POLY_HIDDEN = 64
 LSH_BITS = 11  # 2048 buckets per table
 LSH_TABLES = 4
 
 
 # ---------------------------------------------------------------- timing
-
-
-def _mlp(x, width, hidden, name):
-    h = keras.layers.Dense(hidden, activation="relu", name=f"{name}_in")(x)
-    return keras.layers.Dense(width, name=f"{name}_out")(h)
 
 
 def lm_block(
@@ -103,7 +105,7 @@ def lm_block(
     ids = keras.Input((s,), dtype="int32", name="ids")
     bigrams = keras.Input((s,), dtype="int32", name="bigrams")
     x = keras.layers.Embedding(256, d, name="embed")(ids)
-    x = x + _mlp(x, d, 4 * d, "mlp1")
+    x = x + mlp(x, d, 4 * d, "mlp1")
     if table is not None:
         num_entries, lookup = table
         layer = SparseLookupTable(
@@ -111,7 +113,7 @@ def lm_block(
         )
         x = layer(x, bigrams) if lookup == "token_id" else layer(x)
     if ffn == "dense":
-        x = x + _mlp(x, d, 4 * d, "ffn")
+        x = x + mlp(x, d, 4 * d, "ffn")
     else:
         x = x + MixtureOfExperts(
             NUM_EXPERTS,
@@ -129,13 +131,6 @@ def lm_block(
         jit_compile=keras.backend.backend() != "torch",
     )
     return model
-
-
-def lm_data(config, num):
-    train, _ = load_stdlib_text(max_bytes=2_000_000)
-    x, y = lm_windows(train, config["sequence_length"], num, seed=0)
-    prev = np.concatenate([np.zeros_like(x[:, :1]), x[:, :-1]], axis=1)
-    return [x, prev * 256 + x], y
 
 
 def predict_ratio(models, x, lookup, repeats):
@@ -234,38 +229,6 @@ def timing_figures(config, moe=True):
 # ---------------------------------------------------------------- quality
 
 
-def polynomial_task(num_train, num_test, seed):
-    """A random degree-4 polynomial in 8 dims on uniform [-1, 1]^8 inputs.
-
-    All monomials of degree <= 4 (495 of them) with N(0, 1) coefficients;
-    the target is centred and scaled to unit variance on the training set,
-    so an MSE of 1 is the constant predictor.
-    """
-    rng = np.random.default_rng(seed)
-    monomials = [
-        c
-        for k in range(POLY_DEGREE + 1)
-        for c in itertools.combinations_with_replacement(range(POLY_DIM), k)
-    ]
-    coefficients = rng.normal(size=len(monomials))
-
-    def f(x):
-        cols = [np.prod(x[:, list(m)], axis=1) for m in monomials]
-        return np.stack(cols, axis=1) @ coefficients
-
-    x = rng.uniform(-1, 1, size=(num_train + num_test, POLY_DIM))
-    y = f(x)
-    mean, std = y[:num_train].mean(), y[:num_train].std()
-    y = ((y - mean) / std).astype("float32")[:, None]
-    x = x.astype("float32")
-    return (x[:num_train], y[:num_train]), (x[num_train:], y[num_train:])
-
-
-def dense_flops(hidden):
-    """Multiply-adds x2 of an 8 -> hidden -> 1 MLP per example."""
-    return 2 * (POLY_DIM * hidden + hidden)
-
-
 def regression_models():
     """name -> (builder, active FLOPs per example)."""
     h = POLY_HIDDEN
@@ -277,7 +240,7 @@ def regression_models():
 
     def dense():
         x = keras.Input((POLY_DIM,))
-        return keras.Model(x, _mlp(x, 1, h, "mlp"))
+        return keras.Model(x, mlp(x, 1, h, "mlp"))
 
     def lsh_table():
         x = keras.Input((POLY_DIM,))
@@ -291,7 +254,7 @@ def regression_models():
             seed=0,
         )(x)
         entry = table[:, POLY_DIM:]
-        return keras.Model(x, _mlp(x, 1, h_table, "mlp") + entry)
+        return keras.Model(x, mlp(x, 1, h_table, "mlp") + entry)
 
     def lsh_moe():
         x = keras.Input((POLY_DIM,))
@@ -312,23 +275,6 @@ def regression_models():
     }
 
 
-def train_regression(builder, data, epochs, seed):
-    (x, y), (x_test, y_test) = data
-    keras.utils.set_random_seed(seed)
-    model = builder()
-    schedule = keras.optimizers.schedules.CosineDecay(
-        3e-3, decay_steps=epochs * math.ceil(len(x) / 128)
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss="mse",
-        jit_compile=keras.backend.backend() != "torch",
-    )
-    model.fit(x, y, batch_size=128, epochs=epochs, verbose=0)
-    pred = model.predict(x_test, batch_size=1024, verbose=0)
-    return float(np.mean((pred - y_test) ** 2)), model.count_params()
-
-
 def quality_figures(config):
     models = regression_models()
     mse = {name: [] for name in models}
@@ -342,7 +288,7 @@ def quality_figures(config):
             data = polynomial_task(n_train, n_test, seed)
         builder, _ = models[name]
         start = time.perf_counter()
-        value, params[name] = train_regression(
+        value, params[name], _ = train_regression(
             builder, data, config["poly_epochs"], seed
         )
         mse[name].append(value)
@@ -367,24 +313,6 @@ def quality_figures(config):
     return figures
 
 
-def _table_model(num_entries, lookup, tokens, width, optimizer):
-    ids = keras.Input((tokens,), dtype="int32")
-    x = keras.layers.Embedding(256, width)(ids)
-    x = SparseLookupTable(num_entries, lookup=lookup, token_mapping="hash",
-                          seed=0)(x, ids) if lookup == "token_id" else (
-        SparseLookupTable(num_entries, lookup=lookup, seed=0)(x))
-    model = keras.Model(ids, keras.layers.Dense(256)(x))
-    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True), jit_compile=keras.backend.backend() != "torch")
-    return model
-
-
-def _peak_rss_gb():
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
 def scale_figures(config):
     """Dropless MoE vs dense, clustered drops, 2**20 tables (issue figures)."""
     from keras_efficient.optimizers import LazyAdam
@@ -398,7 +326,7 @@ def scale_figures(config):
     def moe_lm(dense):
         ids = keras.Input((s,), dtype="int32")
         h = keras.layers.Embedding(256, d)(ids)
-        h = h + (_mlp(h, d, 8 * d, "ffn") if dense else MixtureOfExperts(
+        h = h + (mlp(h, d, 8 * d, "ffn") if dense else MixtureOfExperts(
             NUM_EXPERTS, 4 * d, router="softmax", top_k=2)(h))
         m = keras.Model(ids, keras.layers.Dense(256)(h))
         m.compile("adam", keras.losses.SparseCategoricalCrossentropy(
@@ -418,8 +346,8 @@ def scale_figures(config):
     tokens = 4096 if not config.get("quick") else 1024
     ids = np.random.default_rng(0).integers(0, 256, (8, tokens))
     for lookup, opt in (("router", "adam"), ("token_id", LazyAdam)):
-        before = _peak_rss_gb()
-        models = {f"2^{b}": _table_model(2**b, lookup, tokens, d,
+        before = peak_rss_gb()
+        models = {f"2^{b}": table_model(2**b, lookup, tokens, d,
                                          opt() if callable(opt) else opt)
                   for b in (12, 20)}
         res = compare_step_times(models, ids, ids, 1, 4, reps)
@@ -429,7 +357,7 @@ def scale_figures(config):
                            ("<=", 1.2 if lookup == "router" else 1.1), "x",
                            note=f"{tokens} tokens/step"))
         figs.append(figure(f"{name}/peak_rss_growth_gb",
-                           _peak_rss_gb() - before, note="process maxrss"))
+                           peak_rss_gb() - before, note="process maxrss"))
     return figs
 
 
