@@ -17,7 +17,9 @@ per byte (`eval_loss/VARIANT/dD`), the paired differences
 `paired_difference`; lower is better) and the per-seed fraction of the
 baseline-to-dense2x gap each method closes (`gap_closed/METHOD/dD`).
 `dense2x` must be clearly ahead of `baseline` for the comparison to mean
-anything; its paired difference says whether it is.
+anything; its paired difference says whether it is. The JSON is
+rewritten after every completed seed, so a run stopped early keeps its
+complete seeds (`seeds_completed`).
 
 Training: Adam with global norm clipping 1.0, peak learning rate 2e-3,
 5% linear warm-up, cosine decay to 10% of the peak; random windows of
@@ -25,7 +27,9 @@ the training text (a fresh draw per seed, the same for every variant).
 
 Modes:
 
-- default: the CPU run behind `benchmarks/results/altup.json`;
+- default: the CPU run behind `benchmarks/results/altup.json` (d = 64
+  and 128, 2 layers, 250 steps of 16 x 64 bytes, 3 seeds; ~15 minutes on
+  one core; small and short because one shared core is what we had);
 - `--quick`: a smoke run (tiny model, one width, one seed);
 - `--full`: d = 64, 128 and 256 (dense up to 512), 4 layers, 2,000 steps,
   5 seeds, meant for one GPU in under 10 minutes (written without a GPU to
@@ -78,7 +82,7 @@ SCALES = {
         num_heads=4,
         sequence_length=64,
         batch_size=16,
-        steps=400,
+        steps=250,
         eval_windows=512,
         seeds=3,
     ),
@@ -160,8 +164,12 @@ def restart(model, fresh):
             variable.assign(np.zeros(variable.shape, variable.dtype))
 
 
-def quality(config):
-    """Per-seed eval losses of every (variant, width) run, and the figures."""
+def quality(config, on_seed=None):
+    """Per-seed eval losses of every (variant, width) run, and the figures.
+
+    `on_seed(figures, extra)` is called after every completed seed with the
+    summary of the seeds so far, so an interrupted run keeps them.
+    """
     t, b, steps = (
         config["sequence_length"],
         config["batch_size"],
@@ -203,7 +211,13 @@ def quality(config):
             f"({loss / np.log(2):.3f} bpb) "
             f"[{time.perf_counter() - start:.0f} s]"
         )
+        if (name, d) == runs[-1] and on_seed is not None:
+            on_seed(*summary(config, runs, losses, params, x_eval, y_eval))
+    return summary(config, runs, losses, params, x_eval, y_eval)
 
+
+def summary(config, runs, losses, params, x_eval, y_eval):
+    """Figures and extra fields of the seeds completed so far."""
     figures = []
     for name, d in runs:
         figures.append(
@@ -355,8 +369,13 @@ def main():
             config[key] = getattr(args, key)
     print(f"backend={keras.backend.backend()} {config}")
     start = time.perf_counter()
-    figures, extra = quality(config)
-    extra["wall_seconds"] = time.perf_counter() - start
+
+    def write(figures, extra):
+        extra["wall_seconds"] = time.perf_counter() - start
+        extra["seeds_completed"] = figures[0]["n"]
+        write_results("altup", figures, args, extra=extra)
+
+    figures, extra = quality(config, on_seed=write)
     print_table(figures, title="AltUp byte-level LM: eval loss")
     for f in figures:
         if "verdict" in f:
@@ -365,7 +384,6 @@ def main():
                 f"{f['name']}: {f['mean']:+.4f} [{low:+.4f}, {high:+.4f}] "
                 f"{f['verdict']}"
             )
-    write_results("altup", figures, args, extra=extra)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ trained once and reused when `2w` is also a swept width.
 Modes:
 
 - default: the CPU run behind `benchmarks/results/laurel.json` (widths
-  8 and 16, 40 epochs, 5 seeds; ~20 minutes on one core);
+  8 and 16, 30 epochs, 5 seeds; ~15 minutes on one core);
 - `--quick`: a smoke run (one width, one seed, 1,000 examples);
 - `--full`: widths 16, 32 and 64, 100 epochs, 5 seeds, meant for one GPU
   in under 10 minutes (written without a GPU to try it on: untested there);
@@ -69,7 +69,7 @@ BATCH_SIZE = 50  # divides the 4,000 / 1,000 splits: no ragged batch
 TIMING_BATCH_SIZE = 64
 SCALES = {
     "quick": dict(widths=[8], epochs=2, seeds=1, num_train=1000),
-    "default": dict(widths=[8, 16], epochs=40, seeds=5, num_train=4000),
+    "default": dict(widths=[8, 16], epochs=30, seeds=5, num_train=4000),
     "full": dict(widths=[16, 32, 64], epochs=100, seeds=5, num_train=4000),
 }
 JIT = keras.backend.backend() != "torch"
