@@ -3,7 +3,8 @@
 Keras-style examples (```python fences) and doctest examples (`>>>`) are
 both collected from the module, class, function and method docstrings of
 every module under `keras_efficient`. Fenced examples are executed; doctest
-examples are run with `doctest` so their printed output is checked too.
+examples are run with `doctest` so their printed output is checked too, on
+every backend (a backend's shape type is read as the tuple it holds).
 """
 
 import doctest
@@ -12,20 +13,12 @@ import inspect
 import pkgutil
 import re
 
-import keras
 import matplotlib
 import pytest
 
 import keras_efficient
 
 matplotlib.use("Agg")  # the tests never open a window; examples may plot
-
-# The examples are backend-neutral `keras.ops` code, and the layers' own tests
-# run on every backend; running the examples on JAX alone keeps CI short.
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "jax",
-    reason="docstring examples run on JAX; layer tests cover every backend",
-)
 
 FENCE = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
@@ -90,11 +83,28 @@ def test_docstring_example_runs(code, tmp_path, monkeypatch):
     exec(compile(code, "<docstring example>", "exec"), {})
 
 
+# A docstring prints a shape as a tuple, as JAX and NumPy do; TensorFlow
+# prints `TensorShape([4, 10])` and torch `torch.Size([4, 10])`.
+BACKEND_SHAPE = re.compile(r"(?:TensorShape|torch\.Size)\(\[([^\]]*)\]\)")
+
+
+def _as_tuple(match):
+    dims = [d.strip() for d in match.group(1).split(",") if d.strip()]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+class ShapeAsTupleChecker(doctest.OutputChecker):
+    def check_output(self, want, got, optionflags):
+        got = BACKEND_SHAPE.sub(_as_tuple, got)
+        return super().check_output(want, got, optionflags)
+
+
 @pytest.mark.parametrize("test", DOCTESTS)
 def test_doctest_passes(test, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runner = doctest.DocTestRunner(
-        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+        checker=ShapeAsTupleChecker(),
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
     )
     test.globs = dict(test.globs)
     result = runner.run(test, out=lambda s: print(s, end=""))
