@@ -33,12 +33,14 @@ pseudo-labels keep and the mean k(x) of SLaM. No hyper-parameter is tuned
 per seed, condition or method. Step times are measured by
 `benchmarks/overhead.py`, not here.
 
-Modes: default (CPU): pool 10,240, teacher 30 epochs, students 10 epochs,
-sized to finish in ~40 minutes on one shared CPU core. `--quick`: one
-seed, two conditions, a tiny pool (seconds, for CI). `--full`: pool
-40,960, teacher 60 epochs, students 20 epochs, labels up to 8,000; meant
-for one GPU in <= 10 minutes, written to `distillation.full[.gpu].json`.
-It has NOT been run on a GPU: its time there is an estimate.
+Modes: default (CPU): pool 10,240, teacher 30 epochs, students 10 epochs;
+44 minutes wall (2,633 s) measured with JAX pinned to one CPU core that
+two to three other benchmark processes shared. `--quick`: one seed, two
+conditions, a tiny pool and 2 student epochs, a smoke test whose students
+stay near chance (44 s of CPU time, 3 minutes wall on that shared core).
+`--full`: pool 40,960, teacher 60 epochs, students 20 epochs, labels up to
+8,000; meant for one GPU in <= 10 minutes, written to
+`distillation.full[.gpu].json`. It has NOT been run on a GPU: its time there is an estimate.
 
     KERAS_BACKEND=jax python benchmarks/distillation.py [--quick|--full]
         [--seeds N]
