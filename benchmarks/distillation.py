@@ -40,7 +40,8 @@ conditions, a tiny pool and 2 student epochs, a smoke test whose students
 stay near chance (44 s of CPU time, 3 minutes wall on that shared core).
 `--full`: pool 40,960, teacher 60 epochs, students 20 epochs, labels up to
 8,000; meant for one GPU in <= 10 minutes, written to
-`distillation.full[.gpu].json`. It has NOT been run on a GPU: its time there is an estimate.
+`distillation.full[.gpu].json`. It has NOT been run on a GPU: its time
+there is an estimate.
 
     KERAS_BACKEND=jax python benchmarks/distillation.py [--quick|--full]
         [--seeds N]
