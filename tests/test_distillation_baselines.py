@@ -32,7 +32,9 @@ def test_badge_embedding_distances_match_explicit_outer_products():
         g[0], np.outer(p[0] - np.eye(4)[p[0].argmax()], h[0]).ravel()
     )
     np.testing.assert_allclose(
-        _sq_dist_to(a, hh, 3), ((g - g[3]) ** 2).sum(1), atol=1e-10
+        _sq_dist_to(a, hh, 3, (a * a).sum(1) * (hh * hh).sum(1)),
+        ((g - g[3]) ** 2).sum(1),
+        atol=1e-10,
     )
 
 
@@ -138,3 +140,26 @@ def test_pseudo_label_loss_matches_reference():
         PseudoLabelLoss(threshold=1.5)
     with pytest.raises(ValueError, match="y_true"):
         loss(t.argmax(-1), s)
+
+
+def test_stochastic_forward_samples_dropout_and_averages_to_the_mean():
+    """BALD's compiled passes draw fresh dropout masks each call; their mean
+    approaches the deterministic output (dropout, then a linear layer)."""
+    import keras
+
+    from keras_efficient.distillation._active_io import _stochastic_forward
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dropout(0.5), keras.layers.Dense(3)]
+    )
+    x = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
+    forward = _stochastic_forward(model)
+    passes = np.stack(
+        [keras.ops.convert_to_numpy(forward(x)) for _ in range(400)]
+    )
+    assert not np.allclose(passes[0], passes[1])
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    # Within 5 standard errors of the mean over the 400 passes.
+    stderr = passes.std(0) / np.sqrt(len(passes))
+    assert np.all(np.abs(passes.mean(0) - expected) <= 5 * stderr + 1e-6)

@@ -161,7 +161,9 @@ class StudentIO:
         """`(T, n, C)` probabilities from T passes with `training=True`.
 
         Dropout samples the weights; the student's non-trainable variables
-        (BatchNormalization statistics) are restored afterwards.
+        (BatchNormalization statistics) are restored afterwards. Each batch
+        runs through one compiled function (jitted on JAX, a `tf.function`
+        on TensorFlow; eager on torch).
         """
         saved = [np.array(w) for w in self.model.non_trainable_variables]
         x = self.pool[idx]
@@ -172,12 +174,13 @@ class StudentIO:
             "passes of the student",
             num_passes * len(starts),
         )
+        forward = _stochastic_forward(self.model)
         out = []
         try:
             for _ in range(num_passes):
                 parts = []
                 for s in starts:
-                    y = self.model(x[s : s + self.batch_size], training=True)
+                    y = forward(x[s : s + self.batch_size])
                     parts.append(keras.ops.convert_to_numpy(y))
                     bar.add(1)
                 out.append(np_probs(np.concatenate(parts), self.from_logits))
@@ -225,3 +228,39 @@ def _check_finite(y, idx, round_index):
             f"{np.asarray(idx)[bad].tolist()}. These points count as sent "
             "and are never sent again; nothing of this batch was kept."
         )
+
+
+def _stochastic_forward(model):
+    """`x -> model(x, training=True)`, compiled where the backend allows.
+
+    The returned function advances the dropout seeds (and any other
+    non-trainable state) like an eager call, so passes differ.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        @jax.jit
+        def step(trainable, non_trainable, x):
+            return model.stateless_call(
+                trainable, non_trainable, x, training=True
+            )
+
+        def forward(x):
+            y, non_trainable = step(
+                [v.value for v in model.trainable_variables],
+                [v.value for v in model.non_trainable_variables],
+                x,
+            )
+            for variable, value in zip(
+                model.non_trainable_variables, non_trainable
+            ):
+                variable.assign(value)
+            return y
+
+        return forward
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(lambda x: model(x, training=True))
+    return lambda x: model(x, training=True)

@@ -38,9 +38,11 @@ def badge_factors(
     return a, np.asarray(features, np.float64).reshape(len(p), -1)
 
 
-def _sq_dist_to(a, h, j):
-    """||a_i (x) h_i - a_j (x) h_j||^2 for all i (outer products implicit)."""
-    na = (a * a).sum(1) * (h * h).sum(1)
+def _sq_dist_to(a, h, j, na):
+    """||a_i (x) h_i - a_j (x) h_j||^2 for all i (outer products implicit).
+
+    `na` holds the squared norms `||a_i||^2 ||h_i||^2`, computed once.
+    """
     cross = (a @ a[j]) * (h @ h[j])
     return np.maximum(na + na[j] - 2.0 * cross, 0.0)
 
@@ -83,7 +85,7 @@ class BADGESelection(SelectionStrategy):
         b = check_num_points(num_points, len(a))
         norms = (a * a).sum(1) * (h * h).sum(1)
         chosen = [int(np.argmax(norms))]
-        d2 = _sq_dist_to(a, h, chosen[0])
+        d2 = _sq_dist_to(a, h, chosen[0], norms)
         while len(chosen) < b:
             d2[chosen] = 0.0
             total = d2.sum()
@@ -93,7 +95,7 @@ class BADGESelection(SelectionStrategy):
             else:
                 j = int(context.rng.choice(len(a), p=d2 / total))
             chosen.append(j)
-            d2 = np.minimum(d2, _sq_dist_to(a, h, j))
+            d2 = np.minimum(d2, _sq_dist_to(a, h, j, norms))
         return np.sort(np.asarray(chosen, np.int64))
 
 
