@@ -112,6 +112,51 @@ def render_claims(paths):
     return "\n".join(lines)
 
 
+def render_overhead(paths):
+    """Step-time ratios of `overhead.<backend>.json`: one row per method and
+    width, one column per backend (median [IQR]), next to the floor."""
+    backends = ("jax", "tensorflow", "torch")
+    cells, floors = {}, {}
+    for path in paths:
+        name = os.path.basename(path)
+        parts = name.split(".")
+        backend = parts[1] if len(parts) > 2 else None
+        if (
+            parts[0] != "overhead"
+            or backend not in backends
+            or "quick" in parts
+        ):
+            continue
+        with open(path) as f:
+            for figure in json.load(f)["figures"]:
+                key = figure["name"]
+                floors[key] = (figure["floor"], figure["target"])
+                low, high = figure["iqr"]
+                mark = "" if figure["met"] else " ✗"
+                cells[key, backend] = (
+                    f"{figure['median']:.3f} [{low:.2f}, {high:.2f}]{mark}"
+                )
+    if not floors:
+        return "_No overhead figures recorded yet._"
+    lines = [
+        "| method / width | floor | target | JAX | TensorFlow | torch |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def order(key):  # by family, then width, then method
+        family, method, width = key.split("/")
+        return family, int(width.lstrip("d")), method
+
+    for key, (floor, target) in sorted(
+        floors.items(), key=lambda kv: order(kv[0])
+    ):
+        row = [cells.get((key, b), "") for b in backends]
+        lines.append(
+            f"| {key} | {floor:.3f} | {target} | " + " | ".join(row) + " |"
+        )
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all", action="store_true", help="list every figure")
@@ -139,6 +184,9 @@ def main():
     block = (
         f"{START}\nClaims measured over several seeds or runs (95% "
         f"intervals):\n\n{claims}\n\n"
+        "Step-time overhead, method step over baseline step (median of "
+        "interleaved rounds [IQR]; ✗: target missed):\n\n"
+        f"{render_overhead(paths)}\n\n"
         f"Figures with a target:\n\n{table}\n\nReproduce with:\n\n"
         + "\n".join(commands)
     )
