@@ -183,7 +183,8 @@ def main():
         )
     block = (
         f"{START}\nClaims measured over several seeds or runs (95% "
-        f"intervals):\n\n{claims}\n\n"
+        "intervals; for losses, MSE and bits per byte lower is better, so "
+        f"there a negative difference is the method's side):\n\n{claims}\n\n"
         "Step-time overhead, method step over baseline step (median of "
         "interleaved rounds [IQR]; ✗: target missed):\n\n"
         f"{render_overhead(paths)}\n\n"
