@@ -370,7 +370,7 @@ def _interpolate(xs, ys, margin):
     return interpolate_tables([(xs, ys)], margin)[..., 0]
 
 
-def interpolate_tables(tables, margin):
+def interpolate_tables(tables: list, margin: Any) -> Any:
     """Interpolates several knot tables at `margin`: shape `margin + (J,)`.
 
     Each table `(xs, ys)` has increasing `xs`; values are constant beyond
