@@ -67,10 +67,11 @@ class MixtureOfExperts(keras.layers.Layer):
     residual around the layer passes the token through). The fraction of
     assignments dropped in the last call is kept in the non-trainable
     scalar weight `dropped_fraction` (0 when dropless; updated inside
-    compiled steps like a batch-norm statistic). On TensorFlow and torch
-    `fit` and `evaluate` also log its mean over the epoch's calls as
-    `"<layer name>_dropped_fraction"` (the metric `dropped_fraction_metric`);
-    not on JAX, whose trainer cannot take metrics from a layer's call.
+    compiled steps like a batch-norm statistic). With a capacity, on
+    TensorFlow and torch, `fit` and `evaluate` also log its mean over the
+    epoch's calls as `"<layer name>_dropped_fraction"` (the metric
+    `dropped_fraction_metric`); not on JAX, whose trainer cannot take
+    metrics from a layer's call.
 
     The expert weights `kernel_in` `(E, D, H)`, `bias_in`, `kernel_out`
     `(E, H, O)`, `bias_out` have the expert axis first: shard them over a
@@ -188,8 +189,11 @@ class MixtureOfExperts(keras.layers.Layer):
         self.hash = None
         self.gate_network = None
         self._make_router()
-        self.dropped_fraction_metric = None  # not on JAX: keras#21639
-        if _backend.backend() != "jax":
+        # Only a layer with a capacity can drop, so only it adds a metric (a
+        # dropless model's `evaluate` keeps returning the bare loss); not on
+        # JAX, whose trainer takes no metrics from a layer (keras#21639).
+        self.dropped_fraction_metric = None
+        if self.capacity_factor is not None and _backend.backend() != "jax":
             self.dropped_fraction_metric = keras.metrics.Mean(
                 name=f"{self.name}_dropped_fraction"
             )
