@@ -16,6 +16,8 @@ from keras_efficient.layers.lsh import bits_for
 from keras_efficient.layers.lsh import check_num_bits
 from keras_efficient.layers.product_keys import product_key_topk
 from keras_efficient.layers.product_keys import sub_key_counts
+from keras_efficient.optimizers.row_update import gather_rows_with_update
+from keras_efficient.optimizers.row_update import row_update_from
 
 LOOKUPS = ("token_id", "lsh", "router")
 CONSUMES = ("add", "concat")
@@ -72,6 +74,25 @@ class SparseLookupTable(keras.layers.Layer):
     shard it over devices with `keras.distribution.ModelParallel` and a
     `LayoutMap` entry `layout_map[".*embeddings"] = ("model", None)`.
 
+    Touched-row training (`table_optimizer`): by default the model's
+    optimizer updates the table like any weight, and on JAX and torch it
+    receives a dense `(num_entries, dim)` gradient, so a step costs
+    O(num_entries x dim) however few rows were read. With
+    `table_optimizer="adam"` (or `"sgd"`, or a `keras.optimizers.Adam` /
+    `SGD` instance for its hyperparameters) the table is updated by its own
+    lazy optimizer inside the backward pass of the gather: only the rows
+    read this step move (gradients of repeated reads summed, as
+    `LazyAdam`), their moments are kept per row, and the model's optimizer
+    copies the result in (the table, its moments and a step counter are
+    `overwrite_with_gradient` weights). The step then costs
+    O(tokens x dim), not O(num_entries x dim) (measured in
+    `benchmarks/lookup_moe.py --scale`). Three consequences: call the layer
+    once per training step (a second call in the same step would add two
+    updated tables); the model's optimizer options (`clipnorm`,
+    `weight_decay`, loss scaling) do not reach the table; and a gradient
+    taken by hand (`GradientTape`, `jax.grad`) of these weights is the
+    updated value, not a gradient.
+
     Args:
         num_entries: number of table entries N, `>= 1`.
         dim: width of an entry; default the input width (required for
@@ -87,6 +108,11 @@ class SparseLookupTable(keras.layers.Layer):
             `[1, num_entries]`.
         token_mapping: `"modulo"`, `"hash"` or `"direct"` (`"token_id"`).
         router_type: `"auto"`, `"dense"` or `"product_keys"` (`"router"`).
+        table_optimizer: `None` (the model's optimizer updates the table),
+            `"adam"`, `"sgd"`, or a `keras.optimizers.Adam` / `SGD`
+            instance whose learning rate (float or schedule, evaluated at
+            the table's own step) and Adam / momentum settings the table's
+            lazy row update uses.
         embeddings_initializer: initializer of the table.
         seed: integer seed of the LSH hyperplanes.
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
@@ -130,6 +156,7 @@ class SparseLookupTable(keras.layers.Layer):
         | None = None,
         seed: int | None = None,
         router_type: str = "auto",
+        table_optimizer: str | keras.optimizers.Optimizer | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -165,6 +192,12 @@ class SparseLookupTable(keras.layers.Layer):
         )
         self.seed = seed
         self.router_type = router_type
+        self.table_optimizer = table_optimizer
+        self.row_update = (
+            None
+            if table_optimizer is None
+            else row_update_from(table_optimizer)
+        )
         self.rows_per_table = rows
         self.hash = None
         self.router = None
@@ -223,6 +256,9 @@ class SparseLookupTable(keras.layers.Layer):
             initializer=self.embeddings_initializer,
             trainable=True,
         )
+        self.row_slots = []
+        if self.row_update is not None:
+            self._build_row_update(dim)
         if self.hash is not None and not self.hash.built:
             self.hash.build(input_shape)
         if self.router is not None and not self.router.built:
@@ -243,6 +279,26 @@ class SparseLookupTable(keras.layers.Layer):
                 initializer=init,
             )
         self.built = True
+
+    def _build_row_update(self, dim):
+        """Moments and step of the table's own optimizer (see class doc)."""
+        self.embeddings.overwrite_with_gradient = True
+        for slot in self.row_update.slots:
+            self.row_slots.append(
+                self.add_weight(
+                    name=f"embeddings_{slot}",
+                    shape=(self.num_entries, dim),
+                    initializer="zeros",
+                    overwrite_with_gradient=True,
+                )
+            )
+        self.row_step = self.add_weight(
+            name="embeddings_step",
+            shape=(),
+            initializer="zeros",
+            dtype="float32",
+            overwrite_with_gradient=True,
+        )
 
     def _check_token_ids_shape(self, input_shape, token_ids_shape):
         if token_ids_shape is None:
@@ -345,7 +401,16 @@ class SparseLookupTable(keras.layers.Layer):
                 ids_shape = np.shape(token_ids)
             self._check_token_ids_shape(tuple(inputs.shape), tuple(ids_shape))
         index, gates = self.entry_indices(inputs, token_ids)
-        entries = ops.take(self.embeddings, index, axis=0)
+        if self.row_update is None:
+            entries = ops.take(self.embeddings, index, axis=0)
+        else:
+            entries = gather_rows_with_update(
+                self.row_update,
+                self.embeddings,
+                self.row_slots,
+                self.row_step,
+                index,
+            )
         entries = ops.cast(entries, self.compute_dtype)
         if gates is not None:
             gates = ops.cast(gates, self.compute_dtype)
@@ -382,6 +447,12 @@ class SparseLookupTable(keras.layers.Layer):
                 ),
                 "seed": self.seed,
                 "router_type": self.router_type,
+                "table_optimizer": (
+                    self.table_optimizer
+                    if self.table_optimizer is None
+                    or isinstance(self.table_optimizer, str)
+                    else keras.optimizers.serialize(self.table_optimizer)
+                ),
             }
         )
         return config
@@ -391,4 +462,8 @@ class SparseLookupTable(keras.layers.Layer):
         config = dict(config)
         # Configs saved before product keys scored every entry.
         config.setdefault("router_type", "dense")
+        if isinstance(config.get("table_optimizer"), dict):
+            config["table_optimizer"] = keras.optimizers.deserialize(
+                config["table_optimizer"]
+            )
         return super().from_config(config)
