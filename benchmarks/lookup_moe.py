@@ -7,7 +7,9 @@ Three comparisons, each in one process:
    2**10 entries (parameters of the table x64), for the `token_id` lookup
    (hashed byte bigrams) and the `lsh` lookup. Figures: train step-time
    ratio (Adam, and SGD to separate the optimizer's dense update of the
-   whole table from the lookup) and forward-only (predict) time ratio.
+   whole table from the lookup; `row_adam`: the table updates its read
+   rows itself, `table_optimizer="adam"`) and forward-only (predict) time
+   ratio.
 2. Experts. The same LM block with a `MixtureOfExperts` of 16 experts
    (top-1, capacity factor 1.25) in place of its dense MLP of equal active
    width. Figure: step-time ratio, per router and grouped-matmul path.
@@ -17,6 +19,16 @@ Three comparisons, each in one process:
    LSH-routed mixture of 16 such MLPs and against the dense MLP plus an LSH
    lookup table of scalars (2048 buckets per table). Figure: test MSE over
    seeds.
+
+4. Scale (`--scale`, issue 16's targets): a dropless top-2 MoE of 16
+   experts against the dense FFN of equal active width (step time) and
+   its dropped fraction on clustered tokens; tables of 2**20 against 2**12
+   entries at 4,096 tokens a step (1,024 with `--quick`): token-id and
+   router lookups with `table_optimizer="adam"`, the token-id table with
+   `LazyAdam` on its dense gradient for contrast, the router against the
+   default 2**12 router (dense scores) and against a 2**12 product-key
+   router; and the peak resident memory of a fresh process training each
+   2**20 table.
 
 Router choices (dropless vs capacity, z-loss, shared expert) are compared
 on quality in `benchmarks/moe_quality.py`; tasks and builders shared with it
@@ -28,6 +40,7 @@ after warm-up (median ratio per round).
 
     KERAS_BACKEND=jax python benchmarks/lookup_moe.py            # full
     KERAS_BACKEND=jax python benchmarks/lookup_moe.py --quick    # CI smoke
+    KERAS_BACKEND=jax python benchmarks/lookup_moe.py --scale    # issue 16
     KERAS_BACKEND=tensorflow python benchmarks/lookup_moe.py --timing-only \
         --skip-moe-timing
 """
@@ -99,6 +112,7 @@ def lm_block(
     router="softmax",
     impl="auto",
     optimizer="adam",
+    table_optimizer=None,
 ):
     """Embedding -> MLP -> [table] -> FFN -> head, on byte ids."""
     s, d = config["sequence_length"], config["width"]
@@ -109,7 +123,11 @@ def lm_block(
     if table is not None:
         num_entries, lookup = table
         layer = SparseLookupTable(
-            num_entries, lookup=lookup, token_mapping="hash", seed=0
+            num_entries,
+            lookup=lookup,
+            token_mapping="hash",
+            seed=0,
+            table_optimizer=table_optimizer,
         )
         x = layer(x, bigrams) if lookup == "token_id" else layer(x)
     if ffn == "dense":
@@ -165,12 +183,24 @@ def timing_figures(config, moe=True):
     )
     figures = []
     # Adam is the headline; SGD (no slots) shows how much of the gap is the
-    # optimizer's dense update of the whole table.
-    for lookup, opt in (("token_id", "adam"), ("lsh", "adam"), ("lsh", "sgd")):
+    # optimizer's dense update of the whole table; "row_adam" tables update
+    # their read rows themselves (`table_optimizer="adam"`).
+    setups = (
+        ("token_id", "adam"),
+        ("token_id", "row_adam"),
+        ("lsh", "adam"),
+        ("lsh", "row_adam"),
+        ("lsh", "sgd"),
+    )
+    for lookup, opt in setups:
         keras.utils.set_random_seed(0)
+        block = dict(
+            optimizer="adam" if opt == "row_adam" else opt,
+            table_optimizer="adam" if opt == "row_adam" else None,
+        )
         models = {
-            "small": lm_block(config, table=(2**10, lookup), optimizer=opt),
-            "large": lm_block(config, table=(2**16, lookup), optimizer=opt),
+            "small": lm_block(config, table=(2**10, lookup), **block),
+            "large": lm_block(config, table=(2**16, lookup), **block),
         }
         params = {k: m.count_params() for k, m in models.items()}
         if opt == "adam":
@@ -313,10 +343,68 @@ def quality_figures(config):
     return figures
 
 
-def scale_figures(config):
-    """Dropless MoE vs dense, clustered drops, 2**20 tables (issue figures)."""
+# Table configurations of the scale figures: name -> (lookup, model
+# optimizer, table arguments). "row" tables update themselves in the
+# backward pass (`table_optimizer`); "dense" ones get the model optimizer's
+# dense table-sized gradient (LazyAdam: the row-masked update).
+TABLE_SETUPS = {
+    "token_id_row_adam": ("token_id", "adam", {"table_optimizer": "adam"}),
+    "token_id_lazyadam_dense_gradient": ("token_id", "lazyadam", {}),
+    "router_row_adam": ("router", "adam", {"table_optimizer": "adam"}),
+    "router_product_keys_row_adam": (
+        "router",
+        "adam",
+        {"table_optimizer": "adam", "router_type": "product_keys"},
+    ),
+}
+
+
+def _table_model(setup, num_entries, tokens, width):
     from keras_efficient.optimizers import LazyAdam
 
+    lookup, optimizer, table_args = TABLE_SETUPS[setup]
+    optimizer = LazyAdam() if optimizer == "lazyadam" else optimizer
+    return table_model(
+        num_entries, lookup, tokens, width, optimizer, **table_args
+    )
+
+
+def _table_tokens(config):
+    return 1024 if config.get("quick") else 4096
+
+
+def table_peak_memory(setup, bits, config):
+    """Peak RSS (GiB) of a fresh process training one table model 4 steps.
+
+    Runs this script again with `--peak-memory-of`, so the figure is the
+    whole process (Python, the backend runtime, the model and its optimizer
+    state, the compiled step's buffers) and nothing else.
+    """
+    import subprocess
+
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--peak-memory-of",
+        f"{setup}:{bits}",
+    ] + (["--quick"] if config.get("quick") else [])
+    out = subprocess.run(
+        command, capture_output=True, text=True, check=True
+    ).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def _print_peak_memory(spec, config):
+    setup, bits = spec.split(":")
+    tokens = _table_tokens(config)
+    ids = np.random.default_rng(0).integers(0, 256, (4, tokens))
+    model = _table_model(setup, 2 ** int(bits), tokens, config["width"])
+    model.fit(ids, ids, batch_size=1, epochs=1, verbose=0)
+    print(peak_rss_gb())
+
+
+def scale_figures(config):
+    """Dropless MoE vs dense, clustered drops, 2**20 tables (issue 16)."""
     d, s = config["width"], config["sequence_length"]
     n = config["batch_size"] * config["timing_steps"]
     x, y = lm_data(config, n)
@@ -333,31 +421,57 @@ def scale_figures(config):
             from_logits=True), jit_compile=keras.backend.backend() != "torch")
         return m
 
-    res = compare_step_times({"dense": moe_lm(True), "moe": moe_lm(False)},
-                             x[0], y, bs, steps, reps)
-    figs = [figure("moe_dropless_top2_vs_dense_equal_active/step_ratio",
-                   res["moe"]["ratios"], ("<=", 1.3), "x")]
-    moe = MixtureOfExperts(NUM_EXPERTS, 16, router="softmax", top_k=2)
-    clustered = np.ones((4096, d), "float32") + np.random.default_rng(0)\
-        .normal(scale=0.01, size=(4096, d)).astype("float32")
-    moe(clustered)
-    figs.append(figure("moe_dropless/clustered_dropped_fraction",
-                       float(moe.dropped_fraction), ("<=", 0.0)))
-    tokens = 4096 if not config.get("quick") else 1024
+    figs = []
+    if not config.get("skip_moe"):
+        res = compare_step_times(
+            {"dense": moe_lm(True), "moe": moe_lm(False)}, x[0], y, bs,
+            steps, reps)
+        figs.append(figure(
+            "moe_dropless_top2_vs_dense_equal_active/step_ratio",
+            res["moe"]["ratios"], ("<=", 1.3), "x",
+            note=f"dense step {median(res['dense']['step_seconds']) * 1e3:.1f}"
+            " ms"))
+        moe = MixtureOfExperts(NUM_EXPERTS, 16, router="softmax", top_k=2)
+        clustered = np.ones((4096, d), "float32") + np.random.default_rng(
+            0).normal(scale=0.01, size=(4096, d)).astype("float32")
+        moe(clustered)
+        figs.append(figure("moe_dropless/clustered_dropped_fraction",
+                           float(moe.dropped_fraction), ("<=", 0.0)))
+    tokens = _table_tokens(config)
     ids = np.random.default_rng(0).integers(0, 256, (8, tokens))
-    for lookup, opt in (("router", "adam"), ("token_id", LazyAdam)):
-        before = peak_rss_gb()
-        models = {f"2^{b}": table_model(2**b, lookup, tokens, d,
-                                         opt() if callable(opt) else opt)
-                  for b in (12, 20)}
+    # name -> (setup of the 2**20 table, setup of its 2**12 baseline, target)
+    comparisons = {
+        "table_token_id_row_adam": (
+            "token_id_row_adam", "token_id_row_adam", 1.1),
+        "table_token_id_lazyadam_dense_gradient": (
+            "token_id_lazyadam_dense_gradient",
+            "token_id_lazyadam_dense_gradient", 1.1),
+        "table_router_row_adam_vs_default_2^12": (
+            "router_row_adam", "router_row_adam", 1.2),
+        "table_router_row_adam_vs_product_keys_2^12": (
+            "router_row_adam", "router_product_keys_row_adam", 1.2),
+    }
+    for name, (big, small, target) in comparisons.items():
+        if config.get("quick") and "dense_gradient" in name:
+            continue  # ~0.4 s a step at 2**20; full mode only
+        models = {
+            "2^12": _table_model(small, 2**12, tokens, d),
+            "2^20": _table_model(big, 2**20, tokens, d),
+        }
         res = compare_step_times(models, ids, ids, 1, 4, reps)
-        name = f"table_{lookup}_{'lazyadam' if callable(opt) else opt}"
-        figs.append(figure(f"{name}/2^20_vs_2^12_step_ratio",
-                           res["2^20"]["ratios"],
-                           ("<=", 1.2 if lookup == "router" else 1.1), "x",
-                           note=f"{tokens} tokens/step"))
-        figs.append(figure(f"{name}/peak_rss_growth_gb",
-                           peak_rss_gb() - before, note="process maxrss"))
+        small_ms = median(res["2^12"]["step_seconds"]) * 1e3
+        big_ms = median(res["2^20"]["step_seconds"]) * 1e3
+        figs.append(figure(
+            f"{name}/2^20_vs_2^12_step_ratio", res["2^20"]["ratios"],
+            ("<=", target), "x",
+            note=f"{tokens} tokens/step; 2^12 [{small}] {small_ms:.1f} ms, "
+            f"2^20 [{big}] {big_ms:.1f} ms"))
+        del models
+    for setup in ("token_id_row_adam", "router_row_adam"):
+        figs.append(figure(
+            f"table_{setup}/2^20_peak_rss_gb",
+            table_peak_memory(setup, 20, config), ("<", 2.0), "GiB",
+            note=f"whole process, fresh, {tokens} tokens/step, 4 steps"))
     return figs
 
 
@@ -369,6 +483,10 @@ def main():
         )
         parser.add_argument(
             "--timing-only", action="store_true", help="skip the MSE part"
+        )
+        parser.add_argument(
+            "--peak-memory-of",
+            help="internal: SETUP:BITS, train one table model, print peak RSS",
         )
         parser.add_argument(
             "--skip-moe-timing",
@@ -383,6 +501,10 @@ def main():
         config["seeds"] = args.seeds
     start = time.perf_counter()
     config["quick"] = args.quick
+    config["skip_moe"] = args.skip_moe_timing
+    if args.peak_memory_of:
+        _print_peak_memory(args.peak_memory_of, config)
+        return
     if args.scale:
         figures = scale_figures(config)
         print_table(figures, f"lookup / MoE scale ({keras.backend.backend()})")

@@ -99,12 +99,16 @@ def train_regression(builder, data, epochs, seed):
     return mse, model.count_params(), model
 
 
-def table_model(num_entries, lookup, tokens, width, optimizer):
-    """Byte embedding -> `SparseLookupTable` -> 256-way head, compiled."""
+def table_model(num_entries, lookup, tokens, width, optimizer, **table_args):
+    """Byte embedding -> `SparseLookupTable` -> 256-way head, compiled.
+
+    `table_args` go to the table (e.g. `table_optimizer`, `router_type`).
+    """
     ids = keras.Input((tokens,), dtype="int32")
     x = keras.layers.Embedding(256, width)(ids)
-    mapping = {"token_mapping": "hash"} if lookup == "token_id" else {}
-    table = SparseLookupTable(num_entries, lookup=lookup, seed=0, **mapping)
+    if lookup == "token_id":
+        table_args.setdefault("token_mapping", "hash")
+    table = SparseLookupTable(num_entries, lookup=lookup, seed=0, **table_args)
     x = table(x, ids) if lookup == "token_id" else table(x)
     model = keras.Model(ids, keras.layers.Dense(256)(x))
     model.compile(
@@ -116,7 +120,18 @@ def table_model(num_entries, lookup, tokens, width, optimizer):
 
 
 def peak_rss_gb():
-    """Peak resident memory of this process so far, in GiB."""
+    """Peak resident memory of this process so far, in GiB.
+
+    Reads `VmHWM` (Linux): unlike `ru_maxrss`, it is not inherited from
+    the parent of a forked-and-exec'd process.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

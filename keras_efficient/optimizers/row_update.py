@@ -163,6 +163,24 @@ def apply_row_update(
         rows are summed first, so a row read twice moves once, as in
         `LazyAdam`; rows not in `index` are returned unchanged.
     """
+    index, rows, new_slots = _updated_read_rows(
+        update, table, slots, step, index, gradient
+    )
+    where = ops.expand_dims(index, -1)
+    table = ops.scatter_update(table, where, rows)
+    slots = tuple(
+        ops.scatter_update(s, where, new) for s, new in zip(slots, new_slots)
+    )
+    return table, slots, step + 1.0
+
+
+def _updated_read_rows(update, table, slots, step, index, gradient):
+    """`(index, rows, slot rows)`: each read's row after the step.
+
+    Reads are sorted by row; each gets its row's summed gradient, so
+    repeated reads compute identical rows and a scatter of all of them is
+    order-independent.
+    """
     num_reads = index.shape[0]
     order = ops.argsort(index)
     index = ops.take(index, order)
@@ -172,8 +190,6 @@ def apply_row_update(
     )
     segment = ops.cumsum(ops.cast(new_row, "int32")) - 1
     summed = ops.segment_sum(gradient, segment, num_segments=num_reads)
-    # Each read gets its row's summed gradient; repeated reads compute and
-    # write identical rows, so the scatter's order does not matter.
     gradient = ops.take(summed, segment, axis=0)
     rows, new_slots = _updated_rows(
         update,
@@ -182,12 +198,7 @@ def apply_row_update(
         gradient,
         step,
     )
-    where = ops.expand_dims(index, -1)
-    table = ops.scatter_update(table, where, rows)
-    slots = tuple(
-        ops.scatter_update(s, where, new) for s, new in zip(slots, new_slots)
-    )
-    return table, slots, step + 1.0
+    return index, rows, new_slots
 
 
 def gather_rows_with_update(
@@ -210,6 +221,8 @@ def gather_rows_with_update(
     backend = keras.backend.backend()
     if backend == "jax":
         return _gather_jax(update, table, tuple(slots), step, index)
+    if backend == "torch":
+        return _gather_torch(update, table, tuple(slots), step, index)
     return _gather_custom_gradient(update, table, tuple(slots), step, index)
 
 
@@ -264,3 +277,61 @@ def _gather_custom_gradient(update, table, slots, step, index):
 
     values = [ops.convert_to_tensor(v) for v in (table, *slots, step)]
     return gather(*values)
+
+
+def _gather_torch(update, table, slots, step, index):
+    """torch: the backward pass writes the rows into the tensors in place.
+
+    It returns those same tensors as their "gradients"; autograd keeps them
+    as `.grad` without a copy and `Variable.assign` of a tensor onto its own
+    storage is a no-op, so no table-sized array is allocated or copied.
+    """
+
+    tensors = [ops.convert_to_tensor(v) for v in (table, *slots, step)]
+    return _TorchRowUpdate.apply(update, index, *tensors)
+
+
+def _torch_row_update_class():
+    import torch
+
+    class TorchRowUpdate(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, update, index, table, *rest):
+            ctx.update, ctx.index = update, index
+            ctx.table, ctx.slots, ctx.step = table, rest[:-1], rest[-1]
+            return torch.take_along_dim(
+                table, index.reshape(-1, 1).long(), dim=0
+            ).reshape(tuple(index.shape) + (table.shape[-1],))
+
+        @staticmethod
+        def backward(ctx, upstream):
+            table, slots, step = ctx.table, ctx.slots, ctx.step
+            with torch.no_grad():
+                flat_gradient = upstream.reshape(-1, table.shape[-1])
+                flat_index = ctx.index.reshape(-1)
+                index, rows, new_slots = _updated_read_rows(
+                    ctx.update, table, slots, step, flat_index, flat_gradient
+                )
+                index = index.long()
+                table.index_copy_(0, index, rows.to(table.dtype))
+                for slot, new in zip(slots, new_slots):
+                    slot.index_copy_(0, index, new.to(slot.dtype))
+                new_step = step + 1.0
+            return (None, None, table.detach(), *(
+                s.detach() for s in slots), new_step)
+
+    return TorchRowUpdate
+
+
+class _LazyTorchFunction:
+    """Builds the torch autograd function on first use (torch optional)."""
+
+    _function = None
+
+    def apply(self, *args):
+        if _LazyTorchFunction._function is None:
+            _LazyTorchFunction._function = _torch_row_update_class()
+        return _LazyTorchFunction._function.apply(*args)
+
+
+_TorchRowUpdate = _LazyTorchFunction()
