@@ -342,3 +342,45 @@ def test_product_key_router_trains_with_the_table_optimizer():
     assert moved.size > 0
     assert set(moved.tolist()) <= read, sorted(set(moved.tolist()) - read)
     assert len(read) <= 20 * 10 * 2 < 4096
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Bug: under a mixed policy the layer's autocast reads embeddings, "
+    "slots and step in bfloat16, so the row update runs in bfloat16: "
+    "beta_2=0.999 rounds to 1.0, Adam's alpha is 0 and the table never moves "
+    "(JAX, torch); the step stalls near 256; TensorFlow raises TypeError "
+    "(float32 lr * bfloat16 gradient in _updated_rows).",
+)
+def test_mixed_bfloat16_updates_the_table_in_float32():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model, table = _build(keras.optimizers.Adam(0.01), "sgd")
+    before = to_numpy(table.embeddings).copy()
+    want, _, _ = _fit_and_reference(model, table, IDS)
+    got = to_numpy(table.embeddings)
+    read = np.unique(np.concatenate(IDS, axis=None))
+    # Each read row moves by about 0.01 a step (0.03 over three steps); the
+    # tolerance covers bfloat16 gradients, not a table that stays put.
+    assert np.abs(want - before)[read].min() > 0.005
+    np.testing.assert_allclose(got, want, atol=2e-3)
+    # The step counter counts past bfloat16's exact integers (256).
+    table.row_step.assign(300.0)
+    model.train_on_batch(IDS[0], np.zeros((1, 4, D)))
+    assert float(to_numpy(table.row_step)) == 301.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Bug: the backward pass gets the loss-scaled gradient and "
+    "LossScaleOptimizer does not unscale overwrite_with_gradient values, so "
+    "the table's SGD step is 32768x too large (JAX, torch); TensorFlow "
+    "raises TypeError (float32 lr * float16 gradient).",
+)
+def test_loss_scaling_does_not_scale_the_table_update():
+    # mixed_float16 wraps the model's optimizer in a LossScaleOptimizer:
+    # the table's SGD step must use the unscaled gradient.
+    keras.config.set_dtype_policy("mixed_float16")
+    model, table = _build(keras.optimizers.SGD(0.01), "sgd")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    want, _, _ = _fit_and_reference(model, table, IDS[:1])
+    np.testing.assert_allclose(to_numpy(table.embeddings), want, atol=1e-4)
