@@ -180,3 +180,25 @@ def test_gate_gradients_reach_query_and_sub_keys(num_sub_keys):
     # Sparse in the sub-keys: only the picked (at most 6 x 2) rows.
     for g in got[1:]:
         assert np.count_nonzero(np.any(g != 0, axis=1)) <= 6 * 2
+
+
+@pytest.mark.xfail(
+    keras.backend.backend() == "tensorflow",
+    strict=True,
+    reason="Bug: blocked_top_k reshapes to (scores.shape[0], blocks, block) "
+    "with the static row count; a retraced tf.function (fit's partial last "
+    "batch) has rows=None: 'Failed to convert elements of (None, 16, 16) "
+    "to Tensor'.",
+)
+def test_blocked_product_keys_fit_with_a_partial_last_batch():
+    # 65,536 entries: 256 sub-keys a side take the blocked top-k.
+    inputs = keras.Input((5, 4))
+    table = SparseLookupTable(
+        65536, lookup="router", router_type="product_keys", top_k=2, seed=0
+    )
+    model = keras.Model(inputs, table(inputs))
+    model.compile("adam", "mse", jit_compile=keras.backend.backend() != "torch")
+    x = RNG.normal(size=(3, 5, 4)).astype("float32")
+    history = model.fit(x, np.zeros_like(x), batch_size=2, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert model.predict(x[:1], verbose=0).shape == (1, 5, 4)
