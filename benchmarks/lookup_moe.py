@@ -23,12 +23,12 @@ Three comparisons, each in one process:
 4. Scale (`--scale`, issue 16's targets): a dropless top-2 MoE of 16
    experts against the dense FFN of equal active width (step time) and
    its dropped fraction on clustered tokens; tables of 2**20 against 2**12
-   entries at 4,096 tokens a step (1,024 with `--quick`): token-id and
-   router lookups with `table_optimizer="adam"`, the token-id table with
-   `LazyAdam` on its dense gradient for contrast, the router against the
-   default 2**12 router (dense scores) and against a 2**12 product-key
-   router; and the peak resident memory of a fresh process training each
-   2**20 table.
+   entries of width 64 at 4,096 tokens a step (1,024 with `--quick`):
+   token-id and router lookups with `table_optimizer="adam"`, the token-id
+   table with `LazyAdam` on its dense gradient for contrast, the router
+   against the default 2**12 router (dense scores) and against a 2**12
+   product-key router; and the peak resident memory of a fresh process
+   training each 2**20 table.
 
 Router choices (dropless vs capacity, z-loss, shared expert) are compared
 on quality in `benchmarks/moe_quality.py`; tasks and builders shared with it
@@ -86,6 +86,7 @@ FULL = dict(
     poly_test=8192,
     poly_epochs=15,
     seeds=3,
+    table_width=64,
 )
 QUICK = dict(
     width=64,
@@ -97,6 +98,7 @@ QUICK = dict(
     poly_test=2048,
     poly_epochs=4,
     seeds=1,
+    table_width=64,
 )
 LSH_BITS = 11  # 2048 buckets per table
 LSH_TABLES = 4
@@ -398,7 +400,7 @@ def _print_peak_memory(spec, config):
     setup, bits = spec.split(":")
     tokens = _table_tokens(config)
     ids = np.random.default_rng(0).integers(0, 256, (4, tokens))
-    model = _table_model(setup, 2 ** int(bits), tokens, config["width"])
+    model = _table_model(setup, 2 ** int(bits), tokens, config["table_width"])
     model.fit(ids, ids, batch_size=1, epochs=1, verbose=0)
     print(peak_rss_gb())
 
@@ -437,7 +439,7 @@ def scale_figures(config):
         moe(clustered)
         figs.append(figure("moe_dropless/clustered_dropped_fraction",
                            float(moe.dropped_fraction), ("<=", 0.0)))
-    tokens = _table_tokens(config)
+    tokens, d = _table_tokens(config), config["table_width"]
     ids = np.random.default_rng(0).integers(0, 256, (8, tokens))
     # name -> (setup of the 2**20 table, setup of its 2**12 baseline, target)
     comparisons = {
@@ -471,7 +473,8 @@ def scale_figures(config):
         figs.append(figure(
             f"table_{setup}/2^20_peak_rss_gb",
             table_peak_memory(setup, 20, config), ("<", 2.0), "GiB",
-            note=f"whole process, fresh, {tokens} tokens/step, 4 steps"))
+            note=f"whole process, fresh, {tokens} tokens/step, 4 steps; "
+            f"table + 2 Adam moments {3 * 2**20 * d * 4 / 2**30:.2f} GiB"))
     return figs
 
 

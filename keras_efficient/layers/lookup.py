@@ -89,9 +89,14 @@ class SparseLookupTable(keras.layers.Layer):
     `benchmarks/lookup_moe.py --scale`). Three consequences: call the layer
     once per training step (a second call in the same step would add two
     updated tables); the model's optimizer options (`clipnorm`,
-    `weight_decay`, loss scaling) do not reach the table; and a gradient
-    taken by hand (`GradientTape`, `jax.grad`) of these weights is the
-    updated value, not a gradient.
+    `weight_decay`, loss scaling: float16 policies raise) do not reach the
+    table; and a gradient taken by hand (`GradientTape`, `jax.grad`) of
+    these weights is the updated value, not a gradient (on torch the
+    backward pass writes the rows in place, so it also updates the table).
+    The model optimizer's `gradient_accumulation_steps` is not supported:
+    Keras would combine the updated tables by an elementwise maximum. The
+    table and its moments stay in their variable dtype under mixed
+    precision.
 
     Args:
         num_entries: number of table entries N, `>= 1`.
@@ -198,6 +203,15 @@ class SparseLookupTable(keras.layers.Layer):
             if table_optimizer is None
             else row_update_from(table_optimizer)
         )
+        if self.row_update is not None and self.compute_dtype == "float16":
+            # A LossScaleOptimizer scales the loss, and the row update would
+            # see the scaled gradient; it cannot read the scale.
+            raise ValueError(
+                "`table_optimizer` does not support float16 loss scaling; "
+                "use the 'mixed_bfloat16' or 'float32' policy. Received: "
+                f"table_optimizer={table_optimizer!r} with dtype policy "
+                f"{self.dtype_policy.name!r}"
+            )
         self.rows_per_table = rows
         self.hash = None
         self.router = None
@@ -255,6 +269,8 @@ class SparseLookupTable(keras.layers.Layer):
             shape=(self.num_entries, dim),
             initializer=self.embeddings_initializer,
             trainable=True,
+            # The row update reads and writes the table in its own dtype.
+            autocast=self.row_update is None,
         )
         self.row_slots = []
         if self.row_update is not None:
@@ -289,6 +305,7 @@ class SparseLookupTable(keras.layers.Layer):
                     name=f"embeddings_{slot}",
                     shape=(self.num_entries, dim),
                     initializer="zeros",
+                    autocast=False,
                     overwrite_with_gradient=True,
                 )
             )
@@ -297,6 +314,7 @@ class SparseLookupTable(keras.layers.Layer):
             shape=(),
             initializer="zeros",
             dtype="float32",
+            autocast=False,
             overwrite_with_gradient=True,
         )
 

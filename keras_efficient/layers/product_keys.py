@@ -73,6 +73,7 @@ def _picked_sub_keys(query, keys, k):
     scored again from gathered keys, so the backward pass costs
     `O(T * k * h)` instead of two `(T, n) x (n, h)` matmuls.
     """
+    keys = ops.convert_to_tensor(keys)
     scores = ops.matmul(
         ops.stop_gradient(query), ops.transpose(ops.stop_gradient(keys))
     )

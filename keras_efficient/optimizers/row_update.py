@@ -11,7 +11,9 @@ The variables are marked `overwrite_with_gradient`, so the model's optimizer
 copies those values in instead of updating them (the mechanism Keras uses for
 float8 scales). The step then costs O(A log A + A d), not O(N d), where XLA
 (JAX, TensorFlow with `jit_compile`) scatters into the donated buffers in
-place.
+place, and where torch's backward pass writes the rows into the tensors
+themselves (so on torch any backward pass through the gather, even one
+taken by hand, updates the table).
 
 The same trick has a caveat the docstrings repeat: the table must be read
 through one such gather per step (a second read in the same step would add
@@ -223,7 +225,7 @@ def gather_rows_with_update(
         return _gather_jax(update, table, tuple(slots), step, index)
     if backend == "torch":
         return _gather_torch(update, table, tuple(slots), step, index)
-    return _gather_custom_gradient(update, table, tuple(slots), step, index)
+    return _gather_tensorflow(update, table, tuple(slots), step, index)
 
 
 def _flat_update(update, index, table, slots, step, upstream):
@@ -259,23 +261,28 @@ def _gather_jax(update, table, slots, step, index):
     return gather(values[0], tuple(values[1:-1]), values[-1], index)
 
 
-def _gather_custom_gradient(update, table, slots, step, index):
-    count = len(slots)
+def _gather_tensorflow(update, table, slots, step, index):
+    import tensorflow as tf
 
-    @ops.custom_gradient
+    @tf.custom_gradient
     def gather(table, *rest):
-        slots, step = rest[:count], rest[count]
+        slots, step = rest[:-1], rest[-1]
 
-        def grad(*upstream, **kwargs):
-            upstream = kwargs.get("upstream", upstream[0] if upstream else None)
+        def grad(upstream):
             table_, slots_, step_ = _flat_update(
                 update, index, table, slots, step, upstream
             )
             return (table_, *slots_, step_)
 
-        return ops.take(table, index, axis=0), grad
+        return tf.gather(table, index, axis=0), grad
 
-    values = [ops.convert_to_tensor(v) for v in (table, *slots, step)]
+    # Plain tensors (not the variables themselves), so eager
+    # `tf.custom_gradient` does not ask for per-variable gradients; the
+    # returned values flow back through the reads to the variables.
+    values = [
+        tf.identity(v.value if isinstance(v, keras.Variable) else v)
+        for v in (table, *slots, step)
+    ]
     return gather(*values)
 
 
