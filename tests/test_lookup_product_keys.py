@@ -182,14 +182,6 @@ def test_gate_gradients_reach_query_and_sub_keys(num_sub_keys):
         assert np.count_nonzero(np.any(g != 0, axis=1)) <= 6 * 2
 
 
-@pytest.mark.xfail(
-    keras.backend.backend() == "tensorflow",
-    strict=True,
-    reason="Bug: blocked_top_k reshapes to (scores.shape[0], blocks, block) "
-    "with the static row count; a retraced tf.function (fit's partial last "
-    "batch) has rows=None: 'Failed to convert elements of (None, 16, 16) "
-    "to Tensor'.",
-)
 def test_blocked_product_keys_fit_with_a_partial_last_batch():
     # 65,536 entries: 256 sub-keys a side take the blocked top-k.
     inputs = keras.Input((5, 4))

@@ -46,21 +46,25 @@ def blocked_top_k(scores: Any, k: int) -> Any:
         `(T, k)` int32 indices, best first (ties may be ordered differently
         from `ops.top_k`).
     """
-    rows, length = scores.shape
+    length = scores.shape[-1]
     if length < BLOCKED_TOP_K_MIN_LENGTH:
         return ops.cast(ops.top_k(scores, k)[1], "int32")
     block = math.isqrt(length)
     num_blocks = -(-length // block)
     if num_blocks * block > length:
-        padding = ops.full((rows, num_blocks * block - length), float("-inf"))
-        scores = ops.concatenate([scores, padding], axis=-1)
-    blocks = ops.reshape(scores, (rows, num_blocks, block))
+        scores = ops.pad(
+            scores,
+            ((0, 0), (0, num_blocks * block - length)),
+            constant_values=float("-inf"),
+        )
+    # -1 rows: the batch may be unknown while tracing (a partial batch).
+    blocks = ops.reshape(scores, (-1, num_blocks, block))
     _, best_blocks = ops.top_k(ops.max(blocks, axis=-1), k)
     best_blocks = ops.cast(best_blocks, "int32")
     candidates = ops.take_along_axis(
         blocks, ops.expand_dims(best_blocks, -1), axis=1
     )
-    _, pick = ops.top_k(ops.reshape(candidates, (rows, k * block)), k)
+    _, pick = ops.top_k(ops.reshape(candidates, (-1, k * block)), k)
     pick = ops.cast(pick, "int32")
     block_of_pick = ops.take_along_axis(best_blocks, pick // block, axis=1)
     return block_of_pick * block + pick % block
