@@ -345,19 +345,12 @@ def time_selection(n, b, repeats, mc_passes, seed=0):
     return out
 
 
-def add_args(parser):
-    parser.add_argument(
-        "--full",
-        action="store_true",
-        help="45,000-point pool, budgets up to 10k (meant for one GPU)",
-    )
-
-
 def main():
     wall_start = time.perf_counter()
-    args = parse_args(__doc__.splitlines()[0], extra=add_args)
-    if args.quick and args.full:
-        raise ValueError("Pass at most one of `--quick` and `--full`.")
+    args = parse_args(
+        __doc__.splitlines()[0],
+        full_help="45,000-point pool, budgets up to 10k (meant for one GPU)",
+    )
     mode = "quick" if args.quick else "full" if args.full else "default"
     size = SIZES[mode]
     seeds = args.seeds or size["seeds"]

@@ -324,11 +324,6 @@ def timing(config, quick):
 
 def _extra_arguments(parser):
     parser.add_argument(
-        "--full",
-        action="store_true",
-        help="GPU-sized quality run (d 64 128 256, 2,000 steps, 5 seeds)",
-    )
-    parser.add_argument(
         "--timing-only",
         action="store_true",
         help="measure step-time ratios only (no training to equal steps)",
@@ -349,9 +344,11 @@ def _extra_arguments(parser):
 
 
 def main():
-    args = parse_args(__doc__.splitlines()[0], extra=_extra_arguments)
-    if args.quick and args.full:
-        raise ValueError("Pass at most one of --quick and --full.")
+    args = parse_args(
+        __doc__.splitlines()[0],
+        extra=_extra_arguments,
+        full_help="GPU-sized quality run (d 64 128 256, 2,000 steps, 5 seeds)",
+    )
     if args.timing_only:
         config = dict(TIMING)
         if args.hidden_dim:

@@ -37,14 +37,21 @@ _COMPARATORS = {
 }
 
 
-def parse_args(description, extra=None):
-    """Standard arguments: `--quick`, `--seeds`, `--output`, `--verbose`."""
+def parse_args(description, extra=None, full_help=None):
+    """Standard arguments: `--quick`, `--seeds`, `--output`, `--verbose`.
+
+    With `full_help`, also `--full` (a GPU-sized run), exclusive with
+    `--quick`.
+    """
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument(
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
         "--quick",
         action="store_true",
         help="CI-sized run (a minute or two); results go to NAME.quick.json",
     )
+    if full_help is not None:
+        size.add_argument("--full", action="store_true", help=full_help)
     parser.add_argument(
         "--seeds", type=int, default=None, help="number of seeds"
     )

@@ -230,15 +230,6 @@ def distill(splits, snapshot, seed, epochs):
     return result
 
 
-def add_parser_args(parser):
-    parser.add_argument(
-        "--full",
-        action="store_true",
-        help="GPU-sized run (bigger pool, more labels and epochs); results "
-        "go to distillation.full[.gpu].json",
-    )
-
-
 def summarise(runs, conds):
     """Figures from runs[(condition, key)] = [per-seed values]."""
     figures = []
@@ -311,9 +302,11 @@ def summarise(runs, conds):
 
 
 def main():
-    args = parse_args(__doc__.splitlines()[0], extra=add_parser_args)
-    if args.quick and args.full:
-        raise ValueError("Pass at most one of --quick and --full.")
+    args = parse_args(
+        __doc__.splitlines()[0],
+        full_help="GPU-sized run (bigger pool, more labels and epochs); "
+        "results go to distillation.full[.gpu].json",
+    )
     size = "quick" if args.quick else "full" if args.full else "default"
     mode = MODES[size]
     seeds = args.seeds or mode["seeds"]

@@ -295,11 +295,6 @@ def timing(quick):
 
 def _extra_arguments(parser):
     parser.add_argument(
-        "--full",
-        action="store_true",
-        help="GPU-sized quality run (widths 16 32 64, 100 epochs, 5 seeds)",
-    )
-    parser.add_argument(
         "--timing-only",
         action="store_true",
         help="step times and parameter counts on digits only, no training",
@@ -313,9 +308,12 @@ def _extra_arguments(parser):
 
 
 def main():
-    args = parse_args(__doc__.splitlines()[0], extra=_extra_arguments)
-    if args.quick and args.full:
-        raise ValueError("Pass at most one of --quick and --full.")
+    args = parse_args(
+        __doc__.splitlines()[0],
+        extra=_extra_arguments,
+        full_help="GPU-sized quality run (widths 16 32 64, 100 epochs, "
+        "5 seeds)",
+    )
     scale = "quick" if args.quick else "full" if args.full else "default"
     if args.timing_only:
         figures, setup = timing(args.quick)
