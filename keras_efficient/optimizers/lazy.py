@@ -24,6 +24,39 @@ import keras
 from keras import ops
 
 
+def adam_moments_step(
+    m: Any,
+    v: Any,
+    gradient: Any,
+    alpha: Any,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+) -> tuple[Any, Any, Any]:
+    """Keras Adam on moments `m`, `v`: new `(m, v, delta)`, `w -= delta`.
+
+    Shared by `LazyAdam` and a table's own row update
+    (`SparseLookupTable(table_optimizer=...)`).
+    """
+    m = m + (gradient - m) * (1 - beta_1)
+    v = v + (ops.square(gradient) - v) * (1 - beta_2)
+    return m, v, alpha * m / (ops.sqrt(v) + epsilon)
+
+
+def sgd_momentum_step(
+    velocity: Any,
+    gradient: Any,
+    learning_rate: Any,
+    momentum: Any,
+    nesterov: bool,
+) -> tuple[Any, Any]:
+    """Keras SGD with momentum: new `(velocity, delta)`, `w += delta`."""
+    velocity = momentum * velocity - learning_rate * gradient
+    if nesterov:
+        return velocity, momentum * velocity - learning_rate * gradient
+    return velocity, velocity
+
+
 def _touched_rows(gradient):
     """`(N, 1, ...)` bool: rows of `gradient` that are not all zeros."""
     if len(gradient.shape) < 2:
@@ -114,9 +147,9 @@ class LazyAdam(keras.optimizers.Adam):
         )
 
     def _step(self, m, v, gradient, alpha):
-        m = m + (gradient - m) * (1 - self.beta_1)
-        v = v + (ops.square(gradient) - v) * (1 - self.beta_2)
-        return m, v, alpha * m / (ops.sqrt(v) + self.epsilon)
+        return adam_moments_step(
+            m, v, gradient, alpha, self.beta_1, self.beta_2, self.epsilon
+        )
 
     def update_step(
         self, gradient: Any, variable: Any, learning_rate: Any
@@ -185,9 +218,10 @@ class LazySGD(keras.optimizers.SGD):
                 _scatter_rows(self, variable, rows, w - lr * g)
                 return
             u_var = self.momentums[self._get_variable_index(variable)]
-            u = momentum * ops.take(u_var, rows, axis=0) - lr * g
+            u, step = sgd_momentum_step(
+                ops.take(u_var, rows, axis=0), g, lr, momentum, self.nesterov
+            )
             _scatter_rows(self, u_var, rows, u)
-            step = momentum * u - lr * g if self.nesterov else u
             _scatter_rows(self, variable, rows, w + step)
             return
         gradient = ops.cast(gradient, dtype)
@@ -198,7 +232,8 @@ class LazySGD(keras.optimizers.SGD):
         touched = _touched_rows(gradient)
         u_var = self.momentums[self._get_variable_index(variable)]
         old_u = ops.convert_to_tensor(u_var)
-        u = momentum * old_u - lr * gradient
+        u, step = sgd_momentum_step(
+            old_u, gradient, lr, momentum, self.nesterov
+        )
         self.assign(u_var, ops.where(touched, u, old_u))
-        step = momentum * u - lr * gradient if self.nesterov else u
         self.assign_add(variable, ops.where(touched, step, 0))

@@ -20,11 +20,15 @@ through one such gather per step (a second read in the same step would add
 two "updated tables" together).
 """
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import keras
 from keras import ops
+
+from keras_efficient.optimizers.lazy import adam_moments_step
+from keras_efficient.optimizers.lazy import sgd_momentum_step
 
 ROW_OPTIMIZERS = ("adam", "sgd")
 
@@ -128,18 +132,23 @@ def _updated_rows(update, rows, slots, gradient, step):
     """New `(rows, slots)` after one lazy Adam / SGD step on these rows."""
     lr = update.learning_rate_at(step)
     if update.kind == "adam":
-        m, v = slots
         t = step + 1.0
         alpha = lr * ops.sqrt(1 - update.beta_2**t) / (1 - update.beta_1**t)
-        m = m + (gradient - m) * (1 - update.beta_1)
-        v = v + (ops.square(gradient) - v) * (1 - update.beta_2)
-        return rows - alpha * m / (ops.sqrt(v) + update.epsilon), (m, v)
+        m, v, delta = adam_moments_step(
+            *slots,
+            gradient,
+            alpha,
+            update.beta_1,
+            update.beta_2,
+            update.epsilon,
+        )
+        return rows - delta, (m, v)
     if not update.momentum:
         return rows - lr * gradient, ()
-    (u,) = slots
-    u = update.momentum * u - lr * gradient
-    step_rows = update.momentum * u - lr * gradient if update.nesterov else u
-    return rows + step_rows, (u,)
+    u, delta = sgd_momentum_step(
+        slots[0], gradient, lr, update.momentum, update.nesterov
+    )
+    return rows + delta, (u,)
 
 
 def apply_row_update(
@@ -293,12 +302,13 @@ def _gather_torch(update, table, slots, step, index):
     as `.grad` without a copy and `Variable.assign` of a tensor onto its own
     storage is a no-op, so no table-sized array is allocated or copied.
     """
-
     tensors = [ops.convert_to_tensor(v) for v in (table, *slots, step)]
-    return _TorchRowUpdate.apply(update, index, *tensors)
+    return _torch_row_update().apply(update, index, *tensors)
 
 
-def _torch_row_update_class():
+@functools.cache
+def _torch_row_update():
+    """The torch autograd function, built on first use (torch optional)."""
     import torch
 
     class TorchRowUpdate(torch.autograd.Function):
@@ -306,9 +316,7 @@ def _torch_row_update_class():
         def forward(ctx, update, index, table, *rest):
             ctx.update, ctx.index = update, index
             ctx.table, ctx.slots, ctx.step = table, rest[:-1], rest[-1]
-            return torch.take_along_dim(
-                table, index.reshape(-1, 1).long(), dim=0
-            ).reshape(tuple(index.shape) + (table.shape[-1],))
+            return ops.take(table, index, axis=0)
 
         @staticmethod
         def backward(ctx, upstream):
@@ -324,21 +332,7 @@ def _torch_row_update_class():
                 for slot, new in zip(slots, new_slots):
                     slot.index_copy_(0, index, new.to(slot.dtype))
                 new_step = step + 1.0
-            return (None, None, table.detach(), *(
-                s.detach() for s in slots), new_step)
+            grads = (table.detach(), *(s.detach() for s in slots), new_step)
+            return (None, None) + grads
 
     return TorchRowUpdate
-
-
-class _LazyTorchFunction:
-    """Builds the torch autograd function on first use (torch optional)."""
-
-    _function = None
-
-    def apply(self, *args):
-        if _LazyTorchFunction._function is None:
-            _LazyTorchFunction._function = _torch_row_update_class()
-        return _LazyTorchFunction._function.apply(*args)
-
-
-_TorchRowUpdate = _LazyTorchFunction()
