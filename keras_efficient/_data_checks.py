@@ -1,0 +1,118 @@
+"""Run-time checks of the data a layer or loss receives (private).
+
+`_validation.py` checks arguments, whose values are known in Python. Data
+is different: inside a compiled step its values are unknown while Keras
+traces, so a check must run *in* the step and raise from there. One
+function, `raise_if`, does that on every backend:
+
+- values at hand (eager calls, torch's eager `fit`, NumPy): the condition
+  is read in Python and the error raised at once;
+- JAX under `jit`: `jax.lax.cond` on the condition, whose taken branch
+  calls `jax.debug.callback`, which raises on the host. A clean batch pays
+  one reduction and a predicate; nothing crosses to the host. The error
+  reaches the user wrapped in JAX's runtime error (its text is ours) at the
+  next synchronisation, i.e. within the step that saw the batch;
+- TensorFlow graphs (`tf.function`, Keras's default on a CPU): a
+  `tf.debugging.Assert`. XLA (`jit_compile=True`) drops assertions, so
+  there the check does nothing (Keras compiles TensorFlow steps with XLA
+  only where asked to, or on an accelerator).
+
+The messages keep `_validation.py`'s style: they name the argument, what
+was received and what is allowed.
+"""
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_efficient import _backend
+
+
+def _format(message, values):
+    shown = [np.asarray(v).tolist() for v in values]
+    return message.format(*shown)
+
+
+def _raise(error, message):
+    def raise_on_host(bad, *values):
+        if bool(np.asarray(bad)):
+            raise error(_format(message, values))
+
+    return raise_on_host
+
+
+def raise_if(
+    bad: Any,
+    message: str,
+    values: tuple = (),
+    error: type[Exception] = ValueError,
+) -> None:
+    """Raises `error(message.format(*values))` where `bad` is true.
+
+    Args:
+        bad: a boolean scalar tensor (or Python / NumPy bool).
+        message: the error text; `{0}`, `{1}`, ... are filled with
+            `values` read back as Python numbers or lists.
+        values: tensors shown in the message (read only when `bad`).
+        error: the exception type raised.
+    """
+    if isinstance(bad, (bool, np.bool_)) or _backend.is_concrete(bad):
+        if bool(ops.convert_to_numpy(bad)):
+            raise error(
+                _format(message, [ops.convert_to_numpy(v) for v in values])
+            )
+        return
+    name = _backend.backend()
+    if name == "jax":
+        _raise_if_jax(bad, message, values, error)
+    elif name == "tensorflow":
+        _raise_if_tensorflow(bad, message, values)
+
+
+def _raise_if_jax(bad, message, values, error):
+    import jax
+
+    callback = _raise(error, message)
+
+    def report(operands):
+        jax.debug.callback(callback, *operands)
+
+    def clean(operands):
+        return None
+
+    jax.lax.cond(bad, report, clean, (bad, *values))
+
+
+def _raise_if_tensorflow(bad, message, values):
+    import tensorflow as tf
+
+    # `tf.debugging.Assert` prints its data after the message; the text
+    # before the values keeps the same wording as the other backends.
+    text = message.split("{")[0] if values else message
+    tf.debugging.Assert(tf.logical_not(bad), [text, *values], summarize=8)
+
+
+def check_ids_in_range(
+    ids: Any,
+    size: int,
+    name: str = "token_ids",
+    padding_id: int | None = None,
+) -> None:
+    """Every id is in `[0, size)` (or equals `padding_id`, when given)."""
+    ids = ops.convert_to_tensor(ids)
+    if not keras.backend.is_int_dtype(ids.dtype):
+        return
+    valid = ops.logical_and(ops.greater_equal(ids, 0), ops.less(ids, size))
+    if padding_id is not None:
+        valid = ops.logical_or(valid, ops.equal(ids, padding_id))
+    allowed = f"in [0, {size})"
+    if padding_id is not None:
+        allowed += f" or the padding id {padding_id}"
+    raise_if(
+        ops.logical_not(ops.all(valid)),
+        f"`{name}` must be {allowed}. Received: {name} with min {{0}} and "
+        f"max {{1}}",
+        (ops.min(ids), ops.max(ids)),
+    )

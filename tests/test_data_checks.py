@@ -1,0 +1,90 @@
+"""`raise_if`: a data check that raises from eager calls and compiled steps."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_efficient import _data_checks
+
+BACKEND = keras.backend.backend()
+
+
+class _IdsLayer(keras.layers.Layer):
+    """Embeds ids after checking them, as the package's embeddings do."""
+
+    def __init__(self, size=8, **kwargs):
+        super().__init__(**kwargs)
+        self.size = size
+        self.embedding = keras.layers.Embedding(size, 4)
+
+    def call(self, ids):
+        _data_checks.check_ids_in_range(ids, self.size, "token_ids")
+        return self.embedding(ids)
+
+
+def _model(size=8):
+    inputs = keras.Input((5,), dtype="int32")
+    x = _IdsLayer(size)(inputs)
+    outputs = keras.layers.Dense(1)(keras.layers.Flatten()(x))
+    return keras.Model(inputs, outputs)
+
+
+def test_eager_call_raises_with_the_range_and_the_culprit():
+    layer = _IdsLayer(8)
+    layer(np.zeros((2, 5), "int32"))
+    with pytest.raises(ValueError, match=r"\[0, 8\).*max 8"):
+        layer(np.array([[0, 1, 2, 3, 8]], "int32"))
+    with pytest.raises(ValueError, match=r"min -1"):
+        layer(np.array([[-1, 1, 2, 3, 4]], "int32"))
+
+
+def test_clean_ids_pass_and_padding_id_is_allowed():
+    ids = np.array([[0, 7, -1]], "int32")
+    with pytest.raises(ValueError, match="min -1 and max 7"):
+        _data_checks.check_ids_in_range(ids, 8)
+    _data_checks.check_ids_in_range(ids, 8, padding_id=-1)
+    with pytest.raises(ValueError, match="or the padding id 0.*max 9"):
+        _data_checks.check_ids_in_range(np.array([0, 9]), 8, padding_id=0)
+
+
+def test_numpy_bool_condition():
+    with pytest.raises(TypeError, match="bad 3"):
+        _data_checks.raise_if(np.bool_(True), "bad {0}", (3,), TypeError)
+    _data_checks.raise_if(False, "never {0}", (3,))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_fit_raises_on_the_first_bad_batch(jit_compile):
+    if BACKEND == "torch" and jit_compile:
+        pytest.skip("torch has no jit_compile=True fit")
+    if BACKEND == "tensorflow" and jit_compile:
+        pytest.skip("XLA drops TensorFlow assertions (documented)")
+    model = _model()
+    model.compile("sgd", "mse", jit_compile=jit_compile)
+    good = np.random.randint(0, 8, size=(8, 5)).astype("int32")
+    model.fit(good, np.zeros((8, 1)), batch_size=4, epochs=1, verbose=0)
+    bad = good.copy()
+    bad[5, 2] = 11
+    weights = [w.copy() for w in model.get_weights()]
+    with pytest.raises(Exception, match=r"`token_ids` must be in \[0, 8\)"):
+        model.fit(bad, np.zeros((8, 1)), batch_size=8, epochs=1, verbose=0)
+    if BACKEND != "jax":
+        # The step stopped before the update (JAX applies the update of
+        # the step whose callback raised: it runs asynchronously).
+        for before, after in zip(weights, model.get_weights()):
+            np.testing.assert_array_equal(before, after)
+
+
+def test_compiled_clean_step_makes_no_host_call():
+    if BACKEND != "jax":
+        pytest.skip("JAX-specific: the clean branch has no callback")
+    import jax
+
+    def step(ids):
+        _data_checks.check_ids_in_range(ids, 8)
+        return ops.sum(ids)
+
+    text = jax.jit(step).lower(np.zeros((2, 3), "int32")).as_text()
+    # The callback sits in one branch of a conditional, not on the path.
+    assert "conditional" in text or "case" in text
