@@ -10,9 +10,9 @@ import pytest
 import keras_efficient
 from keras_efficient.callbacks import MagnitudePruning
 from keras_efficient.pruning import ConstantSparsity
-from keras_efficient.pruning import groups as groups_lib
 from keras_efficient.pruning import strip_pruning
 from keras_efficient.pruning.masks import keep_count
+from keras_efficient.pruning.plan_masks import group_masks
 from keras_efficient.pruning.shrink import Analysis
 from keras_efficient.pruning.shrink import removable
 from keras_efficient.pruning.shrink import shrink
@@ -64,7 +64,7 @@ def pruned_resnet():
 
 def test_resnet20_groups_share_channels(pruned_resnet):
     model, cb, _, _ = pruned_resnet
-    assert cb._groups  # group-aware by default on a functional model
+    assert cb._plan.groups  # group-aware by default on a functional model
     masked = strip_pruning(model)
     analysis = Analysis(masked)
     zero = analysis.zeros()
@@ -110,7 +110,7 @@ def test_per_layer_when_turned_off():
     )
     x, y = _images(8)
     _fit(model, cb, x, y)
-    assert cb._groups is None
+    assert cb._plan.groups is None
     for kernel in cb.target_weights.values():
         z = _zero_columns(kernel)
         assert (~z).sum() == keep_count(z.size, 0.5)
@@ -137,7 +137,7 @@ def test_sequential_conv_net():
     cb = MagnitudePruning(ConstantSparsity(0.5, 1, 1), structure="filter")
     x, y = _images(16, (8, 8, 2), 3)
     _fit(model, cb, x, y)
-    assert len(cb._groups) == 3  # c1, c2, d1; the output is per layer
+    assert len(cb._plan.groups) == 3  # c1, c2, d1; the output is per layer
     for kernel in cb.target_weights.values():  # out: per layer, as before
         z = _zero_columns(kernel)
         assert (~z).sum() == keep_count(z.size, 0.5)
@@ -166,7 +166,7 @@ def test_transformer_lm_feedforward():
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     model.fit(x, x, batch_size=8, epochs=1, verbose=0, callbacks=[cb])
-    assert len(cb._groups) == 2  # the two feed-forward hidden layers
+    assert len(cb._plan.groups) == 2  # the two feed-forward hidden layers
     masked = strip_pruning(model)
     small = shrink(masked)
     _assert_same(masked, small, x[:2])
@@ -200,8 +200,8 @@ def test_numpy_reference_equals_ops():
     groups = (((0, 1), (0, 1)),)
     for scope in ("layer", "global"):
         for s in (0.0, 0.3, 0.5, 0.9):
-            want = groups_lib.group_masks(kernels, s, groups, scope, numpy=True)
-            got = groups_lib.group_masks(kernels, s, groups, scope)
+            want = group_masks(kernels, s, groups, scope, backend="numpy")
+            got = group_masks(kernels, s, groups, scope, backend="ops")
             for g, w in zip(got, want):
                 np.testing.assert_array_equal(_np(g), w)
             np.testing.assert_array_equal(want[0][0, 0, 0], want[1][0, 0, 0])
@@ -237,8 +237,9 @@ def test_arguments_and_fallback():
             with pytest.raises(ValueError, match="group_channels=False"):
                 _fit(net, cb, x, y)
         else:
-            _fit(net, cb, x, y)  # subclassed: per layer
-            assert cb._groups is None
+            with pytest.warns(UserWarning, match="layer by layer"):
+                _fit(net, cb, x, y)  # subclassed: per layer, and says so
+            assert cb._plan.groups is None
 
 
 def _residual_net(seed=0):
