@@ -16,8 +16,12 @@ from keras_efficient.pruning.plan_masks import group_masks
 from keras_efficient.pruning.shrink import Analysis
 from keras_efficient.pruning.shrink import removable
 from keras_efficient.pruning.shrink import shrink
+from tests.callback_harness import crash_and_resume
+from tests.callback_harness import fit
 
 L = keras.layers
+# Plain SGD on softmax outputs, batches of 8.
+SGD_CE = {"optimizer": "sgd", "loss": "sparse_categorical_crossentropy"}
 
 
 def _np(x):
@@ -25,8 +29,7 @@ def _np(x):
 
 
 def _fit(model, cb, x, y, epochs=1):
-    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    model.fit(x, y, batch_size=8, epochs=epochs, verbose=0, callbacks=[cb])
+    fit(model, [cb], (x, y), epochs, batch_size=8, **SGD_CE)
     return model
 
 
@@ -257,26 +260,14 @@ def test_residual_net_backup_and_restore(tmp_path):
 
     sched = PolynomialDecay(0.0, 0.5, begin_step=0, end_step=6, frequency=2)
     x, y = _images(16, (6, 6, 2), 3)
-    ref = _residual_net()
-    ref_cb = MagnitudePruning(sched, structure="filter")
-    _fit(ref, ref_cb, x, y, epochs=4)
-
-    class Crash(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                raise RuntimeError("interrupted")
-
-    backup = keras.callbacks.BackupAndRestore(str(tmp_path))
-    model = _residual_net()
-    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    cb = MagnitudePruning(sched, structure="filter")
-    with pytest.raises(RuntimeError):
-        model.fit(x, y, batch_size=8, epochs=4, verbose=0,
-                  callbacks=[cb, backup, Crash()])  # fmt: skip
-    model = _residual_net()
-    cb = MagnitudePruning(sched, structure="filter")
-    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    model.fit(x, y, batch_size=8, epochs=4, verbose=0, callbacks=[backup, cb])
+    ref, ref_cb, model, cb = crash_and_resume(
+        _residual_net,
+        lambda: MagnitudePruning(sched, structure="filter"),
+        tmp_path,
+        data=(x, y),
+        batch_size=8,
+        **SGD_CE,
+    )
     assert cb.step == ref_cb.step == 8
     for a, b in zip(ref_cb.mask_variables, cb.mask_variables):
         np.testing.assert_array_equal(_np(a), _np(b))
