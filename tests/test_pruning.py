@@ -9,15 +9,10 @@ from keras_efficient.pruning import ConstantSparsity
 from keras_efficient.pruning import PolynomialDecay
 from keras_efficient.pruning import sparsity_report
 from keras_efficient.pruning import strip_pruning
+from tests.callback_harness import classification_data
+from tests.callback_harness import fit
 
-JIT = keras.backend.backend() != "torch"
-
-
-def _data(n=64, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 8, 4)).astype("float32")
-    y = rng.integers(0, 3, size=(n,))
-    return x, y
+DATA = classification_data(input_shape=(8, 4))
 
 
 def _model(seed=0, kind="sequential"):
@@ -54,23 +49,8 @@ def _model(seed=0, kind="sequential"):
     )
 
 
-def _fit(model, cb, epochs=2, optimizer="adam", extra=(), **kw):
-    model.compile(
-        optimizer=keras.optimizers.get(optimizer),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=JIT,
-    )
-    x, y = _data()
-    return model.fit(
-        x,
-        y,
-        batch_size=16,
-        epochs=epochs,
-        verbose=0,
-        shuffle=False,
-        callbacks=[cb, *extra],
-        **kw,
-    )
+def _fit(model, cb, epochs=2, optimizer="adam", extra=()):
+    return fit(model, [cb, *extra], DATA, epochs, optimizer=optimizer)
 
 
 def _kernels(cb):
@@ -166,7 +146,7 @@ def test_strip_and_report(tmp_path):
     model = _model(kind="functional")
     cb = MagnitudePruning(ConstantSparsity(0.8, 1, 1))
     _fit(model, cb, epochs=1)
-    x, _ = _data(8)
+    x = DATA[0][:8]
     stripped = strip_pruning(model)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(stripped(x)),

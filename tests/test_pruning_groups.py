@@ -10,14 +10,18 @@ import pytest
 import keras_efficient
 from keras_efficient.callbacks import MagnitudePruning
 from keras_efficient.pruning import ConstantSparsity
-from keras_efficient.pruning import groups as groups_lib
 from keras_efficient.pruning import strip_pruning
 from keras_efficient.pruning.masks import keep_count
+from keras_efficient.pruning.plan_masks import group_masks
 from keras_efficient.pruning.shrink import Analysis
 from keras_efficient.pruning.shrink import removable
 from keras_efficient.pruning.shrink import shrink
+from tests.callback_harness import crash_and_resume
+from tests.callback_harness import fit
 
 L = keras.layers
+# Plain SGD on softmax outputs, batches of 8.
+SGD_CE = {"optimizer": "sgd", "loss": "sparse_categorical_crossentropy"}
 
 
 def _np(x):
@@ -25,8 +29,7 @@ def _np(x):
 
 
 def _fit(model, cb, x, y, epochs=1):
-    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    model.fit(x, y, batch_size=8, epochs=epochs, verbose=0, callbacks=[cb])
+    fit(model, [cb], (x, y), epochs, batch_size=8, **SGD_CE)
     return model
 
 
@@ -64,7 +67,7 @@ def pruned_resnet():
 
 def test_resnet20_groups_share_channels(pruned_resnet):
     model, cb, _, _ = pruned_resnet
-    assert cb._groups  # group-aware by default on a functional model
+    assert cb._plan.groups  # group-aware by default on a functional model
     masked = strip_pruning(model)
     analysis = Analysis(masked)
     zero = analysis.zeros()
@@ -110,7 +113,7 @@ def test_per_layer_when_turned_off():
     )
     x, y = _images(8)
     _fit(model, cb, x, y)
-    assert cb._groups is None
+    assert cb._plan.groups is None
     for kernel in cb.target_weights.values():
         z = _zero_columns(kernel)
         assert (~z).sum() == keep_count(z.size, 0.5)
@@ -137,7 +140,7 @@ def test_sequential_conv_net():
     cb = MagnitudePruning(ConstantSparsity(0.5, 1, 1), structure="filter")
     x, y = _images(16, (8, 8, 2), 3)
     _fit(model, cb, x, y)
-    assert len(cb._groups) == 3  # c1, c2, d1; the output is per layer
+    assert len(cb._plan.groups) == 3  # c1, c2, d1; the output is per layer
     for kernel in cb.target_weights.values():  # out: per layer, as before
         z = _zero_columns(kernel)
         assert (~z).sum() == keep_count(z.size, 0.5)
@@ -166,7 +169,7 @@ def test_transformer_lm_feedforward():
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     model.fit(x, x, batch_size=8, epochs=1, verbose=0, callbacks=[cb])
-    assert len(cb._groups) == 2  # the two feed-forward hidden layers
+    assert len(cb._plan.groups) == 2  # the two feed-forward hidden layers
     masked = strip_pruning(model)
     small = shrink(masked)
     _assert_same(masked, small, x[:2])
@@ -200,8 +203,8 @@ def test_numpy_reference_equals_ops():
     groups = (((0, 1), (0, 1)),)
     for scope in ("layer", "global"):
         for s in (0.0, 0.3, 0.5, 0.9):
-            want = groups_lib.group_masks(kernels, s, groups, scope, numpy=True)
-            got = groups_lib.group_masks(kernels, s, groups, scope)
+            want = group_masks(kernels, s, groups, scope, backend="numpy")
+            got = group_masks(kernels, s, groups, scope, backend="ops")
             for g, w in zip(got, want):
                 np.testing.assert_array_equal(_np(g), w)
             np.testing.assert_array_equal(want[0][0, 0, 0], want[1][0, 0, 0])
@@ -237,8 +240,9 @@ def test_arguments_and_fallback():
             with pytest.raises(ValueError, match="group_channels=False"):
                 _fit(net, cb, x, y)
         else:
-            _fit(net, cb, x, y)  # subclassed: per layer
-            assert cb._groups is None
+            with pytest.warns(UserWarning, match="layer by layer"):
+                _fit(net, cb, x, y)  # subclassed: per layer, and says so
+            assert cb._plan.groups is None
 
 
 def _residual_net(seed=0):
@@ -256,26 +260,14 @@ def test_residual_net_backup_and_restore(tmp_path):
 
     sched = PolynomialDecay(0.0, 0.5, begin_step=0, end_step=6, frequency=2)
     x, y = _images(16, (6, 6, 2), 3)
-    ref = _residual_net()
-    ref_cb = MagnitudePruning(sched, structure="filter")
-    _fit(ref, ref_cb, x, y, epochs=4)
-
-    class Crash(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                raise RuntimeError("interrupted")
-
-    backup = keras.callbacks.BackupAndRestore(str(tmp_path))
-    model = _residual_net()
-    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    cb = MagnitudePruning(sched, structure="filter")
-    with pytest.raises(RuntimeError):
-        model.fit(x, y, batch_size=8, epochs=4, verbose=0,
-                  callbacks=[cb, backup, Crash()])  # fmt: skip
-    model = _residual_net()
-    cb = MagnitudePruning(sched, structure="filter")
-    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    model.fit(x, y, batch_size=8, epochs=4, verbose=0, callbacks=[backup, cb])
+    ref, ref_cb, model, cb = crash_and_resume(
+        _residual_net,
+        lambda: MagnitudePruning(sched, structure="filter"),
+        tmp_path,
+        data=(x, y),
+        batch_size=8,
+        **SGD_CE,
+    )
     assert cb.step == ref_cb.step == 8
     for a, b in zip(ref_cb.mask_variables, cb.mask_variables):
         np.testing.assert_array_equal(_np(a), _np(b))

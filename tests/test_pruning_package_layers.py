@@ -14,8 +14,8 @@ from keras_efficient.pruning import ConstantSparsity
 from keras_efficient.pruning import PolynomialDecay
 from keras_efficient.pruning import sparsity_report
 from keras_efficient.pruning import strip_pruning
-
-JIT = keras.backend.backend() != "torch"
+from tests.callback_harness import classification_data
+from tests.callback_harness import fit
 
 
 def _laurel_moe_model():
@@ -47,16 +47,9 @@ def _altup_model():
 
 
 def _fit(model, cb, epochs=2):
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-2),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=JIT,
-    )
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 8, 16)).astype("float32")
-    y = rng.integers(0, 3, size=(64,))
-    model.fit(x, y, batch_size=16, epochs=epochs, verbose=0, callbacks=[cb])
-    return x
+    data = classification_data(input_shape=(8, 16))
+    fit(model, [cb], data, epochs)
+    return data[0]
 
 
 def _zeros(variable):

@@ -13,46 +13,17 @@ from keras_efficient.pruning import PolynomialDecay
 from keras_efficient.pruning import masks as masks_lib
 from keras_efficient.pruning import sparsity_report
 from keras_efficient.pruning import strip_pruning
+from tests.callback_harness import classification_data
+from tests.callback_harness import crash_and_resume
+from tests.callback_harness import dense_classifier
+from tests.callback_harness import fit
 
 BACKEND = keras.backend.backend()
 JIT = BACKEND != "torch"
 
 
 def _model(seed=0):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input((12,)),
-            keras.layers.Dense(16, activation="relu"),
-            keras.layers.Dense(3),
-        ]
-    )
-
-
-def _data(n=64):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(n, 12)).astype("float32")
-    return x, rng.integers(0, 3, size=(n,))
-
-
-def _fit(model, callbacks, epochs=2, optimizer=None, compile=True, **kw):
-    if compile:
-        model.compile(
-            optimizer=optimizer or keras.optimizers.Adam(0.01),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            jit_compile=JIT,
-        )
-    x, y = _data()
-    return model.fit(
-        x,
-        y,
-        batch_size=16,
-        epochs=epochs,
-        verbose=0,
-        shuffle=False,
-        callbacks=callbacks,
-        **kw,
-    )
+    return dense_classifier(input_shape=(12,), hidden=(16,), seed=seed)
 
 
 def _np(x):
@@ -100,7 +71,7 @@ def test_tfmot_step_semantics_batch_by_batch(schedule):
     kernels0 = [_np(lay.kernel) for lay in model.layers]
     rec = _Record()
     cb = MagnitudePruning(schedule)
-    _fit(model, [cb, rec], epochs=4, optimizer=keras.optimizers.SGD(0.0))
+    fit(model, [cb, rec], epochs=4, optimizer=keras.optimizers.SGD(0.0))
     expected = _tfmot_masks(schedule, kernels0, 16)
     for i, (got, exp) in enumerate(zip(rec.kernels, expected)):
         for g, e in zip(got, exp):
@@ -146,8 +117,8 @@ def test_train_step_compiles_once_on_jax(schedule):
     try:
         model = _model()
         cb = MagnitudePruning(schedule)
-        hist = _fit(model, [cb], epochs=4)
-        _fit(model, [cb], epochs=1, compile=False)  # same variables
+        hist = fit(model, [cb], epochs=4)
+        fit(model, [cb], epochs=1, compile=False)  # same variables
     finally:
         jax.config.update("jax_log_compiles", False)
         logger.removeHandler(handler)
@@ -157,22 +128,11 @@ def test_train_step_compiles_once_on_jax(schedule):
 
 def test_backup_and_restore_continues_exactly(tmp_path):
     sched = PolynomialDecay(0.0, 0.7, begin_step=0, end_step=12, frequency=3)
-    ref = _model(seed=1)
-    ref_cb = MagnitudePruning(sched)
-    _fit(ref, [ref_cb], epochs=4)
-
-    class Crash(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                raise RuntimeError("interrupted")
-
-    backup = keras.callbacks.BackupAndRestore(str(tmp_path))
-    with pytest.raises(RuntimeError):
-        _fit(_model(seed=1), [MagnitudePruning(sched), backup, Crash()], 4)
-    model = _model(seed=1)
-    cb = MagnitudePruning(sched)
-    # The pruning callback after BackupAndRestore this time: order is free.
-    _fit(model, [backup, cb], epochs=4)
+    # The resumed run has BackupAndRestore first, the crashed run after the
+    # pruning callback: the order is free.
+    ref, ref_cb, model, cb = crash_and_resume(
+        lambda: _model(seed=1), lambda: MagnitudePruning(sched), tmp_path
+    )
     assert cb.step == ref_cb.step == 16
     assert int(_np(cb.pruning_step)) == int(_np(ref_cb.pruning_step)) == 17
     for a, b in zip(ref_cb.mask_variables, cb.mask_variables):
@@ -184,7 +144,7 @@ def test_backup_and_restore_continues_exactly(tmp_path):
 def test_masks_are_saved_with_the_optimizer(tmp_path):
     model = _model()
     cb = MagnitudePruning(ConstantSparsity(0.5, 1, 1))
-    _fit(model, [cb], epochs=1)
+    fit(model, [cb], epochs=1)
     paths = {v.path for v in model.optimizer.variables}
     assert {m.path for m in cb.mask_variables} <= paths
     assert cb.pruning_step.path in paths
@@ -200,7 +160,7 @@ def test_loss_scale_optimizer_mixed_float16():
     )
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     cb = MagnitudePruning(ConstantSparsity(0.75, 1, 1))
-    _fit(model, [cb], epochs=2, compile=False)
+    fit(model, [cb], epochs=2, compile=False)
     inner = model.optimizer.inner_optimizer
     assert all(any(m is v for v in inner.variables) for m in cb.mask_variables)
     for variable in cb.target_weights.values():
@@ -211,18 +171,18 @@ def test_loss_scale_optimizer_mixed_float16():
 def test_end_step_reached_mid_training():
     model = _model()
     cb = MagnitudePruning(ConstantSparsity(0.6, 0, end_step=5, frequency=1))
-    hist = _fit(model, [cb], epochs=3)
+    hist = fit(model, [cb], epochs=3)
     assert hist.history["pruning_target_sparsity"][-1] == pytest.approx(0.6)
     cb2 = MagnitudePruning(PolynomialDecay(0.2, 0.6, 1, 3, frequency=1))
-    hist = _fit(_model(), [cb2], epochs=2)
+    hist = fit(_model(), [cb2], epochs=2)
     assert hist.history["pruning_sparsity"][-1] == pytest.approx(0.6, 0.01)
 
 
 def test_strip_returns_new_model_and_leaves_the_original():
     model = _model()
     cb = MagnitudePruning(ConstantSparsity(0.8, 0, frequency=2))
-    _fit(model, [cb], epochs=1)
-    x, _ = _data(8)
+    fit(model, [cb], epochs=1)
+    x, _ = classification_data(n=8)
     stripped = strip_pruning(model)
     assert stripped is not model
     np.testing.assert_allclose(_np(stripped(x)), _np(model(x)), atol=1e-5)
@@ -230,7 +190,7 @@ def test_strip_returns_new_model_and_leaves_the_original():
         "no mask constraints in the copy"
     )
     assert all(w.constraint is not None for w in cb.target_weights.values())
-    hist = _fit(model, [cb], epochs=1, compile=False)  # trains on, pruned
+    hist = fit(model, [cb], epochs=1, compile=False)  # trains on, pruned
     assert hist.history["pruning_sparsity"][-1] == pytest.approx(0.8, 0.02)
 
 

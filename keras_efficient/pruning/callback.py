@@ -6,11 +6,11 @@ import keras
 
 from keras_efficient import _validation as v
 from keras_efficient.pruning import masks as masks_lib
-from keras_efficient.pruning.attach import attach_state
-from keras_efficient.pruning.groups import filter_plan
+from keras_efficient.pruning.plan import PruningOptions
+from keras_efficient.pruning.plan import build_plan
 from keras_efficient.pruning.schedules import PruningSchedule
+from keras_efficient.pruning.state import attach_state
 from keras_efficient.pruning.state import innermost_optimizer
-from keras_efficient.pruning.targets import find_target_weights
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -24,10 +24,11 @@ class MagnitudePruning(keras.callbacks.Callback):
     variables (tracked: in the JAX train state, saved by `save_weights` and
     so restored by `BackupAndRestore`). Each kernel gets a constraint
     `w -> w * mask`, which Keras optimizers apply after every update inside
-    the compiled train step; the first kernel's constraint also recomputes
-    all masks there with `keras.ops` when the schedule says so. Changing a
-    mask never retraces the step, and the callback has no batch hooks, so
-    Keras keeps dispatching batches asynchronously.
+    the compiled train step; the masks are recomputed there with
+    `keras.ops` when the schedule says so, by `pruning.update.PruningUpdate`
+    (run from the first kernel's constraint, before any mask is applied).
+    Changing a mask never retraces the step, and the callback has no batch
+    hooks, so Keras keeps dispatching batches asynchronously.
 
     Steps follow tfmot: batch `i` (0-based) runs at step `s = i + 1`, e.g.
     `ConstantSparsity(0.5, begin_step=0, frequency=4)` prunes at batches 3,
@@ -114,9 +115,14 @@ class MagnitudePruning(keras.callbacks.Callback):
             `n_m=(m - zeros, m)`. Give `n_m` or `sparsity_m_by_n`, not
             both.
         group_channels: for `"filter"`: None (by group when the model's
-            graph can be read, else per layer), True (by group, else a
-            `ValueError`) or False (per layer). With `layer_sparsity` a
-            group takes the smallest target of its kernels.
+            graph can be read, else per layer with a `UserWarning`), True
+            (by group, else a `ValueError`) or False (per layer). With
+            `layer_sparsity` a group takes the smallest target of its
+            kernels.
+
+    `get_config` raises a `ValueError` when `targets` is a callable (a
+    function cannot be serialised): pass a list of layer names to save
+    the callback's configuration.
 
     Example:
 
@@ -195,10 +201,8 @@ class MagnitudePruning(keras.callbacks.Callback):
             v.fail("group_channels", "None, or a bool with structure="
                    "'filter'", group_channels)  # fmt: skip
         self.group_channels = group_channels
-        self._groups = None
+        self._plan = None
         self._state = None
-        self._layers = []
-        self._factors_value = None
 
     def _check_layer_sparsity(self, layer_sparsity):
         if layer_sparsity is None:
@@ -237,23 +241,6 @@ class MagnitudePruning(keras.callbacks.Callback):
             )
         return out
 
-    def _factors(self, found):
-        """Per-kernel scale of the schedule's sparsity (None: all 1)."""
-        if self.layer_sparsity is None:
-            return None
-        names = [layer.name for layer in self._layers]
-        unknown = sorted(set(self.layer_sparsity) - set(names))
-        if unknown:
-            raise ValueError(
-                f"`layer_sparsity` names layers that are not pruning "
-                f"targets of the model: {unknown}. Valid names: {names}"
-            )
-        peak = float(self.schedule.peak_sparsity())
-        return tuple(
-            self.layer_sparsity.get(layer.name, peak) / peak
-            for layer, _ in found
-        )
-
     # -- state -------------------------------------------------------------
     @property
     def mask_variables(self) -> list:
@@ -270,7 +257,7 @@ class MagnitudePruning(keras.callbacks.Callback):
     @property
     def target_layers(self) -> list:
         """The layers with pruned variables (each listed once)."""
-        return list(self._layers)
+        return list(self._plan.layers) if self._plan else []
 
     @property
     def step(self) -> int:
@@ -290,17 +277,15 @@ class MagnitudePruning(keras.callbacks.Callback):
         self.model  # noqa: B018 (on JAX, syncs the jitted state back)
         return self._state.kernel_sparsity()[1] if self._state else 0.0
 
-    def _options(self):
-        return {
-            "schedule": self.schedule,
-            "scope": self.scope,
-            "structure": self.structure,
-            "block": self.block,
-            "n_m": self.n_m,
-            "block_pooling": self.block_pooling,
-            "factors": self._factors_value,
-            "groups": self._groups,
-        }
+    def _options(self) -> PruningOptions:
+        return PruningOptions(
+            schedule=self.schedule,
+            scope=self.scope,
+            structure=self.structure,
+            block=self.block,
+            n_m=self.n_m,
+            block_pooling=self.block_pooling,
+        )
 
     def _attach(self, model):
         outer = getattr(model, "optimizer", None)
@@ -309,28 +294,14 @@ class MagnitudePruning(keras.callbacks.Callback):
         optimizer = innermost_optimizer(outer)
         if not optimizer.built:
             outer.build(model.trainable_variables)
-        found = find_target_weights(model, self.targets)
-        if not found:
-            raise ValueError(
-                "The model has no weights to prune: no trainable Dense, "
-                "EinsumDense or Conv kernel, nor a layer with "
-                "`get_prunable_weights()`, matches `targets`. "
-                f"Received: targets={self.targets!r}"
-            )
-        self._layers = []
-        for layer, _ in found:
-            if all(layer is not x for x in self._layers):
-                self._layers.append(layer)
-        kernels = [k for _, k in found]
-        self._factors_value = self._factors(found)
-        followers, self._groups = [], None
-        if self.structure == "filter":
-            self._groups, followers = filter_plan(
-                model, found, self.group_channels
-            )
-        self._state, changed = attach_state(
-            optimizer, kernels, self._options(), followers
+        self._plan = build_plan(
+            model,
+            self._options(),
+            targets=self.targets,
+            layer_sparsity=self.layer_sparsity,
+            group_channels=self.group_channels,
         )
+        self._state, changed = attach_state(optimizer, self._plan)
         if changed and model.train_function is not None:
             model.make_train_function(force=True)
         return True
@@ -346,7 +317,7 @@ class MagnitudePruning(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self._state is None and not self._attach(self.model):
             raise ValueError("MagnitudePruning needs a compiled model.")
-        self._state.initial_update()
+        self._state.update.before_fit()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None or self._state is None:
@@ -380,9 +351,17 @@ class MagnitudePruning(keras.callbacks.Callback):
         }
 
     def get_config(self) -> dict:
+        if callable(self.targets):
+            raise ValueError(
+                "`MagnitudePruning.get_config` cannot serialise a callable "
+                "`targets`; pass a list of layer names instead. Received: "
+                f"targets={self.targets!r}"
+            )
         return {
             "schedule": keras.saving.serialize_keras_object(self.schedule),
-            "targets": self.targets if not callable(self.targets) else None,
+            "targets": (
+                list(self.targets) if self.targets is not None else None
+            ),
             "scope": self.scope,
             "structure": self.structure,
             "block": self.block,

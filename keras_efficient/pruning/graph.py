@@ -127,6 +127,11 @@ def _flatten_refs(value):
     return []
 
 
+class UnreadableGraphError(ValueError):
+    """The channel graph of a model cannot be read (a subclassed model,
+    shared layers, a layer `shrink` does not handle, ...)."""
+
+
 def _as_refs(spec):
     spec = list(spec)
     if spec and isinstance(spec[0], (list, tuple)):
@@ -152,10 +157,12 @@ def read_graph(model: keras.Model) -> tuple:
             nodes.append(Node(layer, layer_config, [[previous]], {}, [ref]))
             previous = ref
         return config, nodes, [("__input__", 0, 0)], [previous], True
-    if not model.inputs:
-        raise ValueError(
+    # A subclassed model has no `inputs` attribute at all.
+    if not getattr(model, "inputs", None):
+        raise UnreadableGraphError(
             "`shrink` needs a functional or Sequential model with known "
-            f"inputs. Received: model={model.name!r} without inputs."
+            f"inputs. Received: model={model.name!r} without inputs (a "
+            "subclassed model?)."
         )
     config = keras.Model(model.input, model.output).get_config()
     nodes = []
@@ -163,7 +170,7 @@ def read_graph(model: keras.Model) -> tuple:
         inbound = layer_config.get("inbound_nodes") or []
         name = layer_config["name"]
         if len(inbound) > 1:
-            raise ValueError(
+            raise UnreadableGraphError(
                 f"`shrink` does not handle shared layers: layer {name!r} is "
                 f"called {len(inbound)} times."
             )
@@ -200,7 +207,7 @@ def nested_models(layer: keras.Layer) -> list:
 def kind_of(layer: keras.Layer) -> str:
     """How a layer maps its input channels to its output channels."""
     if getattr(layer, "data_format", None) == "channels_first":
-        raise ValueError(
+        raise UnreadableGraphError(
             f"`shrink` handles channels-last layers only. Layer "
             f"{layer.name!r} has data_format='channels_first'."
         )
@@ -210,7 +217,7 @@ def kind_of(layer: keras.Layer) -> str:
         return "producer"
     if isinstance(layer, DEPTHWISE):
         if layer.depth_multiplier != 1:
-            raise ValueError(
+            raise UnreadableGraphError(
                 f"`shrink` handles depthwise layers with depth_multiplier=1 "
                 f"only. Layer {layer.name!r} has "
                 f"depth_multiplier={layer.depth_multiplier}."
@@ -220,7 +227,7 @@ def kind_of(layer: keras.Layer) -> str:
         if getattr(layer, "groups", 1) != 1 or getattr(
             layer, "lora_enabled", False
         ):
-            raise ValueError(
+            raise UnreadableGraphError(
                 f"`shrink` does not handle grouped or LoRA layers. Layer "
                 f"{layer.name!r} ({type(layer).__name__})."
             )
@@ -239,7 +246,7 @@ def kind_of(layer: keras.Layer) -> str:
         return "locking"
     if nested_models(layer) or isinstance(layer, keras.Model):
         return "container"
-    raise ValueError(
+    raise UnreadableGraphError(
         f"`shrink` cannot handle layer {layer.name!r} of type "
         f"{type(layer).__name__}. Supported: {SUPPORTED}."
     )
@@ -274,7 +281,7 @@ def _flatten_layout(node, layout):
     shape = node.layer.input.shape
     positions = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
     if any(d is None for d in shape[1:]):
-        raise ValueError(
+        raise UnreadableGraphError(
             f"`shrink` needs the static input shape of Flatten layer "
             f"{node.layer.name!r}. Received: {shape}."
         )

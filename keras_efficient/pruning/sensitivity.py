@@ -178,7 +178,7 @@ def _prune(group, sparsity, structure, importance):
     for layer in layers:
         kernel = getattr(layer, "kernel", None)
         if kernel is None:  # separable convolution, embedding
-            kernel = units._out_kernel(layer)[0]
+            kernel = units.out_kernel(layer)[0]
         mask = compute_masks([units.value(kernel)], sparsity, "unstructured")
         kernel.assign(units.value(kernel) * mask[0])
 

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 from keras_efficient import _validation as v
-from keras_efficient.pruning.state import MaskConstraint
+from keras_efficient.pruning.constraints import MaskConstraint
 from keras_efficient.pruning.targets import find_target_weights
 
 

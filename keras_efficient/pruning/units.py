@@ -27,8 +27,9 @@ def _maps_zero_to_zero(fn):
     return bool(np.all(np.asarray(out) == 0))
 
 
-def _out_kernel(layer):
-    """`(kernel, bias)` whose last axis is the layer's output channel."""
+def out_kernel(layer: keras.Layer) -> tuple:
+    """`(kernel, bias)` whose last axis is the layer's output channel (of a
+    `graph.Node` of kind "producer" or "attention")."""
     if isinstance(layer, graph.SEPARABLE):
         return layer.pointwise_kernel, layer.bias
     if isinstance(layer, L.Embedding):
@@ -62,7 +63,7 @@ def zero_outputs(node: graph.Node | None, zero_ins: Any) -> None:
     """Boolean vector: which output channels are identically zero."""
     layer, kind = node.layer, node.kind
     if kind in ("producer", "attention"):
-        zero = _columns_zero(*_out_kernel(layer))
+        zero = _columns_zero(*out_kernel(layer))
         act = getattr(layer, "activation", None)
         if act is not None and not _maps_zero_to_zero(act):
             zero[:] = False
@@ -73,7 +74,7 @@ def zero_outputs(node: graph.Node | None, zero_ins: Any) -> None:
         if isinstance(layer, L.Multiply):
             return np.any(zero_ins, axis=0)
         zero = np.all(zero_ins, axis=0)
-        for b in _laurel_up_kernels(layer):
+        for b in laurel_up_kernels(layer):
             zero &= np.all(value(b) == 0, axis=0)
         return zero
     if kind == "concat":
@@ -103,10 +104,12 @@ def _elementwise_zero(layer, zero_in):
     return zero_in
 
 
-def _laurel_up_kernels(layer):
+def laurel_up_kernels(layer: keras.Layer) -> list:
+    """The up-projections of a `LaurelResidual` (their columns are its
+    output channels); `[]` for any other layer."""
     if not isinstance(layer, LaurelResidual):
         return []
-    ups = list(getattr(layer, "pa_kernels_b", []))
+    ups = list(getattr(layer, "pa_kernels_b", None) or [])
     if hasattr(layer, "lr_kernel_b"):
         ups.append(layer.lr_kernel_b)
     return ups
@@ -121,7 +124,7 @@ def scores(node: graph.Node | None, importance: str) -> np.ndarray | None:
         return None
     if node.kind not in ("producer", "attention"):
         return None
-    k = value(_out_kernel(layer)[0])
+    k = value(out_kernel(layer)[0])
     k = k.reshape(-1, k.shape[-1])
     if importance == "l2":
         return np.sqrt(np.sum(k * k, axis=0))
@@ -142,7 +145,7 @@ def zero_channels(node: graph.Node | None, channels: np.ndarray) -> None:
     """Zero the parameters that make `channels` of the output zero."""
     layer = node.layer
     if node.kind in ("producer", "attention"):
-        for variable in _out_kernel(layer):
+        for variable in out_kernel(layer):
             _assign_columns(variable, channels)
     elif isinstance(layer, L.BatchNormalization):
         if layer.scale:
@@ -154,7 +157,7 @@ def zero_channels(node: graph.Node | None, channels: np.ndarray) -> None:
     elif isinstance(layer, graph.DEPTHWISE):
         _assign_columns(layer.kernel, channels, axis=-2)
         _assign_columns(layer.bias, channels)
-    for b in _laurel_up_kernels(layer):
+    for b in laurel_up_kernels(layer):
         _assign_columns(b, channels)
 
 
