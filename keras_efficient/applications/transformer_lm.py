@@ -42,10 +42,10 @@ from keras_efficient.applications.lm_arguments import POSITIONS  # noqa: F401
 from keras_efficient.applications.lm_arguments import check_lm_arguments
 from keras_efficient.applications.lm_arguments import check_token_ids
 from keras_efficient.applications.lm_arguments import sublayer_options
-from keras_efficient.layers.altup import AltUp
-from keras_efficient.layers.altup import active_blocks
-from keras_efficient.layers.altup_io import AltUpEmbedding
-from keras_efficient.layers.altup_io import AltUpReadout
+from keras_efficient.layers.altup.ends import AltUpEmbedding
+from keras_efficient.layers.altup.ends import AltUpReadout
+from keras_efficient.layers.altup.layer import AltUp
+from keras_efficient.layers.altup.stack import active_blocks
 from keras_efficient.layers.lookup import SparseLookupTable
 from keras_efficient.layers.moe import LEGACY_CAPACITY_FACTOR
 from keras_efficient.layers.moe import MixtureOfExperts
