@@ -376,46 +376,76 @@ def test_old_routed_config_keeps_its_form():
     assert old.altup_layers[0].routing == "active_input"
 
 
-def test_public_names_keep_their_import_paths():
-    """`altup_io` was split into `altup_io` (ends) and `altup_stack`; every
-    name stays importable from where it was, and is the same object."""
-    import importlib
+def test_public_names_have_one_home_and_keep_their_paths():
+    """Each AltUp name is defined in one module of `layers/altup/`; the
+    0.1.0 paths (`keras_efficient.layers.altup.X`, `keras_efficient.layers.X`)
+    are re-exports in `__init__.py` files and give the same object."""
+    import keras_efficient.layers as layers
+    from keras_efficient.layers import altup as package
+    from keras_efficient.layers.altup import ends
+    from keras_efficient.layers.altup import layer
+    from keras_efficient.layers.altup import stack
 
-    from keras_efficient.layers import altup_stack
-
-    old_paths = {
-        "keras_efficient.layers.altup_io": (
-            "AltUpInput",
-            "AltUpEmbedding",
-            "AltUpReadout",
-            "AltUpStack",
-            "active_blocks",
-            "check_blocks_shape",
-            "SCHEDULES",
-            "INPUT_MODES",
-            "READOUT_MODES",
-        ),
-        "keras_efficient.layers.altup": (
-            "AltUp",
-            "AltUpInput",
-            "AltUpEmbedding",
-            "AltUpReadout",
-            "AltUpStack",
-            "active_blocks",
-        ),
-        "keras_efficient.layers": (
-            "AltUp",
-            "AltUpInput",
-            "AltUpEmbedding",
-            "AltUpReadout",
-            "AltUpStack",
-        ),
+    homes = {
+        layer: ("AltUp", "COEFFICIENT_MODES"),
+        ends: ("AltUpInput", "AltUpEmbedding", "AltUpReadout"),
+        stack: ("AltUpStack", "active_blocks", "SCHEDULES"),
     }
-    for module_name, names in old_paths.items():
-        module = importlib.import_module(module_name)
+    for module, names in homes.items():
         for name in names:
-            assert hasattr(module, name), f"{module_name}.{name}"
-    io = importlib.import_module("keras_efficient.layers.altup_io")
-    assert io.AltUpStack is altup_stack.AltUpStack is AltUpStack
-    assert io.active_blocks is altup_stack.active_blocks is active_blocks
+            obj = getattr(module, name)
+            assert getattr(package, name) is obj, name
+            if hasattr(obj, "__module__"):
+                assert obj.__module__ == module.__name__, name
+            if name[0].isupper() and not name.isupper():
+                assert getattr(layers, name) is obj, name
+    assert layers.active_blocks is stack.active_blocks
     assert active_blocks(3, 2) == [0, 1, 0]
+
+
+@pytest.mark.parametrize(
+    "coefficients, routing, algorithm",
+    [
+        ("static", "gemma3n", "StaticCoefficients"),
+        ("static", "active_input", "StaticCoefficients"),
+        ("routed", "gemma3n", "Gemma3nRouting"),
+        ("routed", "active_input", "ActiveInputRouting"),
+    ],
+)
+def test_each_configuration_runs_one_named_algorithm(
+    coefficients, routing, algorithm
+):
+    from keras_efficient.layers.altup import coefficients as algorithms
+
+    layer = AltUp(
+        keras.layers.Dense(D),
+        coefficients=coefficients,
+        routing=routing,
+        coefficient_clip=0.5,
+    )
+    assert type(layer.coefficient_algorithm) is getattr(algorithms, algorithm)
+    layer.build((None, 3, 2, D))
+    names = sorted(
+        w.path.split("/")[-1] for w in layer.weights if "dense" not in w.path
+    )
+    expected = {
+        "StaticCoefficients": [
+            "correction_coefficients",
+            "prediction_coefficients",
+        ],
+        "ActiveInputRouting": [
+            "correction_kernel",
+            "prediction_kernel",
+            "router_kernel",
+        ],
+        "Gemma3nRouting": [
+            "correction_kernel",
+            "prediction_kernel",
+            "router_kernel",
+            "router_norm_scale",
+        ],
+    }[algorithm]
+    assert names == expected
+    # Only Hugging Face's Gemma 3n clip keeps the kernels clamped.
+    constrained = [w for w in layer.weights if w.constraint is not None]
+    assert len(constrained) == (2 if algorithm == "Gemma3nRouting" else 0)

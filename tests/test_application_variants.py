@@ -20,9 +20,9 @@ from keras_efficient.applications import ResNet50
 from keras_efficient.applications import ResNet56
 from keras_efficient.applications import TransformerLM
 from keras_efficient.layers.altup import COEFFICIENT_MODES
-from keras_efficient.layers.laurel import VARIANTS
 from keras_efficient.layers.laurel import LaurelResidual
-from keras_efficient.layers.laurel import variant_spellings
+from keras_efficient.layers.laurel_options import VARIANTS
+from keras_efficient.layers.laurel_options import variant_spellings
 from keras_efficient.layers.lookup import LOOKUPS
 from keras_efficient.layers.moe import ROUTERS
 

@@ -93,3 +93,98 @@ def test_the_scan_sees_the_whole_api():
 def test_py_typed_is_shipped():
     root = os.path.dirname(keras_efficient.__file__)
     assert os.path.exists(os.path.join(root, "py.typed"))
+
+
+# --- layers, applications, optimizers: config <-> signature ---------------
+
+# Keras base-class keys every layer / model / optimizer config carries.
+BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
+
+
+def _area_instances():
+    """One instance of every public class of layers/, applications/ and
+    optimizers/ (constructed with small, valid arguments)."""
+    import keras
+
+    from keras_efficient import applications
+    from keras_efficient import layers
+    from keras_efficient import optimizers
+
+    def dense():
+        return keras.layers.Dense(8)
+
+    return [
+        layers.AltUp(dense(), coefficients="routed", output_scale=True),
+        layers.AltUpStack([dense(), dense()]),
+        layers.AltUpInput(2),
+        layers.AltUpEmbedding(16, 8),
+        layers.AltUpReadout(2),
+        layers.LaurelResidual("rw+lr+pa", rank=2),
+        layers.LaurelBlock(dense(), variant="rw+pa", rank=2),
+        layers.LaurelStack([dense(), dense()], variant="rw+lr", rank=2),
+        layers.SparseLookupTable(64, table_optimizer="adam"),
+        layers.LSHHash(num_tables=2, num_bits=4, seed=0),
+        layers.MixtureOfExperts(num_experts=2, hidden_dim=8),
+        layers.SequenceAltUp(dense(), stride=2),
+        applications.TransformerLM(
+            vocabulary_size=16,
+            sequence_length=8,
+            hidden_dim=8,
+            num_layers=1,
+            num_heads=2,
+            moe=2,
+        ),
+        optimizers.LazyAdam(),
+        optimizers.LazySGD(momentum=0.9),
+    ]
+
+
+def test_every_config_key_is_a_named_argument_and_an_attribute():
+    """`get_config` returns only named constructor arguments (plus Keras's
+    base keys), and each named argument is kept as an attribute."""
+    import inspect
+
+    problems = []
+    for obj in _area_instances():
+        cls = type(obj)
+        params = inspect.signature(cls.__init__).parameters
+        named = {
+            n
+            for n, p in params.items()
+            if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        }
+        config = obj.get_config()
+        # What `**kwargs` forwards: the arguments of the Keras base classes.
+        base_params = set()
+        for base in cls.__mro__[1:]:
+            if base.__module__.startswith("keras.") and "__init__" in vars(
+                base
+            ):
+                base_params |= set(inspect.signature(base.__init__).parameters)
+        for key in config:
+            if key not in named and key not in BASE_CONFIG_KEYS | base_params:
+                problems.append(f"{cls.__name__}: config key {key!r}")
+        for name in named:
+            if name not in config:
+                problems.append(f"{cls.__name__}: {name!r} not in config")
+            if not hasattr(obj, name):
+                problems.append(f"{cls.__name__}: no attribute {name!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_laurel_and_lm_signatures_show_their_options():
+    import inspect
+
+    from keras_efficient.applications import TransformerLM
+    from keras_efficient.layers import LaurelBlock
+    from keras_efficient.layers import LaurelResidual
+    from keras_efficient.layers import LaurelStack
+    from keras_efficient.layers.laurel_options import OPTIONS
+
+    for cls in (LaurelResidual, LaurelBlock, LaurelStack):
+        params = inspect.signature(cls.__init__).parameters
+        assert set(OPTIONS) <= set(params), cls.__name__
+        assert params["rank"].default == 16
+    params = inspect.signature(TransformerLM.__init__).parameters
+    assert len([p for p in params if p not in ("self", "kwargs")]) == 23
+    assert params["altup"].annotation is int

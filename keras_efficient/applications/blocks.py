@@ -18,7 +18,7 @@ from keras import ops
 
 from keras_efficient._validation import check_positive_int
 from keras_efficient.layers.laurel import LaurelResidual
-from keras_efficient.layers.laurel import normalize_variant
+from keras_efficient.layers.laurel_options import normalize_variant
 
 
 def apply_rotary(x: Any, max_wavelength: float = 10000.0) -> Any:

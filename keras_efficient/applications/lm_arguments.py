@@ -1,9 +1,10 @@
 """The checks of `TransformerLM`: its constructor arguments, its inputs.
 
-`check_lm_arguments` checks and normalises the constructor arguments,
-`sublayer_options` turns `lookup` / `moe` (and the `moe_*` flags) into the
-arguments of their layers, and `check_token_ids` refuses what the
-functional model would otherwise cast or fail on deep inside the graph.
+`check_recycled` checks the one argument that depends on another,
+`lookup_options` and `moe_options` turn `lookup` / `moe` (and the `moe_*`
+flags) into the arguments of their layers, and `check_token_ids` refuses
+what the functional model would otherwise cast or fail on deep inside the
+graph.
 """
 
 from typing import Any
@@ -11,71 +12,59 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_efficient._validation import check_choice
-from keras_efficient._validation import check_number
 from keras_efficient._validation import check_positive_int
 from keras_efficient._validation import fail
-from keras_efficient.layers.laurel import normalize_variant
 
 POSITIONS = ("rotary", "learned")
-# `moe_<flag>` constructor flags forwarded to every block's experts.
-MOE_FLAGS = (
-    "top_k",
-    "load_balance_weight",
-    "z_loss_weight",
-    "num_shared_experts",
-    "capacity_factor",
-)
-_POSITIVE_INTS = (
-    "vocabulary_size",
-    "sequence_length",
-    "hidden_dim",
-    "num_layers",
-    "num_heads",
-    "altup",
-    "sequence_altup",
-    "laurel_rank",
-)
 
 
-def check_lm_arguments(arguments: dict) -> dict:
-    """The constructor arguments, checked and normalised (a new dict)."""
-    a = dict(arguments)
-    for name in _POSITIVE_INTS:
-        a[name] = check_positive_int(name, a[name])
-    if a["intermediate_dim"] is None:
-        a["intermediate_dim"] = 4 * a["hidden_dim"]
-    check_positive_int("intermediate_dim", a["intermediate_dim"])
-    check_choice("positions", a["positions"], POSITIONS)
-    a["recycled"] = bool(a["recycled"])
-    if a["recycled"] and a["altup"] == 1:
+def check_recycled(recycled: bool, altup: int) -> bool:
+    """Recycled-AltUp needs AltUp blocks to replicate the embedding into."""
+    recycled = bool(recycled)
+    if recycled and altup == 1:
         fail(
             "recycled",
             "False unless `altup` >= 2 (Recycled-AltUp replicates the "
             "embedding into the AltUp blocks)",
-            a["recycled"],
+            recycled,
         )
-    if a["laurel"] is not None:
-        a["laurel"] = normalize_variant(a["laurel"], name="laurel")
-    a["epsilon"] = check_number("epsilon", a["epsilon"], min_value=0)
-    return a
+    return recycled
 
 
-def sublayer_options(arguments: dict) -> tuple[dict | None, dict | None]:
-    """`(lookup options, MoE options)`: each `None` when off."""
-    lookup = _options("lookup", arguments["lookup"], "num_entries")
-    moe = _options("moe", arguments["moe"], "num_experts")
-    for flag in MOE_FLAGS:
-        value = arguments[f"moe_{flag}"]
-        if value is not None and moe is not None:
-            moe[flag] = value
-    if lookup is not None and arguments["altup"] > 1:
+def lookup_options(lookup: int | dict | None, altup: int) -> dict | None:
+    """`SparseLookupTable` arguments from `lookup` (`None`: off)."""
+    options = _options("lookup", lookup, "num_entries")
+    if options is not None and altup > 1:
         raise ValueError(
             "`lookup` is not available with `altup` > 1 (the table is "
             "added to a width-d embedding). Received: "
-            f"lookup={arguments['lookup']!r}, altup={arguments['altup']}"
+            f"lookup={lookup!r}, altup={altup}"
         )
-    return lookup, moe
+    return options
+
+
+def moe_options(
+    moe: int | dict | None,
+    top_k: int | None,
+    load_balance_weight: float | None,
+    z_loss_weight: float | None,
+    num_shared_experts: int | None,
+    capacity_factor: float | None,
+) -> dict | None:
+    """`MixtureOfExperts` arguments from `moe` (`None`: off) and the
+    `moe_*` flags, which override the dict's values when not `None`."""
+    options = _options("moe", moe, "num_experts")
+    if options is None:
+        return None
+    flags = {
+        "top_k": top_k,
+        "load_balance_weight": load_balance_weight,
+        "z_loss_weight": z_loss_weight,
+        "num_shared_experts": num_shared_experts,
+        "capacity_factor": capacity_factor,
+    }
+    options.update({k: v for k, v in flags.items() if v is not None})
+    return options
 
 
 def check_token_ids(token_ids: Any, sequence_length: int) -> None:

@@ -26,7 +26,7 @@ from keras_efficient._validation import is_integer
 from keras_efficient.applications import resnet_blocks
 from keras_efficient.applications.resnet_blocks import BLOCKS
 from keras_efficient.applications.resnet_blocks import STEMS
-from keras_efficient.layers.laurel import normalize_variant
+from keras_efficient.layers.laurel_options import normalize_variant
 
 POOLINGS = (None, "avg", "max")
 

@@ -33,19 +33,23 @@ import keras
 from keras import ops
 
 from keras_efficient import _backend
+from keras_efficient._validation import check_choice
+from keras_efficient._validation import check_number
+from keras_efficient._validation import check_positive_int
 from keras_efficient.applications.blocks import PositionEmbedding
 from keras_efficient.applications.blocks import TransformerBlock
 from keras_efficient.applications.blocks import make_feedforward
 from keras_efficient.applications.generation import TokenGenerationMixin
-from keras_efficient.applications.lm_arguments import MOE_FLAGS  # noqa: F401
-from keras_efficient.applications.lm_arguments import POSITIONS  # noqa: F401
-from keras_efficient.applications.lm_arguments import check_lm_arguments
+from keras_efficient.applications.lm_arguments import POSITIONS
+from keras_efficient.applications.lm_arguments import check_recycled
 from keras_efficient.applications.lm_arguments import check_token_ids
-from keras_efficient.applications.lm_arguments import sublayer_options
-from keras_efficient.layers.altup import AltUp
-from keras_efficient.layers.altup import active_blocks
-from keras_efficient.layers.altup_io import AltUpEmbedding
-from keras_efficient.layers.altup_io import AltUpReadout
+from keras_efficient.applications.lm_arguments import lookup_options
+from keras_efficient.applications.lm_arguments import moe_options
+from keras_efficient.layers.altup.ends import AltUpEmbedding
+from keras_efficient.layers.altup.ends import AltUpReadout
+from keras_efficient.layers.altup.layer import AltUp
+from keras_efficient.layers.altup.stack import active_blocks
+from keras_efficient.layers.laurel_options import normalize_variant
 from keras_efficient.layers.lookup import SparseLookupTable
 from keras_efficient.layers.moe import LEGACY_CAPACITY_FACTOR
 from keras_efficient.layers.moe import MixtureOfExperts
@@ -161,10 +165,54 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         moe_capacity_factor: float | None = None,
         **kwargs: Any,
     ):
-        arguments = dict(locals())
-        for name in ("self", "kwargs", "__class__"):
-            arguments.pop(name, None)
-        self._store_arguments(arguments)
+        self.vocabulary_size = check_positive_int(
+            "vocabulary_size", vocabulary_size
+        )
+        self.sequence_length = check_positive_int(
+            "sequence_length", sequence_length
+        )
+        self.hidden_dim = check_positive_int("hidden_dim", hidden_dim)
+        self.num_layers = check_positive_int("num_layers", num_layers)
+        self.num_heads = check_positive_int("num_heads", num_heads)
+        if intermediate_dim is None:
+            intermediate_dim = 4 * self.hidden_dim
+        self.intermediate_dim = check_positive_int(
+            "intermediate_dim", intermediate_dim
+        )
+        self.positions = check_choice("positions", positions, POSITIONS)
+        self.altup = check_positive_int("altup", altup)
+        self.recycled = check_recycled(recycled, self.altup)
+        self.altup_schedule = altup_schedule
+        self.altup_coefficients = altup_coefficients
+        self.altup_readout = altup_readout
+        self.sequence_altup = check_positive_int(
+            "sequence_altup", sequence_altup
+        )
+        self.laurel = (
+            None if laurel is None else normalize_variant(laurel, "laurel")
+        )
+        self.laurel_rank = check_positive_int("laurel_rank", laurel_rank)
+        self.epsilon = check_number("epsilon", epsilon, min_value=0)
+        self.lookup = lookup
+        self.moe = moe
+        self.moe_top_k = moe_top_k
+        self.moe_load_balance_weight = moe_load_balance_weight
+        self.moe_z_loss_weight = moe_z_loss_weight
+        self.moe_num_shared_experts = moe_num_shared_experts
+        self.moe_capacity_factor = moe_capacity_factor
+        # Validates the schedule early, with AltUp's own message.
+        self._active = active_blocks(
+            self.num_layers, self.altup, self.altup_schedule
+        )
+        self._lookup_options = lookup_options(lookup, self.altup)
+        self._moe_options = moe_options(
+            moe,
+            top_k=moe_top_k,
+            load_balance_weight=moe_load_balance_weight,
+            z_loss_weight=moe_z_loss_weight,
+            num_shared_experts=moe_num_shared_experts,
+            capacity_factor=moe_capacity_factor,
+        )
         self._layer_dtype = kwargs.pop("dtype", None)
         if "name" in kwargs:
             kwargs["name"] = _backend.scope_safe_name(kwargs["name"])
@@ -185,18 +233,6 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
     ) -> Any:
         check_token_ids(inputs, self.sequence_length)
         return super().call(inputs, training=training, mask=mask, **kwargs)
-
-    def _store_arguments(self, arguments):
-        """Checks the constructor arguments and keeps each as an attribute."""
-        arguments = check_lm_arguments(arguments)
-        self._argument_names = tuple(arguments)
-        for name, value in arguments.items():
-            setattr(self, name, value)
-        # Validates the schedule early, with AltUp's own message.
-        self._active = active_blocks(
-            self.num_layers, self.altup, self.altup_schedule
-        )
-        self._lookup_options, self._moe_options = sublayer_options(arguments)
 
     def _embed(self, token_ids):
         """Token (+ position, + lookup) embedding: `(batch, T[, K], d)`."""
@@ -314,8 +350,33 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         )
 
     def get_config(self) -> dict:
-        config = {"name": self.name, "trainable": self.trainable}
-        config.update({k: getattr(self, k) for k in self._argument_names})
+        config = {
+            "name": self.name,
+            "trainable": self.trainable,
+            "vocabulary_size": self.vocabulary_size,
+            "sequence_length": self.sequence_length,
+            "hidden_dim": self.hidden_dim,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "positions": self.positions,
+            "altup": self.altup,
+            "recycled": self.recycled,
+            "altup_schedule": self.altup_schedule,
+            "altup_coefficients": self.altup_coefficients,
+            "altup_readout": self.altup_readout,
+            "sequence_altup": self.sequence_altup,
+            "laurel": self.laurel,
+            "laurel_rank": self.laurel_rank,
+            "epsilon": self.epsilon,
+            "lookup": self.lookup,
+            "moe": self.moe,
+            "moe_top_k": self.moe_top_k,
+            "moe_load_balance_weight": self.moe_load_balance_weight,
+            "moe_z_loss_weight": self.moe_z_loss_weight,
+            "moe_num_shared_experts": self.moe_num_shared_experts,
+            "moe_capacity_factor": self.moe_capacity_factor,
+        }
         if self._layer_dtype is not None:
             config["dtype"] = keras.dtype_policies.serialize(
                 keras.dtype_policies.get(self._layer_dtype)

@@ -28,6 +28,9 @@ from keras import ops
 from keras_efficient.layers.routing import group_sizes
 from keras_efficient.layers.routing import sort_by_expert
 
+# The grouped-matmul paths: the keras.ops reference and ragged_dot (JAX).
+IMPLEMENTATIONS = ("auto", "reference", "ragged")
+
 
 def block_size(num_assignments: int, num_experts: int) -> int:
     """Rows per block of the reference grouped matmul.

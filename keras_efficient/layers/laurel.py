@@ -20,15 +20,8 @@ from keras import ops
 
 from keras_efficient._validation import fail
 from keras_efficient.layers._shapes import known_width
-from keras_efficient.layers.laurel_options import DATA_FORMATS  # noqa: F401
-from keras_efficient.layers.laurel_options import NORMALIZATIONS  # noqa: F401
-from keras_efficient.layers.laurel_options import OPTIONS  # noqa: F401
-from keras_efficient.layers.laurel_options import VARIANTS  # noqa: F401
 from keras_efficient.layers.laurel_options import laurel_options
-from keras_efficient.layers.laurel_options import normalize_variant  # noqa: F401
 from keras_efficient.layers.laurel_options import options_config
-from keras_efficient.layers.laurel_options import split_options
-from keras_efficient.layers.laurel_options import variant_spellings  # noqa: F401
 
 
 def _as_shape(shape):
@@ -135,11 +128,40 @@ class LaurelResidual(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, variant: str = "rw+lr", **kwargs: Any):
-        options, kwargs = split_options(dict(kwargs, variant=variant))
+    def __init__(
+        self,
+        variant: str = "rw+lr",
+        rank: int = 16,
+        num_activations: int = 3,
+        normalization: str = "softmax",
+        per_dimension: bool = False,
+        lr_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+        low_rank_history: bool = False,
+        data_format: str | None = None,
+        epsilon: float = 1e-6,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
-        for name, value in laurel_options(**options).items():
-            setattr(self, name, value)
+        options = laurel_options(
+            variant=variant,
+            rank=rank,
+            num_activations=num_activations,
+            normalization=normalization,
+            per_dimension=per_dimension,
+            lr_initializer=lr_initializer,
+            low_rank_history=low_rank_history,
+            data_format=data_format,
+            epsilon=epsilon,
+        )
+        self.variant = options["variant"]
+        self.rank = options["rank"]
+        self.num_activations = options["num_activations"]
+        self.normalization = options["normalization"]
+        self.per_dimension = options["per_dimension"]
+        self.lr_initializer = options["lr_initializer"]
+        self.low_rank_history = options["low_rank_history"]
+        self.data_format = options["data_format"]
+        self.epsilon = options["epsilon"]
         parts = self.variant.split("+")
         self._has_rw = "rw" in parts
         self._has_pa = "pa" in parts

@@ -104,14 +104,18 @@ def laurel_options(
     }
 
 
-OPTIONS = tuple(laurel_options.__code__.co_varnames[:9])
-
-
-def split_options(kwargs: dict) -> tuple[dict, dict]:
-    """`(laurel options, other keyword arguments)` from one dict."""
-    options = {k: v for k, v in kwargs.items() if k in OPTIONS}
-    others = {k: v for k, v in kwargs.items() if k not in OPTIONS}
-    return options, others
+# The option names, in `laurel_options`'s order (the keys it returns).
+OPTIONS = (
+    "variant",
+    "rank",
+    "num_activations",
+    "normalization",
+    "per_dimension",
+    "lr_initializer",
+    "low_rank_history",
+    "data_format",
+    "epsilon",
+)
 
 
 def options_config(layer: keras.layers.Layer) -> dict:

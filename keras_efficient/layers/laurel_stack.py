@@ -10,11 +10,9 @@ from typing import Any
 import keras
 
 from keras_efficient._validation import fail
-from keras_efficient.layers.laurel import OPTIONS
 from keras_efficient.layers.laurel import LaurelResidual
-from keras_efficient.layers.laurel import laurel_options
-from keras_efficient.layers.laurel import options_config
-from keras_efficient.layers.laurel import split_options
+from keras_efficient.layers.laurel_options import laurel_options
+from keras_efficient.layers.laurel_options import options_config
 from keras_efficient.layers.wrapper import LayerWrapper
 
 
@@ -31,10 +29,9 @@ class LaurelBlock(LayerWrapper):
 
     Args:
         block: a Keras layer or model `f` with `f(x).shape == x.shape`.
-        **laurel_options: `variant`, `rank`, `num_activations`,
-            `normalization`, `per_dimension`, `lr_initializer`,
-            `low_rank_history`, `data_format`, `epsilon`: as in
-            `LaurelResidual`.
+        variant, rank, num_activations, normalization, per_dimension,
+            lr_initializer, low_rank_history, data_format, epsilon: the
+            LAuReL options, as in `LaurelResidual`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -62,14 +59,45 @@ class LaurelBlock(LayerWrapper):
 
     layer_key = "block"
 
-    def __init__(self, block: keras.layers.Layer, **kwargs: Any):
-        options, kwargs = split_options(kwargs)
+    def __init__(
+        self,
+        block: keras.layers.Layer,
+        variant: str = "rw+lr",
+        rank: int = 16,
+        num_activations: int = 3,
+        normalization: str = "softmax",
+        per_dimension: bool = False,
+        lr_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+        low_rank_history: bool = False,
+        data_format: str | None = None,
+        epsilon: float = 1e-6,
+        **kwargs: Any,
+    ):
         super().__init__(block, **kwargs)
         self.residual = LaurelResidual(
-            **options, dtype=self.dtype_policy, name="laurel_residual"
+            variant=variant,
+            rank=rank,
+            num_activations=num_activations,
+            normalization=normalization,
+            per_dimension=per_dimension,
+            lr_initializer=lr_initializer,
+            low_rank_history=low_rank_history,
+            data_format=data_format,
+            epsilon=epsilon,
+            dtype=self.dtype_policy,
+            name="laurel_residual",
         )
-        for name in OPTIONS:
-            setattr(self, name, getattr(self.residual, name))
+        # The residual checked and normalised them (e.g. the variant).
+        residual = self.residual
+        self.variant = residual.variant
+        self.rank = residual.rank
+        self.num_activations = residual.num_activations
+        self.normalization = residual.normalization
+        self.per_dimension = residual.per_dimension
+        self.lr_initializer = residual.lr_initializer
+        self.low_rank_history = residual.low_rank_history
+        self.data_format = residual.data_format
+        self.epsilon = residual.epsilon
 
     @property
     def block(self) -> keras.layers.Layer:
@@ -111,10 +139,9 @@ class LaurelStack(keras.layers.Layer):
     Args:
         blocks: non-empty list of Keras layers or models, each keeping the
             shape of its input.
-        **laurel_options: `variant`, `rank`, `num_activations`,
-            `normalization`, `per_dimension`, `lr_initializer`,
-            `low_rank_history`, `data_format`, `epsilon`: as in
-            `LaurelResidual`.
+        variant, rank, num_activations, normalization, per_dimension,
+            lr_initializer, low_rank_history, data_format, epsilon: the
+            LAuReL options, as in `LaurelResidual`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -138,8 +165,20 @@ class LaurelStack(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, blocks: list[keras.layers.Layer], **kwargs: Any):
-        options, kwargs = split_options(kwargs)
+    def __init__(
+        self,
+        blocks: list[keras.layers.Layer],
+        variant: str = "rw+lr",
+        rank: int = 16,
+        num_activations: int = 3,
+        normalization: str = "softmax",
+        per_dimension: bool = False,
+        lr_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+        low_rank_history: bool = False,
+        data_format: str | None = None,
+        epsilon: float = 1e-6,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         if (
             isinstance(blocks, keras.layers.Layer)
@@ -148,18 +187,47 @@ class LaurelStack(keras.layers.Layer):
             or not all(isinstance(b, keras.layers.Layer) for b in blocks)
         ):
             fail("blocks", "a non-empty list of Keras layers", blocks)
-        for name, value in laurel_options(**options).items():
-            setattr(self, name, value)
+        options = laurel_options(
+            variant=variant,
+            rank=rank,
+            num_activations=num_activations,
+            normalization=normalization,
+            per_dimension=per_dimension,
+            lr_initializer=lr_initializer,
+            low_rank_history=low_rank_history,
+            data_format=data_format,
+            epsilon=epsilon,
+        )
+        self.variant = options["variant"]
+        self.rank = options["rank"]
+        self.num_activations = options["num_activations"]
+        self.normalization = options["normalization"]
+        self.per_dimension = options["per_dimension"]
+        self.lr_initializer = options["lr_initializer"]
+        self.low_rank_history = options["low_rank_history"]
+        self.data_format = options["data_format"]
+        self.epsilon = options["epsilon"]
         self._uses_history = "pa" in self.variant.split("+")
         self.laurel_blocks = []
         for i, block in enumerate(blocks):
+            block_activations = self.num_activations
             if self._uses_history:
                 # Block i sees at most i previous inputs: no dead weights.
-                options["num_activations"] = min(self.num_activations, i + 1)
+                block_activations = min(self.num_activations, i + 1)
             self.laurel_blocks.append(
                 LaurelBlock(
                     block,
-                    **options,
+                    variant=self.variant,
+                    rank=self.rank,
+                    num_activations=block_activations,
+                    normalization=self.normalization,
+                    per_dimension=self.per_dimension,
+                    # The argument, not the shared instance: each block
+                    # gets its own initializer.
+                    lr_initializer=lr_initializer,
+                    low_rank_history=self.low_rank_history,
+                    data_format=self.data_format,
+                    epsilon=self.epsilon,
                     dtype=self.dtype_policy,
                     name=f"laurel_block_{i}",
                 )

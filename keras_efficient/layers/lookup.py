@@ -6,35 +6,29 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_efficient import _backend
 from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_int
 from keras_efficient._validation import check_positive_int
 from keras_efficient.layers._shapes import known_width
+from keras_efficient.layers.lookup_token_ids import TOKEN_MAPPINGS
+from keras_efficient.layers.lookup_token_ids import check_token_ids_shape
+from keras_efficient.layers.lookup_token_ids import token_id_rows
 from keras_efficient.layers.lsh import LSHHash
 from keras_efficient.layers.lsh import bits_for
 from keras_efficient.layers.lsh import check_num_bits
 from keras_efficient.layers.product_keys import product_key_topk
 from keras_efficient.layers.product_keys import sub_key_counts
+from keras_efficient.optimizers.row_update import add_row_update_weights
 from keras_efficient.optimizers.row_update import gather_rows_with_update
 from keras_efficient.optimizers.row_update import row_update_from
 
 LOOKUPS = ("token_id", "lsh", "router")
 CONSUMES = ("add", "concat")
-TOKEN_MAPPINGS = ("modulo", "hash", "direct")
 ROUTER_TYPES = ("auto", "dense", "product_keys")
 # `router_type="auto"` scores every entry up to this size, product keys above.
 DENSE_ROUTER_MAX_ENTRIES = 4096
 # Half width of a product-key query (each half scores one sub-key set).
 PRODUCT_KEY_HALF_DIM = 32
-
-# Odd multiplier of the multiplicative token-id hash (Knuth's constant, as a
-# signed int32). Products wrap in int32, which only changes which entry a
-# token lands in, the same way on every backend.
-_TOKEN_HASH_MULTIPLIER = -1640531535
-
-
-is_concrete = _backend.is_concrete
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -262,7 +256,7 @@ class SparseLookupTable(keras.layers.Layer):
                 f"{width}; use consume='concat' for another width. Received: "
                 f"dim={dim}"
             )
-        self._check_token_ids_shape(input_shape, token_ids_shape)
+        check_token_ids_shape(self.lookup, input_shape, token_ids_shape)
         self._entry_dim = dim
         self.embeddings = self.add_weight(
             name="embeddings",
@@ -274,7 +268,9 @@ class SparseLookupTable(keras.layers.Layer):
         )
         self.row_slots = []
         if self.row_update is not None:
-            self._build_row_update(dim)
+            self.row_slots, self.row_step = add_row_update_weights(
+                self, self.row_update, self.embeddings
+            )
         if self.hash is not None and not self.hash.built:
             self.hash.build(input_shape)
         if self.router is not None and not self.router.built:
@@ -296,49 +292,6 @@ class SparseLookupTable(keras.layers.Layer):
             )
         self.built = True
 
-    def _build_row_update(self, dim):
-        """Moments and step of the table's own optimizer (see class doc)."""
-        self.embeddings.overwrite_with_gradient = True
-        for slot in self.row_update.slots:
-            self.row_slots.append(
-                self.add_weight(
-                    name=f"embeddings_{slot}",
-                    shape=(self.num_entries, dim),
-                    initializer="zeros",
-                    autocast=False,
-                    overwrite_with_gradient=True,
-                )
-            )
-        self.row_step = self.add_weight(
-            name="embeddings_step",
-            shape=(),
-            initializer="zeros",
-            dtype="float32",
-            autocast=False,
-            overwrite_with_gradient=True,
-        )
-
-    def _check_token_ids_shape(self, input_shape, token_ids_shape):
-        if token_ids_shape is None:
-            return
-        if self.lookup != "token_id":
-            raise ValueError(
-                "`token_ids` are only used with `lookup='token_id'`; this "
-                f"table has lookup={self.lookup!r}. Received: token_ids of "
-                f"shape {tuple(token_ids_shape)}"
-            )
-        expected = tuple(input_shape[:-1])
-        token_ids_shape = tuple(token_ids_shape)
-        if len(token_ids_shape) != len(expected) or any(
-            a is not None and b is not None and a != b
-            for a, b in zip(token_ids_shape, expected)
-        ):
-            raise ValueError(
-                "`token_ids` must have the shape of `inputs` without "
-                f"its last axis, {expected}. Received: "
-                f"token_ids.shape={token_ids_shape}"
-            )
-
     def entry_indices(
         self, inputs: Any, token_ids: Any | None = None
     ) -> tuple[Any, Any | None]:
@@ -349,7 +302,10 @@ class SparseLookupTable(keras.layers.Layer):
         router).
         """
         if self.lookup == "token_id":
-            return self._token_id_indices(token_ids), None
+            return (
+                token_id_rows(token_ids, self.num_entries, self.token_mapping),
+                None,
+            )
         if self.lookup == "lsh":
             buckets = self.hash(inputs)
             rows = self.rows_per_table
@@ -376,48 +332,15 @@ class SparseLookupTable(keras.layers.Layer):
         gates, index = ops.top_k(probs, self.top_k)
         return ops.cast(index, "int32"), gates
 
-    def _token_id_indices(self, token_ids):
-        """The row of each token id under `token_mapping`, `(..., 1)`."""
-        if token_ids is None:
-            raise ValueError(
-                "`lookup='token_id'` needs the token ids as the second "
-                "input: `layer(inputs, token_ids)`. Received: "
-                "token_ids=None"
-            )
-        dtype = keras.backend.standardize_dtype(
-            getattr(token_ids, "dtype", None) or np.asarray(token_ids).dtype
-        )
-        if "int" not in dtype:
-            raise TypeError(
-                "`token_ids` must be an integer tensor. Received: "
-                f"token_ids with dtype={dtype}"
-            )
-        ids = ops.cast(token_ids, "int32")
-        n = self.num_entries
-        if self.token_mapping == "modulo":
-            index = ops.mod(ids, n)
-        elif self.token_mapping == "hash":
-            mixed = ids * _TOKEN_HASH_MULTIPLIER
-            index = ops.mod(mixed, n)
-        else:
-            if is_concrete(ids):
-                values = np.asarray(ops.convert_to_numpy(ids))
-                if values.size and (values.min() < 0 or values.max() >= n):
-                    raise ValueError(
-                        "With `token_mapping='direct'`, `token_ids` must "
-                        f"lie in [0, {n}) (num_entries={n}). Received "
-                        f"ids in [{values.min()}, {values.max()}]"
-                    )
-            index = ops.clip(ids, 0, n - 1)
-        return ops.expand_dims(index, -1)
-
     def call(self, inputs: Any, token_ids: Any | None = None) -> Any:
         if token_ids is not None:
             # Static shapes only: no host sync.
             ids_shape = getattr(token_ids, "shape", None)
             if ids_shape is None:
                 ids_shape = np.shape(token_ids)
-            self._check_token_ids_shape(tuple(inputs.shape), tuple(ids_shape))
+            check_token_ids_shape(
+                self.lookup, tuple(inputs.shape), tuple(ids_shape)
+            )
         index, gates = self.entry_indices(inputs, token_ids)
         if self.row_update is None:
             entries = ops.take(self.embeddings, index, axis=0)

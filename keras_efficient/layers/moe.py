@@ -14,6 +14,7 @@ from keras_efficient._validation import check_number
 from keras_efficient._validation import check_optional_number
 from keras_efficient._validation import check_positive_int
 from keras_efficient.layers._shapes import known_width
+from keras_efficient.layers.experts import IMPLEMENTATIONS
 from keras_efficient.layers.experts import capacity_mlp
 from keras_efficient.layers.experts import grouped_mlp
 from keras_efficient.layers.lsh import LSHHash
@@ -24,14 +25,8 @@ from keras_efficient.layers.routing import router_z_loss
 from keras_efficient.layers.routing import top_k_softmax
 
 ROUTERS = ("lsh", "softmax")
-IMPLEMENTATIONS = ("auto", "reference", "ragged")
 # Default of configs saved before `capacity_factor=None` became the default.
 LEGACY_CAPACITY_FACTOR = 1.25
-
-
-def resolve_implementation(implementation: str) -> str:
-    """Maps `"auto"` to the grouped-matmul path used on this backend."""
-    return _backend.resolve_implementation(implementation)
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -175,7 +170,7 @@ class MixtureOfExperts(keras.layers.Layer):
             "num_shared_experts", num_shared_experts, min_value=0
         )
         check_choice("implementation", implementation, IMPLEMENTATIONS)
-        resolve_implementation(implementation)
+        _backend.resolve_implementation(implementation)
         self.activation = keras.activations.get(activation)
         self.num_bits = num_bits
         self.kernel_initializer = (
@@ -315,7 +310,7 @@ class MixtureOfExperts(keras.layers.Layer):
     def _experts(self, x, token, expert, num_tokens):
         names = ("kernel_in", "bias_in", "kernel_out", "bias_out")
         weights = tuple(ops.convert_to_tensor(getattr(self, n)) for n in names)
-        impl = resolve_implementation(self.implementation)
+        impl = _backend.resolve_implementation(self.implementation)
         capacity = self.capacity(num_tokens)
         if capacity is None:
             self._record_dropped(ops.zeros((), "float32"))

@@ -128,6 +128,38 @@ def row_update_from(optimizer: Any, name: str = "table_optimizer") -> RowUpdate:
     )
 
 
+def add_row_update_weights(
+    layer: keras.layers.Layer, update: RowUpdate, table: keras.Variable
+) -> tuple[list[keras.Variable], keras.Variable]:
+    """Creates the moments and step of `table`'s own optimizer on `layer`.
+
+    Returns `(slots, step)`: one zero slot of the table's shape per entry
+    of `update.slots` and a float32 step count. The table and these are
+    written by the backward pass of the gather (`overwrite_with_gradient`),
+    so the model's optimizer leaves them alone.
+    """
+    table.overwrite_with_gradient = True
+    slots = [
+        layer.add_weight(
+            name=f"{table.name}_{slot}",
+            shape=tuple(table.shape),
+            initializer="zeros",
+            autocast=False,
+            overwrite_with_gradient=True,
+        )
+        for slot in update.slots
+    ]
+    step = layer.add_weight(
+        name=f"{table.name}_step",
+        shape=(),
+        initializer="zeros",
+        dtype="float32",
+        autocast=False,
+        overwrite_with_gradient=True,
+    )
+    return slots, step
+
+
 def _updated_rows(update, rows, slots, gradient, step):
     """New `(rows, slots)` after one lazy Adam / SGD step on these rows."""
     lr = update.learning_rate_at(step)

@@ -3,8 +3,7 @@
 `AltUpInput` and `AltUpEmbedding` make the widened representation of AltUp
 (Baykal et al., NeurIPS 2023), by splitting a width-K d vector or by
 replicating a width-d one (Recycled-AltUp); `AltUpReadout` reduces the K
-blocks back to width d. The stack between them (`AltUpStack`,
-`active_blocks`) lives in `altup_stack` and is also importable from here.
+blocks back to width d. The stack between them is `AltUpStack`.
 """
 
 from typing import Any
@@ -16,11 +15,8 @@ from keras import ops
 from keras_efficient._validation import check_bool
 from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_positive_int
+from keras_efficient.layers._shapes import check_blocks_shape
 from keras_efficient.layers._shapes import known_width
-from keras_efficient.layers.altup_stack import SCHEDULES  # noqa: F401
-from keras_efficient.layers.altup_stack import AltUpStack  # noqa: F401
-from keras_efficient.layers.altup_stack import active_blocks  # noqa: F401
-from keras_efficient.layers.altup_stack import check_blocks_shape
 
 INPUT_MODES = ("split", "replicate")
 READOUT_MODES = ("sum", "mean", "projection")

@@ -1,9 +1,8 @@
-"""The AltUp stack: its schedule, its shape check and `AltUpStack`.
+"""The AltUp stack: its schedule and `AltUpStack`.
 
 `active_blocks` assigns each layer of a stack the block it computes on
 (AltUp, Baykal et al., NeurIPS 2023); `AltUpStack` wraps a list of layers in
-`AltUp` on that schedule; `check_blocks_shape` is the widened-shape check
-shared with `AltUp` and `AltUpReadout`.
+`AltUp` on that schedule.
 """
 
 from typing import Any
@@ -12,27 +11,10 @@ import keras
 
 from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_positive_int
-from keras_efficient.layers._shapes import known_width
+from keras_efficient.layers._shapes import check_blocks_shape
+from keras_efficient.layers.altup.layer import AltUp
 
 SCHEDULES = ("alternating", "same")
-
-
-def check_blocks_shape(
-    input_shape: tuple, num_blocks: int, layer_name: str
-) -> None:
-    if len(input_shape) < 3:
-        raise ValueError(
-            f"{layer_name} expects a widened input of shape "
-            f"(batch, ..., num_blocks, d) (rank >= 3). Received: "
-            f"input_shape={tuple(input_shape)}"
-        )
-    if input_shape[-2] is not None and input_shape[-2] != num_blocks:
-        raise ValueError(
-            f"{layer_name}: the block axis (second to last) of the input must "
-            f"have size num_blocks={num_blocks}. Received: "
-            f"input_shape={tuple(input_shape)}"
-        )
-    known_width(input_shape, layer_name)
 
 
 def active_blocks(
@@ -120,8 +102,6 @@ class AltUpStack(keras.layers.Layer):
                 "`layers` must be a list of `keras.layers.Layer`. "
                 f"Received: layers={layers!r}"
             )
-        from keras_efficient.layers.altup import AltUp  # (circular import)
-
         schedule_blocks = active_blocks(len(layers), num_blocks, schedule)
         self.layers = list(layers)
         self.num_blocks = int(num_blocks)

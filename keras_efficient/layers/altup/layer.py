@@ -6,13 +6,10 @@ d, while each layer still computes on a single block of width d. The widened
 representation is one tensor of shape `(batch, ..., K, d)`: a block axis
 before the feature axis. Layers outside AltUp never see it.
 
-- `AltUp` wraps one layer: predict all K blocks from each other, run the
-  layer on the active predicted block only, correct all blocks with the
-  layer's innovation.
-- `AltUpStack` (in `altup_stack`, also importable from here) wraps a list
-  of layers and assigns the active-block schedule; `AltUpInput`,
-  `AltUpEmbedding` and `AltUpReadout` (in `altup_io`, also importable from
-  here) make the widened representation and reduce it.
+`AltUp` wraps one layer: predict all K blocks from each other, run the layer
+on the active predicted block only, correct all blocks with the layer's
+innovation. How the coefficients are made is one of the algorithms of
+`coefficients.py`.
 """
 
 from typing import Any
@@ -26,44 +23,15 @@ from keras_efficient._validation import check_int
 from keras_efficient._validation import check_number
 from keras_efficient._validation import check_optional_number
 from keras_efficient._validation import check_positive_int
-from keras_efficient.layers.altup_io import AltUpEmbedding  # noqa: F401
-from keras_efficient.layers.altup_io import AltUpInput  # noqa: F401
-from keras_efficient.layers.altup_io import AltUpReadout  # noqa: F401
-from keras_efficient.layers.altup_stack import AltUpStack  # noqa: F401
-from keras_efficient.layers.altup_stack import active_blocks  # noqa: F401
-from keras_efficient.layers.altup_stack import check_blocks_shape
+from keras_efficient.layers._shapes import check_blocks_shape
+from keras_efficient.layers.altup.coefficients import AltUpCoefficients
+from keras_efficient.layers.altup.coefficients import RoutedCoefficients
+from keras_efficient.layers.altup.coefficients import coefficient_algorithm
 from keras_efficient.layers.wrapper import LayerWrapper
 
 COEFFICIENT_MODES = ("static", "routed")
 ROUTINGS = ("gemma3n", "active_input")
 CLIP_MODES = ("weights", None)
-
-
-def _rms_normalize(x, epsilon):
-    variance = ops.mean(ops.square(x), axis=-1, keepdims=True)
-    return x * ops.rsqrt(variance + epsilon)
-
-
-def _straight_through_clip(kernel, clip):
-    """`clip(kernel)` in the forward pass, the identity in the backward one.
-
-    Hugging Face clamps the weights in place before using them, so the
-    gradient is taken at the clamped value and flows unchanged.
-    """
-    return kernel + ops.stop_gradient(ops.clip(kernel, -clip, clip) - kernel)
-
-
-class _ClipWeights(keras.constraints.Constraint):
-    """Clamps a weight to `[-clip, clip]` after each optimizer step."""
-
-    def __init__(self, clip):
-        self.clip = clip
-
-    def __call__(self, w):
-        return ops.clip(w, -self.clip, self.clip)
-
-    def get_config(self):
-        return {"clip": self.clip}
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -100,6 +68,10 @@ class AltUp(LayerWrapper):
     (always) and `W_p` (in training) are used clamped to `[-c, c]`, and an
     optimizer constraint keeps them clamped; `clip_mode=None` is keras-hub's
     (the clip is stored and never applied).
+
+    The three algorithms are classes of `altup.coefficients`, picked from
+    `coefficients` and `routing` and kept as `coefficient_algorithm`:
+    `StaticCoefficients`, `Gemma3nRouting` and `ActiveInputRouting`.
 
     The wrapped layer must map `(batch, ..., d)` to `(batch, ..., d)`, a
     residual block typically (it returns `x + f(x)`): AltUp replaces the
@@ -148,7 +120,7 @@ class AltUp(LayerWrapper):
         epsilon: float = 1e-6,
         routing: str = "gemma3n",
         clip_mode: str | None = "weights",
-        output_scale: float = False,
+        output_scale: bool = False,
         **kwargs: Any,
     ):
         super().__init__(layer, **kwargs)
@@ -170,29 +142,20 @@ class AltUp(LayerWrapper):
         self.routing = check_choice("routing", routing, ROUTINGS)
         self.clip_mode = check_choice("clip_mode", clip_mode, CLIP_MODES)
         self.output_scale = check_bool("output_scale", output_scale)
-        self._gemma = coefficients == "routed" and routing == "gemma3n"
-        self._clip_weights = (
-            self._gemma and clip_mode == "weights" and coefficient_clip
+        self.coefficient_algorithm: AltUpCoefficients = coefficient_algorithm(
+            self.coefficients,
+            self.routing,
+            num_blocks=num_blocks,
+            clip=self.coefficient_clip,
+            epsilon=self.epsilon,
+            clip_mode=self.clip_mode,
         )
 
     def build(self, input_shape: tuple) -> None:
         input_shape = tuple(input_shape)
         check_blocks_shape(input_shape, self.num_blocks, "AltUp")
-        k = self.num_blocks
         self.width = int(input_shape[-1])
-        if self.coefficients == "static":
-            self.prediction_coefficients = self.add_weight(
-                name="prediction_coefficients",
-                shape=(k, k),
-                initializer="identity",
-            )
-            self.correction_coefficients = self.add_weight(
-                name="correction_coefficients",
-                shape=(k,),
-                initializer="ones",
-            )
-        else:
-            self._build_router(k)
+        self.coefficient_algorithm.build(self, self.width)
         if self.output_scale:
             self.correct_output_scale = self.add_weight(
                 name="correct_output_scale",
@@ -201,66 +164,18 @@ class AltUp(LayerWrapper):
             )
         super().build(input_shape)
 
-    def _build_router(self, k):
-        clip = None
-        if self._clip_weights:
-            clip = _ClipWeights(self.coefficient_clip)
-        if self._gemma:
-            self.router_norm_scale = self.add_weight(
-                name="router_norm_scale",
-                shape=(self.width,),
-                initializer="ones",
-            )
-        self.router_kernel = self.add_weight(
-            name="router_kernel",
-            shape=(self.width, k),
-            initializer="glorot_uniform",
-        )
-        self.prediction_kernel = self.add_weight(
-            name="prediction_kernel",
-            shape=(k, k * k),
-            initializer="zeros",
-            constraint=clip,
-        )
-        self.correction_kernel = self.add_weight(
-            name="correction_kernel",
-            shape=(k, k),
-            initializer="zeros",
-            constraint=clip,
-        )
-
     def inner_shape(self, input_shape: tuple) -> tuple:
         return input_shape[:-2] + (input_shape[-1],)
 
-    def _clip(self, delta):
-        if self.coefficient_clip is None:
-            return delta
-        return ops.clip(delta, -self.coefficient_clip, self.coefficient_clip)
-
     def route(self, z: Any) -> Any:
-        """The router `tanh(rmsnorm(z) [* s] / d @ W_r)`: K values a token."""
-        normed = _rms_normalize(z, self.epsilon)
-        if self._gemma:
-            normed = normed * self.router_norm_scale
-        routed = ops.matmul(normed * (1.0 / self.width), self.router_kernel)
-        return ops.cast(ops.tanh(ops.cast(routed, "float32")), z.dtype)
-
-    def _kernel(self, kernel, clip):
-        if clip and self._clip_weights:
-            return _straight_through_clip(kernel, self.coefficient_clip)
-        return kernel
-
-    def _routed_mix(self, inputs, training):
-        """`reshape(r(x_a) @ W_p, (K, K))`, per token."""
-        router = self.route(inputs[..., self.active_block, :])
-        w_p = self._kernel(self.prediction_kernel, bool(training))
-        shape = ops.shape(router)[:-1] + (self.num_blocks, self.num_blocks)
-        return ops.reshape(ops.matmul(router, w_p), shape)
-
-    def _gemma_gain(self, outputs):
-        """`1 + r(y) @ W_c`: Gemma 3n routes the correction on the output."""
-        w_c = self._kernel(self.correction_kernel, True)
-        return ops.matmul(self.route(outputs), w_c) + 1.0
+        """The router of the routed algorithms: K values a token."""
+        if not isinstance(self.coefficient_algorithm, RoutedCoefficients):
+            raise ValueError(
+                "`route` needs routed coefficients. Received: "
+                f"coefficients={self.coefficients!r}"
+            )
+        z = ops.convert_to_tensor(z, dtype=self.compute_dtype)
+        return self.coefficient_algorithm.route(self, z)
 
     def compute_coefficients(
         self, inputs: Any, outputs: Any = None, training: bool | None = None
@@ -272,21 +187,13 @@ class AltUp(LayerWrapper):
         if `outputs` is not given).
         """
         inputs = ops.convert_to_tensor(inputs, dtype=self.compute_dtype)
-        eye = ops.eye(self.num_blocks, dtype=self.compute_dtype)
-        if self.coefficients == "static":
-            p = eye + self._clip(self.prediction_coefficients - eye)
-            g = 1.0 + self._clip(self.correction_coefficients - 1.0)
-            return p, g
-        if self._gemma:
-            p = eye + self._routed_mix(inputs, training)
-            return p, None if outputs is None else self._gemma_gain(outputs)
-        router = self.route(inputs[..., self.active_block, :])
-        k = self.num_blocks
-        delta_p = ops.matmul(router, self.prediction_kernel)
-        delta_p = ops.reshape(delta_p, ops.shape(router)[:-1] + (k, k))
-        p = eye + self._clip(delta_p)
-        g = 1.0 + self._clip(ops.matmul(router, self.correction_kernel))
-        return p, g
+        algorithm = self.coefficient_algorithm
+        p = algorithm.prediction(self, inputs, training)
+        if algorithm.gain_reads_outputs:
+            if outputs is None:
+                return p, None
+            outputs = ops.convert_to_tensor(outputs, self.compute_dtype)
+        return p, algorithm.correction_gain(self, inputs, outputs)
 
     def predict(self, inputs: Any, p: Any) -> Any:
         """The prediction step: `xhat_i = sum_j p[i, j] x_j`."""
@@ -327,16 +234,10 @@ class AltUp(LayerWrapper):
         return outputs
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        if self._gemma:
-            # Gemma 3n adds the residual x after the routed mix C x.
-            mix = self._routed_mix(inputs, training)
-            predictions = inputs + self.predict(inputs, mix)
-        else:
-            p, g = self.compute_coefficients(inputs)
-            predictions = self.predict(inputs, p)
+        algorithm = self.coefficient_algorithm
+        predictions = algorithm.predict(self, inputs, training)
         outputs = self._compute(predictions, training)
-        if self._gemma:
-            g = self._gemma_gain(outputs)
+        g = algorithm.correction_gain(self, inputs, outputs)
         return self.correct(predictions, outputs, g)
 
     @classmethod
