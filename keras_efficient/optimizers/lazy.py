@@ -146,6 +146,12 @@ class LazyAdam(keras.optimizers.Adam):
             **kwargs,
         )
 
+    def get_config(self) -> dict:
+        config = super().get_config()
+        # Adam's `amsgrad` is not an argument here (it is refused).
+        config.pop("amsgrad", None)
+        return config
+
     def _step(self, m, v, gradient, alpha):
         return adam_moments_step(
             m, v, gradient, alpha, self.beta_1, self.beta_2, self.epsilon
