@@ -7,7 +7,7 @@ from keras.src.callbacks.callback_list import CallbackList
 
 from keras_efficient.callbacks import ActiveDistillation
 from keras_efficient.distillation import TeacherQueryError
-from keras_efficient.distillation.state import SelectionState
+from keras_efficient.distillation.active import SelectionState
 
 N, D, C = 200, 5, 3
 BUDGET, PER_ROUND, BATCH = 100, 30, 16
