@@ -129,7 +129,13 @@ class ActiveDistillation(
             "epochs_per_round", epochs_per_round
         )
         self.validation = _arguments.check_validation(validation, self.pool)
+        _arguments.check_strategy_inputs(self.strategy, self.validation)
         self.batch_size = v.check_positive_int("batch_size", batch_size)
+        if steps_per_epoch is None:
+            steps_per_epoch = math.ceil(self.budget / self.batch_size)
+        self.steps_per_epoch = v.check_positive_int(
+            "steps_per_epoch", steps_per_epoch
+        )
         self.from_logits = v.check_bool("from_logits", from_logits)
         self.embedding_layer = v.check_instance(
             "embedding_layer",
@@ -143,16 +149,22 @@ class ActiveDistillation(
             (str, os.PathLike, type(None)),
             "a path or None",
         )
-        teacher_output_shape = _arguments.check_output_shape(
+        self.teacher_output_shape = _arguments.check_output_shape(
             teacher_output_shape
         )
         self.verbose = v.check_int("verbose", verbose, 0, 2)
         self.state = SelectionState(self._run_identity(), state_dir)
-        _arguments.check_strategy_inputs(self.strategy, validation)
         self.seed = self._resolve_seed(seed)
         self._initial_strategy_state = self.strategy.get_state()
         self._reset_replay()
-        self.dataset = self._make_dataset(steps_per_epoch, teacher_output_shape)
+        self.dataset = QueriedDataset(
+            self.state,
+            self.pool,
+            self.batch_size,
+            self.steps_per_epoch,
+            self.seed,
+            self._placeholder(self.teacher_output_shape),
+        )
         self._epoch = None
 
     def _run_identity(self):
@@ -163,18 +175,6 @@ class ActiveDistillation(
             "queries_per_round": self.queries_per_round,
             "epochs_per_round": self.epochs_per_round,
         }
-
-    def _make_dataset(self, steps_per_epoch, teacher_output_shape):
-        if steps_per_epoch is None:
-            steps_per_epoch = math.ceil(self.budget / self.batch_size)
-        return QueriedDataset(
-            self.state,
-            self.pool,
-            self.batch_size,
-            v.check_positive_int("steps_per_epoch", steps_per_epoch),
-            self.seed,
-            self._placeholder(teacher_output_shape),
-        )
 
     def _resolve_seed(self, seed):
         if seed is not None:
