@@ -129,7 +129,6 @@ class ActiveDistillation(
             "epochs_per_round", epochs_per_round
         )
         self.validation = _arguments.check_validation(validation, self.pool)
-        _arguments.check_strategy_inputs(self.strategy, self.validation)
         self.batch_size = v.check_positive_int("batch_size", batch_size)
         if steps_per_epoch is None:
             steps_per_epoch = math.ceil(self.budget / self.batch_size)
@@ -153,6 +152,8 @@ class ActiveDistillation(
             teacher_output_shape
         )
         self.verbose = v.check_int("verbose", verbose, 0, 2)
+        # Every argument is checked before the ledger touches `state_dir`.
+        _arguments.check_strategy_inputs(self.strategy, self.validation)
         self.state = SelectionState(self._run_identity(), state_dir)
         self.seed = self._resolve_seed(seed)
         self._initial_strategy_state = self.strategy.get_state()
