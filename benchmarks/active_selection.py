@@ -67,10 +67,10 @@ from benchmarks.common import parse_args  # noqa: E402
 from benchmarks.common import print_table  # noqa: E402
 from benchmarks.common import write_results  # noqa: E402
 from examples import active_distillation as tutorial  # noqa: E402
-from keras_efficient import selection  # noqa: E402
 from keras_efficient.callbacks import ActiveDistillation  # noqa: E402
 from keras_efficient.datasets import load_mnist1d_splits  # noqa: E402
 from keras_efficient.distillation import BALDSelection  # noqa: E402
+from keras_efficient.distillation import active as selection  # noqa: E402
 from keras_efficient.distillation._common import np_probs  # noqa: E402
 
 STRATEGIES = (

@@ -7,7 +7,7 @@ from keras.src.callbacks.callback_list import CallbackList
 
 from keras_efficient.callbacks import ActiveDistillation
 from keras_efficient.distillation import TeacherQueryError
-from keras_efficient.distillation.state import SelectionState
+from keras_efficient.distillation.active import SelectionState
 
 N, D, C = 200, 5, 3
 BUDGET, PER_ROUND, BATCH = 100, 30, 16
@@ -220,6 +220,44 @@ def test_state_dir_of_another_run_is_refused(tmp_path):
             CountingTeacher(),
             BUDGET + 1,
             PER_ROUND,
+            strategy="uniform",
             state_dir=tmp_path,
             teacher_output_shape=(C,),
         )
+
+
+def test_ledger_update_config_is_written_and_restored(tmp_path):
+    """`update_config` (the callback records its drawn seed through it) is
+    on disk at once: a ledger reopened on the same folder has it, and the
+    added key does not make the run look like another one."""
+    state = SelectionState({"budget": 4}, tmp_path)
+    state.update_config({"seed": 1234})
+    reopened = SelectionState({"budget": 4}, tmp_path)
+    assert reopened.config == {"budget": 4, "seed": 1234}
+    with pytest.raises(ValueError, match="another run"):
+        SelectionState({"budget": 5}, tmp_path)
+
+
+def test_drawn_seed_survives_a_restart(tmp_path):
+    pool = _pool()
+    first = ActiveDistillation(
+        pool,
+        CountingTeacher(),
+        BUDGET,
+        PER_ROUND,
+        strategy="margin",
+        state_dir=tmp_path,
+        teacher_output_shape=(C,),
+        seed=None,
+    )
+    again = ActiveDistillation(
+        pool,
+        CountingTeacher(),
+        BUDGET,
+        PER_ROUND,
+        strategy="margin",
+        state_dir=tmp_path,
+        teacher_output_shape=(C,),
+        seed=None,
+    )
+    assert again.seed == first.seed

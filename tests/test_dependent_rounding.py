@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_efficient.selection import dependent_rounding
+from keras_efficient.distillation.active import dependent_rounding
 
 
 def test_exactly_b_distinct_every_draw():

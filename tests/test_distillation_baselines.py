@@ -8,7 +8,10 @@ from keras_efficient.distillation import BALDSelection
 from keras_efficient.distillation import PseudoLabelLoss
 from keras_efficient.distillation import RobustSelection
 from keras_efficient.distillation import SelectionContext
-from keras_efficient.distillation.baselines import bald_scores
+from keras_efficient.distillation.active._io import _stochastic_forward
+from keras_efficient.distillation.active.baselines import _sq_dist_to
+from keras_efficient.distillation.active.baselines import badge_factors
+from keras_efficient.distillation.active.baselines import bald_scores
 from tests.harness import run_loss_test
 from tests.harness import to_numpy
 
@@ -22,9 +25,6 @@ def test_badge_embedding_distances_match_explicit_outer_products():
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.ones(4), size=30)
     h = rng.normal(size=(30, 6))
-    from keras_efficient.distillation.baselines import _sq_dist_to
-    from keras_efficient.distillation.baselines import badge_factors
-
     a, hh = badge_factors(p, h)
     g = np.einsum("nc,nd->ncd", a, hh).reshape(30, -1)
     # The gradient of CE at the predicted label w.r.t. the kernel.
@@ -145,10 +145,6 @@ def test_pseudo_label_loss_matches_reference():
 def test_stochastic_forward_samples_dropout_and_averages_to_the_mean():
     """BALD's compiled passes draw fresh dropout masks each call; their mean
     approaches the deterministic output (dropout, then a linear layer)."""
-    import keras
-
-    from keras_efficient.distillation._active_io import _stochastic_forward
-
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [keras.Input((8,)), keras.layers.Dropout(0.5), keras.layers.Dense(3)]

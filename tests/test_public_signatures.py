@@ -6,6 +6,7 @@ import os
 import pkgutil
 
 import keras_efficient
+from keras_efficient.distillation import active
 
 # Keras's own hooks keep Keras's signatures; their types are Keras's.
 KERAS_HOOKS = {
@@ -188,3 +189,51 @@ def test_laurel_and_lm_signatures_show_their_options():
     params = inspect.signature(TransformerLM.__init__).parameters
     assert len([p for p in params if p not in ("self", "kwargs")]) == 23
     assert params["altup"].annotation is int
+
+
+# ---- distillation: explicit signatures that cover the config ---------------
+# Arguments a class of the distillation area needs to be built (the others
+# are built with their defaults).
+_DISTILLATION_REQUIRED = {
+    "DistillationLossAdapter": lambda: {
+        "loss": keras_efficient.losses.KnowledgeDistillationLoss()
+    },
+}
+
+
+def _distillation_api():
+    names = set(keras_efficient.distillation.__all__) | set(active.__all__)
+    for name in sorted(names):
+        obj = getattr(active, name, None) or getattr(
+            keras_efficient.distillation, name
+        )
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            yield name, obj
+
+
+def test_distillation_signatures_are_explicit():
+    """No `*args` / `**kwargs`: nothing of the distillation area passes
+    arguments on to a Keras base class, so every argument is named."""
+    hidden = {
+        name: [
+            p.name
+            for p in inspect.signature(obj).parameters.values()
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        for name, obj in _distillation_api()
+    }
+    hidden = {k: v for k, v in hidden.items() if v}
+    assert not hidden, hidden
+
+
+def test_distillation_config_keys_are_signature_parameters():
+    checked = 0
+    for name, cls in _distillation_api():
+        if not inspect.isclass(cls) or not hasattr(cls, "get_config"):
+            continue
+        kwargs = _DISTILLATION_REQUIRED.get(name, dict)()
+        config = cls(**kwargs).get_config()
+        params = set(inspect.signature(cls).parameters)
+        assert set(config) <= params, (name, sorted(set(config) - params))
+        checked += 1
+    assert checked >= 15  # 5 losses, the estimator, 9 strategies, ...

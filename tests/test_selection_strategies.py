@@ -1,17 +1,20 @@
+import importlib
+import sys
+
 import keras
 import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from keras_efficient import selection
-from keras_efficient.selection import CoresetSelection
-from keras_efficient.selection import EntropySelection
-from keras_efficient.selection import MarginSelection
-from keras_efficient.selection import RobustSelection
-from keras_efficient.selection import SelectionContext as Ctx
-from keras_efficient.selection import SleepingExpertsSelection
-from keras_efficient.selection import UniformSelection
-from keras_efficient.selection import robust_marginals
+from keras_efficient.distillation import active
+from keras_efficient.distillation.active import CoresetSelection
+from keras_efficient.distillation.active import EntropySelection
+from keras_efficient.distillation.active import MarginSelection
+from keras_efficient.distillation.active import RobustSelection
+from keras_efficient.distillation.active import SelectionContext as Ctx
+from keras_efficient.distillation.active import SleepingExpertsSelection
+from keras_efficient.distillation.active import UniformSelection
+from keras_efficient.distillation.active import robust_marginals
 
 
 def _probs(n, c=4, seed=0):
@@ -203,14 +206,26 @@ def test_sleeping_experts_tracks_best_and_beats_uniform():
 
 def test_errors_and_registry():
     with pytest.raises(ValueError, match="Unknown selection strategy"):
-        selection.get("nope")
+        active.get("nope")
     with pytest.raises(ValueError, match="`num_points`"):
         MarginSelection().select(_probs(5), 6)
     with pytest.raises(ValueError, match="teacher_accuracy"):
         RobustSelection(teacher_accuracy=1.5)
-    for name in selection.STRATEGIES:
-        s = selection.get(name)
+    for name in active.STRATEGIES:
+        s = active.get(name)
         cfg = keras.saving.serialize_keras_object(s)
         s2 = keras.saving.deserialize_keras_object(cfg)
         assert type(s2) is type(s)
         assert s2.get_config() == s.get_config()
+
+
+def test_selection_alias_warns_and_names_the_new_home():
+    """`keras_efficient.selection` (the 0.1.0 home) still gives every name,
+    the same objects, and warns in a way users see (a FutureWarning)."""
+    sys.modules.pop("keras_efficient.selection", None)
+    with pytest.warns(
+        FutureWarning, match="keras_efficient.distillation.active"
+    ):
+        alias = importlib.import_module("keras_efficient.selection")
+    for name in alias.__all__:
+        assert getattr(alias, name) is getattr(active, name)

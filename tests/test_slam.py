@@ -1,3 +1,6 @@
+import inspect
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -251,3 +254,23 @@ def test_khot_and_margin_paths_match_numpy(monkeypatch, pairwise):
         to_numpy(_common.margin(keras.ops.convert_to_tensor(t))),
         top2[:, 1] - top2[:, 0],
     )
+
+
+def test_legacy_epsilon_is_dropped_on_load():
+    """0.1.0 configs carry `epsilon=1e-7` (unused since the log-space
+    mixture): they load silently; another value loads with a warning; the
+    argument itself is gone from the signature and the config."""
+    assert "epsilon" not in inspect.signature(SLaMLoss).parameters
+    config = SLaMLoss(k=3).get_config()
+    assert "epsilon" not in config
+    t, s = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        old = SLaMLoss.from_config({**config, "epsilon": 1e-7})
+    np.testing.assert_allclose(
+        to_numpy(old(t, s)), to_numpy(SLaMLoss(k=3)(t, s)), rtol=1e-6
+    )
+    with pytest.warns(UserWarning, match="epsilon=0.01"):
+        SLaMLoss.from_config({**config, "epsilon": 0.01})
+    with pytest.raises(TypeError, match="epsilon"):
+        SLaMLoss(epsilon=1e-7)

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from keras_efficient.distillation import _interpolation
 from keras_efficient.losses import TeacherAccuracy
 from tests.harness import to_numpy
 
@@ -97,8 +98,6 @@ def test_errors():
 def test_interpolate_tables_matches_searchsorted_path(num_knots):
     """The compare-and-gather path (<= 128 knots) and the searchsorted one
     give the same values, with repeated knots and margins out of range."""
-    from keras_efficient.distillation import teacher_accuracy as ta
-
     rng = np.random.default_rng(num_knots)
     tables = []
     for n in (num_knots, max(1, num_knots // 2)):
@@ -108,11 +107,11 @@ def test_interpolate_tables_matches_searchsorted_path(num_knots):
         ys = np.sort(rng.uniform(0, 1, n))
         tables.append((xs.tolist(), ys.tolist()))
     margin = rng.uniform(-0.2, 1.2, size=(4, 50)).astype("float32")
-    got = to_numpy(ta.interpolate_tables(tables, margin))
+    got = to_numpy(_interpolation.interpolate_tables(tables, margin))
     assert got.shape == (4, 50, 2)
     for j, (xs, ys) in enumerate(tables):
-        xs, ys = ta._padded(xs, ys)
+        xs, ys = _interpolation._padded(xs, ys)
         expected = np.interp(margin, xs, ys)
         np.testing.assert_allclose(got[..., j], expected, atol=1e-5)
-        search = to_numpy(ta._interpolate_search(xs, ys, margin))
+        search = to_numpy(_interpolation._interpolate_search(xs, ys, margin))
         np.testing.assert_allclose(got[..., j], search, atol=1e-6)

@@ -1,29 +1,33 @@
-"""Distillation: teacher-accuracy estimation, distillation losses, their
-`keras.distillation` adapters, and budgeted active query selection."""
+"""Distillation: teacher-accuracy estimation, distillation losses and their
+`keras.distillation` adapter; active query selection under a teacher
+budget lives in the `active` subpackage.
+
+The active-selection names exported here since 0.1.0 (`ActiveDistillation`,
+the strategies, ...) are re-exported from `keras_efficient.distillation.active`,
+their public home.
+"""
 
 from keras_efficient.distillation.active import ActiveDistillation
+from keras_efficient.distillation.active import BADGESelection
+from keras_efficient.distillation.active import BALDSelection
+from keras_efficient.distillation.active import CoresetSelection
+from keras_efficient.distillation.active import EntropySelection
+from keras_efficient.distillation.active import MarginSelection
+from keras_efficient.distillation.active import QueriedDataset
+from keras_efficient.distillation.active import RobustSelection
+from keras_efficient.distillation.active import SelectionContext
+from keras_efficient.distillation.active import SelectionState
+from keras_efficient.distillation.active import SelectionStrategy
+from keras_efficient.distillation.active import SleepingExpertsSelection
 from keras_efficient.distillation.active import TeacherQueryError
+from keras_efficient.distillation.active import UniformSelection
+from keras_efficient.distillation.active import dependent_rounding
+from keras_efficient.distillation.active import robust_marginals
 from keras_efficient.distillation.adapters import DistillationLossAdapter
-from keras_efficient.distillation.baselines import BADGESelection
-from keras_efficient.distillation.baselines import BALDSelection
-from keras_efficient.distillation.coreset import CoresetSelection
-from keras_efficient.distillation.dataset import QueriedDataset
 from keras_efficient.distillation.debiased import DebiasedDistillationLoss
 from keras_efficient.distillation.kd import KnowledgeDistillationLoss
 from keras_efficient.distillation.pseudo_label import PseudoLabelLoss
-from keras_efficient.distillation.rounding import dependent_rounding
-from keras_efficient.distillation.rounding import robust_marginals
 from keras_efficient.distillation.slam import SLaMLoss
-from keras_efficient.distillation.sleeping_experts import (
-    SleepingExpertsSelection,
-)
-from keras_efficient.distillation.state import SelectionState
-from keras_efficient.distillation.strategies import EntropySelection
-from keras_efficient.distillation.strategies import MarginSelection
-from keras_efficient.distillation.strategies import RobustSelection
-from keras_efficient.distillation.strategies import SelectionContext
-from keras_efficient.distillation.strategies import SelectionStrategy
-from keras_efficient.distillation.strategies import UniformSelection
 from keras_efficient.distillation.teacher_accuracy import TeacherAccuracy
 
 __all__ = [

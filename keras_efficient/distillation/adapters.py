@@ -21,7 +21,8 @@ class DistillationLossAdapter(keras.distillation.DistillationLoss):
     loss, teacher outputs as `y_true`, and pass `sample_weight` to `fit`.
 
     Args:
-        loss: a `keras.losses.Loss` taking (teacher output, student output).
+        loss: a `keras.losses.Loss` taking (teacher output, student output),
+            or its serialized config.
 
     Example:
 
@@ -41,11 +42,14 @@ class DistillationLossAdapter(keras.distillation.DistillationLoss):
     ```
     """
 
-    def __init__(self, loss: keras.losses.Loss | str):
+    def __init__(self, loss: keras.losses.Loss | dict):
         if isinstance(loss, dict):
             loss = keras.saving.deserialize_keras_object(loss)
         self.loss = _validation.check_instance(
-            "loss", loss, keras.losses.Loss, "a `keras.losses.Loss` instance"
+            "loss",
+            loss,
+            keras.losses.Loss,
+            "a `keras.losses.Loss` instance or its serialized config",
         )
 
     def compute_loss(

@@ -1,5 +1,6 @@
 """SLaM: student-label mixing for distillation with unlabeled examples."""
 
+import warnings
 from typing import Any
 
 import keras
@@ -7,11 +8,15 @@ from keras import ops
 
 from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
+from keras_efficient.distillation import _interpolation
 from keras_efficient.distillation import teacher_accuracy as ta
 from keras_efficient.distillation._teacher_loss import TeacherOutputsLoss
 
 # Smallest `1 - alpha` mass kept in log space (alpha = 1 is plain CE).
 _TINY = 1e-30
+
+# The `epsilon` every 0.1.0 config holds (the constructor's default then).
+_LEGACY_EPSILON = 1e-7
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -112,7 +117,6 @@ class SLaMLoss(TeacherOutputsLoss):
         min_alpha: float | None = None,
         teacher_from_logits: bool = False,
         from_logits: bool = True,
-        epsilon: float | None = None,
         reduction: str | None = "sum_over_batch_size",
         name: str = "slam_loss",
         dtype: str | None = None,
@@ -136,8 +140,6 @@ class SLaMLoss(TeacherOutputsLoss):
                 min_inclusive=False,
             )
         self.min_alpha = min_alpha
-        # Kept for configs saved before the log-space mixture; unused.
-        self.epsilon = epsilon
 
     def resolved_k(self, num_classes: int | None = None) -> int:
         """The global k: fixed, from coverage on V, or 2; capped at C."""
@@ -172,7 +174,9 @@ class SLaMLoss(TeacherOutputsLoss):
             return ops.full(ops.shape(margin), 2, dtype="int32")
         # k(x) = 2 + the number of leading k whose estimated top-k accuracy
         # stays below coverage (the running best has not reached it yet).
-        accuracy = ta.interpolate_tables(est.topk_knots[: kmax - 2], margin)
+        accuracy = _interpolation.interpolate_tables(
+            est.topk_knots[: kmax - 2], margin
+        )
         below = ops.cast(ops.less(accuracy, self.coverage), "int32")
         return 2 + ops.sum(ops.cumprod(below, axis=-1), axis=-1)
 
@@ -227,3 +231,18 @@ class SLaMLoss(TeacherOutputsLoss):
             min_alpha=self.min_alpha,
         )
         return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> "SLaMLoss":
+        config = dict(config)
+        # 0.1.0 saved `epsilon` (default 1e-7), a clip that the log-space
+        # mixture no longer needs: read and dropped, so old files load.
+        epsilon = config.pop("epsilon", None)
+        if epsilon is not None and epsilon != _LEGACY_EPSILON:
+            warnings.warn(
+                f"SLaMLoss: ignoring `epsilon={epsilon}` from a saved "
+                "config; the loss is computed in log space and has no "
+                "epsilon since 0.2.0.",
+                stacklevel=2,
+            )
+        return super().from_config(config)

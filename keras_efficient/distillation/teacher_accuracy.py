@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_efficient import _validation
 from keras_efficient.distillation import _calibration
+from keras_efficient.distillation import _interpolation
 from keras_efficient.distillation._common import margin as teacher_margin
 from keras_efficient.distillation._common import np_margin as _np_margin
 from keras_efficient.distillation._common import np_probs as _to_probs
@@ -60,7 +61,7 @@ class TeacherAccuracy:
         knots_x: list[float] | None = None,
         knots_y: list[float] | None = None,
         topk_accuracy: list[float] | None = None,
-        topk_knots: list | None = None,
+        topk_knots: list[list[list[float]]] | None = None,
     ):
         if (knots_x is None) != (knots_y is None):
             raise ValueError(
@@ -186,7 +187,7 @@ class TeacherAccuracy:
         if not self.topk_knots or k < 2:
             return None
         xs, ys = self.topk_knots[min(k, len(self.topk_knots) + 1) - 2]
-        return _interpolate(xs, ys, margin)
+        return _interpolation.interpolate(xs, ys, margin)
 
     def smallest_k(self, coverage: float) -> int:
         """Smallest k >= 2 whose top-k accuracy on V reaches `coverage`."""
@@ -211,7 +212,7 @@ class TeacherAccuracy:
 
     def interpolate(self, margin: Any) -> Any:
         """Piecewise-linear interpolation of the knots at `margin`."""
-        return _interpolate(self.knots_x, self.knots_y, margin)
+        return _interpolation.interpolate(self.knots_x, self.knots_y, margin)
 
     def predict_numpy(
         self, teacher_outputs: np.ndarray, from_logits: bool = False
@@ -356,71 +357,3 @@ def _isotonic(margin, target):
     return [float(v) for v in iso.X_thresholds_], [
         float(v) for v in iso.y_thresholds_
     ]
-
-
-# Up to this many knots, interpolation selects the segment by comparing the
-# margin with every knot: a few fused elementwise kernels on XLA, where
-# `searchsorted` is a while loop and `take` a gather (SLaM's k(x) reads up
-# to 9 tables a step).
-_COMPARE_MAX_KNOTS = 128
-
-
-def _interpolate(xs, ys, margin):
-    """Piecewise-linear interpolation of knots `(xs, ys)`, `keras.ops`."""
-    return interpolate_tables([(xs, ys)], margin)[..., 0]
-
-
-def interpolate_tables(tables: list, margin: Any) -> Any:
-    """Interpolates several knot tables at `margin`: shape `margin + (J,)`.
-
-    Each table `(xs, ys)` has increasing `xs`; values are constant beyond
-    the end knots, and at a repeated knot x jump to the later knot's y
-    for `margin >= x` (as `searchsorted(side="right")`).
-    """
-    tables = [_padded(list(xs), list(ys)) for xs, ys in tables]
-    n = max(len(xs) for xs, _ in tables)
-    if n > _COMPARE_MAX_KNOTS:
-        return ops.stack(
-            [_interpolate_search(xs, ys, margin) for xs, ys in tables], -1
-        )
-    # Repeating a table's last knot changes none of its values.
-    kx = np.array([xs + xs[-1:] * (n - len(xs)) for xs, _ in tables])
-    ky = np.array([ys + ys[-1:] * (n - len(ys)) for _, ys in tables])
-    kx = ops.convert_to_tensor(kx.astype("float32"))
-    ky = ops.convert_to_tensor(ky.astype("float32"))
-    m = ops.expand_dims(ops.cast(margin, "float32"), -1)  # (..., 1)
-    # #knots <= m per table, as searchsorted(side="right"): (..., J).
-    idx = ops.sum(
-        ops.cast(ops.greater_equal(ops.expand_dims(m, -1), kx), "int32"), -1
-    )
-    # Index the tables flattened: one small gather per end of the segment.
-    idx = ops.clip(idx, 1, n - 1) + np.arange(len(tables), dtype="int32") * n
-    kx, ky = ops.reshape(kx, (-1,)), ops.reshape(ky, (-1,))
-    x0, x1 = ops.take(kx, idx - 1), ops.take(kx, idx)
-    y0, y1 = ops.take(ky, idx - 1), ops.take(ky, idx)
-    t = ops.clip((m - x0) / ops.maximum(x1 - x0, 1e-12), 0.0, 1.0)
-    return y0 + t * (y1 - y0)
-
-
-def _padded(xs, ys):
-    if len(xs) == 1:
-        return xs + [xs[0] + 1.0], ys + ys
-    return xs, ys
-
-
-def _interpolate_search(xs, ys, margin):
-    """One table through `searchsorted` and `take`, for many knots."""
-    kx = ops.convert_to_tensor(np.asarray(xs, "float32"))
-    ky = ops.convert_to_tensor(np.asarray(ys, "float32"))
-    margin = ops.cast(margin, "float32")
-    # TensorFlow's searchsorted needs values of rank 1 against a 1-D
-    # sequence (it matches leading dimensions otherwise), so flatten
-    # margins of any rank, e.g. (batch, time) for sequence outputs.
-    shape = ops.shape(margin)
-    flat = ops.reshape(margin, (-1,))
-    idx = ops.searchsorted(kx, flat, side="right")
-    idx = ops.clip(idx, 1, len(xs) - 1)
-    x0, x1 = ops.take(kx, idx - 1), ops.take(kx, idx)
-    y0, y1 = ops.take(ky, idx - 1), ops.take(ky, idx)
-    t = ops.clip((flat - x0) / ops.maximum(x1 - x0, 1e-12), 0.0, 1.0)
-    return ops.reshape(y0 + t * (y1 - y0), shape)

@@ -5,7 +5,7 @@ import threading
 import keras
 import numpy as np
 
-from keras_efficient.distillation.state import SelectionState
+from keras_efficient.distillation.active.ledger import SelectionState
 
 
 class QueriedDataset(keras.utils.PyDataset):
@@ -45,7 +45,7 @@ class QueriedDataset(keras.utils.PyDataset):
         batch_size: int,
         steps_per_epoch: int,
         seed: int,
-        placeholder: tuple,
+        placeholder: tuple[np.ndarray, np.ndarray],
     ):
         super().__init__()
         self.state = state

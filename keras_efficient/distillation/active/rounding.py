@@ -80,7 +80,7 @@ def dependent_rounding(
 
     ```python
     import numpy as np
-    from keras_efficient.selection import dependent_rounding
+    from keras_efficient.distillation.active import dependent_rounding
     idx = dependent_rounding(np.array([0.5, 0.5, 1.0]), rng=0)
     assert len(idx) == 2 and 2 in idx
     ```
@@ -121,7 +121,7 @@ def capped_proportional(weights: np.ndarray, b: int) -> np.ndarray:
 
     ```python
     import numpy as np
-    from keras_efficient.distillation.rounding import capped_proportional
+    from keras_efficient.distillation.active.rounding import capped_proportional
     p = capped_proportional(np.array([10.0, 1.0, 1.0, 1.0]), 2)
     assert p[0] == 1.0 and abs(p.sum() - 2) < 1e-9
     ```
@@ -251,7 +251,7 @@ def robust_marginals(
 
     ```python
     import numpy as np
-    from keras_efficient.selection import robust_marginals
+    from keras_efficient.distillation.active import robust_marginals
     p, value = robust_marginals(np.array([0.9, 0.8, 0.7, 0.1]), 2, 1)
     assert abs(p.sum() - 2) < 1e-9
     ```

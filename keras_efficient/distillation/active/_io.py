@@ -7,33 +7,11 @@ stochastic forward passes (BALD). Both are mixins of the callback and read
 its attributes (`pool`, `teacher`, `state`, `model`, `batch_size`, ...).
 """
 
-import traceback
-
 import keras
 import numpy as np
 
 from keras_efficient.distillation._common import np_probs
-
-
-class TeacherQueryError(RuntimeError):
-    """The teacher raised while `ActiveDistillation` queried it.
-
-    Raised `from` the teacher's exception, which `original` also keeps:
-    Keras's traceback filter drops `__cause__` when the error leaves
-    `fit`, so the message names the original and where it was raised.
-    """
-
-    def __init__(self, message: str, original: BaseException):
-        frames = traceback.extract_tb(original.__traceback__)
-        where = ""
-        if frames:
-            f = frames[-1]
-            where = f" (raised at {f.filename}:{f.lineno} in {f.name})"
-        super().__init__(
-            f"{message} Teacher error: {type(original).__name__}: "
-            f"{original}{where}"
-        )
-        self.original = original
+from keras_efficient.distillation.active.errors import TeacherQueryError
 
 
 class TeacherIO:
@@ -110,6 +88,27 @@ class TeacherIO:
             _check_finite(y, idx, rec.index)
             self.state.save_answers(rec, k, y)
             bar.add(1)
+
+    def _teacher_accuracy(self):
+        if self.state.teacher_accuracy is None and self.validation is not None:
+            xv, yv = np.asarray(self.validation[0]), self.validation[1]
+            starts = range(0, len(xv), self.batch_size)
+            bar = _progress(
+                self.verbose,
+                f"measuring the teacher's accuracy on {len(xv)} validation "
+                "points",
+                len(starts),
+            )
+            answers = []
+            for s in starts:
+                answers.append(self._call_teacher(xv[s : s + self.batch_size]))
+                bar.add(1)
+            yv = np.asarray(yv)
+            if yv.ndim > 1:
+                yv = yv.argmax(-1)
+            accuracy = (np.concatenate(answers).argmax(-1) == yv).mean()
+            self.state.set_teacher_accuracy(accuracy)
+        return self.state.teacher_accuracy
 
 
 class StudentIO:
@@ -188,27 +187,6 @@ class StudentIO:
             for w, value in zip(self.model.non_trainable_variables, saved):
                 w.assign(value)
         return np.stack(out)
-
-    def _teacher_accuracy(self):
-        if self.state.teacher_accuracy is None and self.validation is not None:
-            xv, yv = np.asarray(self.validation[0]), self.validation[1]
-            starts = range(0, len(xv), self.batch_size)
-            bar = _progress(
-                self.verbose,
-                f"measuring the teacher's accuracy on {len(xv)} validation "
-                "points",
-                len(starts),
-            )
-            answers = []
-            for s in starts:
-                answers.append(self._call_teacher(xv[s : s + self.batch_size]))
-                bar.add(1)
-            yv = np.asarray(yv)
-            if yv.ndim > 1:
-                yv = yv.argmax(-1)
-            accuracy = (np.concatenate(answers).argmax(-1) == yv).mean()
-            self.state.set_teacher_accuracy(accuracy)
-        return self.state.teacher_accuracy
 
 
 def _progress(verbose, title, target):

@@ -8,60 +8,14 @@ import keras
 import numpy as np
 
 from keras_efficient import _validation as v
-from keras_efficient.distillation import _active_io as _io
-from keras_efficient.distillation import strategies
-from keras_efficient.distillation._active_io import TeacherQueryError
-from keras_efficient.distillation.dataset import QueriedDataset
-from keras_efficient.distillation.state import SelectionState
-
-__all__ = ["ActiveDistillation", "TeacherQueryError"]
-
-
-def _check_output_shape(shape):
-    """`None` or the shape of one teacher output, e.g. `(10,)`."""
-    if shape is None:
-        return None
-    if not isinstance(shape, (tuple, list)) or not shape:
-        v.fail(
-            "teacher_output_shape",
-            "None or a non-empty tuple of positive integers",
-            shape,
-            v.ArgumentTypeError,
-        )
-    return v.check_int_tuple("teacher_output_shape", shape, len(shape))
-
-
-def _check_validation(validation, pool):
-    """`None` or labeled `(x_val, y_val)` shaped like the pool's inputs."""
-    if validation is None:
-        return None
-    what = "None or a pair (x_val, y_val) of arrays of equal length"
-    if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-        v.fail("validation", what, validation, v.ArgumentTypeError)
-    x_val, y_val = (np.asarray(part) for part in validation)
-    if x_val.ndim == 0 or y_val.ndim == 0 or len(x_val) != len(y_val):
-        v.fail("validation", what, validation)
-    if len(x_val) == 0:
-        v.fail("validation", "at least one labeled example", validation)
-    if x_val.shape[1:] != pool.shape[1:]:
-        v.fail(
-            "validation",
-            f"inputs shaped like the pool's, (n,) + {pool.shape[1:]}; "
-            f"got x_val of shape {x_val.shape}",
-            "(x_val, y_val)",
-        )
-    return validation
-
-
-def _check_teacher(teacher):
-    if not callable(teacher):
-        v.fail(
-            "teacher",
-            "a Keras model or a callable mapping a batch to outputs",
-            teacher,
-            error=v.ArgumentTypeError,
-        )
-    return teacher
+from keras_efficient.distillation.active import _arguments
+from keras_efficient.distillation.active import _io
+from keras_efficient.distillation.active.context import SelectionContext
+from keras_efficient.distillation.active.dataset import QueriedDataset
+from keras_efficient.distillation.active.ledger import SelectionState
+from keras_efficient.distillation.active.strategies import SelectionStrategy
+from keras_efficient.distillation.active.strategies import UniformSelection
+from keras_efficient.distillation.active.strategies import get
 
 
 class ActiveDistillation(
@@ -103,8 +57,8 @@ class ActiveDistillation(
         teacher: a Keras model or any callable mapping a batch to outputs.
         budget: total number of points sent to the teacher (<= `len(pool)`).
         queries_per_round: points per round (>= 1).
-        strategy: a name in `keras_efficient.selection.STRATEGIES` or a
-            `SelectionStrategy`.
+        strategy: a name in `keras_efficient.distillation.active.STRATEGIES`
+            or a `SelectionStrategy`.
         epochs_per_round: epochs of training between rounds.
         validation: optional labeled `(x_val, y_val)`; the teacher's
             accuracy on it is the context's `teacher_accuracy` (measured
@@ -149,9 +103,9 @@ class ActiveDistillation(
         teacher: Callable,
         budget: int,
         queries_per_round: int,
-        strategy: str | strategies.SelectionStrategy = "robust",
+        strategy: str | SelectionStrategy = "robust",
         epochs_per_round: int = 1,
-        validation: tuple | None = None,
+        validation: tuple[np.ndarray, np.ndarray] | None = None,
         batch_size: int = 256,
         steps_per_epoch: int | None = None,
         from_logits: bool = True,
@@ -163,19 +117,24 @@ class ActiveDistillation(
     ):
         super().__init__()
         self.pool = np.asarray(pool)
-        self.teacher = _check_teacher(teacher)
+        self.teacher = _arguments.check_teacher(teacher)
         self.budget = v.check_int(
             "budget", budget, min_value=1, max_value=len(self.pool)
         )
         self.queries_per_round = v.check_positive_int(
             "queries_per_round", queries_per_round
         )
-        self.strategy = strategies.get(strategy)
+        self.strategy = get(strategy)
         self.epochs_per_round = v.check_positive_int(
             "epochs_per_round", epochs_per_round
         )
-        self.validation = _check_validation(validation, self.pool)
+        self.validation = _arguments.check_validation(validation, self.pool)
         self.batch_size = v.check_positive_int("batch_size", batch_size)
+        if steps_per_epoch is None:
+            steps_per_epoch = math.ceil(self.budget / self.batch_size)
+        self.steps_per_epoch = v.check_positive_int(
+            "steps_per_epoch", steps_per_epoch
+        )
         self.from_logits = v.check_bool("from_logits", from_logits)
         self.embedding_layer = v.check_instance(
             "embedding_layer",
@@ -189,14 +148,24 @@ class ActiveDistillation(
             (str, os.PathLike, type(None)),
             "a path or None",
         )
-        teacher_output_shape = _check_output_shape(teacher_output_shape)
+        self.teacher_output_shape = _arguments.check_output_shape(
+            teacher_output_shape
+        )
         self.verbose = v.check_int("verbose", verbose, 0, 2)
+        # Every argument is checked before the ledger touches `state_dir`.
+        _arguments.check_strategy_inputs(self.strategy, self.validation)
         self.state = SelectionState(self._run_identity(), state_dir)
-        self._check_robust_inputs(validation)
         self.seed = self._resolve_seed(seed)
         self._initial_strategy_state = self.strategy.get_state()
         self._reset_replay()
-        self.dataset = self._make_dataset(steps_per_epoch, teacher_output_shape)
+        self.dataset = QueriedDataset(
+            self.state,
+            self.pool,
+            self.batch_size,
+            self.steps_per_epoch,
+            self.seed,
+            self._placeholder(self.teacher_output_shape),
+        )
         self._epoch = None
 
     def _run_identity(self):
@@ -207,31 +176,6 @@ class ActiveDistillation(
             "queries_per_round": self.queries_per_round,
             "epochs_per_round": self.epochs_per_round,
         }
-
-    def _make_dataset(self, steps_per_epoch, teacher_output_shape):
-        if steps_per_epoch is None:
-            steps_per_epoch = math.ceil(self.budget / self.batch_size)
-        return QueriedDataset(
-            self.state,
-            self.pool,
-            self.batch_size,
-            v.check_positive_int("steps_per_epoch", steps_per_epoch),
-            self.seed,
-            self._placeholder(teacher_output_shape),
-        )
-
-    def _check_robust_inputs(self, validation):
-        if (
-            isinstance(self.strategy, strategies.RobustSelection)
-            and self.strategy.teacher_accuracy is None
-            and validation is None
-        ):
-            raise ValueError(
-                "strategy='robust' needs the teacher's accuracy: pass "
-                "`validation=(x_val, y_val)` (labeled data the teacher is "
-                "measured on) or `RobustSelection(teacher_accuracy=...)`. "
-                "Without it, it would silently be margin selection."
-            )
 
     def _resolve_seed(self, seed):
         if seed is not None:
@@ -245,8 +189,7 @@ class ActiveDistillation(
         if saved is None:
             if seed is None:
                 seed = int(np.random.SeedSequence().entropy % (2**31))
-            self.state.config["seed"] = seed
-            self.state._save_meta()
+            self.state.update_config({"seed": seed})
         return int(self.state.config["seed"])
 
     def _reset_replay(self):
@@ -297,10 +240,10 @@ class ActiveDistillation(
     def _context(self, avail, use_model):
         chosen = self._chosen()
         if not use_model:
-            return strategies.SelectionContext(
+            return SelectionContext(
                 indices=avail, rng=self.rng, teacher_accuracy=None
             )
-        return strategies.SelectionContext(
+        return SelectionContext(
             probabilities=lambda: self._probabilities(avail),
             embeddings=lambda: self._embeddings(avail),
             features=lambda: self._features(avail),
@@ -320,7 +263,7 @@ class ActiveDistillation(
         if b <= 0:
             return None
         avail = np.setdiff1d(np.arange(len(self.pool)), self._chosen())
-        strategy = self.strategy if use_model else strategies.UniformSelection()
+        strategy = self.strategy if use_model else UniformSelection()
         rel = np.asarray(
             strategy.select(self._context(avail, use_model), b), np.int64
         )

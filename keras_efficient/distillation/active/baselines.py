@@ -10,10 +10,10 @@ import keras
 import numpy as np
 
 from keras_efficient import _validation as v
-from keras_efficient.distillation.rounding import check_num_points
-from keras_efficient.distillation.strategies import SelectionContext
-from keras_efficient.distillation.strategies import SelectionStrategy
-from keras_efficient.distillation.strategies import as_context
+from keras_efficient.distillation.active.context import SelectionContext
+from keras_efficient.distillation.active.context import as_context
+from keras_efficient.distillation.active.rounding import check_num_points
+from keras_efficient.distillation.active.strategies import SelectionStrategy
 
 _PKG = "keras_efficient"
 
@@ -67,7 +67,8 @@ class BADGESelection(SelectionStrategy):
 
     ```python
     import numpy as np
-    from keras_efficient.distillation import BADGESelection, SelectionContext
+    from keras_efficient.distillation.active import BADGESelection
+    from keras_efficient.distillation.active import SelectionContext
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.ones(3), size=40)
     ctx = SelectionContext(p, features=rng.normal(size=(40, 8)), rng=0)
@@ -82,7 +83,7 @@ class BADGESelection(SelectionStrategy):
     ) -> np.ndarray:
         context = as_context(context)
         a, h = badge_factors(context.probabilities, context.features)
-        b = check_num_points(num_points, len(a))
+        b = check_num_points(num_points, len(a), name="num_points")
         norms = (a * a).sum(1) * (h * h).sum(1)
         chosen = [int(np.argmax(norms))]
         d2 = _sq_dist_to(a, h, chosen[0], norms)
@@ -132,7 +133,8 @@ class BALDSelection(SelectionStrategy):
 
     ```python
     import numpy as np
-    from keras_efficient.distillation import BALDSelection, SelectionContext
+    from keras_efficient.distillation.active import BALDSelection
+    from keras_efficient.distillation.active import SelectionContext
     rng = np.random.default_rng(0)
     mc = rng.dirichlet(np.ones(3), size=(10, 30))
     ctx = SelectionContext(mc_probabilities=mc, num_candidates=30)
@@ -149,7 +151,7 @@ class BALDSelection(SelectionStrategy):
         self, context: SelectionContext | np.ndarray, num_points: int
     ) -> np.ndarray:
         scores = bald_scores(as_context(context).mc_probabilities)
-        b = check_num_points(num_points, len(scores))
+        b = check_num_points(num_points, len(scores), name="num_points")
         return np.sort(np.argsort(-scores, kind="stable")[:b])
 
     def get_config(self) -> dict:

@@ -3,13 +3,13 @@
 import keras
 import numpy as np
 
-from keras_efficient.distillation.rounding import capped_proportional
-from keras_efficient.distillation.rounding import check_num_points
-from keras_efficient.distillation.rounding import dependent_rounding
-from keras_efficient.distillation.strategies import SelectionContext
-from keras_efficient.distillation.strategies import SelectionStrategy
-from keras_efficient.distillation.strategies import as_context
-from keras_efficient.distillation.strategies import student_margin
+from keras_efficient.distillation.active.context import SelectionContext
+from keras_efficient.distillation.active.context import as_context
+from keras_efficient.distillation.active.context import student_margin
+from keras_efficient.distillation.active.rounding import capped_proportional
+from keras_efficient.distillation.active.rounding import check_num_points
+from keras_efficient.distillation.active.rounding import dependent_rounding
+from keras_efficient.distillation.active.strategies import SelectionStrategy
 
 
 def _normalised_loss(probs):
@@ -53,8 +53,8 @@ class SleepingExpertsSelection(SelectionStrategy):
 
     ```python
     import numpy as np
-    from keras_efficient.selection import SelectionContext
-    from keras_efficient.selection import SleepingExpertsSelection
+    from keras_efficient.distillation.active import SelectionContext
+    from keras_efficient.distillation.active import SleepingExpertsSelection
     p = np.random.default_rng(0).dirichlet(np.ones(3), size=50)
     ctx = SelectionContext(p, indices=np.arange(50), rng=0)
     assert SleepingExpertsSelection().select(ctx, 5).shape == (5,)

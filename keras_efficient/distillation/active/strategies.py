@@ -2,175 +2,25 @@
 
 A strategy is a `SelectionStrategy` subclass with one method,
 `select(context, num_points)`, returning `num_points` distinct row indices
-into the candidates that `context` (a `SelectionContext`) describes: the
-student's class probabilities on the not-yet-queried pool points, their
-embeddings, the embeddings of the points already queried, their pool
-indices, the teacher-accuracy estimate and the RNG. The context computes
-what a strategy reads, only when it reads it, so the caller never needs to
-know which strategy it holds. Strategies are NumPy: they act between
-rounds, not inside the graph.
+into the candidates that `context` (a `SelectionContext`) describes.
+Strategies are NumPy: they act between rounds, not inside the graph. This
+module holds the base class, the name registry (`STRATEGIES`, `get`) and
+the strategies that read only the student's probabilities.
 """
-
-from collections.abc import Callable
-from typing import Any
 
 import keras
 import numpy as np
 
 from keras_efficient import _validation
-from keras_efficient.distillation._common import np_margin
-from keras_efficient.distillation.rounding import as_rng
-from keras_efficient.distillation.rounding import capped_proportional  # noqa
-from keras_efficient.distillation.rounding import check_num_points
-from keras_efficient.distillation.rounding import dependent_rounding
-from keras_efficient.distillation.rounding import robust_marginals
+from keras_efficient.distillation.active.context import SelectionContext
+from keras_efficient.distillation.active.context import as_context
+from keras_efficient.distillation.active.context import check_probabilities
+from keras_efficient.distillation.active.context import student_margin
+from keras_efficient.distillation.active.rounding import check_num_points
+from keras_efficient.distillation.active.rounding import dependent_rounding
+from keras_efficient.distillation.active.rounding import robust_marginals
 
 _PKG = "keras_efficient"
-
-
-def student_margin(probs: Any) -> np.ndarray:
-    """Top-1 minus top-2 probability per row, shape `(n,)`."""
-    return np_margin(_check_probs(probs))
-
-
-def _check_probs(probs, name="probabilities", axes=("n", "C")):
-    """`probs` as a float64 array with one axis per name in `axes`."""
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != len(axes):
-        raise ValueError(
-            f"`{name}` must be class probabilities of shape "
-            f"({', '.join(axes)}). Received: shape={probs.shape}"
-        )
-    return probs
-
-
-class SelectionContext:
-    """What a selection strategy may read about the candidate points.
-
-    Every field but `rng` may be given as a value or as a zero-argument
-    callable; a callable runs on first access only (so scoring the pool
-    with the student, or embedding it, happens only for strategies that
-    read it) and its result is kept.
-
-    Args:
-        probabilities: `(n, C)` student probabilities on the candidates.
-        embeddings: `(n, d)` candidate embeddings (default: the
-            probabilities).
-        features: `(n, h)` inputs of the student's last layer on the
-            candidates (BADGE's gradient embeddings; default: embeddings).
-        mc_probabilities: `(T, n, C)` student probabilities from T
-            stochastic forward passes (dropout on; BALD).
-        centers: `(k, d)` embeddings of the points already chosen.
-        indices: `(n,)` pool indices of the candidates (default: `0..n-1`).
-        teacher_accuracy: the teacher's accuracy on a labeled validation
-            set, or None.
-        rng: a `np.random.Generator` or a seed.
-        num_candidates: `n`, when no field gives it.
-
-    Example:
-
-    ```python
-    import numpy as np
-    from keras_efficient.selection import MarginSelection, SelectionContext
-    p = np.array([[0.9, 0.1], [0.55, 0.45], [0.7, 0.3]])
-    assert MarginSelection().select(SelectionContext(p), 1).tolist() == [1]
-    ```
-    """
-
-    _LAZY = (
-        "probabilities",
-        "embeddings",
-        "centers",
-        "indices",
-        "features",
-        "mc_probabilities",
-    )
-
-    def __init__(
-        self,
-        probabilities: np.ndarray | Callable | None = None,
-        embeddings: np.ndarray | Callable | None = None,
-        centers: np.ndarray | Callable | None = None,
-        indices: np.ndarray | Callable | None = None,
-        teacher_accuracy: float | Callable | None = None,
-        rng: np.random.Generator | int | None = None,
-        num_candidates: int | None = None,
-        features: np.ndarray | Callable | None = None,
-        mc_probabilities: np.ndarray | Callable | None = None,
-    ):
-        self._values = {
-            "features": features,
-            "mc_probabilities": mc_probabilities,
-            "probabilities": probabilities,
-            "embeddings": embeddings,
-            "centers": centers,
-            "indices": indices,
-            "teacher_accuracy": teacher_accuracy,
-        }
-        self.rng = as_rng(rng)
-        self._n = num_candidates
-
-    def _get(self, name):
-        value = self._values[name]
-        if callable(value):
-            value = self._values[name] = value()
-        return value
-
-    @property
-    def probabilities(self) -> np.ndarray | None:
-        p = self._get("probabilities")
-        return None if p is None else _check_probs(p)
-
-    @property
-    def embeddings(self) -> np.ndarray | None:
-        e = self._get("embeddings")
-        return self.probabilities if e is None else np.asarray(e)
-
-    @property
-    def features(self) -> np.ndarray | None:
-        h = self._get("features")
-        return self.embeddings if h is None else np.asarray(h)
-
-    @property
-    def mc_probabilities(self) -> np.ndarray:
-        p = self._get("mc_probabilities")
-        if p is None:
-            raise ValueError(
-                "This strategy needs `mc_probabilities` (T stochastic "
-                "forward passes of the student); the context has none."
-            )
-        return _check_probs(p, "mc_probabilities", ("T", "n", "C"))
-
-    @property
-    def centers(self) -> np.ndarray | None:
-        return self._get("centers")
-
-    @property
-    def indices(self) -> np.ndarray:
-        ids = self._get("indices")
-        return np.arange(self.num_candidates) if ids is None else ids
-
-    @property
-    def teacher_accuracy(self) -> float | None:
-        return self._get("teacher_accuracy")
-
-    @property
-    def num_candidates(self) -> int:
-        if self._n is None:
-            for name in ("indices", "probabilities", "embeddings"):
-                if self._values[name] is not None:
-                    self._n = len(self._get(name))
-                    break
-        if self._n is None:
-            raise ValueError("The `SelectionContext` has no candidates.")
-        return self._n
-
-
-def as_context(context: SelectionContext | np.ndarray) -> "SelectionContext":
-    """A `SelectionContext`; an array is read as the probabilities."""
-    if isinstance(context, SelectionContext):
-        return context
-    return SelectionContext(probabilities=context)
 
 
 # Name -> class, filled by `SelectionStrategy.__init_subclass__`: a class
@@ -230,7 +80,8 @@ class UniformSelection(SelectionStrategy):
 
     ```python
     import numpy as np
-    from keras_efficient.selection import SelectionContext, UniformSelection
+    from keras_efficient.distillation.active import SelectionContext
+    from keras_efficient.distillation.active import UniformSelection
     ctx = SelectionContext(num_candidates=10, rng=0)
     assert UniformSelection().select(ctx, 3).shape == (3,)
     ```
@@ -266,7 +117,7 @@ class MarginSelection(_LowestScoreSelection):
 
     ```python
     import numpy as np
-    from keras_efficient.selection import MarginSelection
+    from keras_efficient.distillation.active import MarginSelection
     p = np.array([[0.9, 0.1], [0.55, 0.45], [0.7, 0.3]])
     assert MarginSelection().select(p, 1).tolist() == [1]
     ```
@@ -286,7 +137,8 @@ class EntropySelection(_LowestScoreSelection):
 
     ```python
     import numpy as np
-    from keras_efficient.selection import EntropySelection, SelectionContext
+    from keras_efficient.distillation.active import EntropySelection
+    from keras_efficient.distillation.active import SelectionContext
     p = np.array([[0.9, 0.1], [0.5, 0.5], [0.7, 0.3], [0.99, 0.01]])
     context = SelectionContext(p, rng=0)
     # The two least certain rows, in index order.
@@ -297,7 +149,7 @@ class EntropySelection(_LowestScoreSelection):
     name = "entropy"
 
     def scores(self, probabilities: np.ndarray) -> np.ndarray:
-        p = _check_probs(probabilities)
+        p = check_probabilities(probabilities)
         return (p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=1)
 
 
@@ -332,7 +184,8 @@ class RobustSelection(SelectionStrategy):
 
     ```python
     import numpy as np
-    from keras_efficient.selection import RobustSelection, SelectionContext
+    from keras_efficient.distillation.active import RobustSelection
+    from keras_efficient.distillation.active import SelectionContext
     p = np.random.default_rng(0).dirichlet(np.ones(3), size=100)
     ctx = SelectionContext(p, teacher_accuracy=0.8, rng=0)
     assert RobustSelection().select(ctx, 10).shape == (10,)
@@ -385,7 +238,7 @@ def get(identifier: str | SelectionStrategy) -> SelectionStrategy:
     Example:
 
     ```python
-    from keras_efficient.selection import get
+    from keras_efficient.distillation.active import get
     assert get("margin").name == "margin"
     ```
     """

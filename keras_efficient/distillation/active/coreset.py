@@ -4,10 +4,10 @@ import keras
 import numpy as np
 
 from keras_efficient import _validation
-from keras_efficient.distillation.rounding import check_num_points
-from keras_efficient.distillation.strategies import SelectionContext
-from keras_efficient.distillation.strategies import SelectionStrategy
-from keras_efficient.distillation.strategies import as_context
+from keras_efficient.distillation.active.context import SelectionContext
+from keras_efficient.distillation.active.context import as_context
+from keras_efficient.distillation.active.rounding import check_num_points
+from keras_efficient.distillation.active.strategies import SelectionStrategy
 
 
 def _distances_to_centers(x, sq, centers, batch_size):
@@ -97,7 +97,8 @@ class CoresetSelection(SelectionStrategy):
 
     ```python
     import numpy as np
-    from keras_efficient.selection import CoresetSelection, SelectionContext
+    from keras_efficient.distillation.active import CoresetSelection
+    from keras_efficient.distillation.active import SelectionContext
     ctx = SelectionContext(embeddings=np.array([[0.0], [0.1], [5.0]]),
                            centers=np.zeros((1, 1)))
     assert CoresetSelection().select(ctx, 1).tolist() == [2]

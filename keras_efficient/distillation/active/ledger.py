@@ -22,7 +22,6 @@ twice nor exceeds the budget.
 
 import json
 import os
-from typing import Any
 
 import numpy as np
 
@@ -111,7 +110,7 @@ class SelectionState:
 
     ```python
     import numpy as np
-    from keras_efficient.distillation.state import SelectionState
+    from keras_efficient.distillation.active import SelectionState
     state = SelectionState({"budget": 4})
     rec = state.begin_round([3, 1], batch_size=2, rng={}, strategy={})
     state.mark_sent(rec, 0)
@@ -181,7 +180,18 @@ class SelectionState:
         return os.path.join(self.directory, name)
 
     def set_teacher_accuracy(self, value: float) -> None:
+        """Records the teacher's measured accuracy (written at once)."""
         self.teacher_accuracy = float(value)
+        self._save_meta()
+
+    def update_config(self, values: dict) -> None:
+        """Adds `values` (e.g. a drawn seed) to the run's config and writes
+        it before anything depends on them.
+
+        The config a saved state is checked against stays the one given at
+        construction; keys added here are kept and restored, not compared.
+        """
+        self.config.update(values)
         self._save_meta()
 
     def begin_round(
@@ -196,7 +206,7 @@ class SelectionState:
         self.rounds.append(rec)
         return rec
 
-    def mark_sent(self, rec: RoundRecord, k: Any) -> None:
+    def mark_sent(self, rec: RoundRecord, k: int) -> None:
         """Records that batch `k` of `rec` is about to reach the teacher."""
         if self.directory is not None:
             path = self._path(f"round_{rec.index:05d}_batch_{k:05d}.sent")
@@ -204,7 +214,7 @@ class SelectionState:
         rec.sent[k] = True
 
     def save_answers(
-        self, rec: RoundRecord, k: Any, answers: np.ndarray
+        self, rec: RoundRecord, k: int, answers: np.ndarray
     ) -> None:
         answers = np.asarray(answers)
         if self.directory is not None:

@@ -1,0 +1,77 @@
+"""Piecewise-linear interpolation of knot tables with `keras.ops` (private).
+
+The in-graph half of `TeacherAccuracy`: its isotonic maps are stored as
+knots and evaluated here inside compiled steps.
+"""
+
+from typing import Any
+
+import numpy as np
+from keras import ops
+
+# Up to this many knots, interpolation selects the segment by comparing the
+# margin with every knot: a few fused elementwise kernels on XLA, where
+# `searchsorted` is a while loop and `take` a gather (SLaM's k(x) reads up
+# to 9 tables a step).
+_COMPARE_MAX_KNOTS = 128
+
+
+def interpolate(xs: list, ys: list, margin: Any) -> Any:
+    """Piecewise-linear interpolation of knots `(xs, ys)`, `keras.ops`."""
+    return interpolate_tables([(xs, ys)], margin)[..., 0]
+
+
+def interpolate_tables(tables: list, margin: Any) -> Any:
+    """Interpolates several knot tables at `margin`: shape `margin + (J,)`.
+
+    Each table `(xs, ys)` has increasing `xs`; values are constant beyond
+    the end knots, and at a repeated knot x jump to the later knot's y
+    for `margin >= x` (as `searchsorted(side="right")`).
+    """
+    tables = [_padded(list(xs), list(ys)) for xs, ys in tables]
+    n = max(len(xs) for xs, _ in tables)
+    if n > _COMPARE_MAX_KNOTS:
+        return ops.stack(
+            [_interpolate_search(xs, ys, margin) for xs, ys in tables], -1
+        )
+    # Repeating a table's last knot changes none of its values.
+    kx = np.array([xs + xs[-1:] * (n - len(xs)) for xs, _ in tables])
+    ky = np.array([ys + ys[-1:] * (n - len(ys)) for _, ys in tables])
+    kx = ops.convert_to_tensor(kx.astype("float32"))
+    ky = ops.convert_to_tensor(ky.astype("float32"))
+    m = ops.expand_dims(ops.cast(margin, "float32"), -1)  # (..., 1)
+    # #knots <= m per table, as searchsorted(side="right"): (..., J).
+    idx = ops.sum(
+        ops.cast(ops.greater_equal(ops.expand_dims(m, -1), kx), "int32"), -1
+    )
+    # Index the tables flattened: one small gather per end of the segment.
+    idx = ops.clip(idx, 1, n - 1) + np.arange(len(tables), dtype="int32") * n
+    kx, ky = ops.reshape(kx, (-1,)), ops.reshape(ky, (-1,))
+    x0, x1 = ops.take(kx, idx - 1), ops.take(kx, idx)
+    y0, y1 = ops.take(ky, idx - 1), ops.take(ky, idx)
+    t = ops.clip((m - x0) / ops.maximum(x1 - x0, 1e-12), 0.0, 1.0)
+    return y0 + t * (y1 - y0)
+
+
+def _padded(xs, ys):
+    if len(xs) == 1:
+        return xs + [xs[0] + 1.0], ys + ys
+    return xs, ys
+
+
+def _interpolate_search(xs, ys, margin):
+    """One table through `searchsorted` and `take`, for many knots."""
+    kx = ops.convert_to_tensor(np.asarray(xs, "float32"))
+    ky = ops.convert_to_tensor(np.asarray(ys, "float32"))
+    margin = ops.cast(margin, "float32")
+    # TensorFlow's searchsorted needs values of rank 1 against a 1-D
+    # sequence (it matches leading dimensions otherwise), so flatten
+    # margins of any rank, e.g. (batch, time) for sequence outputs.
+    shape = ops.shape(margin)
+    flat = ops.reshape(margin, (-1,))
+    idx = ops.searchsorted(kx, flat, side="right")
+    idx = ops.clip(idx, 1, len(xs) - 1)
+    x0, x1 = ops.take(kx, idx - 1), ops.take(kx, idx)
+    y0, y1 = ops.take(ky, idx - 1), ops.take(ky, idx)
+    t = ops.clip((flat - x0) / ops.maximum(x1 - x0, 1e-12), 0.0, 1.0)
+    return ops.reshape(y0 + t * (y1 - y0), shape)
