@@ -203,7 +203,7 @@ def select_transformer_units(
     head_ratio: float | None = None,
     hidden_ratio: float | None = None,
     scores: dict | None = None,
-    importance: str = "l2",
+    importance: str = "l1",
 ) -> dict:
     """The units `shrink` keeps: the largest by magnitude or by `scores`.
 
@@ -220,7 +220,7 @@ def select_transformer_units(
             [array per layer (per key / value group or per query head)],
             "hidden": array}`, e.g. activation norms or Taylor scores from
             calibration data. Axes not given are scored by magnitude.
-        importance: `"l2"` or `"l1"`: the norm of all the weights of a unit
+        importance: `"l1"` or `"l2"`: the norm of all the weights of a unit
             (magnitude scoring).
 
     Returns:
