@@ -24,6 +24,10 @@ from keras_efficient.pruning.shrink import shrink
 from keras_efficient.pruning.shrink import zero_units
 from keras_efficient.pruning.strip import sparsity_report
 from keras_efficient.pruning.strip import strip_pruning
+from keras_efficient.pruning.transformer_units import select_transformer_units
+from keras_efficient.pruning.transformer_units import transformer_widths
+from keras_efficient.pruning.transformer_width import shrink_transformer
+from keras_efficient.pruning.transformer_width import zero_transformer_units
 
 __all__ = [
     "ConstantSparsity",
@@ -42,10 +46,14 @@ __all__ = [
     "noisy_prune_potential",
     "plot_sensitivity",
     "prune_potential",
+    "select_transformer_units",
     "sensitivity_analysis",
     "shrink",
+    "shrink_transformer",
     "sparsity_policy",
     "sparsity_report",
     "strip_pruning",
+    "transformer_widths",
+    "zero_transformer_units",
     "zero_units",
 ]

@@ -18,6 +18,7 @@ from keras_efficient._validation import check_fraction
 from keras_efficient._validation import check_instance
 from keras_efficient._validation import fail
 from keras_efficient.pruning import graph
+from keras_efficient.pruning import transformer_width
 from keras_efficient.pruning import units
 from keras_efficient.pruning.masks import keep_count
 
@@ -284,6 +285,11 @@ def shrink(
     model: keras.Model,
     ratio: float | dict[str, float] | None = None,
     importance: str = "l1",
+    *,
+    ffn_ratio: float | None = None,
+    head_ratio: float | None = None,
+    hidden_ratio: float | None = None,
+    scores: dict | None = None,
 ) -> keras.Model:
     """A new, smaller model without the zeroed units of `model`.
 
@@ -312,6 +318,15 @@ def shrink(
             in `[0, 1)` for every group, or `{group name: fraction}` (e.g.
             from `sparsity_policy`).
         importance: how `ratio` selects units: `"l1"`, `"l2"`, `"bn_scale"`.
+        ffn_ratio, head_ratio, hidden_ratio: Transformers only (a
+            keras-hub task or backbone, a `TransformerLM`): the fraction
+            of feed-forward neurons, attention heads (key / value groups)
+            or hidden channels removed, over `ratio`. A Transformer comes
+            back as the same class with smaller widths; see
+            `transformer_width` for what each class can express.
+        scores: Transformers only: importance scores `{"ffn": [array per
+            layer], "heads": [...], "hidden": array}` used in place of the
+            weight magnitude (e.g. activation norms from calibration).
 
     Returns:
         A new, uncompiled `keras.Model`.
@@ -333,6 +348,11 @@ def shrink(
     ```
     """
     check_instance("model", model, keras.Model, "a keras.Model")
+    widths = (ffn_ratio, head_ratio, hidden_ratio, scores)
+    if transformer_width.takes(model, ratio, *widths):
+        return transformer_width.shrink_by_ratio(
+            model, ratio, importance, *widths
+        )
     check_choice("importance", importance, IMPORTANCES)
     if ratio is not None:
         model = zero_units(model, ratio, importance)
