@@ -44,3 +44,38 @@ def test_bad_marginals():
         dependent_rounding([0.5, 0.2])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         dependent_rounding([1.5, -0.5])
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_inclusion_frequencies_with_fractional_carry(seed):
+    # No two consecutive fractional entries sum to 1, so most pairings
+    # leave one entry fractional and carry it into the next pairing.
+    p = np.array(
+        [0.3, 0.4, 0.6, 0.2, 0.5, 0.7, 0.35, 0.65, 0.15, 0.15, 1.0, 0.0]
+        + [0.45, 0.8, 0.1, 0.35, 0.3]
+    )
+    b = 7
+    assert p.sum() == pytest.approx(b)
+    rng = np.random.default_rng(seed)
+    trials = 6000
+    counts = np.zeros(len(p))
+    for _ in range(trials):
+        idx = dependent_rounding(p, rng)
+        assert len(idx) == b and len(np.unique(idx)) == b
+        counts[idx] += 1
+    freq = counts / trials
+    se = np.sqrt(p * (1 - p) / trials) + 1e-9
+    np.testing.assert_array_less(np.abs(freq - p), 4.5 * se + 1e-12)
+    assert freq[10] == 1.0 and freq[11] == 0.0
+
+
+def test_carry_keeps_the_still_fractional_entry():
+    # 0.3 + 0.4: the pair resolves to (0.7, 0) or (0, 0.7); the 0.7 must be
+    # carried into the pairing with 0.3, which then ends at one point.
+    p = np.array([0.3, 0.4, 0.3])
+    seen = set()
+    for seed in range(200):
+        idx = dependent_rounding(p, seed)
+        assert len(idx) == 1
+        seen.add(int(idx[0]))
+    assert seen == {0, 1, 2}

@@ -10,8 +10,11 @@ from tests.harness import JIT
 from tests.harness import to_numpy
 
 N, D = 64, 3
-IDS = [np.array([[1, 5, 5, 9]]), np.array([[5, 2, 40, 2]]),
-       np.array([[7, 7, 7, 7]])]
+IDS = [
+    np.array([[1, 5, 5, 9]]),
+    np.array([[5, 2, 40, 2]]),
+    np.array([[7, 7, 7, 7]]),
+]
 
 
 def _numpy_lazy_adam(
@@ -65,8 +68,9 @@ def _train(optimizer, steps=IDS, model_out=None):
 
 def test_lazy_adam_matches_numpy_and_leaves_other_rows():
     table, grads, got = _train(LazyAdam(0.01))
-    np.testing.assert_allclose(got, _numpy_lazy_adam(table, grads),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        got, _numpy_lazy_adam(table, grads), rtol=1e-5, atol=1e-6
+    )
     untouched = np.setdiff1d(np.arange(N), np.concatenate(IDS, axis=None))
     np.testing.assert_array_equal(got[untouched], table[untouched])
     # Plain Adam keeps moving row 9 after step 1 (its moment decays).
@@ -86,8 +90,12 @@ def test_config_round_trip_and_bad_arguments():
     clone = LazyAdam.from_config(opt.get_config())
     assert clone.beta_1 == 0.8
     assert float(clone.learning_rate) == pytest.approx(0.02)
-    assert isinstance(keras.optimizers.deserialize(
-        keras.optimizers.serialize(LazySGD(0.1, momentum=0.5))), LazySGD)
+    assert isinstance(
+        keras.optimizers.deserialize(
+            keras.optimizers.serialize(LazySGD(0.1, momentum=0.5))
+        ),
+        LazySGD,
+    )
     with pytest.raises(ValueError, match="amsgrad"):
         LazyAdam(amsgrad=True)
 
@@ -129,8 +137,6 @@ def test_lazy_adam_rows_read_skipped_and_read_again():
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_lazy_sgd_rows_read_skipped_and_read_again(momentum):
-    table, grads, got = _train(
-        LazySGD(0.1, momentum=momentum), READ_SKIP_READ
-    )
+    table, grads, got = _train(LazySGD(0.1, momentum=momentum), READ_SKIP_READ)
     expected = _numpy_lazy_sgd(table, grads, momentum=momentum)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
