@@ -62,9 +62,82 @@ MODULE_TESTS = {
 }
 
 # Mutants reviewed as equivalent (no input can tell them from the code):
-# module -> {mutant name: one-line reason}. Mutant names are mutmut's,
-# e.g. "keras_efficient.distillation.rounding.x_as_rng__mutmut_3".
-EQUIVALENT = {}
+# module -> {mutant name: one-line reason}. Names are mutmut's without the
+# module prefix, e.g. "x_as_rng__mutmut_3" (`mutmut show` prints the diff).
+EQUIVALENT = {
+    "distillation/rounding.py": {
+        "x_dependent_rounding__mutmut_7": (
+            "`|` also pairs integral entries; pairing a 0 or 1 with "
+            "anything moves no mass (a or c is 0), so the draw is the same"
+        ),
+        "x_dependent_rounding__mutmut_8": (
+            "`>= eps` differs only for an entry exactly 1e-9 (and pairing "
+            "it changes no distribution)"
+        ),
+        "x_dependent_rounding__mutmut_9": (
+            "`<= 1 - eps` differs only for an entry exactly 1 - 1e-9"
+        ),
+        "x_dependent_rounding__mutmut_10": (
+            "`< 1 + eps` also pairs entries equal to 1, a no-op pairing (a = 0)"
+        ),
+        "x_dependent_rounding__mutmut_11": (
+            "`< 2 - eps` also pairs entries equal to 1, a no-op pairing (a = 0)"
+        ),
+        "x_dependent_rounding__mutmut_16": (
+            "start carry 1: entry 1 is either frac[0] (self-pair, no move) "
+            "or integral (no-op pairing)"
+        ),
+        "x_dependent_rounding__mutmut_17": (
+            "start carry -2 is still < 0: same branch as -1"
+        ),
+        "x_dependent_rounding__mutmut_39": (
+            "`<=` vs `<` on a continuous uniform: probability 0"
+        ),
+        "x_dependent_rounding__mutmut_48": (
+            "carry test at exactly 1e-9: probability-0 boundary"
+        ),
+        "x_dependent_rounding__mutmut_49": (
+            "carry test at exactly 1 - 1e-9: probability-0 boundary"
+        ),
+        "x_dependent_rounding__mutmut_54": (
+            "reset test at exactly 1e-9: probability-0 boundary"
+        ),
+        "x_dependent_rounding__mutmut_55": (
+            "reset test at exactly 1 - 1e-9: probability-0 boundary"
+        ),
+        "x_dependent_rounding__mutmut_56": (
+            "keeps an entry equal to 1 as the carry; pairing it next is a "
+            "no-op (a = 0)"
+        ),
+        "x_dependent_rounding__mutmut_57": (
+            "keeps an entry equal to 1 as the carry; pairing it next is a "
+            "no-op (a = 0)"
+        ),
+        "x_dependent_rounding__mutmut_59": (
+            "carry 1 after both resolve: entry 1 is already visited and "
+            "integral, a no-op pairing"
+        ),
+        "x_dependent_rounding__mutmut_60": (
+            "carry -2 is still < 0: same branch as -1"
+        ),
+        "x_dependent_rounding__mutmut_62": (
+            "no choice -> the fix-up picks the b largest p, which are the b "
+            "ones"
+        ),
+        "x_dependent_rounding__mutmut_63": (
+            "p is 0 or 1 at the end: `>= 0.5` selects the same points"
+        ),
+        "x_dependent_rounding__mutmut_64": (
+            "no choice -> the fix-up picks the b largest p, which are the b "
+            "ones"
+        ),
+        "x_dependent_rounding__mutmut_65": (
+            "the fix-up on an exact 0/1 vector returns the same points; a "
+            "residue (len != b) needs a sum off an integer by > 0.5, "
+            "refused by the check"
+        ),
+    },
+}
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "mutation.json"
@@ -102,7 +175,7 @@ def _status_of(exit_code):
 
 def run_module(module, tests, workdir, max_children=1):
     """Runs mutmut on one module; `{mutant name: status}`."""
-    work = Path(workdir) / module.replace("/", "_").removesuffix(".py")
+    work = _work_of(workdir, module)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -122,13 +195,22 @@ def run_module(module, tests, workdir, max_children=1):
     command = [sys.executable, "-m", "mutmut", "run"]
     command += ["--max-children", str(max_children)]
     run = subprocess.run(command, cwd=work, env=env)
+    if run.returncode:
+        print(f"mutmut exited with {run.returncode} on {module}")
+    return read_statuses(work, module)
+
+
+def _work_of(workdir, module):
+    return Path(workdir) / module.replace("/", "_").removesuffix(".py")
+
+
+def read_statuses(work, module):
+    """`{mutant name: status}` from a finished mutmut run in `work`."""
     meta = work / "mutants" / "keras_efficient" / (module + ".meta")
     if not meta.exists():
-        raise RuntimeError(
-            f"mutmut wrote no results for {module} (exit {run.returncode})"
-        )
+        raise RuntimeError(f"mutmut wrote no results for {module} in {work}")
     codes = json.loads(meta.read_text())["exit_code_by_key"]
-    return {name: _status_of(code) for name, code in codes.items()}, work
+    return {name: _status_of(code) for name, code in codes.items()}
 
 
 def summarize(module, statuses):
@@ -136,8 +218,11 @@ def summarize(module, statuses):
     counts = {"mutants": len(statuses), "killed": 0, "survived": 0}
     counts.update(timeout=0, no_tests=0, other=0)
     survivors = []
+    seen_equivalent = {}
     for name, status in sorted(statuses.items()):
-        if name in equivalent:
+        short = name.rsplit(".", 1)[-1]
+        if short in equivalent:
+            seen_equivalent[short] = equivalent[short]
             continue
         if status in KILLED:
             counts["killed"] += 1
@@ -156,7 +241,7 @@ def summarize(module, statuses):
     scored = caught + counts["survived"] + counts["no_tests"]
     return {
         **counts,
-        "equivalent": {n: r for n, r in equivalent.items() if n in statuses},
+        "equivalent": seen_equivalent,
         "kill_rate": round(caught / scored, 4) if scored else None,
         "surviving": survivors,
     }
@@ -173,6 +258,11 @@ def main():
     parser.add_argument("--workdir", default=None, help="scratch folder")
     parser.add_argument("--keep", action="store_true", help="keep workdir")
     parser.add_argument("--max-children", type=int, default=1)
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="re-read a kept --workdir (after editing EQUIVALENT), no run",
+    )
     args = parser.parse_args()
     modules = args.module or list(MODULE_TESTS)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
@@ -180,9 +270,12 @@ def main():
     workdir = args.workdir or tempfile.mkdtemp(prefix="mutation-")
     try:
         for module in modules:
-            statuses, _ = run_module(
-                module, MODULE_TESTS[module], workdir, args.max_children
-            )
+            if args.rescore:
+                statuses = read_statuses(_work_of(workdir, module), module)
+            else:
+                statuses = run_module(
+                    module, MODULE_TESTS[module], workdir, args.max_children
+                )
             summary = summarize(module, statuses)
             summary["tests"] = MODULE_TESTS[module]
             results["modules"][module] = summary
@@ -203,7 +296,7 @@ def main():
             )
             RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     finally:
-        if not args.keep and args.workdir is None:
+        if not (args.keep or args.rescore) and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -79,3 +79,30 @@ def test_carry_keeps_the_still_fractional_entry():
         assert len(idx) == 1
         seen.add(int(idx[0]))
     assert seen == {0, 1, 2}
+
+
+def test_marginals_of_any_shape_and_one_sided_range_errors():
+    idx = dependent_rounding(np.array([[0.0, 1.0], [1.0, 0.0]]), rng=0)
+    np.testing.assert_array_equal(idx, [1, 2])
+    # Only one side out of range: each alone is refused.
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        dependent_rounding([1.2, 0.8, 0.0])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        dependent_rounding([-0.2, 0.7, 0.5])
+    # A sum within 1e-6 of an integer is accepted.
+    assert len(dependent_rounding([0.5, 0.5 + 5e-7], rng=0)) == 1
+
+
+def test_num_points_and_rng_checks():
+    from keras_efficient.distillation.rounding import as_rng
+    from keras_efficient.distillation.rounding import check_num_points
+
+    assert check_num_points(0, 5) == 0
+    assert check_num_points(5, 5) == 5
+    with pytest.raises(ValueError, match="`b`.*Received: b=-1"):
+        check_num_points(-1, 5)
+    with pytest.raises(ValueError, match="`b`.*at most.*5.*Received: b=6"):
+        check_num_points(6, 5)
+    with pytest.raises(ValueError, match="`rng`.*Received: rng=-1"):
+        as_rng(-1)
+    assert as_rng(0).random() == np.random.default_rng(0).random()
