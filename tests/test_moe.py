@@ -19,11 +19,32 @@ RNG = np.random.default_rng(0)
 X = RNG.normal(size=(3, 8, 6)).astype("float32")
 
 
+def _numpy_route(layer, x2):
+    """`(experts, gates)` from the router's weights, not `layer.route`.
+
+    Softmax router: the `top_k` largest softmax probabilities of
+    `x @ kernel`, largest first. LSH router: each table's sign bits of
+    `x @ projections` read as a binary number, modulo the expert count,
+    with equal gates `1 / top_k`.
+    """
+    x2 = x2.astype("float64")
+    k = layer.top_k
+    if layer.router == "softmax":
+        logits = x2 @ to_numpy(layer.gate_network.kernel).astype("float64")
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        experts = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+        return experts, np.take_along_axis(probs, experts, axis=-1)
+    projections = to_numpy(layer.hash.projections).astype("float64")
+    bits = (x2 @ projections > 0).reshape(len(x2), k, -1)
+    buckets = bits @ (2 ** np.arange(bits.shape[-1]))
+    return buckets % layer.num_experts, np.full(buckets.shape, 1.0 / k)
+
+
 def _numpy_moe(layer, x):
     """Loop reference: capacity in k-major, then token order."""
     x2 = x.reshape(-1, x.shape[-1])
-    experts, gates, _ = layer.route(x2)
-    experts, gates = to_numpy(experts), to_numpy(gates)
+    experts, gates = _numpy_route(layer, x2)
     w1, b1 = to_numpy(layer.kernel_in), to_numpy(layer.bias_in)
     w2, b2 = to_numpy(layer.kernel_out), to_numpy(layer.bias_out)
     num_tokens = len(x2)

@@ -467,3 +467,42 @@ def test_other_lookups_move_only_the_rows_read(lookup):
     moved = np.flatnonzero(np.any(to_numpy(table.embeddings) != before, 1))
     np.testing.assert_array_equal(moved, read)
     assert float(to_numpy(table.row_step)) == 1.0
+
+
+# Rows read, skipped, then read again (3, 5, 9), one read once (11): the
+# slots of a row must keep their values while it is not read.
+READ_SKIP_READ = [
+    np.array([[3, 5, 9, 11]]),
+    np.array([[5, 20, 20, 21]]),
+    np.array([[20, 21, 22, 22]]),
+    np.array([[3, 9, 9, 5]]),
+    np.array([[9, 3, 21, 30]]),
+]
+
+
+@pytest.mark.parametrize(
+    "table_optimizer",
+    ["adam", keras.optimizers.SGD(0.1, momentum=0.9)],
+    ids=["adam", "momentum"],
+)
+def test_fit_rows_read_skipped_and_read_again(table_optimizer):
+    model, table = _build(table_optimizer, "sgd")
+    want, want_slots, _ = _fit_and_reference(model, table, READ_SKIP_READ)
+    got = to_numpy(table.embeddings)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert len(table.row_slots) == len(want_slots) > 0
+    for slot, expected in zip(table.row_slots, want_slots):
+        np.testing.assert_allclose(
+            to_numpy(slot), expected, rtol=1e-5, atol=1e-9
+        )
+    # Row 11, read at step 1 only, keeps its step-1 slots exactly.
+    first_slots = _numpy_row_step(
+        table.row_update,
+        np.zeros((N, D)),
+        [np.zeros((N, D))] * len(want_slots),
+        0.0,
+        READ_SKIP_READ[0].reshape(-1),
+        C.reshape(-1, D),
+    )[1]
+    for slot, expected in zip(table.row_slots, first_slots):
+        np.testing.assert_allclose(to_numpy(slot)[11], expected[11], rtol=1e-5)

@@ -124,6 +124,40 @@ BUILDERS = {
 }
 
 
+def _separable(depth_multiplier, rank=2):
+    """A pruned producer feeds a separable convolution with multiplier m."""
+
+    def build():
+        conv, separable = {
+            1: (L.Conv1D, L.SeparableConv1D),
+            2: (L.Conv2D, L.SeparableConv2D),
+        }[rank]
+        inputs = keras.Input((6,) * rank + (3,))
+        x = conv(8, 3, padding="same", name="c1")(inputs)
+        x = L.ReLU()(x)
+        x = separable(
+            6,
+            3,
+            depth_multiplier=depth_multiplier,
+            padding="same",
+            activation="relu",
+            name="sep",
+        )(x)
+        x = L.Flatten()(x)
+        return keras.Model(inputs, L.Dense(4, name="out")(x))
+
+    return build
+
+
+BUILDERS.update(
+    {
+        "separable2d_depth_multiplier_2": _separable(2),
+        "separable2d_depth_multiplier_3": _separable(3),
+        "separable1d_depth_multiplier_3": _separable(3, rank=1),
+    }
+)
+
+
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_removal_gives_equal_outputs(name):
     model = _randomize(BUILDERS[name]())

@@ -1,0 +1,314 @@
+"""Mutation testing of the core modules (mutmut 3), one module at a time.
+
+Each module is mutated alone and checked against only the test files that
+cover it (`MODULE_TESTS` below), so a run fits a small machine. For every
+module the script copies the package and the tests into a scratch folder,
+writes a `[mutmut]` section naming the module and its tests, runs
+`mutmut run` there (one worker: mutmut forks each mutant from a pytest
+process that has already imported Keras and the backend) and reads the
+result of each mutant back. `benchmarks/results/mutation.json` gets, per
+module: mutants, killed, survived, timeout, the equivalent mutants
+(reviewed by hand in `EQUIVALENT`, each with its reason) and the kill rate
+over the non-equivalent mutants.
+
+    pip install -e ".[mutation]"
+    KERAS_BACKEND=jax nice -n 10 python benchmarks/mutation.py \
+        --module distillation/active/rounding.py
+
+Modules already in the results file are kept unless run again, so the
+figures can be built up a module at a time. This is a benchmark, not a CI
+gate.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# Module (relative to keras_efficient/) -> the test files that cover it.
+# The one place to update when a module or a test file moves.
+MODULE_TESTS = {
+    "distillation/active/rounding.py": [
+        "tests/test_dependent_rounding.py",
+        "tests/test_selection_strategies.py",
+    ],
+    "distillation/active/strategies.py": ["tests/test_selection_strategies.py"],
+    "distillation/kd.py": ["tests/test_kd.py"],
+    "distillation/slam.py": ["tests/test_slam.py"],
+    "distillation/debiased.py": ["tests/test_debiased.py"],
+    "pruning/schedules.py": ["tests/test_pruning_schedules.py"],
+    "pruning/masks.py": [
+        "tests/test_pruning_mask_ops.py",
+        "tests/test_pruning_groups.py",
+    ],
+    "pruning/mask_ops.py": ["tests/test_pruning_mask_ops.py"],
+    "pruning/state.py": ["tests/test_pruning_state.py"],
+    "pruning/update.py": [
+        "tests/test_pruning_state.py",
+        "tests/test_pruning_groups.py",
+    ],
+    "pruning/shrink.py": ["tests/test_shrink.py"],
+    "optimizers/lazy.py": [
+        "tests/test_lazy_optimizers.py",
+        "tests/test_row_update.py",
+    ],
+    "optimizers/row_update.py": ["tests/test_row_update.py"],
+    "layers/laurel.py": ["tests/test_laurel.py"],
+    "layers/routing.py": ["tests/test_moe.py"],
+    "layers/moe.py": ["tests/test_moe.py"],
+    "layers/altup/layer.py": ["tests/test_altup.py"],
+    "layers/lookup.py": ["tests/test_lookup.py", "tests/test_row_update.py"],
+    "layers/lsh.py": ["tests/test_lsh.py"],
+}
+
+# Mutants reviewed as equivalent (no input can tell them from the code):
+# module -> {mutant name: one-line reason}. Names are mutmut's without the
+# module prefix, e.g. "x_as_rng__mutmut_3" (`mutmut show` prints the diff).
+EQUIVALENT = {
+    "distillation/active/rounding.py": {
+        "x_dependent_rounding__mutmut_7": (
+            "`|` also pairs integral entries; pairing a 0 or 1 with "
+            "anything moves no mass (a or c is 0), so the draw is the same"
+        ),
+        "x_dependent_rounding__mutmut_8": (
+            "`>= eps` differs only for an entry exactly 1e-9 (and pairing "
+            "it changes no distribution)"
+        ),
+        "x_dependent_rounding__mutmut_9": (
+            "`<= 1 - eps` differs only for an entry exactly 1 - 1e-9"
+        ),
+        "x_dependent_rounding__mutmut_10": (
+            "`< 1 + eps` also pairs entries equal to 1, a no-op pairing (a = 0)"
+        ),
+        "x_dependent_rounding__mutmut_11": (
+            "`< 2 - eps` also pairs entries equal to 1, a no-op pairing (a = 0)"
+        ),
+        "x_dependent_rounding__mutmut_16": (
+            "start carry 1: entry 1 is either frac[0] (self-pair, no move) "
+            "or integral (no-op pairing)"
+        ),
+        "x_dependent_rounding__mutmut_17": (
+            "start carry -2 is still < 0: same branch as -1"
+        ),
+        "x_dependent_rounding__mutmut_39": (
+            "`<=` vs `<` on a continuous uniform: probability 0"
+        ),
+        "x_dependent_rounding__mutmut_48": (
+            "carry test at exactly 1e-9: probability-0 boundary"
+        ),
+        "x_dependent_rounding__mutmut_49": (
+            "carry test at exactly 1 - 1e-9: probability-0 boundary"
+        ),
+        "x_dependent_rounding__mutmut_54": (
+            "reset test at exactly 1e-9: probability-0 boundary"
+        ),
+        "x_dependent_rounding__mutmut_55": (
+            "reset test at exactly 1 - 1e-9: probability-0 boundary"
+        ),
+        "x_dependent_rounding__mutmut_56": (
+            "keeps an entry equal to 1 as the carry; pairing it next is a "
+            "no-op (a = 0)"
+        ),
+        "x_dependent_rounding__mutmut_57": (
+            "keeps an entry equal to 1 as the carry; pairing it next is a "
+            "no-op (a = 0)"
+        ),
+        "x_dependent_rounding__mutmut_59": (
+            "carry 1 after both resolve: entry 1 is already visited and "
+            "integral, a no-op pairing"
+        ),
+        "x_dependent_rounding__mutmut_60": (
+            "carry -2 is still < 0: same branch as -1"
+        ),
+        "x_dependent_rounding__mutmut_62": (
+            "no choice -> the fix-up picks the b largest p, which are the b "
+            "ones"
+        ),
+        "x_dependent_rounding__mutmut_63": (
+            "p is 0 or 1 at the end: `>= 0.5` selects the same points"
+        ),
+        "x_dependent_rounding__mutmut_64": (
+            "no choice -> the fix-up picks the b largest p, which are the b "
+            "ones"
+        ),
+        "x_dependent_rounding__mutmut_65": (
+            "the fix-up on an exact 0/1 vector returns the same points; a "
+            "residue (len != b) needs a sum off an integer by > 0.5, "
+            "refused by the check"
+        ),
+    },
+}
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "mutation.json"
+KILLED = {"killed", "caught by type check"}
+TIMEOUT = {"timeout"}
+
+
+def _mutmut_config(module, tests):
+    lines = [
+        "[mutmut]",
+        "source_paths = keras_efficient",
+        f"only_mutate = keras_efficient/{module}",
+        # Only the module's tests, without xdist; -x: a mutant is killed by
+        # its first failing test.
+        "pytest_add_cli_args_test_selection =",
+        *(f"    {t}" for t in tests),
+        "pytest_add_cli_args =",
+        "    -p",
+        "    no:xdist",
+        "    -x",
+        "    -q",
+        "mutate_only_covered_lines = true",
+        "use_git_change_detection = false",
+        "timeout_multiplier = 5.0",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _status_of(exit_code):
+    from mutmut.stats import status_by_exit_code
+
+    return status_by_exit_code[exit_code]
+
+
+def run_module(module, tests, workdir, max_children=1):
+    """Runs mutmut on one module; `{mutant name: status}`."""
+    work = _work_of(workdir, module)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    shutil.copytree(ROOT / "keras_efficient", work / "keras_efficient")
+    shutil.copytree(
+        ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("*.pyc")
+    )
+    # pytest options (markers, the `slow` filter) without a [tool.mutmut].
+    (work / "pytest.ini").write_text(
+        "[pytest]\naddopts = -m 'not slow' -p no:cacheprovider\n"
+        "markers =\n    slow: long-running tests\n"
+        "filterwarnings = ignore::DeprecationWarning\n"
+    )
+    (work / "setup.cfg").write_text(_mutmut_config(module, tests))
+    env = dict(os.environ, PYTHONPATH=str(work))
+    env.setdefault("KERAS_BACKEND", "jax")
+    command = [sys.executable, "-m", "mutmut", "run"]
+    command += ["--max-children", str(max_children)]
+    run = subprocess.run(command, cwd=work, env=env)
+    if run.returncode:
+        print(f"mutmut exited with {run.returncode} on {module}")
+    return read_statuses(work, module)
+
+
+def _work_of(workdir, module):
+    return Path(workdir) / module.replace("/", "_").removesuffix(".py")
+
+
+def read_statuses(work, module):
+    """`{mutant name: status}` from a finished mutmut run in `work`."""
+    meta = work / "mutants" / "keras_efficient" / (module + ".meta")
+    if not meta.exists():
+        raise RuntimeError(f"mutmut wrote no results for {module} in {work}")
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    return {name: _status_of(code) for name, code in codes.items()}
+
+
+def summarize(module, statuses):
+    equivalent = EQUIVALENT.get(module, {})
+    counts = {"mutants": len(statuses), "killed": 0, "survived": 0}
+    counts.update(timeout=0, no_tests=0, other=0)
+    survivors = []
+    seen_equivalent = {}
+    for name, status in sorted(statuses.items()):
+        short = name.rsplit(".", 1)[-1]
+        if short in equivalent:
+            seen_equivalent[short] = equivalent[short]
+            continue
+        if status in KILLED:
+            counts["killed"] += 1
+        elif status in TIMEOUT:
+            counts["timeout"] += 1
+        elif status == "survived":
+            counts["survived"] += 1
+            survivors.append(name)
+        elif status == "no tests":
+            counts["no_tests"] += 1
+            survivors.append(name)
+        else:
+            counts["other"] += 1
+    # A timeout counts as killed (the mutant made the tests hang).
+    caught = counts["killed"] + counts["timeout"]
+    scored = caught + counts["survived"] + counts["no_tests"]
+    return {
+        **counts,
+        "equivalent": seen_equivalent,
+        "kill_rate": round(caught / scored, 4) if scored else None,
+        "surviving": survivors,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--module",
+        action="append",
+        choices=sorted(MODULE_TESTS),
+        help="module to run (repeatable); default: all in MODULE_TESTS",
+    )
+    parser.add_argument("--workdir", default=None, help="scratch folder")
+    parser.add_argument("--keep", action="store_true", help="keep workdir")
+    parser.add_argument("--max-children", type=int, default=1)
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="re-read a kept --workdir (after editing EQUIVALENT), no run",
+    )
+    args = parser.parse_args()
+    modules = args.module or list(MODULE_TESTS)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results.setdefault("modules", {})
+    workdir = args.workdir or tempfile.mkdtemp(prefix="mutation-")
+    try:
+        for module in modules:
+            if args.rescore:
+                statuses = read_statuses(_work_of(workdir, module), module)
+            else:
+                statuses = run_module(
+                    module, MODULE_TESTS[module], workdir, args.max_children
+                )
+            summary = summarize(module, statuses)
+            summary["tests"] = MODULE_TESTS[module]
+            results["modules"][module] = summary
+            print(
+                module,
+                json.dumps(
+                    {
+                        k: summary[k]
+                        for k in summary
+                        if k not in ("surviving", "tests")
+                    }
+                ),
+            )
+            results["tool"] = "mutmut " + _mutmut_version()
+            results["backend"] = os.environ.get("KERAS_BACKEND", "jax")
+            results["not_run"] = sorted(
+                set(MODULE_TESTS) - set(results["modules"])
+            )
+            RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    finally:
+        if not (args.keep or args.rescore) and args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _mutmut_version():
+    from importlib.metadata import version
+
+    return version("mutmut")
+
+
+if __name__ == "__main__":
+    main()
