@@ -98,10 +98,11 @@ def _row_bytes(array):
 
 
 def _describe(data):
-    """Per-input `(kind, shape[1:])`: dtype-exact for numbers."""
+    """Per input: its place in the structure (dict keys, list positions),
+    kind (the dtype of numbers; text) and row shape."""
     return [
-        ("text" if is_text(a) else str(a.dtype), tuple(a.shape[1:]))
-        for a in keras.tree.flatten(data)
+        (path, "text" if is_text(a) else str(a.dtype), tuple(a.shape[1:]))
+        for path, a in keras.tree.flatten_with_path(data)
     ]
 
 
