@@ -6,7 +6,10 @@ A callback test gives three things and the harness does the rest:
   fresh model with fixed seeds on every call, e.g. `dense_classifier`),
 - a *callback factory* `make_callback() -> keras.callbacks.Callback` (a
   fresh callback on every call),
-- *data*, `(x, y)` NumPy arrays (e.g. `classification_data`).
+- *data*, `(x, y)` NumPy arrays (e.g. `classification_data`), or a
+  function of the run's callback returning `(x, y)` (a callback that
+  feeds its own data, e.g. `ActiveDistillation`: `(callback.dataset,
+  None)`).
 
 Helpers:
 
@@ -22,8 +25,8 @@ Helpers:
   gives an equal config.
 - `run_callback_test(...)`: all of the above in one call.
 
-Callbacks under test: `MagnitudePruning` (tests/test_pruning*.py); the
-active-selection tests can use the same factories.
+Callbacks under test: `MagnitudePruning` (tests/test_pruning*.py) and
+`ActiveDistillation` (tests/test_active*.py).
 """
 
 from collections.abc import Callable
@@ -148,21 +151,27 @@ def crash_and_resume(
     run with `BackupAndRestore(backup_dir)` crashes at `crash_epoch`; a
     third, fresh model and callback resume it from the backup.
     `backup_first` puts `BackupAndRestore` before the callback in the
-    resumed run (the crashed run has it after), so both orders run."""
+    resumed run (the crashed run has it after), so both orders run.
+    `data` may be a function of each run's callback."""
+
+    def data_of(callback):
+        return data(callback) if callable(data) else data
+
     reference, reference_cb = make_model(), make_callback()
-    fit(reference, [reference_cb], data, epochs, **fit_kwargs)
+    fit(reference, [reference_cb], data_of(reference_cb), epochs, **fit_kwargs)
     backup = keras.callbacks.BackupAndRestore(str(backup_dir))
+    crashed = make_callback()
     with pytest.raises(RuntimeError, match="interrupted"):
         fit(
             make_model(),
-            [make_callback(), backup, CrashAt(crash_epoch)],
-            data,
+            [crashed, backup, CrashAt(crash_epoch)],
+            data_of(crashed),
             epochs,
             **fit_kwargs,
         )
     model, callback = make_model(), make_callback()
     order = [backup, callback] if backup_first else [callback, backup]
-    fit(model, order, data, epochs, **fit_kwargs)
+    fit(model, order, data_of(callback), epochs, **fit_kwargs)
     return reference, reference_cb, model, callback
 
 

@@ -8,6 +8,7 @@ from keras.src.callbacks.callback_list import CallbackList
 from keras_efficient.callbacks import ActiveDistillation
 from keras_efficient.distillation import TeacherQueryError
 from keras_efficient.distillation.active import SelectionState
+from tests import callback_harness as harness
 
 N, D, C = 200, 5, 3
 BUDGET, PER_ROUND, BATCH = 100, 30, 16
@@ -44,15 +45,10 @@ def _pool():
 
 
 def _student():
-    m = keras.Sequential(
-        [
-            keras.Input((D,)),
-            keras.layers.Dense(8, "relu"),
-            keras.layers.Dense(C),
-        ]
+    model = harness.dense_classifier((D,), (8,), C)
+    return harness.compile_model(
+        model, "sgd", keras.losses.CategoricalCrossentropy(from_logits=True)
     )
-    m.compile("sgd", keras.losses.CategoricalCrossentropy(from_logits=True))
-    return m
 
 
 def _make(pool, teacher, state_dir, strategy="uniform"):

@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 
 from keras_efficient.callbacks import ActiveDistillation
+from tests import callback_harness as harness
 
 N, D, C = 300, 6, 3
 _SHAPE = {"teacher_output_shape": (C,)}
+LOSS = keras.losses.CategoricalCrossentropy(from_logits=True)
 
 
 def _data(seed=0):
@@ -35,16 +37,9 @@ class CountingTeacher:
         return _teacher(x)
 
 
-def _student():
-    m = keras.Sequential(
-        [
-            keras.Input((D,)),
-            keras.layers.Dense(8, "relu"),
-            keras.layers.Dense(C),
-        ]
-    )
-    m.compile("adam", keras.losses.CategoricalCrossentropy(from_logits=True))
-    return m
+def _student(seed=0):
+    model = harness.dense_classifier((D,), (8,), C, seed=seed)
+    return harness.compile_model(model, "adam", LOSS)
 
 
 @pytest.mark.parametrize(
@@ -165,7 +160,7 @@ def _run(tmp_path, strategy, interrupt_at=None, epochs=6):
         # uses to shuffle batch indices, NumPy's, the backend's) is in
         # another state, and the student starts from other weights.
         keras.utils.set_random_seed(1234)
-        student = _student()
+        student = _student(seed=1234)
         act = make()
         cbs = [act, keras.callbacks.BackupAndRestore(state)]
     student.fit(act.dataset, epochs=epochs, callbacks=cbs, verbose=0)

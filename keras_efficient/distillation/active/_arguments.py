@@ -1,7 +1,5 @@
 """Argument checks of `ActiveDistillation` (private)."""
 
-import numpy as np
-
 from keras_efficient import _validation as v
 from keras_efficient.distillation.active.strategies import RobustSelection
 
@@ -20,26 +18,16 @@ def check_output_shape(shape):
     return v.check_int_tuple("teacher_output_shape", shape, len(shape))
 
 
-def check_validation(validation, pool):
-    """`None` or labeled `(x_val, y_val)` shaped like the pool's inputs."""
-    if validation is None:
-        return None
-    what = "None or a pair (x_val, y_val) of arrays of equal length"
-    if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-        v.fail("validation", what, validation, v.ArgumentTypeError)
-    x_val, y_val = (np.asarray(part) for part in validation)
-    if x_val.ndim == 0 or y_val.ndim == 0 or len(x_val) != len(y_val):
-        v.fail("validation", what, validation)
-    if len(x_val) == 0:
-        v.fail("validation", "at least one labeled example", validation)
-    if x_val.shape[1:] != pool.shape[1:]:
+def check_preprocessor(preprocessor):
+    if preprocessor is not None and not callable(preprocessor):
         v.fail(
-            "validation",
-            f"inputs shaped like the pool's, (n,) + {pool.shape[1:]}; "
-            f"got x_val of shape {x_val.shape}",
-            "(x_val, y_val)",
+            "preprocessor",
+            "None or a callable mapping a batch of pool inputs to the "
+            "student's inputs",
+            preprocessor,
+            error=v.ArgumentTypeError,
         )
-    return validation
+    return preprocessor
 
 
 def check_teacher(teacher):

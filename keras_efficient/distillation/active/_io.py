@@ -11,39 +11,47 @@ import keras
 import numpy as np
 
 from keras_efficient.distillation._common import np_probs
+from keras_efficient.distillation.active.checks import check_answers
 from keras_efficient.distillation.active.errors import TeacherQueryError
+from keras_efficient.distillation.active.pool import ArrayPool
+from keras_efficient.distillation.active.pool import concat_rows
+from keras_efficient.distillation.active.pool import is_text
+from keras_efficient.distillation.active.pool import num_rows
+from keras_efficient.distillation.active.pool import pad_rows
+from keras_efficient.distillation.active.pool import rows_of
 
 
 class TeacherIO:
     """Teacher side of `ActiveDistillation` (a mixin)."""
 
     # ---- teacher -----------------------------------------------------------
-    def _placeholder(self, output_shape):
-        """A zero batch of the teacher's output shape, found without a query."""
-        x = self.pool[np.arange(self.batch_size) % len(self.pool)]
-        _, answers = self.state.training_data(len(self.state.rounds))
-        if answers is not None:
-            shape = answers.shape[1:]
-        elif output_shape is not None:
-            shape = tuple(output_shape)
-        else:
-            shape = self._traced_output_shape(x)
-        return x, np.zeros((self.batch_size,) + tuple(shape), "float32")
+    def _declared_or_traced_shape(self, declared):
+        """The shape of one teacher output, without a query; None when
+        the teacher cannot be traced (the saved state may know it)."""
+        if declared is not None:
+            return tuple(declared)
+        try:
+            return self._traced_output_shape(self._pool.head(self.batch_size))
+        except Exception:
+            return None
+
+    def _placeholder(self):
+        """A batch of pool inputs and zero answers, found without a query."""
+        x = self._pool.head(self.batch_size)
+        y = np.zeros((self.batch_size,) + self._answer_shape, "float32")
+        return x, y
 
     def _traced_output_shape(self, x):
-        spec = keras.KerasTensor(x.shape, dtype=str(x.dtype))
+        spec = keras.tree.map_structure(
+            lambda a: keras.KerasTensor(
+                a.shape, dtype="string" if is_text(a) else str(a.dtype)
+            ),
+            x,
+        )
         teacher = self.teacher
         if not isinstance(teacher, keras.Layer):
             teacher = keras.layers.Lambda(teacher)
-        try:
-            return tuple(teacher.compute_output_spec(spec).shape[1:])
-        except Exception as err:
-            raise ValueError(
-                "ActiveDistillation needs the shape of the teacher's outputs "
-                "before its first query, and could not trace the teacher on "
-                "a `keras.KerasTensor`. Pass `teacher_output_shape`, e.g. "
-                "`teacher_output_shape=(num_classes,)`."
-            ) from err
+        return tuple(teacher.compute_output_spec(spec).shape[1:])
 
     def _call_teacher(self, x):
         if isinstance(self.teacher, keras.Model):
@@ -58,6 +66,9 @@ class TeacherIO:
         todo = [k for k, sent in enumerate(rec.sent) if not sent]
         if not todo:
             return
+        if self._pool.streamed:
+            # One pass reads every row of the round the teacher needs.
+            self._pool.take(np.concatenate([batches[k] for k in todo]))
         points = sum(len(batches[k]) for k in todo)
         bar = _progress(
             self.verbose,
@@ -66,9 +77,10 @@ class TeacherIO:
         )
         for k in todo:
             idx = batches[k]
+            x = self._pool.take(idx)
             self.state.mark_sent(rec, k)
             try:
-                y = self._call_teacher(self.pool[idx])
+                y = self._call_teacher(x)
             except Exception as err:
                 raise TeacherQueryError(
                     f"ActiveDistillation: the teacher raised while querying "
@@ -80,33 +92,30 @@ class TeacherIO:
                     f"{self.budget} queries spent).",
                     err,
                 ) from err
-            if len(y) != len(idx):
-                raise ValueError(
-                    f"The teacher returned {len(y)} outputs for {len(idx)} "
-                    f"inputs (round {rec.index}, batch {k + 1})."
-                )
+            check_answers(y, len(idx), self._answer_shape, rec.index)
             _check_finite(y, idx, rec.index)
             self.state.save_answers(rec, k, y)
             bar.add(1)
 
     def _teacher_accuracy(self):
         if self.state.teacher_accuracy is None and self.validation is not None:
-            xv, yv = np.asarray(self.validation[0]), self.validation[1]
-            starts = range(0, len(xv), self.batch_size)
+            x_val = ArrayPool(self.validation[0], "validation")
+            rows = np.arange(len(x_val))
+            starts = range(0, len(x_val), self.batch_size)
             bar = _progress(
                 self.verbose,
-                f"measuring the teacher's accuracy on {len(xv)} validation "
-                "points",
+                f"measuring the teacher's accuracy on {len(x_val)} "
+                "validation points",
                 len(starts),
             )
             answers = []
-            for s in starts:
-                answers.append(self._call_teacher(xv[s : s + self.batch_size]))
+            for x in x_val.batches(rows, self.batch_size):
+                y = self._call_teacher(x)
+                check_answers(y, num_rows(x), self._answer_shape, None)
+                answers.append(y)
                 bar.add(1)
-            yv = np.asarray(yv)
-            if yv.ndim > 1:
-                yv = yv.argmax(-1)
-            accuracy = (np.concatenate(answers).argmax(-1) == yv).mean()
+            labels = self.validation[1]
+            accuracy = (np.concatenate(answers).argmax(-1) == labels).mean()
             self.state.set_teacher_accuracy(accuracy)
         return self.state.teacher_accuracy
 
@@ -114,23 +123,58 @@ class TeacherIO:
 class StudentIO:
     """Student side of `ActiveDistillation` (a mixin)."""
 
+    def _student_inputs(self, x):
+        """A batch of pool inputs as the student reads them."""
+        if self.preprocessor is None:
+            return x
+        out = self.preprocessor(x)
+        if isinstance(out, tuple):
+            out = keras.utils.unpack_x_y_sample_weight(out)[0]
+        return keras.tree.map_structure(
+            lambda a: np.asarray(keras.ops.convert_to_numpy(a)), out
+        )
+
+    def _map_batches(self, fn, batches, bar):
+        """`fn` over whole batches of raw inputs, outputs concatenated.
+
+        Batches are padded to `batch_size`: the pool shrinks every round,
+        and a last batch of a new size would make the backend compile the
+        student for that shape again, every round.
+        """
+        parts = []
+        for x in batches:
+            n = num_rows(x)
+            pad = self.batch_size - n
+            if pad > 0:
+                x = pad_rows(x, pad)
+            y = keras.tree.map_structure(
+                keras.ops.convert_to_numpy, fn(self._student_inputs(x))
+            )
+            parts.append(rows_of(y, slice(None, n)))
+            bar.add(1)
+        return concat_rows(parts)
+
     def _predict(self, model, x):
-        # Pad to whole batches: the pool shrinks every round, and a last
-        # batch of a new size would make the backend compile `predict` for
-        # that shape again, every round.
-        n = len(x)
-        if self.verbose:
-            print(f"ActiveDistillation: scoring {n} pool points")
-        pad = -n % self.batch_size
-        if pad:
-            x = np.concatenate([x, np.repeat(x[:1], pad, axis=0)], axis=0)
-        out = model.predict(x, batch_size=self.batch_size, verbose=self.verbose)
-        return keras.tree.map_structure(lambda a: np.asarray(a)[:n], out)
+        """`model` on in-memory inputs `x`, in padded batches."""
+        pool = ArrayPool(x)
+        rows = np.arange(len(pool))
+        bar = self._bar(f"scoring {len(pool)} pool points", len(pool))
+        return self._map_batches(
+            model.predict_on_batch, pool.batches(rows, self.batch_size), bar
+        )
+
+    def _bar(self, title, num_points, passes=1):
+        steps = passes * -(-num_points // self.batch_size)
+        return _progress(self.verbose, title, steps)
+
+    def _score(self, model, idx):
+        """`model` on the pool points `idx`, in padded batches."""
+        bar = self._bar(f"scoring {len(idx)} pool points", len(idx))
+        batches = self._pool.batches(idx, self.batch_size)
+        return self._map_batches(model.predict_on_batch, batches, bar)
 
     def _probabilities(self, idx):
-        return np_probs(
-            self._predict(self.model, self.pool[idx]), self.from_logits
-        )
+        return np_probs(self._score(self.model, idx), self.from_logits)
 
     def _embeddings(self, idx):
         if not self.embedding_layer:
@@ -144,7 +188,7 @@ class StudentIO:
                 self.model.get_layer(self.embedding_layer).output,
             )
             self._embedder = cached = (self.model, sub)
-        return self._predict(cached[1], self.pool[idx])
+        return self._score(cached[1], idx)
 
     def _features(self, idx):
         """Inputs of the student's last layer (BADGE), or the embeddings."""
@@ -154,7 +198,7 @@ class StudentIO:
         if cached is None or cached[0] is not self.model:
             sub = keras.Model(self.model.inputs, self.model.layers[-1].input)
             self._featurizer = cached = (self.model, sub)
-        return self._predict(cached[1], self.pool[idx])
+        return self._score(cached[1], idx)
 
     def _mc_probabilities(self, idx, num_passes):
         """`(T, n, C)` probabilities from T passes with `training=True`.
@@ -165,24 +209,19 @@ class StudentIO:
         on TensorFlow; eager on torch).
         """
         saved = [np.array(w) for w in self.model.non_trainable_variables]
-        x = self.pool[idx]
-        starts = range(0, len(x), self.batch_size)
-        bar = _progress(
-            self.verbose,
-            f"scoring {len(x)} pool points with {num_passes} stochastic "
-            "passes of the student",
-            num_passes * len(starts),
-        )
         forward = _stochastic_forward(self.model)
+        bar = self._bar(
+            f"scoring {len(idx)} pool points with {num_passes} stochastic "
+            "passes of the student",
+            len(idx),
+            num_passes,
+        )
         out = []
         try:
             for _ in range(num_passes):
-                parts = []
-                for s in starts:
-                    y = forward(x[s : s + self.batch_size])
-                    parts.append(keras.ops.convert_to_numpy(y))
-                    bar.add(1)
-                out.append(np_probs(np.concatenate(parts), self.from_logits))
+                batches = self._pool.batches(idx, self.batch_size)
+                y = self._map_batches(forward, batches, bar)
+                out.append(np_probs(y, self.from_logits))
         finally:
             for w, value in zip(self.model.non_trainable_variables, saved):
                 w.assign(value)

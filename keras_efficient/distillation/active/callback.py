@@ -3,6 +3,7 @@
 import math
 import os
 from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -10,9 +11,12 @@ import numpy as np
 from keras_efficient import _validation as v
 from keras_efficient.distillation.active import _arguments
 from keras_efficient.distillation.active import _io
+from keras_efficient.distillation.active.checks import check_labels
+from keras_efficient.distillation.active.checks import check_validation
 from keras_efficient.distillation.active.context import SelectionContext
 from keras_efficient.distillation.active.dataset import QueriedDataset
 from keras_efficient.distillation.active.ledger import SelectionState
+from keras_efficient.distillation.active.pool import as_pool
 from keras_efficient.distillation.active.strategies import SelectionStrategy
 from keras_efficient.distillation.active.strategies import UniformSelection
 from keras_efficient.distillation.active.strategies import get
@@ -52,9 +56,22 @@ class ActiveDistillation(
     batches: pass it to `fit` as `x`, without `steps_per_epoch`. The batch
     order of epoch `e` depends only on `(seed, e)`.
 
+    The pool may be anything `model.predict` reads: an array, a dict (or
+    list) of arrays with one row count (a keras-hub model's
+    `{"token_ids": ..., "padding_mask": ...}`), an array of strings (raw
+    text: the teacher brings its own preprocessor, e.g. a keras-hub task,
+    and the student's is `preprocessor=`), or, for a pool that does not fit
+    in memory, a `tf.data.Dataset` or `keras.utils.PyDataset` of batches of
+    unlabeled inputs in a fixed order. A dataset is streamed: once here (to
+    count and fingerprint its rows), then per round to score it and to read
+    the chosen rows back; only the chosen rows and the teacher's answers
+    are kept. The saved state records the pool's fingerprint and the
+    teacher's output shape and refuses to resume onto other ones.
+
     Args:
-        pool: array `(n, ...)` of unlabeled inputs.
-        teacher: a Keras model or any callable mapping a batch to outputs.
+        pool: the unlabeled inputs (see above), `n >= 1` rows.
+        teacher: a Keras model or any callable mapping a batch of pool
+            inputs to outputs of shape `(batch,) + teacher_output_shape`.
         budget: total number of points sent to the teacher (<= `len(pool)`).
         queries_per_round: points per round (>= 1).
         strategy: a name in `keras_efficient.distillation.active.STRATEGIES`
@@ -79,6 +96,10 @@ class ActiveDistillation(
         verbose: Keras's convention: 0 (silent), 1 (a
             `keras.utils.Progbar` for each pass that scores the pool with
             the student or queries the teacher) or 2 (one line per pass).
+        preprocessor: None or a callable mapping a batch of pool inputs to
+            the student's inputs, applied to the training batches and
+            before scoring (e.g. a keras-hub preprocessor, with the
+            student's own `preprocessor=None`, or a `TextVectorization`).
 
     Example:
 
@@ -99,7 +120,7 @@ class ActiveDistillation(
 
     def __init__(
         self,
-        pool: np.ndarray,
+        pool: Any,
         teacher: Callable,
         budget: int,
         queries_per_round: int,
@@ -114,12 +135,14 @@ class ActiveDistillation(
         state_dir: str | os.PathLike | None = None,
         seed: int | None = 0,
         verbose: int = 0,
+        preprocessor: Callable | None = None,
     ):
         super().__init__()
-        self.pool = np.asarray(pool)
+        self._pool = as_pool(pool)
+        self.pool = pool if self._pool.streamed else self._pool.data
         self.teacher = _arguments.check_teacher(teacher)
         self.budget = v.check_int(
-            "budget", budget, min_value=1, max_value=len(self.pool)
+            "budget", budget, min_value=1, max_value=len(self._pool)
         )
         self.queries_per_round = v.check_positive_int(
             "queries_per_round", queries_per_round
@@ -128,7 +151,7 @@ class ActiveDistillation(
         self.epochs_per_round = v.check_positive_int(
             "epochs_per_round", epochs_per_round
         )
-        self.validation = _arguments.check_validation(validation, self.pool)
+        self.validation = check_validation(validation, self._pool)
         self.batch_size = v.check_positive_int("batch_size", batch_size)
         if steps_per_epoch is None:
             steps_per_epoch = math.ceil(self.budget / self.batch_size)
@@ -152,30 +175,57 @@ class ActiveDistillation(
             teacher_output_shape
         )
         self.verbose = v.check_int("verbose", verbose, 0, 2)
+        self.preprocessor = _arguments.check_preprocessor(preprocessor)
         # Every argument is checked before the ledger touches `state_dir`.
         _arguments.check_strategy_inputs(self.strategy, self.validation)
-        self.state = SelectionState(self._run_identity(), state_dir)
+        shape = self._declared_or_traced_shape(self.teacher_output_shape)
+        self.state = SelectionState(self._run_identity(shape), state_dir)
+        self._answer_shape = self._resolve_answer_shape(shape)
+        if self.validation is not None and len(self._answer_shape) == 1:
+            labels = check_labels(self.validation[1], self._answer_shape[0])
+            self.validation = (self.validation[0], labels)
         self.seed = self._resolve_seed(seed)
         self._initial_strategy_state = self.strategy.get_state()
         self._reset_replay()
         self.dataset = QueriedDataset(
             self.state,
-            self.pool,
+            self._pool,
             self.batch_size,
             self.steps_per_epoch,
             self.seed,
-            self._placeholder(self.teacher_output_shape),
+            self._placeholder(),
+            preprocessor=self._student_inputs,
         )
         self._epoch = None
 
-    def _run_identity(self):
-        """What a saved selection state must match to be this run's."""
-        return {
-            "pool_size": len(self.pool),
+    def _run_identity(self, output_shape):
+        """What a saved selection state must match to be this run's: the
+        settings, the pool's fingerprint and the teacher's output shape
+        (when known before a query)."""
+        identity = {
+            "pool_size": len(self._pool),
+            "pool_fingerprint": self._pool.fingerprint(),
             "budget": self.budget,
             "queries_per_round": self.queries_per_round,
             "epochs_per_round": self.epochs_per_round,
         }
+        if output_shape is not None:
+            identity["teacher_output_shape"] = list(output_shape)
+        return identity
+
+    def _resolve_answer_shape(self, shape):
+        """The teacher's output shape: declared, traced, or saved."""
+        if shape is None:
+            shape = self.state.config.get("teacher_output_shape")
+        if shape is None:
+            raise ValueError(
+                "ActiveDistillation needs the shape of the teacher's outputs "
+                "before its first query, and could not trace the teacher on "
+                "a `keras.KerasTensor`. Pass `teacher_output_shape`, e.g. "
+                "`teacher_output_shape=(num_classes,)`."
+            )
+        self.state.update_config({"teacher_output_shape": list(shape)})
+        return tuple(shape)
 
     def _resolve_seed(self, seed):
         if seed is not None:
@@ -215,8 +265,9 @@ class ActiveDistillation(
         return self.state.training_data(self._applied)[0]
 
     @property
-    def train_x(self) -> np.ndarray:
-        return self.pool[self.queried]
+    def train_x(self) -> Any:
+        """Inputs of the training set (the pool's structure)."""
+        return self._pool.take(self.queried)
 
     @property
     def train_y(self) -> np.ndarray | None:
@@ -262,7 +313,7 @@ class ActiveDistillation(
         b = min(self.queries_per_round, self.queries_left)
         if b <= 0:
             return None
-        avail = np.setdiff1d(np.arange(len(self.pool)), self._chosen())
+        avail = np.setdiff1d(np.arange(len(self._pool)), self._chosen())
         strategy = self.strategy if use_model else UniformSelection()
         rel = np.asarray(
             strategy.select(self._context(avail, use_model), b), np.int64

@@ -1,11 +1,14 @@
 """The growing training set that `ActiveDistillation` feeds to `fit`."""
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
 
 from keras_efficient.distillation.active.ledger import SelectionState
+from keras_efficient.distillation.active.pool import as_pool
 
 
 class QueriedDataset(keras.utils.PyDataset):
@@ -27,13 +30,22 @@ class QueriedDataset(keras.utils.PyDataset):
     Before training starts (`fit` peeks at a batch for shapes), a
     placeholder batch is served: the peek never reaches the teacher.
 
+    The chosen inputs are read back from the pool by index (for a
+    streamed pool, once per round, then kept in memory: the training set
+    is the budget's size, not the pool's); `preprocessor`, when given,
+    maps each batch of pool inputs to the student's inputs (e.g. raw text
+    to token ids).
+
     Args:
         state: the `SelectionState` to read the answers from.
-        pool: the unlabeled pool.
+        pool: the unlabeled pool: an array, a dict of arrays, an array of
+            strings, a `tf.data.Dataset` or a `keras.utils.PyDataset`.
         batch_size: rows per batch.
         steps_per_epoch: batches per epoch.
         seed: seed of the per-epoch permutations.
-        placeholder: `(x, y)` batch served before training starts.
+        placeholder: `(x, y)` batch served before training starts (raw
+            pool inputs, like the pool's).
+        preprocessor: None or a callable applied to each batch's inputs.
     """
 
     _WAIT_S = 600.0
@@ -45,11 +57,14 @@ class QueriedDataset(keras.utils.PyDataset):
         batch_size: int,
         steps_per_epoch: int,
         seed: int,
-        placeholder: tuple[np.ndarray, np.ndarray],
+        placeholder: tuple[Any, np.ndarray],
+        preprocessor: Callable | None = None,
     ):
         super().__init__()
         self.state = state
         self.pool = pool
+        self._pool = as_pool(pool)
+        self.preprocessor = preprocessor
         self.batch_size = batch_size
         self.steps = steps_per_epoch
         self.seed = seed
@@ -93,7 +108,7 @@ class QueriedDataset(keras.utils.PyDataset):
             self._plans = {
                 e: p for e, p in self._plans.items() if e >= epoch - 1
             }
-            self._plans[epoch] = (self.pool[idx], y, rows)
+            self._plans[epoch] = (self._pool.take(idx), y, rows)
             self._cond.notify_all()
 
     def _take(self):
@@ -126,6 +141,11 @@ class QueriedDataset(keras.utils.PyDataset):
     def __getitem__(self, idx):
         taken = self._take()
         if taken is None:
-            return self.placeholder
-        (x, y, rows), step = taken
-        return x[rows[step]], y[rows[step]]
+            x, y = self.placeholder
+        else:
+            (x, y, rows), step = taken
+            x = keras.tree.map_structure(lambda a: a[rows[step]], x)
+            y = y[rows[step]]
+        if self.preprocessor is not None:
+            x = self.preprocessor(x)
+        return x, y

@@ -241,11 +241,18 @@ class SelectionState:
             meta = json.load(f)
         saved = {k: meta["config"].get(k) for k in self.config}
         if saved != self.config:
+            differ = ", ".join(
+                f"{k}={saved[k]!r} there, {self.config[k]!r} here"
+                for k in self.config
+                if saved[k] != self.config[k]
+            )
             raise ValueError(
                 f"The selection state in {self.directory!r} belongs to "
-                f"another run ({meta['config']}); this one is "
-                f"{self.config}. Pass another `state_dir`, or empty it to "
-                "start afresh (its teacher answers are then lost)."
+                f"another run ({differ}): resuming would replay its teacher "
+                "answers onto other data. To start afresh, pass another "
+                "`state_dir` or delete that folder (its teacher answers are "
+                "then lost); to resume it, pass the pool, teacher and "
+                "settings of the run that wrote it."
             )
         self.config = meta["config"]
         self.teacher_accuracy = meta.get("teacher_accuracy")
