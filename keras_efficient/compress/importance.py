@@ -160,7 +160,7 @@ def activation_scores(model: TransformerLM, batches: list) -> dict:
     blocks = [model.get_layer(f"block_{i}") for i in range(model.num_layers)]
     final_norm = model.get_layer("final_norm")
     view = keras.Model(
-        model.inputs,
+        model.input,
         [block.input for block in blocks] + [final_norm.output],
     )
     ffn = [0.0] * layout.num_layers
