@@ -74,7 +74,8 @@ x_eval, y_eval = lm_windows(validation, SEQUENCE_LENGTH, EVAL_WINDOWS, seed=99)
 
 
 def bits_per_byte(model):
-    model.compile(loss=LM_LOSS, jit_compile=JIT)
+    if not model.compiled:  # compiled once: a recompile retraces
+        model.compile(loss=LM_LOSS, jit_compile=JIT)
     return model.evaluate(x_eval, y_eval, batch_size=64, verbose=0) / np.log(2)
 
 
@@ -88,10 +89,13 @@ def train_curve(fit_chunk, model, steps):
 
 
 def fit_on_labels(model, x, y):
-    optimizer = keras.optimizers.Adam(2e-3, global_clipnorm=1.0)
+    model.compile(
+        optimizer=keras.optimizers.Adam(2e-3, global_clipnorm=1.0),
+        loss=LM_LOSS,
+        jit_compile=JIT,
+    )
 
     def chunk(part):
-        model.compile(optimizer=optimizer, loss=LM_LOSS, jit_compile=JIT)
         model.fit(x[part], y[part], batch_size=BATCH_SIZE, verbose=VERBOSE)
 
     return chunk
