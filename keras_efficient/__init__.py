@@ -8,6 +8,8 @@ TensorFlow and PyTorch backends:
   debiased distillation, temperature KD, budgeted active query selection.
 - `keras_efficient.pruning`: schedules, structures, the pruning callback,
   strip and report, evaluation beyond test accuracy.
+- `keras_efficient.compress`: prune a trained Transformer by importance
+  on calibration data, then distil it from the original.
 - `keras_efficient.losses`, `keras_efficient.callbacks`: the losses and
   callbacks above, gathered where Keras users look for them.
 - `keras_efficient.applications`: ResNets and a Transformer LM that switch
@@ -19,6 +21,7 @@ TensorFlow and PyTorch backends:
 
 from keras_efficient import applications
 from keras_efficient import callbacks
+from keras_efficient import compress
 from keras_efficient import datasets
 from keras_efficient import distillation
 from keras_efficient import layers
@@ -31,6 +34,7 @@ __version__ = "0.2.0.dev0"
 __all__ = [
     "applications",
     "callbacks",
+    "compress",
     "datasets",
     "distillation",
     "layers",
