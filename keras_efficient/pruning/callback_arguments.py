@@ -1,6 +1,8 @@
 """The checks of `MagnitudePruning`'s arguments that involve several of
 them (one message style, from `_validation.py`)."""
 
+from typing import Any
+
 from keras_efficient import _validation as v
 from keras_efficient.pruning.schedules import PruningSchedule
 from keras_efficient.pruning.transformer_families import AXES
@@ -53,7 +55,7 @@ def check_layer_sparsity(
     return out
 
 
-def check_group_channels(group_channels, structure: str):
+def check_group_channels(group_channels: Any, structure: str) -> Any:
     """None, or a bool with `structure="filter"`."""
     # `in (None, True, False)` would take 1 and 0.0 for bools.
     if not (group_channels is None or isinstance(group_channels, bool)) or (
@@ -67,7 +69,9 @@ def check_group_channels(group_channels, structure: str):
     return group_channels
 
 
-def check_transformer_axes(transformer_axes, structure: str, scope: str):
+def check_transformer_axes(
+    transformer_axes: Any, structure: str, scope: str
+) -> tuple | None:
     """None, or a non-empty list of distinct `AXES` with
     `structure="transformer"` (which needs `scope="layer"`)."""
     if structure == "transformer" and scope != "layer":
@@ -96,7 +100,9 @@ def check_transformer_axes(transformer_axes, structure: str, scope: str):
     return tuple(transformer_axes)
 
 
-def check_tfmot_options(n_m_update, remask_at_epoch_end, structure: str):
+def check_tfmot_options(
+    n_m_update: Any, remask_at_epoch_end: Any, structure: str
+) -> tuple:
     """`(n_m_update, remask_at_epoch_end)` checked."""
     v.check_choice("n_m_update", n_m_update, N_M_UPDATES)
     if n_m_update == "first_step" and structure != "n_m":
