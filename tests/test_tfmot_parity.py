@@ -33,9 +33,9 @@ asserted below:
    whatever the schedule says, and never again; `MagnitudePruning`
    recomputes it at every pruning step of the schedule (and not at step 1
    unless the schedule prunes there). With a schedule that prunes once at
-   step 1 (`begin_step=1, end_step=1`) the two agree batch by batch. To
-   take a tfmot N:M configuration unchanged, MagnitudePruning would need
-   an option (see `test_n_m_same_schedule_as_tfmot`, an expected failure).
+   step 1 (`begin_step=1, end_step=1`) the two agree batch by batch, and
+   `n_m_update="first_step"` takes a tfmot N:M configuration unchanged
+   (`test_n_m_first_step_same_schedule_as_tfmot`).
 2. Exact ties at the threshold: tfmot keeps every weight whose magnitude
    is `>=` the k-th largest, so with ties it keeps more than `k` (all of
    them when all magnitudes are equal); `MagnitudePruning` keeps exactly
@@ -44,8 +44,8 @@ asserted below:
    each epoch's end, so at a pruning step that opens an epoch the weights
    pruned before and regrown in the last batch score 0; `MagnitudePruning`
    scores the kernel as the last update left it at every pruning step
-   (`test_epoch_start_...`; matching tfmot would need an option, see the
-   expected failure `test_pruning_step_opening_an_epoch_same_as_tfmot`).
+   (`test_epoch_start_...`); `remask_at_epoch_end=True` scores as tfmot
+   does (`test_remask_at_epoch_end_same_as_tfmot_...`).
    The parity cases' schedules do not prune at step 9, the second epoch's
    first step (the `ConstantSparsity` case prunes at 2, 5, 8, 11, 14; the
    `PolynomialDecay` case at 2, 4, ..., 14).
@@ -275,17 +275,14 @@ def test_n_m_mask_once_at_step_1_in_tfmot_at_each_pruning_step_in_ours(
     assert moved, "no later pruning step changed an N:M mask"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MagnitudePruning recomputes N:M masks at the schedule's pruning "
-    "steps; tfmot applies them once, at step 1, whatever the schedule. "
-    "Matching a tfmot N:M configuration unchanged needs an option of "
-    "MagnitudePruning (e.g. n_m_update='first_step') that it does not have.",
-)
-def test_n_m_same_schedule_as_tfmot(tfmot_run):
+def test_n_m_first_step_same_schedule_as_tfmot(tfmot_run):
+    """`n_m_update="first_step"` takes tfmot's N:M configuration unchanged:
+    the 2:4 mask of step 1, at every batch."""
     case = "dense-2:4-every-third"
     arrays = _case_arrays(tfmot_run, case)
-    ours, _, _ = _train_ours(case, arrays, sparsity_m_by_n=(2, 4))
+    ours, _, _ = _train_ours(
+        case, arrays, sparsity_m_by_n=(2, 4), n_m_update="first_step"
+    )
     for name, our_masks in ours.items():
         np.testing.assert_array_equal(our_masks, arrays[f"mask/{name}"])
 
@@ -342,16 +339,18 @@ def test_epoch_start_tfmot_scores_remasked_kernel_ours_the_updated_one(
     assert differ > 0, "step 9 should differ: regrown weights were kept"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="At a pruning step that opens an epoch tfmot scores the kernel "
-    "its UpdatePruningStep re-masked at the previous epoch's end; "
-    "MagnitudePruning scores the kernel the last update left (its masks do "
-    "not depend on epoch boundaries) and has no option to do otherwise.",
-)
-def test_pruning_step_opening_an_epoch_same_as_tfmot(tfmot_run):
+def test_remask_at_epoch_end_same_as_tfmot_at_a_step_opening_an_epoch(
+    tfmot_run,
+):
+    """`remask_at_epoch_end=True`: at step 9, which opens the second epoch,
+    ours scores the kernel masked as batch 7 ran, as tfmot does; the masks
+    equal tfmot's at every batch (and differ without the option: see
+    `test_epoch_start_...`)."""
     case = "conv-polynomial-epoch-start"
     arrays = _case_arrays(tfmot_run, case)
-    ours, _, _ = _train_ours(case, arrays)
+    ours, _, pruning = _train_ours(case, arrays, remask_at_epoch_end=True)
+    assert pruning.get_config()["remask_at_epoch_end"] is True
     for name, our_masks in ours.items():
-        np.testing.assert_array_equal(our_masks, arrays[f"mask/{name}"])
+        theirs = arrays[f"mask/{name}"]
+        assert len(our_masks) > 9, "the run must cross an epoch boundary"
+        np.testing.assert_array_equal(our_masks, theirs)

@@ -5,6 +5,7 @@ from collections.abc import Callable
 import keras
 
 from keras_efficient import _validation as v
+from keras_efficient.pruning import callback_arguments as args
 from keras_efficient.pruning import masks as masks_lib
 from keras_efficient.pruning.plan import PruningOptions
 from keras_efficient.pruning.plan import build_plan
@@ -70,6 +71,16 @@ class MagnitudePruning(keras.callbacks.Callback):
       / offset and LAuReL up-projections are masked too, so `shrink`
       removes them all. Kernels in no prunable group (model outputs,
       channels under a `LayerNormalization`) are pruned per layer.
+    - `"transformer"` (a keras-hub GPT-2 / BERT / Llama / Mistral / Qwen3 /
+      Gemma task or backbone, or a `TransformerLM`): whole units of
+      `transformer_axes`, scored by the L1 norm of all their weights
+      (biases and norms included) and zeroed in all of them: feed-forward
+      neurons (up / gate columns, down rows), attention heads (query /
+      key / value columns, output rows; with grouped-query attention a
+      key / value group with its query heads), hidden channels. Each
+      layer keeps `k` of its units, the same `k` in every layer, so
+      `shrink(model)` removes exactly what was zeroed (see
+      `pruning.transformer_plan`).
 
     Passing `block=` or `n_m=` (or `sparsity_m_by_n=`) alone selects that
     structure. The epoch logs (so `History`, `CSVLogger` and
@@ -119,6 +130,17 @@ class MagnitudePruning(keras.callbacks.Callback):
             (by group, else a `ValueError`) or False (per layer). With
             `layer_sparsity` a group takes the smallest target of its
             kernels.
+        transformer_axes: for `"transformer"`: the axes pruned, some of
+            `"ffn"`, `"heads"`, `"hidden"`; None: `("ffn", "heads")`, or
+            `("ffn",)` on classes whose head size is `hidden_dim /
+            num_heads` (there heads go only with hidden channels).
+        n_m_update: `"schedule"` (the N:M masks are recomputed at every
+            pruning step of the schedule) or `"first_step"` (tfmot's
+            behaviour: computed once, at step 1, whatever the schedule).
+        remask_at_epoch_end: as tfmot, which re-masks the kernels at each
+            epoch's end: a pruning step that opens an epoch scores the
+            kernels masked as the last batch ran (weights that regrew in
+            that batch score 0). Needs a known number of steps per epoch.
 
     `get_config` raises a `ValueError` when `targets` is a callable (a
     function cannot be serialised): pass a list of layer names to save
@@ -154,6 +176,9 @@ class MagnitudePruning(keras.callbacks.Callback):
         layer_sparsity: dict[str, float] | None = None,
         sparsity_m_by_n: tuple[int, int] | None = None,
         group_channels: bool | None = None,
+        transformer_axes: list[str] | None = None,
+        n_m_update: str = "schedule",
+        remask_at_epoch_end: bool = False,
     ):
         super().__init__()
         self.schedule = v.check_instance(
@@ -182,7 +207,7 @@ class MagnitudePruning(keras.callbacks.Callback):
             structure = "block" if block is not None else "unstructured"
             structure = "n_m" if n_m is not None else structure
         self.structure = v.check_choice(
-            "structure", structure, masks_lib.STRUCTURES
+            "structure", structure, masks_lib.STRUCTURES + ("transformer",)
         )
         if structure == "block" or block is not None:
             block = v.check_int_tuple("block", block, 2)
@@ -193,53 +218,20 @@ class MagnitudePruning(keras.callbacks.Callback):
         self.block_pooling = v.check_choice(
             "block_pooling", block_pooling, ("avg", "max")
         )
-        self.layer_sparsity = self._check_layer_sparsity(layer_sparsity)
-        # `in (None, True, False)` would take 1 and 0.0 for bools.
-        if not (group_channels is None or isinstance(group_channels, bool)) or (
-            group_channels and self.structure != "filter"
-        ):
-            v.fail("group_channels", "None, or a bool with structure="
-                   "'filter'", group_channels)  # fmt: skip
-        self.group_channels = group_channels
+        self.layer_sparsity = args.check_layer_sparsity(
+            layer_sparsity, self.scope, self.structure, schedule
+        )
+        self.group_channels = args.check_group_channels(
+            group_channels, self.structure
+        )
+        self.transformer_axes = args.check_transformer_axes(
+            transformer_axes, self.structure, self.scope
+        )
+        self.n_m_update, self.remask_at_epoch_end = args.check_tfmot_options(
+            n_m_update, remask_at_epoch_end, self.structure
+        )
         self._plan = None
         self._state = None
-
-    def _check_layer_sparsity(self, layer_sparsity):
-        if layer_sparsity is None:
-            return None
-        if not isinstance(layer_sparsity, dict) or not all(
-            isinstance(k, str) for k in layer_sparsity
-        ):
-            v.fail(
-                "layer_sparsity",
-                "None or a dict {layer name: sparsity}",
-                layer_sparsity,
-            )
-        out = {
-            name: v.check_fraction(f"layer_sparsity[{name!r}]", value)
-            for name, value in layer_sparsity.items()
-        }
-        if self.scope != "layer":
-            raise ValueError(
-                "`layer_sparsity` needs `scope='layer'` (one threshold per "
-                f"layer). Received: scope={self.scope!r}"
-            )
-        if self.structure == "n_m":
-            raise ValueError(
-                "`layer_sparsity` does not apply to structure='n_m' (its "
-                "sparsity is fixed at 1 - n/m)."
-            )
-        try:
-            peak = float(self.schedule.peak_sparsity())
-        except NotImplementedError:
-            peak = None
-        if not peak or peak <= 0.0:
-            raise ValueError(
-                "`layer_sparsity` scales the schedule by layer_target / "
-                "schedule.peak_sparsity(), which must be > 0. Received: "
-                f"schedule={self.schedule!r}"
-            )
-        return out
 
     # -- state -------------------------------------------------------------
     @property
@@ -285,6 +277,9 @@ class MagnitudePruning(keras.callbacks.Callback):
             block=self.block,
             n_m=self.n_m,
             block_pooling=self.block_pooling,
+            n_m_update=self.n_m_update,
+            remask_at_epoch_end=self.remask_at_epoch_end,
+            transformer_axes=self.transformer_axes,
         )
 
     def _attach(self, model):
@@ -319,6 +314,18 @@ class MagnitudePruning(keras.callbacks.Callback):
             raise ValueError("MagnitudePruning needs a compiled model.")
         self._state.update.before_fit()
 
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if not self.remask_at_epoch_end or self._state is None:
+            return
+        steps = (self.params or {}).get("steps")
+        if not steps:
+            raise ValueError(
+                "`remask_at_epoch_end=True` needs the number of steps of "
+                "an epoch: pass `steps_per_epoch` to `fit` or a dataset "
+                f"of known length. Received: steps={steps!r}"
+            )
+        self._state.epoch_end.assign(self.step + int(steps) - 1)
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None or self._state is None:
             return
@@ -332,7 +339,7 @@ class MagnitudePruning(keras.callbacks.Callback):
 
     def _thresholds(self):
         """`{log key: threshold}` of the current masks (see the class doc)."""
-        if self.structure == "n_m":
+        if self.structure in ("n_m", "transformer"):
             return {}
         value = keras.ops.convert_to_numpy
         thresholds = masks_lib.mask_thresholds(
@@ -373,6 +380,11 @@ class MagnitudePruning(keras.callbacks.Callback):
             ),
             "sparsity_m_by_n": self.sparsity_m_by_n,
             "group_channels": self.group_channels,
+            "transformer_axes": (
+                list(self.transformer_axes) if self.transformer_axes else None
+            ),
+            "n_m_update": self.n_m_update,
+            "remask_at_epoch_end": self.remask_at_epoch_end,
         }
 
     @classmethod

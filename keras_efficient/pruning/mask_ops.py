@@ -223,3 +223,31 @@ def compute_masks(
         units_to_mask(kp, tuple(k.shape), structure, block)
         for kp, k in zip(keeps, kernels)
     ]
+
+
+def axis_unit_scores(
+    w: Tensor, axis: int, parts: int = 1, unit: int = 1
+) -> Tensor:
+    """As `masks.axis_unit_scores`: the L1 norm of every unit along
+    `axis`."""
+    a = ops.abs(ops.cast(w, "float32"))
+    other = tuple(i for i in range(len(a.shape)) if i != axis)
+    per_element = ops.sum(a, axis=other) if other else a
+    return ops.sum(ops.reshape(per_element, (parts, -1, unit)), axis=(0, 2))
+
+
+def axis_units_to_mask(
+    keep: Tensor, shape: tuple, axis: int, parts: int = 1, unit: int = 1
+) -> Tensor:
+    """As `masks.axis_units_to_mask`: the mask keeping the units `keep`."""
+    line = ops.repeat(ops.cast(keep, "float32"), unit)
+    line = ops.tile(line, (parts,)) if parts > 1 else line
+    view = [1] * len(shape)
+    view[axis] = -1
+    return ops.broadcast_to(ops.reshape(line, view), shape)
+
+
+def keep_largest(scores: Tensor, k: Tensor) -> Tensor:
+    """As `masks.keep_largest`, `k` may be traced (no sort: see
+    `_keep_largest`)."""
+    return _keep_largest(scores, k)

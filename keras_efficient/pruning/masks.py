@@ -281,3 +281,34 @@ def compute_masks(
         units_to_mask(kp, k.shape, structure, block)
         for kp, k in zip(keeps, kernels)
     ]
+
+
+def axis_unit_scores(
+    w: npt.ArrayLike, axis: int, parts: int = 1, unit: int = 1
+) -> np.ndarray:
+    """L1 norm of every unit along `axis` of `w`: the axis holds `parts`
+    blocks of `n` units of `unit` elements each (a fused query-key-value
+    kernel has 3 parts); returns the `n` scores, in float32."""
+    a = np.abs(np.asarray(w, dtype=np.float32))
+    other = tuple(i for i in range(a.ndim) if i != axis)
+    per_element = a.sum(axis=other, dtype=np.float32)
+    return per_element.reshape(parts, -1, unit).sum(axis=(0, 2))
+
+
+def axis_units_to_mask(
+    keep: np.ndarray, shape: tuple, axis: int, parts: int = 1, unit: int = 1
+) -> np.ndarray:
+    """The float32 mask of `shape` that keeps the units `keep` (boolean,
+    `n`) along `axis` (laid out as in `axis_unit_scores`)."""
+    line = np.tile(np.repeat(np.asarray(keep, np.float32), unit), parts)
+    view = [1] * len(shape)
+    view[axis] = -1
+    return np.broadcast_to(line.reshape(view), shape).astype(np.float32)
+
+
+def keep_largest(scores: np.ndarray, k: int) -> np.ndarray:
+    """Boolean: the `k` largest of the 1-D `scores`, ties to the lowest
+    index (a stable sort, descending)."""
+    keep = np.zeros(len(scores), bool)
+    keep[np.argsort(-np.asarray(scores), kind="stable")[:k]] = True
+    return keep

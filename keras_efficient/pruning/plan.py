@@ -37,6 +37,8 @@ from keras_efficient.pruning import units
 from keras_efficient.pruning.schedules import PruningSchedule
 from keras_efficient.pruning.shrink import Analysis
 from keras_efficient.pruning.targets import find_target_weights
+from keras_efficient.pruning.transformer_plan import UnitGroup
+from keras_efficient.pruning.transformer_plan import transformer_groups
 
 L = keras.layers
 
@@ -52,6 +54,9 @@ class PruningOptions:
     block: tuple[int, int] | None = None
     n_m: tuple[int, int] | None = None
     block_pooling: str = "avg"
+    n_m_update: str = "schedule"
+    remask_at_epoch_end: bool = False
+    transformer_axes: tuple[str, ...] | None = None
 
 
 class ChannelGroup(NamedTuple):
@@ -88,6 +93,8 @@ class PruningPlan:
         groups: the `ChannelGroup`s of `structure="filter"` by channel
             group, or None (every kernel on its own).
         followers: the `Follower`s.
+        unit_groups: the `UnitGroup`s of `structure="transformer"` (its
+            `kernels` are then every weight of a pruned unit), or `()`.
     """
 
     options: PruningOptions
@@ -96,6 +103,7 @@ class PruningPlan:
     factors: tuple[float, ...] | None = None
     groups: tuple[ChannelGroup, ...] | None = None
     followers: tuple[Follower, ...] = ()
+    unit_groups: tuple[UnitGroup, ...] = ()
 
     def masks_like(self, other: "PruningPlan") -> bool:
         """Whether `other` computes the same masks of the same variables."""
@@ -108,6 +116,7 @@ class PruningPlan:
             and self.options == other.options
             and self.factors == other.factors
             and self.groups == other.groups
+            and self.unit_groups == other.unit_groups
             and followers(self) == followers(other)
         )
 
@@ -126,6 +135,18 @@ def build_plan(
             is not a target, or `group_channels=True` on a graph that
             cannot be read.
     """
+    if options.structure == "transformer":
+        # Units span several weights and axes: read from the layout that
+        # `shrink` removes them with, not from the target walker.
+        kernels, unit_groups = transformer_groups(
+            model, options.transformer_axes
+        )
+        return PruningPlan(
+            options=options,
+            layers=(),
+            kernels=kernels,
+            unit_groups=unit_groups,
+        )
     found = find_target_weights(model, targets)
     if not found:
         raise ValueError(

@@ -42,6 +42,8 @@ def plan_masks(
         backend: `"numpy"` (`masks.py`) or `"ops"` (`mask_ops.py`).
     """
     o = plan.options
+    if plan.unit_groups:
+        return unit_masks(kernels, sparsity, plan.unit_groups, backend)
     if plan.groups:
         return group_masks(
             kernels,
@@ -119,4 +121,32 @@ def group_masks(
         for i in members:
             shape = tuple(kernels[i].shape)
             out[i] = math.units_to_mask(keep, shape, "filter")
+    return out
+
+
+def unit_masks(
+    kernels: Sequence,
+    sparsity: Any,
+    groups: Sequence,
+    backend: str = "ops",
+) -> list:
+    """Masks of `structure="transformer"`: each `UnitGroup` keeps its
+    `k = max(round(n * (1 - s)), 1)` units (or `keep_count(n, s) * per`
+    with `count=(n, per)`) of largest L1 norm summed over its members, in
+    all of them; a weight in several groups (a query kernel holds hidden
+    channels and heads) is masked by each. `backend` as in `plan_masks`.
+    """
+    math = _math(backend)
+    out = [None] * len(kernels)
+    for group in groups:
+        score = None
+        for i, axis, parts, unit in group.members:
+            s = math.axis_unit_scores(kernels[i], axis, parts, unit)
+            score = s if score is None else score + s
+        n, per = group.count or (group.size, 1)
+        keep = math.keep_largest(score, math.keep_count(n, sparsity) * per)
+        for i, axis, parts, unit in group.members:
+            shape = tuple(kernels[i].shape)
+            mask = math.axis_units_to_mask(keep, shape, axis, parts, unit)
+            out[i] = mask if out[i] is None else out[i] * mask
     return out

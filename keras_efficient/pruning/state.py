@@ -72,6 +72,14 @@ class PruningState:
         self.sparsity = optimizer.add_variable(
             shape=(), dtype="float32", name="pruning_target_sparsity"
         )
+        self.epoch_end = None
+        if plan.options.remask_at_epoch_end:
+            # The iteration of the current epoch's last batch (set by the
+            # callback at each epoch's start; -1: none).
+            self.epoch_end = optimizer.add_variable(
+                shape=(), dtype="int32", name="pruning_epoch_end"
+            )
+            self.epoch_end.assign(-1)
         self.update = PruningUpdate(self)
         for i, (kernel, mask) in enumerate(zip(self.kernels, self.masks)):
             old = previous.get(id(kernel))
@@ -153,6 +161,9 @@ def attach_state(
         and state.optimizer is optimizer
         and len(olds) == len(kernels)
         and [id(k) for k in state.kernels] == [id(k) for k in kernels]
+        and (
+            state.epoch_end is not None or not plan.options.remask_at_epoch_end
+        )
     ):
         return state, state.replan(plan)
     previous = {

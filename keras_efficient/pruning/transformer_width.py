@@ -217,8 +217,9 @@ def takes(model: keras.Model, ratio: float | None, *widths: Any) -> bool:
     """Whether `shrink(model, ...)` is width removal of a Transformer.
 
     A keras-hub Transformer always is; a `TransformerLM` is when a ratio
-    or scores are given (without, `shrink` removes its zeroed feed-forward
-    units through the functional graph, per layer). Per-axis ratios on any
+    or scores are given or whole heads or hidden channels are zeroed
+    (otherwise `shrink` removes its zeroed feed-forward units through the
+    functional graph, per layer). Per-axis ratios on any
     other model are refused.
     """
     found = find_family(model)
@@ -237,7 +238,22 @@ def takes(model: keras.Model, ratio: float | None, *widths: Any) -> bool:
         return False
     if found[0] != "TransformerLM":
         return True
-    return ratio is not None or bool(given)
+    return ratio is not None or bool(given) or _zeroed_heads_or_hidden(model)
+
+
+def _zeroed_heads_or_hidden(model):
+    """Whether a `TransformerLM` has whole heads or hidden channels zeroed
+    (as `MagnitudePruning(structure="transformer")` leaves them), which
+    only width removal takes out."""
+    try:
+        layout = Layout(model)
+    except ValueError:  # options width removal has no rule for
+        return False
+    plan = zero_plan(layout)
+    heads = any(
+        len(kept) < n for kept, n in zip(plan["heads"], layout.widths["heads"])
+    )
+    return heads or len(plan["hidden"]) < layout.hidden_dim
 
 
 _WIDTH_ARGS = ("ffn_ratio", "head_ratio", "hidden_ratio", "scores")

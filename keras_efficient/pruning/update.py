@@ -46,13 +46,25 @@ class PruningUpdate:
     def in_step(self) -> None:
         """Recompute the masks batch `iterations + 1` uses (traced)."""
         state = self.state
+        options = state.plan.options
         it = ops.cast(
             ops.convert_to_tensor(state.optimizer.iterations), "int32"
         )
         step = it + 2
-        should, sparsity = state.plan.options.schedule.tensor_call(step)
+        state.step.assign(step)
+        if options.n_m_update == "first_step":
+            return  # N:M applied once, at step 1, by `before_fit`
+        should, sparsity = options.schedule.tensor_call(step)
         kernels = [ops.convert_to_tensor(k) for k in state.kernels]
         old = [ops.convert_to_tensor(m) for m in state.masks]
+        if options.remask_at_epoch_end:
+            # As tfmot's re-masking at each epoch's end: a step that opens
+            # an epoch scores the kernels masked as the last batch ran.
+            opens = ops.equal(it, ops.convert_to_tensor(state.epoch_end))
+            kernels = [
+                ops.where(opens, k * ops.cast(m, k.dtype), k)
+                for k, m in zip(kernels, old)
+            ]
 
         def prune():
             new = plan_masks(kernels, sparsity, state.plan, backend="ops")
@@ -61,7 +73,6 @@ class PruningUpdate:
         new = ops.cond(should, prune, lambda: old)
         for variable, value in zip(state.masks, new):
             variable.assign(value)
-        state.step.assign(step)
         current = ops.convert_to_tensor(state.sparsity)
         state.sparsity.assign(ops.where(should, sparsity, current))
 
@@ -76,7 +87,11 @@ class PruningUpdate:
         step = int(_value(state.optimizer.iterations)) + 1
         if int(_value(state.step)) == step:
             return False
-        should, sparsity = state.plan.options.schedule(step)
+        options = state.plan.options
+        should, sparsity = options.schedule(step)
+        if options.n_m_update == "first_step":  # tfmot's N:M: step 1 only
+            should = step == 1
+            sparsity = 1.0 - options.n_m[0] / options.n_m[1]
         if should:
             values = [_value(k) for k in state.kernels]
             new = plan_masks(values, sparsity, state.plan, backend="numpy")
