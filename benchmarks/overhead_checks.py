@@ -1,0 +1,156 @@
+"""Cost of the distillation losses' run-time output checks.
+
+`SLaMLoss` (teacher probabilities) and `KnowledgeDistillationLoss`
+(teacher logits) check their outputs on every call and every compiled
+step (`keras_efficient/distillation/_output_checks.py`): the teacher's
+finiteness and convention, the student's convention. This script times
+a whole train step with those checks against the same loss whose
+`check_outputs` keeps only the static (shape) checks, in the overhead
+benchmark's loss model (an MLP 40 -> d -> d -> 10 at batch 256, plain
+SGD, `jit_compile=True` on JAX and TensorFlow), interleaved A/B rounds
+(`benchmarks.common.compare_step_times`), and reports the median ratio
+with its IQR, plus the load average at start and end.
+
+    KERAS_BACKEND=jax python benchmarks/overhead_checks.py [--quick]
+        [--widths 64 256] [--repeats 9]
+
+Writes `benchmarks/results/overhead_checks[.<backend>][.quick].json`.
+"""
+
+import os
+import statistics
+import sys
+
+import keras
+import numpy as np
+from keras import ops
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import compare_step_times  # noqa: E402
+from benchmarks.common import figure  # noqa: E402
+from benchmarks.common import parse_args  # noqa: E402
+from benchmarks.common import print_table  # noqa: E402
+from benchmarks.common import write_results  # noqa: E402
+from benchmarks.overhead import CLASSES  # noqa: E402
+from benchmarks.overhead import LOSS_BATCH  # noqa: E402
+from benchmarks.overhead import MLP_IN  # noqa: E402
+from benchmarks.overhead import _teacher  # noqa: E402
+from benchmarks.overhead import spread  # noqa: E402
+from keras_efficient.distillation import _output_checks  # noqa: E402
+from keras_efficient.losses import KnowledgeDistillationLoss  # noqa: E402
+from keras_efficient.losses import SLaMLoss  # noqa: E402
+
+BACKEND = keras.backend.backend()
+JIT = BACKEND != "torch"
+# A check that costs more than this, of a whole step, is not "cheap".
+TARGET = 1.03
+
+
+def _static_only(loss):
+    """`loss` with its in-graph checks off (the shape checks stay)."""
+
+    def check_outputs(y_true, y_pred):
+        _output_checks.check_shapes(
+            loss, ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred)
+        )
+
+    loss.check_outputs = check_outputs
+    return loss
+
+
+def _losses(name, estimator):
+    if name == "slam":
+        return SLaMLoss(estimator), _static_only(SLaMLoss(estimator))
+    return KnowledgeDistillationLoss(), _static_only(
+        KnowledgeDistillationLoss()
+    )
+
+
+def _model(d):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((MLP_IN,)),
+            keras.layers.Dense(d, activation="relu"),
+            keras.layers.Dense(d, activation="relu"),
+            keras.layers.Dense(CLASSES),
+        ]
+    )
+
+
+def run(name, d, batch, steps, repeats):
+    n = batch * steps
+    probs, estimator = _teacher(n)
+    # SLaM reads teacher probabilities, KD teacher logits.
+    y = probs if name == "slam" else np.log(probs + 1e-6).astype("float32")
+    x = np.random.default_rng(2).normal(size=(n, MLP_IN)).astype("float32")
+    checked, unchecked = _losses(name, estimator)
+    models = {}
+    for label, loss in (("unchecked", unchecked), ("checked", checked)):
+        model = _model(d)
+        model.compile(
+            optimizer=keras.optimizers.SGD(1e-3), loss=loss, jit_compile=JIT
+        )
+        models[label] = model
+    res = compare_step_times(
+        models, x, y, batch, steps, repeats, baseline="unchecked", verbose=0
+    )
+    ratios = res["checked"]["ratios"]
+    fig = figure(
+        f"checks/{name}/d{d}",
+        statistics.median(ratios),
+        target=("<=", TARGET),
+        unit="x",
+        note=f"median of {repeats} interleaved rounds of {steps} steps, "
+        f"batch {batch}",
+    )
+    fig.update(spread(ratios))
+    fig.update(
+        {
+            "ratios": ratios,
+            "step_seconds": statistics.median(res["checked"]["step_seconds"]),
+            "baseline_step_seconds": statistics.median(
+                res["unchecked"]["step_seconds"]
+            ),
+        }
+    )
+    return fig
+
+
+def _arguments(parser):
+    parser.add_argument("--widths", type=int, nargs="+", default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0], extra=_arguments)
+    widths = args.widths or ((64,) if args.quick else (64, 256))
+    repeats = args.repeats or (3 if args.quick else 9)
+    batch = 64 if args.quick else LOSS_BATCH
+    steps = 3 if args.quick else 40
+    load_start = os.getloadavg()
+    figures = [
+        run(name, d, batch, steps, repeats)
+        for d in widths
+        for name in ("slam", "kd")
+    ]
+    load_end = os.getloadavg()
+    write_results(
+        "overhead_checks",
+        figures,
+        args,
+        extra={
+            "load_average_start": list(load_start),
+            "load_average_end": list(load_end),
+            "note": "checked / unchecked train-step time of the same loss; "
+            "the machine was shared, so read the IQR and min-max next to "
+            "each median.",
+        },
+    )
+    print_table(figures, title=f"Output-check overhead ({BACKEND})")
+    print(f"load average: start {load_start}, end {load_end}")
+
+
+if __name__ == "__main__":
+    main()
