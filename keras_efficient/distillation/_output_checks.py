@@ -1,8 +1,9 @@
 """What a distillation loss checks on the outputs it receives (private).
 
 Static checks (shapes, dtypes: free, at trace time) and in-graph checks
-through `_data_checks.raise_if`, which run on every call and every step
-of a compiled `fit` (JAX `jit`, TensorFlow graphs without XLA, torch):
+tied to the loss value (`_data_checks.raise_with`), which run on every
+call and every step of a compiled `fit` (JAX `jit`, TensorFlow graphs
+without XLA, torch):
 
 - `y_true` (the teacher's outputs) holds per-class outputs: not integer
   class ids, the student's width, at least two classes;
@@ -11,8 +12,9 @@ of a compiled `fit` (JAX `jit`, TensorFlow graphs without XLA, torch):
   (not every row already a distribution) with `teacher_from_logits=True`;
 - `y_pred` (the student's outputs) likewise against `from_logits`.
 
-Cost: three reductions to scalars over the batch per checked tensor and
-one conditional each (see `benchmarks/overhead.py --families checks`).
+Cost: a few reductions to scalars over the batch per checked tensor and
+one conditional per check; no host call on a clean batch (see
+`benchmarks/overhead_checks.py`).
 """
 
 from typing import Any
@@ -74,56 +76,71 @@ def check_shapes(loss: keras.losses.Loss, y_true: Any, y_pred: Any) -> None:
         )
 
 
-def check_values(loss: Any, y_true: Any, y_pred: Any) -> None:
+def value_problems(loss: Any, y_true: Any, y_pred: Any) -> list:
     """In-graph: teacher finite and in its convention; student likewise.
 
     `loss` has `teacher_from_logits` and `from_logits`; the tolerance on
-    row sums comes from the dtypes seen (`probability_tolerance`).
+    row sums comes from the dtypes seen (`probability_tolerance`). Returns
+    `_data_checks.Problem`s for `_data_checks.raise_with`.
     """
     cls = type(loss).__name__
     tolerance = _data_checks.probability_tolerance(
         y_true.dtype, y_pred.dtype, getattr(loss, "dtype", None)
     )
-    _data_checks.check_finite(y_true, "y_true", " (the teacher's outputs)")
+    problems = [
+        _data_checks.non_finite_problem(
+            y_true, "y_true", " (the teacher's outputs)"
+        )
+    ]
     if loss.teacher_from_logits:
-        _data_checks.check_not_probabilities(
-            y_true,
-            "y_true",
-            f"{cls} has `teacher_from_logits=True` (teacher logits): for "
-            f"teacher probabilities pass `{cls}(teacher_from_logits=False)`"
-            " (or feed the teacher's logits, before its softmax).",
-            tolerance,
+        problems.append(
+            _data_checks.not_probabilities_problem(
+                y_true,
+                "y_true",
+                f"{cls} has `teacher_from_logits=True` (teacher logits): "
+                "for teacher probabilities pass "
+                f"`{cls}(teacher_from_logits=False)` (or feed the teacher's "
+                "logits, before its softmax).",
+                tolerance,
+            )
         )
     else:
-        _data_checks.check_probabilities(
-            y_true,
-            "y_true",
-            f"{cls} has `teacher_from_logits=False` (teacher "
-            f"probabilities): for teacher logits pass "
-            f"`{cls}(teacher_from_logits=True)`; for probabilities of a "
-            "16-bit teacher, renormalise the rows (`p / p.sum(-1)`).",
-            tolerance,
+        problems.append(
+            _data_checks.probabilities_problem(
+                y_true,
+                "y_true",
+                f"{cls} has `teacher_from_logits=False` (teacher "
+                f"probabilities): for teacher logits pass "
+                f"`{cls}(teacher_from_logits=True)`; for probabilities of "
+                "a 16-bit teacher, renormalise the rows (`p / p.sum(-1)`).",
+                tolerance,
+            )
         )
     if getattr(loss, "from_logits", True):
         if hasattr(y_pred, "_keras_logits"):
             # TensorFlow marks the output of a Keras softmax (static).
             raise ValueError(_student_probabilities_message(cls))
-        _data_checks.check_not_probabilities(
-            y_pred,
-            "y_pred",
-            f"{cls} has `from_logits=True` (student logits): they would be "
-            f"softmaxed twice. Pass `{cls}(from_logits=False)`, or drop the "
-            "student's final softmax.",
-            tolerance,
+        problems.append(
+            _data_checks.not_probabilities_problem(
+                y_pred,
+                "y_pred",
+                f"{cls} has `from_logits=True` (student logits): they would "
+                f"be softmaxed twice. Pass `{cls}(from_logits=False)`, or "
+                "drop the student's final softmax.",
+                tolerance,
+            )
         )
     else:
-        _data_checks.check_probabilities(
-            y_pred,
-            "y_pred",
-            f"{cls} has `from_logits=False` (student probabilities): for "
-            f"student logits pass `{cls}(from_logits=True)`.",
-            tolerance,
+        problems.append(
+            _data_checks.probabilities_problem(
+                y_pred,
+                "y_pred",
+                f"{cls} has `from_logits=False` (student probabilities): "
+                f"for student logits pass `{cls}(from_logits=True)`.",
+                tolerance,
+            )
         )
+    return [p for p in problems if p is not None]
 
 
 def _student_probabilities_message(cls):
@@ -135,12 +152,13 @@ def _student_probabilities_message(cls):
     )
 
 
-def check_outputs(loss: Any, y_true: Any, y_pred: Any) -> None:
-    """`check_shapes`, then `check_values`, on tensors (not cast yet)."""
+def check_outputs(loss: Any, y_true: Any, y_pred: Any) -> list:
+    """`check_shapes` (raises), then `value_problems` (returned), on the
+    outputs as received (not cast to the loss dtype yet)."""
     y_true = ops.convert_to_tensor(y_true)
     y_pred = ops.convert_to_tensor(y_pred)
     check_shapes(loss, y_true, y_pred)
-    check_values(loss, y_true, y_pred)
+    return value_problems(loss, y_true, y_pred)
 
 
 def check_numpy_outputs(

@@ -4,6 +4,7 @@ from typing import Any
 
 import keras
 
+from keras_efficient import _data_checks
 from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
 from keras_efficient.distillation import _output_checks
@@ -37,19 +38,22 @@ class TeacherOutputsLoss(keras.losses.Loss):
     def __call__(
         self, y_true: Any, y_pred: Any, sample_weight: Any = None
     ) -> Any:
-        self.check_outputs(y_true, y_pred)
-        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        problems = self.check_outputs(y_true, y_pred)
+        losses = super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        return _data_checks.raise_with(losses, problems)
 
-    def check_outputs(self, y_true: Any, y_pred: Any) -> None:
+    def check_outputs(self, y_true: Any, y_pred: Any) -> list:
         """Raises on outputs that do not match the declared conventions.
 
         Statically on integer class ids as `y_true`, a teacher of another
         width than the student, a single column; in the graph (every call
         and every compiled step) on non-finite teacher outputs, logits
         where probabilities are declared and probabilities where logits
-        are (for both `y_true` and `y_pred`).
+        are (for both `y_true` and `y_pred`). The in-graph checks are
+        returned (`_data_checks.Problem`s) and tied to the loss value by
+        `__call__`, so they cost no host call on JAX.
         """
-        _output_checks.check_outputs(self, y_true, y_pred)
+        return _output_checks.check_outputs(self, y_true, y_pred)
 
     def teacher_probabilities(self, y_true: Any, y_pred: Any) -> Any:
         """The teacher's probabilities (float32) from `y_true`."""

@@ -63,10 +63,11 @@ class DistillationLossAdapter(keras.distillation.DistillationLoss):
     def compute_loss(
         self, teacher_outputs: Any, student_outputs: Any, **kwargs: Any
     ) -> Any:
-        _check_keras_probability_loss(
+        problems = _keras_probability_loss_problems(
             self.loss, teacher_outputs, student_outputs
         )
-        return ops.mean(self.loss(teacher_outputs, student_outputs))
+        loss = ops.mean(self.loss(teacher_outputs, student_outputs))
+        return _data_checks.raise_with(loss, problems)
 
     def validate_outputs(
         self, teacher_outputs: Any, student_outputs: Any
@@ -104,30 +105,38 @@ _KERAS_PROBABILITY_LOSSES = (
 )
 
 
-def _check_keras_probability_loss(loss, teacher_outputs, student_outputs):
+def _keras_probability_loss_problems(loss, teacher_outputs, student_outputs):
     """In-graph: a Keras probability loss gets probabilities (each step)."""
     if not isinstance(loss, _KERAS_PROBABILITY_LOSSES):
-        return
+        return []
+    teacher_outputs = ops.convert_to_tensor(teacher_outputs)
+    student_outputs = ops.convert_to_tensor(student_outputs)
     cls = type(loss).__name__
     tolerance = _data_checks.probability_tolerance(
         teacher_outputs.dtype, student_outputs.dtype
     )
-    _data_checks.check_probabilities(
-        teacher_outputs,
-        "teacher_outputs",
-        f"`DistillationLossAdapter` wraps `keras.losses.{cls}`, which reads "
-        "the teacher's outputs as probabilities, but `Distiller` passes the "
-        "teacher's raw outputs (logits unless the teacher ends in a "
-        "softmax): wrap `KnowledgeDistillationLoss()` (teacher logits) "
-        "instead, or end the teacher in a softmax.",
-        tolerance,
-    )
-    if not getattr(loss, "from_logits", False):
-        _data_checks.check_probabilities(
-            student_outputs,
-            "student_outputs",
-            f"`keras.losses.{cls}` reads the student's outputs as "
-            "probabilities: pass `from_logits=True` to it where it has "
-            "that argument, or end the student in a softmax.",
+    problems = [
+        _data_checks.probabilities_problem(
+            teacher_outputs,
+            "teacher_outputs",
+            f"`DistillationLossAdapter` wraps `keras.losses.{cls}`, which "
+            "reads the teacher's outputs as probabilities, but `Distiller` "
+            "passes the teacher's raw outputs (logits unless the teacher "
+            "ends in a "
+            "softmax): wrap `KnowledgeDistillationLoss()` (teacher logits) "
+            "instead, or end the teacher in a softmax.",
             tolerance,
         )
+    ]
+    if not getattr(loss, "from_logits", False):
+        problems.append(
+            _data_checks.probabilities_problem(
+                student_outputs,
+                "student_outputs",
+                f"`keras.losses.{cls}` reads the student's outputs as "
+                "probabilities: pass `from_logits=True` to it where it has "
+                "that argument, or end the student in a softmax.",
+                tolerance,
+            )
+        )
+    return problems
