@@ -128,7 +128,8 @@ def run(name, d, batch, steps, repeats):
 
 def _interleaved(models, x, y, batch, steps, repeats):
     """Per-step host CPU time and wall time of one `fit` epoch per model,
-    models taking turns for `repeats` rounds (after two warm-up epochs);
+    models taking turns (ABBA) for `repeats` rounds (after two warm-up
+    epochs);
     ratios per round against "unchecked".
 
     CPU time (`time.process_time`, all threads of this process) is the
@@ -139,8 +140,12 @@ def _interleaved(models, x, y, batch, steps, repeats):
     for model in models.values():
         for _ in range(2):
             model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
-    for _ in range(repeats):
-        for name, model in models.items():
+    names = list(models)
+    for r in range(repeats):
+        # ABBA order, so a systematic penalty on whichever model runs
+        # second in a round does not fall on one of them.
+        for name in names if r % 2 == 0 else names[::-1]:
+            model = models[name]
             cpu, wall = time.process_time(), time.perf_counter()
             model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
             times[name]["cpu"].append((time.process_time() - cpu) / steps)
@@ -152,6 +157,52 @@ def _interleaved(models, x, y, batch, steps, repeats):
     return times
 
 
+def loss_gradient_cost(name, batch, calls, repeats):
+    """Host CPU time of the loss and its gradient alone, checked minus
+    unchecked, in microseconds a call (JAX: `jax.jit(value_and_grad)`;
+    other backends: their eager call). Isolates the checks' own cost from
+    the rest of the step."""
+    probs, estimator = _teacher(batch)
+    y = probs if name == "slam" else np.log(probs + 1e-6).astype("float32")
+    s = np.random.default_rng(3).normal(size=(batch, CLASSES))
+    y, s = ops.convert_to_tensor(y), ops.convert_to_tensor(s.astype("f4"))
+    checked, unchecked = _losses(name, estimator)
+    fns = {"unchecked": unchecked, "checked": checked}
+    if BACKEND == "jax":
+        import jax
+
+        fns = {
+            k: jax.jit(jax.value_and_grad(lambda p, f=f: f(y, p)))
+            for k, f in fns.items()
+        }
+    else:
+        fns = {k: (lambda p, f=f: f(y, p)) for k, f in fns.items()}
+    cost = {k: [] for k in fns}
+    for _ in range(repeats + 1):
+        for k, f in fns.items():
+            start = time.process_time()
+            for _ in range(calls):
+                out = f(s)
+            ops.convert_to_numpy(out[0] if isinstance(out, tuple) else out)
+            cost[k].append((time.process_time() - start) / calls * 1e6)
+    added = [a - b for a, b in zip(cost["checked"][1:], cost["unchecked"][1:])]
+    fig = figure(
+        f"checks/{name}/loss_and_gradient_added_us",
+        statistics.median(added),
+        unit="us",
+        note=f"checked minus unchecked host CPU time per call, batch "
+        f"{batch} x {CLASSES}, median of {repeats} rounds of {calls} calls",
+    )
+    fig.update(
+        {
+            "added_us": added,
+            "unchecked_us": statistics.median(cost["unchecked"][1:]),
+            "checked_us": statistics.median(cost["checked"][1:]),
+        }
+    )
+    return fig
+
+
 def _arguments(parser):
     parser.add_argument("--widths", type=int, nargs="+", default=None)
     parser.add_argument("--repeats", type=int, default=None)
@@ -160,13 +211,17 @@ def _arguments(parser):
 def main():
     args = parse_args(__doc__.splitlines()[0], extra=_arguments)
     widths = args.widths or ((64,) if args.quick else (64, 256))
-    repeats = args.repeats or (3 if args.quick else 9)
+    repeats = args.repeats or (3 if args.quick else 31)
     batch = 64 if args.quick else LOSS_BATCH
-    steps = 3 if args.quick else 40
+    steps = 3 if args.quick else 20
     load_start = os.getloadavg()
     figures = [
         run(name, d, batch, steps, repeats)
         for d in widths
+        for name in ("slam", "kd")
+    ]
+    figures += [
+        loss_gradient_cost(name, batch, 50 if args.quick else 300, repeats)
         for name in ("slam", "kd")
     ]
     load_end = os.getloadavg()

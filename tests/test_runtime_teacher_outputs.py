@@ -223,7 +223,7 @@ def test_non_finite_teacher_rows_are_named(make, bad_value):
     t[5, 0] = bad_value
     with pytest.raises(
         ValueError,
-        match=r"`y_true` \(the teacher's outputs\) must be finite.*"
+        match=r"`y_true` \(the teacher outputs\) must be finite.*"
         r"rows \[3\].*2 in all",
     ):
         make()(t, STUDENT)
@@ -316,7 +316,7 @@ FIT_CASES = {
     "kd-nan-teacher": (
         lambda: kd(),
         np.where(FIT_LOGITS > 2.5, np.nan, FIT_LOGITS).astype("float32"),
-        r"`y_true` \(the teacher's outputs\) must be finite",
+        r"`y_true` \(the teacher outputs\) must be finite",
     ),
 }
 

@@ -89,7 +89,7 @@ def value_problems(loss: Any, y_true: Any, y_pred: Any) -> list:
     )
     problems = [
         _data_checks.non_finite_problem(
-            y_true, "y_true", " (the teacher's outputs)"
+            y_true, "y_true", " (the teacher outputs)"
         )
     ]
     if loss.teacher_from_logits:
