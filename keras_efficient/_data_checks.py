@@ -27,6 +27,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 from keras import ops
+from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 
 from keras_efficient import _backend
 
@@ -145,6 +146,10 @@ def raise_with(output: Any, problems: list) -> Any:
     adding a zero computed from them, so the caller must use the returned
     tensor: a check whose result is unused is removed with it.
     """
+    if in_symbolic_scope():
+        # Keras computing output specs (on torch: on tensors of ones, not
+        # the user's data).
+        return output
     jax_traced = _backend.backend() == "jax" and any(
         not isinstance(p.bad, (bool, np.bool_))
         and not _backend.is_concrete(p.bad)
