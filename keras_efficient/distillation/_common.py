@@ -7,7 +7,6 @@ margin, and the soft cross-entropy.
 
 from typing import Any
 
-import keras
 import numpy as np
 from keras import ops
 
@@ -69,68 +68,6 @@ def np_margin(probs: np.ndarray) -> np.ndarray:
         return np.ones(probs.shape[:-1])
     top2 = np.partition(probs, -2, axis=-1)[..., -2:]
     return top2[..., 1] - top2[..., 0]
-
-
-def check_distribution_targets(
-    loss: keras.losses.Loss, y_true: Any, y_pred: Any
-) -> None:
-    """Raises when `y_true` cannot be per-class teacher outputs (static).
-
-    Integer labels of shape `(N,)` or `(N, 1)` against `(N, C)` outputs
-    would otherwise broadcast into a meaningless loss.
-    """
-    ts, ps = tuple(y_true.shape), tuple(y_pred.shape)
-    c = ps[-1] if ps else None
-    mismatch = bool(ts) and ts[-1] not in (None, c) and c is not None
-    if len(ts) < len(ps) or mismatch:
-        raise ValueError(
-            f"{type(loss).__name__}: `y_true` must hold the teacher's "
-            f"per-class outputs, shape {ps} like `y_pred`. Received: "
-            f"y_true.shape={ts}. Integer class labels are not teacher "
-            "outputs; one-hot encode them (`keras.ops.one_hot`) or use "
-            "`keras.losses.SparseCategoricalCrossentropy`."
-        )
-
-
-def check_outputs_once(
-    loss: keras.losses.Loss, y_true: Any, y_pred: Any
-) -> None:
-    """First concrete call of `loss`: NaN teachers, softmaxed logits.
-
-    Runs once per loss instance and only on concrete (eager) tensors:
-    inside a traced graph (JAX `jit`, `tf.function`) values are unknown,
-    so there only the TensorFlow softmax marker is read.
-    """
-    if getattr(loss, "_outputs_checked", False):
-        return
-    if getattr(loss, "from_logits", False) and hasattr(y_pred, "_keras_logits"):
-        _raise_probabilities(loss)
-    try:
-        t = np.asarray(ops.convert_to_numpy(y_true), dtype=np.float64)
-        p = np.asarray(ops.convert_to_numpy(y_pred), dtype=np.float64)
-    except Exception:  # symbolic: the values are unknown here
-        return
-    loss._outputs_checked = True
-    if not np.all(np.isfinite(t)):
-        rows = np.unique(np.argwhere(~np.isfinite(t))[:, 0])[:10]
-        raise ValueError(
-            f"{type(loss).__name__}: `y_true` (the teacher's outputs) has "
-            f"non-finite values in batch rows {rows.tolist()}."
-        )
-    if getattr(loss, "from_logits", False) and p.size and p.shape[-1] > 1:
-        sums = p.sum(-1)
-        if p.min() >= 0 and p.max() <= 1 and np.allclose(sums, 1, atol=1e-4):
-            _raise_probabilities(loss)
-
-
-def _raise_probabilities(loss):
-    raise ValueError(
-        f"{type(loss).__name__} has `from_logits=True`, but `y_pred` "
-        "already holds probabilities (every row in [0, 1], summing to 1; "
-        "e.g. a model ending in softmax): they would be softmaxed twice. "
-        f"Pass `{type(loss).__name__}(from_logits=False)`, or drop the "
-        "final softmax."
-    )
 
 
 def student_log_probs(

@@ -4,8 +4,10 @@ from typing import Any
 
 import keras
 
+from keras_efficient import _data_checks
 from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
+from keras_efficient.distillation import _output_checks
 
 
 class TeacherOutputsLoss(keras.losses.Loss):
@@ -13,8 +15,9 @@ class TeacherOutputsLoss(keras.losses.Loss):
 
     Holds what every distillation loss of this package shares: the two
     output conventions (`teacher_from_logits` for `y_true`, `from_logits`
-    for `y_pred`), their checks on the first call and their config.
-    Subclasses call `teacher_probabilities` (or `check_outputs`) first in
+    for `y_pred`), their checks on every call (`check_outputs`, run by
+    `__call__` before Keras casts the outputs to the loss dtype) and their
+    config. Subclasses read the teacher through `teacher_probabilities` in
     `call`, and extend `get_config`.
     """
 
@@ -32,15 +35,28 @@ class TeacherOutputsLoss(keras.losses.Loss):
         )
         self.from_logits = v.check_bool("from_logits", from_logits)
 
-    def check_outputs(self, y_true: Any, y_pred: Any) -> None:
-        """Raises on integer labels as `y_true`, on non-finite teacher
-        outputs and on probabilities passed as logits (first call)."""
-        _common.check_distribution_targets(self, y_true, y_pred)
-        _common.check_outputs_once(self, y_true, y_pred)
+    def __call__(
+        self, y_true: Any, y_pred: Any, sample_weight: Any = None
+    ) -> Any:
+        problems = self.check_outputs(y_true, y_pred)
+        losses = super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        return _data_checks.raise_with(losses, problems)
+
+    def check_outputs(self, y_true: Any, y_pred: Any) -> list:
+        """Raises on outputs that do not match the declared conventions.
+
+        Statically on integer class ids as `y_true`, a teacher of another
+        width than the student, a single column; in the graph (every call
+        and every compiled step) on non-finite teacher outputs, logits
+        where probabilities are declared and probabilities where logits
+        are (for both `y_true` and `y_pred`). The in-graph checks are
+        returned (`_data_checks.Problem`s) and tied to the loss value by
+        `__call__`, so they cost no host call on JAX.
+        """
+        return _output_checks.check_outputs(self, y_true, y_pred)
 
     def teacher_probabilities(self, y_true: Any, y_pred: Any) -> Any:
-        """`check_outputs`, then the teacher's probabilities (float32)."""
-        self.check_outputs(y_true, y_pred)
+        """The teacher's probabilities (float32) from `y_true`."""
         return _common.teacher_probs(y_true, self.teacher_from_logits)
 
     def get_config(self) -> dict:

@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
+from keras_efficient.distillation import _output_checks
 from keras_efficient.distillation import teacher_accuracy as ta
 from keras_efficient.distillation._teacher_loss import TeacherOutputsLoss
 
@@ -115,12 +116,12 @@ class DebiasedDistillationLoss(TeacherOutputsLoss):
         self, pool_teacher_outputs: np.ndarray
     ) -> "DebiasedDistillationLoss":
         """Computes the normaliser (mean raw weight over the pool) once."""
-        pool = np.asarray(pool_teacher_outputs)
-        if pool.ndim != 2 or len(pool) == 0:
-            raise ValueError(
-                "`pool_teacher_outputs` must have shape (n, num_classes) "
-                f"with n > 0; got shape {pool.shape}."
-            )
+        pool = _output_checks.check_numpy_outputs(
+            pool_teacher_outputs,
+            "pool_teacher_outputs",
+            self.teacher_from_logits,
+            flag="teacher_from_logits",
+        )
         mean = float(self._raw_weights_numpy(pool).mean())
         if not mean > 0:
             raise ValueError(

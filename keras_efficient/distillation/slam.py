@@ -71,11 +71,13 @@ class SLaMLoss(TeacherOutputsLoss):
     labels raise. `from_logits=True` (the default, as for every loss of
     this package) expects student *logits*; for a model ending in softmax
     pass `from_logits=False` (unlike `keras.losses.CategoricalCrossentropy`,
-    whose default is False). On the first call with concrete values (eager
-    calls, the torch backend, `run_eagerly=True`) and, on TensorFlow, for
-    outputs of a Keras softmax, `from_logits=True` with `y_pred` rows that
-    are already probabilities raises; inside a JAX-compiled `fit` it cannot
-    be checked. Non-finite teacher outputs raise on that same first call.
+    whose default is False). Both conventions are checked on every call and
+    every compiled step (JAX `jit`, TensorFlow graphs without XLA, torch):
+    teacher logits with `teacher_from_logits=False` (rows off the simplex,
+    1e-3 in float32, 2e-2 with 16-bit dtypes), teacher or student
+    probabilities where logits are declared, non-finite teacher rows; a
+    teacher of another width, a single column and integer class ids raise
+    before the first step (see docs/methods/distillation.md).
 
     Args:
         teacher_accuracy: a fitted `TeacherAccuracy` (recommended), or None

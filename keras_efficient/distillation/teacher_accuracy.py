@@ -10,6 +10,7 @@ from keras import ops
 from keras_efficient import _validation
 from keras_efficient.distillation import _calibration
 from keras_efficient.distillation import _interpolation
+from keras_efficient.distillation import _output_checks
 from keras_efficient.distillation._common import margin as teacher_margin
 from keras_efficient.distillation._common import np_margin as _np_margin
 from keras_efficient.distillation._common import np_probs as _to_probs
@@ -98,38 +99,6 @@ class TeacherAccuracy:
     def fitted(self) -> bool:
         return self.knots_x is not None
 
-    @staticmethod
-    def _check(probs, labels):
-        if probs.ndim != 2 or probs.shape[-1] < 2:
-            raise ValueError(
-                "`teacher_outputs` must have shape (n, num_classes) with "
-                f"num_classes >= 2; got shape {probs.shape}."
-            )
-        labels = np.asarray(labels)
-        if labels.ndim > 1 and labels.shape[1:] != (1,) * (labels.ndim - 1):
-            raise ValueError(
-                "`labels` must be class ids of shape (n,), not one-hot. "
-                f"Received: labels.shape={labels.shape}"
-            )
-        if labels.size and not np.all(np.mod(labels, 1) == 0):
-            raise ValueError(
-                "`labels` must be integer class ids. Received: labels with "
-                f"dtype={labels.dtype}"
-            )
-        labels = labels.reshape(-1)
-        if len(labels) != len(probs):
-            raise ValueError(
-                "`labels` and `teacher_outputs` must have the same length; "
-                f"got {len(labels)} and {len(probs)}."
-            )
-        num_classes = probs.shape[-1]
-        if np.any(labels < 0) or np.any(labels >= num_classes):
-            bad = labels[(labels < 0) | (labels >= num_classes)][0]
-            raise ValueError(
-                f"`labels` must be class ids in [0, {num_classes}); got {bad}."
-            )
-        return labels.astype("int64")
-
     def fit(
         self,
         teacher_outputs: np.ndarray,
@@ -137,30 +106,7 @@ class TeacherAccuracy:
         from_logits: bool = False,
     ) -> "TeacherAccuracy":
         """Fits the map on validation outputs and labels; returns self."""
-        from_logits = _validation.check_bool("from_logits", from_logits)
-        raw = np.asarray(teacher_outputs, dtype=np.float64)
-        if not np.all(np.isfinite(raw)):
-            raise ValueError(
-                "`teacher_outputs` must be finite. Received: "
-                f"{int(np.sum(~np.isfinite(raw)))} non-finite values."
-            )
-        if (
-            not from_logits
-            and raw.ndim == 2
-            and raw.size
-            and (
-                raw.min() < 0
-                or raw.max() > 1
-                or not np.allclose(raw.sum(-1), 1, atol=1e-3)
-            )
-        ):
-            raise ValueError(
-                "`teacher_outputs` are not probabilities (each row in [0, 1] "
-                "summing to 1): pass `from_logits=True` for logits. "
-                f"Received: from_logits={from_logits}"
-            )
-        probs = _to_probs(teacher_outputs, from_logits)
-        labels = self._check(probs, labels)
+        probs, labels = _checked(teacher_outputs, labels, from_logits)
         correct = (probs.argmax(-1) == labels).astype("float64")
         if correct.min() == correct.max():
             which = "wrong" if correct[0] == 1 else "right"
@@ -238,8 +184,7 @@ class TeacherAccuracy:
         estimator's alpha), `accuracy` and `topk_accuracy`.
         """
         num_bins = _validation.check_positive_int("num_bins", num_bins)
-        probs = _to_probs(teacher_outputs, from_logits)
-        labels = self._check(probs, labels)
+        probs, labels = _checked(teacher_outputs, labels, from_logits)
         conf = probs.max(-1)
         correct = (probs.argmax(-1) == labels).astype("float64")
         est = self.predict_numpy(probs)
@@ -287,6 +232,17 @@ class TeacherAccuracy:
     @classmethod
     def from_config(cls, config: dict) -> "TeacherAccuracy":
         return cls(**config)
+
+
+def _checked(teacher_outputs, labels, from_logits):
+    """Probabilities and class ids from the user's arrays, checked."""
+    from_logits = _validation.check_bool("from_logits", from_logits)
+    outputs = _output_checks.check_numpy_outputs(
+        teacher_outputs, "teacher_outputs", from_logits
+    )
+    probs = _to_probs(outputs, from_logits)
+    labels = _output_checks.check_numpy_labels(labels, *probs.shape)
+    return probs, labels
 
 
 def _knots(name, values):
