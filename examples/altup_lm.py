@@ -184,3 +184,8 @@ print(
     "(one seed and a busy CPU: see benchmarks/altup.py for seeds and "
     "interleaved step-time ratios)"
 )
+if QUICK:
+    print(
+        "\n(smoke run, --quick: tiny data and a few steps; the figures "
+        "above only show that the script runs, not how the method does)"
+    )
