@@ -28,13 +28,25 @@ MARKER = re.compile(r"<!-- results: ([\w.-]+) -->")
 
 # Words for the parts of a figure's key, e.g. "test_accuracy/rw+lr/width_8"
 # reads "test accuracy: rw+lr, width 8".
-_WORDS = {"d64": "width 64", "d128": "width 128", "kd": "KD", "moe": "MoE"}
+_WORDS = {
+    "kd": "KD",
+    "moe": "MoE",
+    "lsh": "LSH",
+    "adam": "Adam",
+    "lazyadam": "LazyAdam",
+    "slam": "SLaM",
+    "ce": "CE",
+}
+
+
+def _words(part):
+    if re.fullmatch(r"d\d+", part):  # model width
+        return f"width {part[1:]}"
+    return " ".join(_WORDS.get(word, word) for word in part.split("_"))
 
 
 def _label(name):
-    parts = [
-        _WORDS.get(part, part.replace("_", " ")) for part in name.split("/")
-    ]
+    parts = [_words(part) for part in name.split("/")]
     head = parts[0][:1].upper() + parts[0][1:]
     return head + (": " + ", ".join(parts[1:]) if parts[1:] else "")
 
@@ -75,11 +87,17 @@ def _table(prefix):
     paths = sorted(p for p in glob.glob(pattern) if ".quick." not in p)
     if not paths:
         return f"_No results recorded yet for `{prefix}`._"
-    rows = [
-        "| measured | mean ± std | 95% interval | runs | target | met "
-        "| where | notes |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    header = [
+        "measured",
+        "mean ± std",
+        "95% interval",
+        "runs",
+        "target",
+        "met",
+        "where",
+        "notes",
     ]
+    rows = []
     commands = []
     for path in paths:
         with open(path) as f:
@@ -101,14 +119,28 @@ def _table(prefix):
                 )
             note = str(figure.get("note") or "").replace("|", "/")
             rows.append(
-                f"| {_label(figure['name'])} | {_value(figure)} | {interval} "
-                f"| {figure.get('n', 1)} | {figure.get('target', '')} | {met} "
-                f"| {where} | {note} |"
+                [
+                    _label(figure["name"]),
+                    _value(figure),
+                    interval,
+                    str(figure.get("n", 1)),
+                    str(figure.get("target") or ""),
+                    met,
+                    where,
+                    note,
+                ]
             )
         if "command" in result:
             name = os.path.basename(path)
             commands.append(f"- `{name}`: `{result['command']}`")
-    return "\n".join(rows) + "\n\nReproduce with:\n\n" + "\n".join(commands)
+    # Columns empty in every row (no targets, no intervals) are left out.
+    keep = [i for i in range(len(header)) if any(row[i] for row in rows)]
+    lines = [
+        "| " + " | ".join(header[i] for i in keep) + " |",
+        "| " + " | ".join("---" for _ in keep) + " |",
+    ]
+    lines += ["| " + " | ".join(row[i] for i in keep) + " |" for row in rows]
+    return "\n".join(lines) + "\n\nReproduce with:\n\n" + "\n".join(commands)
 
 
 def on_page_markdown(markdown, **kwargs):

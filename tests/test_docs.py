@@ -98,9 +98,9 @@ CHROMIUM = next(
     ),
     None,
 )
+# Skipped where no site is given; with a site, a missing Chromium fails.
 browser = pytest.mark.skipif(
-    not (SITE and CHROMIUM),
-    reason="needs KERAS_EFFICIENT_DOCS_SITE (a built site) and chromium",
+    not SITE, reason="set KERAS_EFFICIENT_DOCS_SITE to a built site"
 )
 # Pages whose sources hold formulas: each must show typeset (MathML) math.
 MATH_PAGES = [
@@ -124,6 +124,7 @@ def _site_pages():
 
 def _rendered_dom(page, tmp_path):
     """The DOM of `page` after Chromium has loaded and laid it out."""
+    assert CHROMIUM, "no chromium on PATH (apt-get install chromium)"
     path = os.path.join(SITE, page, "index.html")
     profile = tmp_path / "chromium-profile"
     done = subprocess.run(
@@ -182,11 +183,29 @@ def test_api_pages_show_call_arguments_and_examples_as_tables_and_code(
 ):
     dom = _rendered_dom("api/layers", tmp_path)
     assert 'class="doc-section-title">Call arguments:' in dom
-    assert dom.count("<summary>Examples</summary>") >= 10
-    # The Returns tables have no empty Type column.
-    assert not re.search(r"<th>Type</th>\s*<th>Description</th>", dom) or (
-        "doc-returns-annotation" in dom
+    # Every Examples section opens with a highlighted code block.
+    titles = dom.count('doc-section-title">Examples:')
+    coded = len(
+        re.findall(
+            r'doc-section-title">Examples:</span></p>\s*<div class="highlight"',
+            dom,
+        )
     )
+    assert titles >= 10 and coded == titles, (titles, coded)
+
+
+@browser
+@pytest.mark.parametrize("page", sorted(make_pages.API_PAGES))
+def test_returns_tables_have_no_empty_cells(page, tmp_path):
+    dom = _rendered_dom(f"api/{page}", tmp_path)
+    tables = re.findall(
+        r'doc-section-title">Returns:</span></p>\s*<table>(.*?)</table>',
+        dom,
+        flags=re.DOTALL,
+    )
+    for table in tables:
+        for cell in re.findall(r"<td>(.*?)</td>", table, flags=re.DOTALL):
+            assert re.sub(r"<[^>]+>|\s", "", cell), f"empty cell: {table}"
 
 
 @browser
