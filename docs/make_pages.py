@@ -166,9 +166,12 @@ def tutorial_page(name, run):
     lines += [f"Run it: `KERAS_BACKEND=jax python {rel}`.", ""]
     if run:
         load = run["load_average"]
+        cpu = ""
+        if "cpu_seconds" in run:
+            cpu = f", {duration(run['cpu_seconds'])} of CPU time"
         lines += [
             f"Full run: **{duration(run['seconds'])}** on a {run['cpus']}-core "
-            f"CPU with JAX (start-up included; load average {load[0]:.1f} "
+            f"CPU with JAX (start-up included{cpu}; load average {load[0]:.1f} "
             f"before, {load[1]:.1f} after: other jobs shared the machine, "
             f"so a quiet one is faster). `--quick` is a smoke run of a few "
             f"seconds whose numbers mean nothing.",

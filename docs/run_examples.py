@@ -20,6 +20,7 @@ import glob
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ def run(name):
         p for p in (ROOT, os.environ.get("PYTHONPATH")) if p
     )
     load_before = os.getloadavg()[0]
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, os.path.join("examples", f"{name}.py")],
@@ -45,6 +47,11 @@ def run(name):
         text=True,
     )
     seconds = time.perf_counter() - start
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU time moves less than wall time on a busy machine.
+    cpu_seconds = (cpu_after.ru_utime - cpu_before.ru_utime) + (
+        cpu_after.ru_stime - cpu_before.ru_stime
+    )
     if done.returncode:
         sys.stderr.write(done.stderr[-3000:])
         raise SystemExit(f"examples/{name}.py failed ({done.returncode})")
@@ -57,6 +64,7 @@ def run(name):
         shutil.copyfile(figure, os.path.join(OUTPUT, f"{name}.png"))
     return {
         "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu_seconds, 1),
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "backend": "jax",
         "cpus": os.cpu_count(),
