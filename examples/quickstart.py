@@ -1,6 +1,6 @@
 """Quick start: a small ResNet and its LAuReL twin on handwritten digits.
 
-Run it with any backend (a couple of minutes on a laptop CPU):
+Run it with any backend (a full run: 90 s on a 2-core CPU with JAX):
 
     KERAS_BACKEND=jax python examples/quickstart.py
 
