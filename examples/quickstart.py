@@ -12,8 +12,8 @@ training step time side by side.
 
 The data is scikit-learn's 8x8 handwritten digits (1,500 train / 297 test
 images): it is real image data, ships with scikit-learn (no download), and
-a CNN learns it in seconds, which keeps this script well under the
-few-minutes budget on any backend. MNIST-1D would need reshaping into a
+a CNN learns it in seconds, which keeps this script short on any
+backend. MNIST-1D would need reshaping into a
 fake 2D image for a 2D ResNet.
 """
 
