@@ -1,6 +1,6 @@
 """Distillation with unlabeled examples: soft/hard KD vs debiased vs SLaM.
 
-Run it with any backend (a few minutes on a laptop CPU):
+Run it with any backend (a full run: 10.9 min on a 2-core CPU with JAX):
 
     KERAS_BACKEND=jax python examples/slam_distillation.py
 
