@@ -17,7 +17,7 @@ source (no download), with the same data, steps and seed:
 
 It prints eval loss, bits per byte, parameters and step time, saves the
 eval-loss curves to `examples/output/altup_lm.png`, and prints text sampled
-from the AltUp model. A few minutes on a CPU:
+from the AltUp model. A full run takes 18.5 min on a 2-core CPU with JAX:
 
     KERAS_BACKEND=jax python examples/altup_lm.py
 """
@@ -184,3 +184,8 @@ print(
     "(one seed and a busy CPU: see benchmarks/altup.py for seeds and "
     "interleaved step-time ratios)"
 )
+if QUICK:
+    print(
+        "\n(smoke run, --quick: tiny data and a few steps; the figures "
+        "above only show that the script runs, not how the method does)"
+    )

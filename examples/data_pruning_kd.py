@@ -224,3 +224,8 @@ def main():
 
 if __name__ == "__main__":
     main()
+    if "--quick" in sys.argv[1:]:
+        print(
+            "\n(smoke run, --quick: tiny data and a few steps; the figures "
+            "above only show that the script runs, not how the method does)"
+        )

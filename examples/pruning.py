@@ -18,6 +18,7 @@ convolution with 16 weights and costs far more accuracy.
 import argparse
 import logging
 import os
+import sys
 
 # Examples only: quiet TensorFlow's and XLA's logs. Keras loads TensorFlow
 # whenever it is installed (set_random_seed seeds it on every backend); a
@@ -234,3 +235,8 @@ def main():
 
 if __name__ == "__main__":
     main()
+    if "--quick" in sys.argv[1:]:
+        print(
+            "\n(smoke run, --quick: tiny data and a few steps; the figures "
+            "above only show that the script runs, not how the method does)"
+        )

@@ -195,7 +195,9 @@ CASES = (
         case(
             "MagnitudePruning-fit-wrong-label-shape",
             lambda: fit_pruned(np.zeros((6, 5), "float32")),
-            "",
+            # The loss raises in words of its backend's own; the error
+            # type (LOSS_ERRORS) is what is checked, not the message.
+            None,
             error=LOSS_ERRORS,
         ),
         case(

@@ -37,3 +37,13 @@ def test_example_runs_quick(path, monkeypatch, capsys):
     out = capsys.readouterr().out
     # Every tutorial ends with a plain summary of what it measured.
     assert out.strip(), f"{os.path.basename(path)} printed nothing"
+    # A --quick summary says its numbers mean nothing.
+    tail = "\n".join(out.strip().splitlines()[-3:])
+    assert "smoke run" in tail, f"{os.path.basename(path)}: no smoke-run label"
+    if os.path.basename(path) == "prune_to_speed.py":
+        # Output to a file (not a terminal): no progress-bar redraws.
+        assert "\r" not in out and "\x1b" not in out
+        lines = out.splitlines()
+        params = next(line for line in lines if line.startswith("parameters"))
+        assert ".00" not in params, params  # counts print as integers
+        assert "0 epochs" not in out

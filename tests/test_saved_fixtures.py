@@ -6,6 +6,7 @@ The fixtures were written by `tests/fixtures/make_v010_fixtures.py` at the
 """
 
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -25,8 +26,30 @@ CASES = [
 
 @pytest.mark.parametrize("filename,inputs,outputs", CASES)
 def test_v010_file_loads_with_same_outputs(filename, inputs, outputs):
-    model = keras.saving.load_model(
-        os.path.join(HERE, filename), safe_mode=True
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = keras.saving.load_model(
+            os.path.join(HERE, filename), safe_mode=True
+        )
+    # v010_layers.keras was compiled with Adam but never trained, so its
+    # optimizer was saved before Adam created its moments: 2 variables
+    # (iterations, learning rate). Loading compiles the model and builds an
+    # Adam with moments for every weight, so Keras skips the 2 saved
+    # variables and warns. Nothing is lost: the optimizer had not stepped
+    # (the fixture must not be regenerated, see the module docstring).
+    for warning in caught:
+        message = str(warning.message)
+        if message.startswith("Skipping variable loading for optimizer"):
+            assert filename == "v010_layers.keras", message
+            assert "saved optimizer has 2 variables" in message, message
+            iterations = model.optimizer.iterations
+            assert int(keras.ops.convert_to_numpy(iterations)) == 0
+        else:
+            warnings.warn_explicit(
+                warning.message,
+                warning.category,
+                warning.filename,
+                warning.lineno,
+            )
     got = keras.ops.convert_to_numpy(model(EXPECTED[inputs]))
     np.testing.assert_allclose(got, EXPECTED[outputs], atol=1e-5, rtol=1e-5)
