@@ -200,7 +200,9 @@ def run_module(module, tests, workdir, max_children=1):
     command += ["--max-children", str(max_children)]
     run = subprocess.run(command, cwd=work, env=env)
     if run.returncode:
-        print(f"mutmut exited with {run.returncode} on {module}")
+        # A failing clean run or test collection leaves every mutant
+        # unrun: refuse rather than overwrite the module's results.
+        raise RuntimeError(f"mutmut exited with {run.returncode} on {module}")
     return read_statuses(work, module)
 
 
