@@ -258,6 +258,31 @@ EQUIVALENT = {
             "ps <= 1 already (ps <= cap <= 1, fill <= 1 - ps)"
         ),
     },
+    "distillation/kd.py": {
+        "xǁKnowledgeDistillationLossǁ__init____mutmut_22": (
+            "min_inclusive=None is falsy, the same as False"
+        ),
+        "xǁKnowledgeDistillationLossǁcall__mutmut_8": (
+            "ops.cast(x, None) casts to floatx, float32 by default (differs "
+            "only under a global floatx other than float32)"
+        ),
+        "xǁKnowledgeDistillationLossǁcall__mutmut_39": (
+            "ops.cast(x, None) casts to floatx, float32 by default (differs "
+            "only under a global floatx other than float32)"
+        ),
+        "xǁKnowledgeDistillationLossǁcall__mutmut_18": (
+            "no upper clip: teacher probabilities are <= 1"
+        ),
+        "xǁKnowledgeDistillationLossǁcall__mutmut_23": (
+            "upper clip 2: teacher probabilities are <= 1"
+        ),
+        "xǁKnowledgeDistillationLossǁcall__mutmut_28": (
+            "axis=-1 is log_softmax's default"
+        ),
+        "xǁKnowledgeDistillationLossǁcall__mutmut_36": (
+            "axis=-1 is log_softmax's default"
+        ),
+    },
 }
 
 ROOT = Path(__file__).resolve().parent.parent
