@@ -164,32 +164,32 @@ EQUIVALENT = {
         "x_capped_proportional__mutmut_28": (
             "NumPy reads the sort kind case-insensitively: 'STABLE' is 'stable'"
         ),
-        "x_capped_proportional__mutmut_38": (
+        "x_capped_proportional__mutmut_40": (
             "initial p_sorted is never used: the loop always breaks by k "
             "= b - 1 (ws[k] <= tail[k])"
         ),
-        "x_capped_proportional__mutmut_42": (
+        "x_capped_proportional__mutmut_44": (
             "initial p_sorted is never used: the loop always breaks by k "
             "= b - 1 (ws[k] <= tail[k])"
         ),
-        "x_capped_proportional__mutmut_48": (
+        "x_capped_proportional__mutmut_50": (
             "`<` vs `<=` at exactly 1 + 1e-12 (tolerance boundary)"
         ),
-        "x_capped_proportional__mutmut_49": (
+        "x_capped_proportional__mutmut_51": (
             "at ws[k] c = 1 the next k gives the same p (the entry is 1 "
             "either way); else within 1e-12"
         ),
-        "x_capped_proportional__mutmut_59": (
+        "x_capped_proportional__mutmut_61": (
             "at the break every c * ws[k:] <= 1 + 1e-12 and the result is"
             " clipped to 1 after"
         ),
-        "x_capped_proportional__mutmut_64": (
+        "x_capped_proportional__mutmut_66": (
             "p >= 0 already (w >= 0, c > 0): the lower clip is a no-op"
         ),
-        "x_capped_proportional__mutmut_65": (
+        "x_capped_proportional__mutmut_67": (
             "values exceed 1 by at most the 1e-12 break tolerance"
         ),
-        "x_capped_proportional__mutmut_70": (
+        "x_capped_proportional__mutmut_72": (
             "values exceed 1 by at most the 1e-12 break tolerance"
         ),
         "x_worst_case__mutmut_6": (
