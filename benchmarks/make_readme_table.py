@@ -157,6 +157,41 @@ def render_overhead(paths):
     return "\n".join(lines)
 
 
+def _load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+MUTATION = os.path.join(ROOT, "benchmarks", "results", "mutation.json")
+
+
+def render_mutation(path):
+    """One row per mutated module of `mutation.json`."""
+    if not os.path.exists(path):
+        return "_No mutation results recorded yet._"
+    with open(path) as f:
+        result = json.load(f)
+    lines = [
+        "| module | mutants | killed | timeout | survived | equivalent | "
+        "kill rate |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for module, row in sorted(result.get("modules", {}).items()):
+        rate = row.get("kill_rate")
+        rate = "" if rate is None else f"{100 * rate:.1f}%"
+        if rate and row["kill_rate"] < 0.9:
+            rate += " ✗"
+        lines.append(
+            f"| {module} | {row['mutants']} | {row['killed']} | "
+            f"{row['timeout']} | {row['survived'] + row.get('no_tests', 0)} "
+            f"| {len(row.get('equivalent', {}))} | {rate} |"
+        )
+    not_run = result.get("not_run", [])
+    if not_run:
+        lines.append(f"\nNot run yet: {', '.join(not_run)}.")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all", action="store_true", help="list every figure")
@@ -166,8 +201,10 @@ def main():
         for p in glob.glob(
             os.path.join(ROOT, "benchmarks", "results", "*.json")
         )
-        if not p.endswith(".quick.json")
+        if not p.endswith(".quick.json") and p != MUTATION
     )
+    # Results of another shape (no "figures") are left out, not fatal.
+    paths = [p for p in paths if "figures" in _load(p)]
     table = render_table(paths, args.all) if paths else "_No results yet._"
     claims = render_claims(paths)
     commands = []
@@ -185,6 +222,9 @@ def main():
         f"{START}\nClaims measured over several seeds or runs (95% "
         "intervals; for losses, MSE and bits per byte lower is better, so "
         f"there a negative difference is the method's side):\n\n{claims}\n\n"
+        "Mutation testing (`benchmarks/mutation.py`; kill rate over the "
+        "mutants not reviewed equivalent, timeouts counted as caught; "
+        f"target 90%):\n\n{render_mutation(MUTATION)}\n\n"
         "Step-time overhead, method step over baseline step (median of "
         "interleaved rounds [IQR]; ✗: target missed):\n\n"
         f"{render_overhead(paths)}\n\n"

@@ -34,6 +34,7 @@ from pathlib import Path
 MODULE_TESTS = {
     "distillation/active/rounding.py": [
         "tests/test_dependent_rounding.py",
+        "tests/test_rounding_marginals.py",
         "tests/test_selection_strategies.py",
     ],
     "distillation/active/strategies.py": ["tests/test_selection_strategies.py"],
@@ -140,6 +141,147 @@ EQUIVALENT = {
             "residue (len != b) needs a sum off an integer by > 0.5, "
             "refused by the check"
         ),
+        "x__check_marginals__mutmut_8": (
+            "reshape(-2): NumPy reads any negative size as 'infer', same "
+            "flat array"
+        ),
+        "x__check_marginals__mutmut_31": (
+            "`>= 1e-6`: differs only when |sum - b| is exactly the float "
+            "1e-6 (tolerance boundary)"
+        ),
+        "x__check_marginals__mutmut_35": (
+            "no lower clip: entries in [-1e-9, 0) are neither fractional "
+            "nor chosen, as 0"
+        ),
+        "x__check_marginals__mutmut_36": (
+            "no upper clip: entries in (1, 1 + 1e-9] are not fractional "
+            "and are chosen, as 1"
+        ),
+        "x__check_marginals__mutmut_41": (
+            "upper clip 2: entries in (1, 1 + 1e-9] are not fractional "
+            "and are chosen, as 1"
+        ),
+        "x_capped_proportional__mutmut_28": (
+            "NumPy reads the sort kind case-insensitively: 'STABLE' is 'stable'"
+        ),
+        "x_capped_proportional__mutmut_40": (
+            "initial p_sorted is never used: the loop always breaks by k "
+            "= b - 1 (ws[k] <= tail[k])"
+        ),
+        "x_capped_proportional__mutmut_44": (
+            "initial p_sorted is never used: the loop always breaks by k "
+            "= b - 1 (ws[k] <= tail[k])"
+        ),
+        "x_capped_proportional__mutmut_50": (
+            "`<` vs `<=` at exactly 1 + 1e-12 (tolerance boundary)"
+        ),
+        "x_capped_proportional__mutmut_51": (
+            "at ws[k] c = 1 the next k gives the same p (the entry is 1 "
+            "either way); else within 1e-12"
+        ),
+        "x_capped_proportional__mutmut_61": (
+            "at the break every c * ws[k:] <= 1 + 1e-12 and the result is"
+            " clipped to 1 after"
+        ),
+        "x_capped_proportional__mutmut_66": (
+            "p >= 0 already (w >= 0, c > 0): the lower clip is a no-op"
+        ),
+        "x_capped_proportional__mutmut_67": (
+            "values exceed 1 by at most the 1e-12 break tolerance"
+        ),
+        "x_capped_proportional__mutmut_72": (
+            "values exceed 1 by at most the 1e-12 break tolerance"
+        ),
+        "x_worst_case__mutmut_6": (
+            "m = len(v): v.sum() minus the sum of all of v is 0 as the "
+            "early return (up to summation order)"
+        ),
+        "xǁ_SortedGainsǁ__init____mutmut_8": (
+            "NumPy reads the sort kind case-insensitively: 'STABLE' is 'stable'"
+        ),
+        "xǁ_SortedGainsǁcandidates__mutmut_4": (
+            "a second t = 0 candidate duplicates the first"
+        ),
+        "xǁ_SortedGainsǁcandidates__mutmut_10": (
+            "k = 0 gives thr = -m / 0 (-inf or nan), dropped by `thr > 0`"
+        ),
+        "xǁ_SortedGainsǁcandidates__mutmut_18": (
+            "keeps every k: extra t >= 0 candidates only; F(t) <= max F, "
+            "whose argmax is still a candidate"
+        ),
+        "xǁ_SortedGainsǁcandidates__mutmut_19": (
+            "adds candidates only (thr = 0); F(t) <= max F, whose argmax "
+            "is still a candidate"
+        ),
+        "xǁ_SortedGainsǁcandidates__mutmut_42": (
+            "adds t = 0 only, already a candidate"
+        ),
+        "xǁ_SortedGainsǁdual__mutmut_8": (
+            "side='left' is searchsorted's default"
+        ),
+        "xǁ_SortedGainsǁdual__mutmut_14": (
+            "errstate only silences NumPy warnings; the values are the same"
+        ),
+        "xǁ_SortedGainsǁdual__mutmut_15": (
+            "errstate only silences NumPy warnings; the values are the same"
+        ),
+        "xǁ_SortedGainsǁdual__mutmut_16": (
+            "errstate only silences NumPy warnings; the values are the same"
+        ),
+        "xǁ_SortedGainsǁdual__mutmut_17": (
+            "errstate only silences NumPy warnings; the values are the same"
+        ),
+        "xǁ_SortedGainsǁdual__mutmut_28": (
+            "left vs right differ only at t = b / H_r exactly, where the "
+            "two linear pieces of G meet"
+        ),
+        "xǁ_SortedGainsǁdual__mutmut_35": (
+            "t = 0: b / 0 is inf under errstate, the same as the np.inf branch"
+        ),
+        "xǁ_SortedGainsǁdual__mutmut_42": (
+            "r >= 1 (h[0] = 0 < b / t, side right), so r - 1 >= 0: the "
+            "lower clip is a no-op"
+        ),
+        "xǁ_SortedGainsǁdual__mutmut_114": (
+            "at mass == b the two pieces agree (G is continuous): g1 == g2"
+        ),
+        "xǁ_SortedGainsǁwater_fill__mutmut_24": (
+            "`>=` vs `>` at a surplus of exactly 1e-12 (tolerance boundary)"
+        ),
+        "xǁ_SortedGainsǁwater_fill__mutmut_53": (
+            "ps >= 0 already (min of cap and a max with 0, fill >= 0)"
+        ),
+        "xǁ_SortedGainsǁwater_fill__mutmut_54": (
+            "ps <= 1 already (ps <= cap <= 1, fill <= 1 - ps)"
+        ),
+        "xǁ_SortedGainsǁwater_fill__mutmut_59": (
+            "ps <= 1 already (ps <= cap <= 1, fill <= 1 - ps)"
+        ),
+    },
+    "distillation/kd.py": {
+        "xǁKnowledgeDistillationLossǁ__init____mutmut_22": (
+            "min_inclusive=None is falsy, the same as False"
+        ),
+        "xǁKnowledgeDistillationLossǁcall__mutmut_8": (
+            "ops.cast(x, None) casts to floatx, float32 by default (differs "
+            "only under a global floatx other than float32)"
+        ),
+        "xǁKnowledgeDistillationLossǁcall__mutmut_39": (
+            "ops.cast(x, None) casts to floatx, float32 by default (differs "
+            "only under a global floatx other than float32)"
+        ),
+        "xǁKnowledgeDistillationLossǁcall__mutmut_18": (
+            "no upper clip: teacher probabilities are <= 1"
+        ),
+        "xǁKnowledgeDistillationLossǁcall__mutmut_23": (
+            "upper clip 2: teacher probabilities are <= 1"
+        ),
+        "xǁKnowledgeDistillationLossǁcall__mutmut_28": (
+            "axis=-1 is log_softmax's default"
+        ),
+        "xǁKnowledgeDistillationLossǁcall__mutmut_36": (
+            "axis=-1 is log_softmax's default"
+        ),
     },
 }
 
@@ -165,7 +307,10 @@ def _mutmut_config(module, tests):
         "    -q",
         "mutate_only_covered_lines = true",
         "use_git_change_detection = false",
-        "timeout_multiplier = 5.0",
+        # Wall limit per mutant: (estimated test time + 1 s) x this. On a
+        # shared, loaded machine 5 marked slow-but-passing mutants as
+        # timeouts (counted as caught); mutmut's own default is 15.
+        "timeout_multiplier = 15.0",
         "",
     ]
     return "\n".join(lines)
@@ -200,7 +345,9 @@ def run_module(module, tests, workdir, max_children=1):
     command += ["--max-children", str(max_children)]
     run = subprocess.run(command, cwd=work, env=env)
     if run.returncode:
-        print(f"mutmut exited with {run.returncode} on {module}")
+        # A failing clean run or test collection leaves every mutant
+        # unrun: refuse rather than overwrite the module's results.
+        raise RuntimeError(f"mutmut exited with {run.returncode} on {module}")
     return read_statuses(work, module)
 
 

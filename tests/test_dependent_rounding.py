@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 
 from keras_efficient.distillation.active import dependent_rounding
+from keras_efficient.distillation.active.rounding import as_rng
+from keras_efficient.distillation.active.rounding import check_num_points
 
 
 def test_exactly_b_distinct_every_draw():
@@ -94,9 +96,6 @@ def test_marginals_of_any_shape_and_one_sided_range_errors():
 
 
 def test_num_points_and_rng_checks():
-    from keras_efficient.distillation.rounding import as_rng
-    from keras_efficient.distillation.rounding import check_num_points
-
     assert check_num_points(0, 5) == 0
     assert check_num_points(5, 5) == 5
     with pytest.raises(ValueError, match="`b`.*Received: b=-1"):

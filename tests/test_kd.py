@@ -75,3 +75,75 @@ def test_errors():
         KnowledgeDistillationLoss(0.0)
     with pytest.raises(ValueError, match="from_logits"):
         KnowledgeDistillationLoss(from_logits=False)
+
+
+def _kd_reference(t, s, T):
+    lp, lq = _logsm(t / T), _logsm(s / T)
+    return T * T * (np.exp(lp) * (lp - lq)).sum(-1)
+
+
+def test_defaults_name_and_dtype():
+    loss = KnowledgeDistillationLoss()
+    assert loss.temperature == 2.0
+    assert loss.name == "knowledge_distillation_loss"
+    t, s = _data()
+    np.testing.assert_allclose(
+        to_numpy(KnowledgeDistillationLoss(reduction="none")(t, s)),
+        _kd_reference(t, s, 2.0),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    assert KnowledgeDistillationLoss(dtype="float64").dtype == "float64"
+
+
+def test_sequence_outputs_softmax_over_classes():
+    # (batch, time, classes): the softmax runs over the last axis only.
+    rng = np.random.default_rng(3)
+    t = rng.normal(size=(4, 3, 6)).astype("float32") * 2
+    s = rng.normal(size=(4, 3, 6)).astype("float32")
+    got = to_numpy(KnowledgeDistillationLoss(3.0, reduction="none")(t, s))
+    np.testing.assert_allclose(
+        got, _kd_reference(t, s, 3.0), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_half_precision_outputs_computed_in_float32():
+    # Mixed-precision teacher and student logits: the loss is computed in
+    # float32 from their float16 values.
+    t, s = _data()
+    t16, s16 = t.astype("float16"), s.astype("float16")
+    ref = _kd_reference(t16.astype("float32"), s16.astype("float32"), 4.0)
+    got = to_numpy(KnowledgeDistillationLoss(4.0, reduction="none")(t16, s16))
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_teacher_probabilities_with_zeros_stay_finite():
+    # A class the teacher gives probability 0 contributes 0, not nan.
+    t, s = _data()
+    p = np.exp(_logsm(t))
+    p[:, 0] = 0.0
+    p = (p / p.sum(-1, keepdims=True)).astype("float32")
+    T = 2.0
+    logp = np.log(np.clip(p.astype("float64"), 1e-12, 1.0))
+    got = to_numpy(
+        KnowledgeDistillationLoss(
+            T, teacher_from_logits=False, reduction="none"
+        )(p, s)
+    )
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(
+        got, _kd_reference(logp, s, T), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_error_messages_name_argument_and_value():
+    with pytest.raises(
+        ValueError, match=r"^`temperature` must .*Received: temperature=0"
+    ):
+        KnowledgeDistillationLoss(0.0)
+    with pytest.raises(
+        ValueError,
+        match=r"^`from_logits` must be True \(a temperature needs logits\)\. "
+        r"Received: from_logits=False$",
+    ):
+        KnowledgeDistillationLoss(from_logits=False)
