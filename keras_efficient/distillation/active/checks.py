@@ -7,13 +7,17 @@ is named in `_validation.py`'s style: the argument, what was received and
 what is allowed.
 """
 
+from typing import Any
+
 import numpy as np
 
 from keras_efficient import _validation as v
 from keras_efficient.distillation.active.pool import ArrayPool
 
 
-def check_answers(y, num_inputs, shape, round_index):
+def check_answers(
+    y: Any, num_inputs: int, shape: tuple | None, round_index: int
+) -> None:
     """The teacher's answers: one row of `shape` per input."""
     where = "on the validation set"
     if round_index is not None:
@@ -39,7 +43,7 @@ def check_answers(y, num_inputs, shape, round_index):
     )
 
 
-def check_validation(validation, pool):
+def check_validation(validation: Any, pool: Any) -> tuple | None:
     """`None` or labeled `(x_val, y_val)` shaped like the pool's inputs."""
     if validation is None:
         return None
@@ -65,7 +69,7 @@ def check_validation(validation, pool):
     return x_val.data, y_val
 
 
-def check_labels(labels, num_classes):
+def check_labels(labels: Any, num_classes: int) -> np.ndarray:
     """Validation labels as class ids in `[0, num_classes)`."""
     labels = np.asarray(labels)
     if labels.ndim == 2:

@@ -16,6 +16,8 @@ and as a fingerprint (the ledger refuses to resume onto other data).
 """
 
 import hashlib
+from collections.abc import Iterator
+from typing import Any
 
 import keras
 import numpy as np
@@ -51,7 +53,7 @@ def _structure(data, name):
     return keras.tree.map_structure(_leaf_array, data)
 
 
-def num_rows(data, name: str = "pool") -> int:
+def num_rows(data: Any, name: str = "pool") -> int:
     """The common number of rows of a structure of arrays (checked)."""
     leaves = keras.tree.flatten(data)
     if not leaves:
@@ -71,19 +73,19 @@ def num_rows(data, name: str = "pool") -> int:
     return lengths[0]
 
 
-def rows_of(data, rows):
+def rows_of(data: Any, rows: np.ndarray) -> Any:
     """The `rows` (indices or a slice) of every array of `data`."""
     return keras.tree.map_structure(lambda a: a[rows], data)
 
 
-def pad_rows(data, count):
+def pad_rows(data: Any, count: int) -> Any:
     """`data` with its first row repeated `count` more times."""
     return keras.tree.map_structure(
         lambda a: np.concatenate([a, np.repeat(a[:1], count, 0)]), data
     )
 
 
-def concat_rows(parts):
+def concat_rows(parts: list) -> Any:
     return keras.tree.map_structure(lambda *a: np.concatenate(a), *parts)
 
 
@@ -111,7 +113,7 @@ class ArrayPool:
 
     streamed = False
 
-    def __init__(self, data, name: str = "pool"):
+    def __init__(self, data: Any, name: str = "pool"):
         self.data = _structure(data, name)
         self.num_rows = num_rows(self.data, name)
         if self.num_rows == 0:
@@ -124,18 +126,18 @@ class ArrayPool:
     def describe(self) -> list:
         return _describe(self.data)
 
-    def take(self, indices) -> object:
+    def take(self, indices: np.ndarray) -> Any:
         """The rows at `indices`, in their order, as the pool's structure."""
         idx = np.asarray(indices, np.int64)
         return rows_of(self.data, idx)
 
-    def batches(self, indices, batch_size):
+    def batches(self, indices: np.ndarray, batch_size: int) -> Iterator:
         """Batches of the rows at `indices` (in order), as given."""
         idx = np.asarray(indices, np.int64)
         for s in range(0, len(idx), batch_size):
             yield self.take(idx[s : s + batch_size])
 
-    def head(self, count: int) -> object:
+    def head(self, count: int) -> Any:
         return self.take(np.arange(count) % self.num_rows)
 
     def fingerprint(self) -> str:
@@ -150,7 +152,7 @@ class ArrayPool:
         return digest.hexdigest()
 
 
-def is_stream(data) -> bool:
+def is_stream(data: Any) -> bool:
     if isinstance(data, keras.utils.PyDataset):
         return True
     module = type(data).__module__ or ""
@@ -167,7 +169,7 @@ class StreamPool:
 
     streamed = True
 
-    def __init__(self, source, name: str = "pool"):
+    def __init__(self, source: Any, name: str = "pool"):
         self.source = source
         self.name = name
         if hasattr(source, "cardinality"):
@@ -240,7 +242,7 @@ class StreamPool:
             )
         return concat_rows(parts)
 
-    def take(self, indices) -> object:
+    def take(self, indices: np.ndarray) -> Any:
         """The rows at `indices`; rows read once are kept (the chosen
         points are few), others need one pass over the stream."""
         idx = np.asarray(indices, np.int64)
@@ -264,7 +266,7 @@ class StreamPool:
         pos = np.searchsorted(self._cache_idx, idx)
         return keras.tree.map_structure(lambda a: a[pos], self._cache)
 
-    def batches(self, indices, batch_size):
+    def batches(self, indices: np.ndarray, batch_size: int) -> Iterator:
         """Batches of the rows at `indices` (in order): from memory when
         all were read before, else one pass over the stream."""
         idx = np.asarray(indices, np.int64)
@@ -296,14 +298,14 @@ class StreamPool:
         if held:
             yield concat_rows(buffer)
 
-    def head(self, count: int) -> object:
+    def head(self, count: int) -> Any:
         first = self._first
         n = num_rows(first, self.name)
         rows = np.arange(count) % n
         return keras.tree.map_structure(lambda a: a[rows], first)
 
 
-def as_pool(data, name: str = "pool") -> ArrayPool | StreamPool:
+def as_pool(data: Any, name: str = "pool") -> ArrayPool | StreamPool:
     """An `ArrayPool` or a `StreamPool` for what the user passed."""
     if isinstance(data, (ArrayPool, StreamPool)):
         return data
