@@ -133,6 +133,8 @@ class UnreadableGraphError(ValueError):
 
 
 def _as_refs(spec):
+    if isinstance(spec, dict):  # dict inputs, flattened as `model.inputs`
+        return [tuple(spec[key]) for key in sorted(spec)]
     spec = list(spec)
     if spec and isinstance(spec[0], (list, tuple)):
         return [tuple(s) for s in spec]
