@@ -19,6 +19,7 @@ import pytest
 from keras_efficient.callbacks import MagnitudePruning
 from keras_efficient.pruning import ConstantSparsity
 from keras_efficient.pruning import select_transformer_units
+from keras_efficient.pruning import sensitivity_analysis
 from keras_efficient.pruning import shrink
 from keras_efficient.pruning import sparsity_report
 from keras_efficient.pruning import strip_pruning
@@ -238,6 +239,30 @@ def test_subclassed_model_shrink_is_a_clear_error():
     assert len(find_target_weights(model)) == 2
     with pytest.raises(ValueError, match="`model` must be a functional"):
         shrink(model, ratio=0.5)
+    x, y = np.ones((4, 4), "float32"), np.zeros(4, "int32")
+    table = sensitivity_analysis(
+        model, x, y, sparsities=[0.5], structure="unstructured", verbose=0
+    )
+    assert table["layer"] == [v.path for _, v in find_target_weights(model)]
+    with pytest.raises(ValueError, match="structure"):
+        sensitivity_analysis(model, x, y, verbose=0)
+
+
+def test_sensitivity_reaches_every_gpt2_kernel():
+    model = _gpt2()
+    x, y = _data("gpt2")
+    before = [np.array(w) for w in model.get_weights()]
+
+    def agreement(y_true, y_pred):
+        return float(np.mean(np.argmax(y_pred, -1) == y_true))
+
+    table = sensitivity_analysis(model, x, y, sparsities=[0.9],
+                                 metric=agreement, structure="unstructured",
+                                 verbose=0)  # fmt: skip
+    assert table["layer"] == [v.path for _, v in find_target_weights(model)]
+    assert all(p > 0 for p in table["params"])
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_gpt2_head_size_axis_is_refused_by_name():
