@@ -102,7 +102,8 @@ class Analysis:
             ins = [zero[r] for r in node.inputs]
             z = units.zero_outputs(node, ins)
             for ref in node.outputs:
-                zero[ref] = z
+                width = sum(n for _, n in self.layouts[ref])
+                zero[ref] = z if len(z) == width else np.zeros(width, bool)
         return zero
 
 
