@@ -331,8 +331,11 @@ def shrink(
     `LayerNormalization` / `RMSNormalization` are kept whole (removing a
     channel would change the normalisation statistics). Layers holding a
     nested Keras model (e.g. a Transformer block's feed-forward network)
-    are shrunk inside. A LAuReL rank above the new width is folded
-    exactly into a smaller rank.
+    are shrunk inside; a keras-hub task or backbone inside keeps its
+    hidden width (the enclosing model's interface) and loses feed-forward
+    neurons, and heads where its config holds the head size (see
+    `transformer_width.shrink_nested`). A LAuReL rank above the new width
+    is folded exactly into a smaller rank.
 
     The smaller model computes what `model` computes (up to float
     rounding). With `ratio`, the units are first selected and zeroed by
