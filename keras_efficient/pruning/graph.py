@@ -133,6 +133,8 @@ class UnreadableGraphError(ValueError):
 
 
 def _as_refs(spec):
+    if isinstance(spec, dict):  # dict inputs, flattened as `model.inputs`
+        return [tuple(spec[key]) for key in sorted(spec)]
     spec = list(spec)
     if spec and isinstance(spec[0], (list, tuple)):
         return [tuple(s) for s in spec]
@@ -180,10 +182,20 @@ def read_graph(model: keras.Model) -> tuple:
         named = {k: _flatten_refs(v) for k, v in call["kwargs"].items()}
         args = [_flatten_refs(a) for a in call["args"]]
         layer = model.get_layer(name)
-        nodes.append(Node(layer, layer_config, args, named, [(name, 0, 0)]))
+        refs = [(name, 0, i) for i in range(_output_count(layer))]
+        nodes.append(Node(layer, layer_config, args, named, refs))
     inputs = _as_refs(config["input_layers"])
     outputs = _as_refs(config["output_layers"])
     return config, nodes, inputs, outputs, False
+
+
+def _output_count(layer):
+    """Tensors one call of `layer` returns (a keras-hub backbone may return
+    a dict of them, e.g. BERT's sequence and pooled outputs)."""
+    try:
+        return len(keras.tree.flatten(layer.output))
+    except (AttributeError, ValueError):
+        return 1
 
 
 def nested_models(layer: keras.Layer) -> list:
@@ -314,16 +326,27 @@ def trace_layouts(
             out = _concat_layout(node, ins, groups)
         elif kind == "flatten":
             out = _flatten_layout(node, ins[0])
-        else:  # locking, container
+        else:  # locking, container: each output a locked group of its own
             for layout in ins:
                 groups.lock(layout)
-            n = _width(node.layer.output.shape)
-            out = ins[0] if kind == "locking" else [(groups.new(n), n)]
-            groups.lock(out)
+            if kind == "locking":
+                groups.lock(ins[0])
+                out = ins[0]
+            else:
+                widths = [_width(t.shape) for t in tree_outputs(node.layer)]
+                outs = [[(groups.new(n, locked=True), n)] for n in widths]
+                out = outs[0]
+                for ref, layout in zip(node.outputs, outs):
+                    layouts[ref] = layout
         node.out_layout = out
         for ref in node.outputs:
-            layouts[ref] = out
+            layouts.setdefault(ref, out)
     return layouts
+
+
+def tree_outputs(layer: keras.Layer) -> list:
+    """The output tensors of a layer called once, flattened."""
+    return keras.tree.flatten(layer.output)
 
 
 def _width(shape):

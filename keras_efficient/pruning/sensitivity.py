@@ -20,11 +20,13 @@ from keras_efficient._validation import check_instance
 from keras_efficient._validation import check_int
 from keras_efficient._validation import check_positive_int
 from keras_efficient._validation import fail
+from keras_efficient.pruning import graph
 from keras_efficient.pruning import shrink as shrink_lib
 from keras_efficient.pruning import units
 from keras_efficient.pruning.cost import layer_flops
 from keras_efficient.pruning.masks import compute_masks
 from keras_efficient.pruning.masks import keep_count
+from keras_efficient.pruning.targets import find_target_weights
 
 STRUCTURES = ("filter", "unstructured")
 COLUMNS = ("layer", "sparsity", "metric", "drop", "params", "flops")
@@ -60,6 +62,17 @@ class SensitivityTable(dict):
         return [dict(zip(self, values)) for values in zip(*self.values())]
 
 
+class KernelGroup:
+    """One prunable kernel no channel group covers (inside a subclassed
+    layer, a keras-hub model, ...), named by `variable.path`; analysed with
+    `structure="unstructured"`."""
+
+    def __init__(self, layer: keras.Layer, kernel: keras.Variable):
+        self.name, self.layer, self.kernel = kernel.path, layer, kernel
+        self.size = int(np.prod(kernel.shape))
+        self.node, self.members = None, []
+
+
 def _share(layer, rows, kernels_only=False):
     """(params, flops) per unit of a kernel axis of size `rows` (an input
     unit owns kernel rows only, not biases)."""
@@ -73,6 +86,8 @@ def _share(layer, rows, kernels_only=False):
 
 def unit_costs(group: shrink_lib.UnitGroup) -> tuple[float, float]:
     """Parameters and FLOPs (per example) one unit of `group` costs."""
+    if isinstance(group, KernelGroup):  # a unit is one weight
+        return 1.0, layer_flops(group.layer) / max(group.size, 1)
     if group.node is not None:
         layer = group.node.layer
         return _share(layer, group.size)
@@ -160,6 +175,8 @@ def _evaluate(model, x, y, metric, batch_size):
 
 
 def _variables(group):
+    if isinstance(group, KernelGroup):
+        return [group.kernel]
     layers = [node.layer for node, _ in group.members]
     if group.node is not None:
         layers = [group.node.layer]
@@ -175,10 +192,15 @@ def _prune(group, sparsity, structure, importance):
     layers = [n.layer for n, _ in group.members if n.kind == "producer"]
     if group.node is not None:
         layers = [group.node.layer.output_dense]
-    for layer in layers:
-        kernel = getattr(layer, "kernel", None)
-        if kernel is None:  # separable convolution, embedding
-            kernel = units.out_kernel(layer)[0]
+    kernels = [getattr(layer, "kernel", None) for layer in layers]
+    # A separable convolution or embedding keeps its own output kernel.
+    kernels = [
+        k if k is not None else units.out_kernel(layer)[0]
+        for k, layer in zip(kernels, layers)
+    ]
+    if isinstance(group, KernelGroup):
+        kernels = [group.kernel]
+    for kernel in kernels:
         mask = compute_masks([units.value(kernel)], sparsity, "unstructured")
         kernel.assign(units.value(kernel) * mask[0])
 
@@ -224,9 +246,15 @@ def sensitivity_analysis(
     kernels), the model is evaluated on `(x_val, y_val)` and the weights
     are restored, so `model` ends as it began.
 
+    With `structure="unstructured"`, every prunable kernel no channel
+    group covers (inside a subclassed layer or a keras-hub model; any
+    kernel of a subclassed model) is analysed too, named by its
+    `variable.path`.
+
     Args:
-        model: a functional or Sequential `keras.Model`.
-        x_val, y_val: validation data (NumPy arrays).
+        model: a functional or Sequential `keras.Model` (any model with
+            `structure="unstructured"`).
+        x_val, y_val: validation data (NumPy arrays, or a dict of them).
         sparsities: fractions of units (weights) to prune.
         groups: names of the groups to analyse (default: all).
         metric: `"accuracy"` (top-1; integer or one-hot labels), a
@@ -261,8 +289,8 @@ def sensitivity_analysis(
         model, sparsities, metric, structure, importance, verbose
     )
     batch_size = check_positive_int("batch_size", batch_size)
-    analysis = shrink_lib.Analysis(model)
-    found = _selected_groups(analysis.unit_groups, groups)
+    found, terms = _analyse(model, structure)
+    found = _selected_groups(found, groups)
 
     def evaluate():
         return _evaluate(model, x_val, y_val, metric, batch_size)
@@ -272,7 +300,7 @@ def sensitivity_analysis(
         base,
         int(model.count_params()),
         sum(layer_flops(layer) for layer in model.layers),
-        cost_terms(analysis),
+        terms,
         {g.name: g.size for g in found},
     )
     bar = keras.utils.Progbar(len(found) * len(sparsities), verbose=verbose)
@@ -284,6 +312,36 @@ def sensitivity_analysis(
             for column, entry in zip(COLUMNS, row):
                 table[column].append(entry)
     return table
+
+
+def _analyse(model, structure):
+    """The groups to prune one at a time, and the table's cost terms.
+
+    `"unstructured"` adds every prunable kernel (found as `MagnitudePruning`
+    finds them) that no channel group covers, and takes all of them when
+    the graph cannot be read (a subclassed model, keras-hub layers)."""
+    try:
+        analysis = shrink_lib.Analysis(model)
+    except graph.UnreadableGraphError as e:
+        if structure == "filter":
+            fail(
+                "structure",
+                '"unstructured" for a model whose channel graph cannot be '
+                f"read ({e})",
+                structure,
+            )
+        analysis = None
+    found = analysis.unit_groups if analysis is not None else []
+    if structure == "unstructured":
+        covered = {id(v) for g in found for v in _variables(g)}
+        extra = [
+            KernelGroup(layer, kernel)
+            for layer, kernel in find_target_weights(model)
+            if id(kernel) not in covered
+        ]
+        if extra or analysis is None:  # savings add up, kernel by kernel
+            return found + extra, None
+    return found, cost_terms(analysis)
 
 
 def _selected_groups(found, names):

@@ -54,9 +54,12 @@ class Analysis:
         for ref in outputs:
             self.groups.lock(self.layouts[ref])
         self.inputs = inputs
-        self.children = []
+        self.children, self.transformers = [], []
         for node in nodes:
             if node.kind != "container":
+                continue
+            if transformer_width.is_nested_transformer(node.layer):
+                self.transformers.append(node)  # shrunk by width removal
                 continue
             inner = graph.nested_models(node.layer)
             if isinstance(node.layer, keras.Model):
@@ -99,7 +102,8 @@ class Analysis:
             ins = [zero[r] for r in node.inputs]
             z = units.zero_outputs(node, ins)
             for ref in node.outputs:
-                zero[ref] = z
+                width = sum(n for _, n in self.layouts[ref])
+                zero[ref] = z if len(z) == width else np.zeros(width, bool)
         return zero
 
 
@@ -171,6 +175,18 @@ def find_groups(model: keras.Model) -> dict[str, int]:
     return {g.name: g.size for g in Analysis(model).unit_groups}
 
 
+def _check_functional(model):
+    if isinstance(model, keras.Sequential) or getattr(model, "inputs", None):
+        return
+    fail(
+        "model",
+        "a functional or Sequential keras.Model, or a keras-hub task or "
+        "backbone (a subclassed model has no graph to read: build it with "
+        "the functional API, or keep its shape and use `strip_pruning`)",
+        f"{type(model).__name__} (subclassed)",
+    )
+
+
 def _ratios(groups, ratio):
     if isinstance(ratio, dict):
         names = {g.name for g in groups}
@@ -225,6 +241,7 @@ def zero_units(
     """
     check_instance("model", model, keras.Model, "a keras.Model")
     check_choice("importance", importance, IMPORTANCES)
+    _check_functional(model)
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     groups = Analysis(copy).unit_groups
@@ -252,8 +269,11 @@ def _keeps(analysis):
     return keep, heads
 
 
-def _shrink_config(analysis):
-    """The edited config of one model and `{id(variable): new value}`."""
+def _shrink_config(analysis, ratio=None, importance="l1"):
+    """The edited config of one model and `{id(variable): new value}`.
+
+    A keras-hub model inside is shrunk by `transformer_width.shrink_nested`
+    with a float `ratio` (None otherwise: its zeroed units go)."""
     keep, heads = _keeps(analysis)
     groups = analysis.groups
 
@@ -270,8 +290,16 @@ def _shrink_config(analysis):
         node.config.pop("build_config", None)
         node_heads = heads.get(id(node))
         new.update(units.slice_node(node, keep_of, node_heads))
+    for node in analysis.transformers:
+        nested_ratio = None if isinstance(ratio, dict) else ratio
+        small = transformer_width.shrink_nested(
+            node.layer, nested_ratio, importance
+        )
+        node.config["config"] = small.get_config()
+        for old, variable in zip(node.layer.weights, small.weights):
+            new[id(old)] = units.value(variable)
     for node, key, child in analysis.children:
-        config, values = _shrink_config(child)
+        config, values = _shrink_config(child, ratio, importance)
         new.update(values)
         config["name"] = child.model.name
         if key is None:  # the layer is itself a nested model
@@ -303,8 +331,11 @@ def shrink(
     `LayerNormalization` / `RMSNormalization` are kept whole (removing a
     channel would change the normalisation statistics). Layers holding a
     nested Keras model (e.g. a Transformer block's feed-forward network)
-    are shrunk inside. A LAuReL rank above the new width is folded
-    exactly into a smaller rank.
+    are shrunk inside; a keras-hub task or backbone inside keeps its
+    hidden width (the enclosing model's interface) and loses feed-forward
+    neurons, and heads where its config holds the head size (see
+    `transformer_width.shrink_nested`). A LAuReL rank above the new width
+    is folded exactly into a smaller rank.
 
     The smaller model computes what `model` computes (up to float
     rounding). With `ratio`, the units are first selected and zeroed by
@@ -354,10 +385,11 @@ def shrink(
             model, ratio, importance, *widths
         )
     check_choice("importance", importance, IMPORTANCES)
+    _check_functional(model)
     if ratio is not None:
         model = zero_units(model, ratio, importance)
     analysis = Analysis(model)
-    config, new = _shrink_config(analysis)
+    config, new = _shrink_config(analysis, ratio, importance)
     config["name"] = model.name
     cls = keras.Sequential if analysis.sequential else keras.Model
     small = cls.from_config(config)

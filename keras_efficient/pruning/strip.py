@@ -14,7 +14,8 @@ from keras_efficient.pruning.targets import find_target_weights
 def strip_pruning(model: keras.Model) -> keras.Model:
     """A copy of a pruned model with the zeros baked in and no masks.
 
-    The copy has the same architecture (`keras.models.clone_model`) and
+    The copy has the same class and architecture (rebuilt from the
+    model's config, as `.keras` loading does) and
     the pruned weights (each masked kernel multiplied by its mask), and no
     mask constraints, so it saves and loads without keras-efficient
     objects (for models built from Keras layers). `model` itself is left
@@ -44,12 +45,19 @@ def strip_pruning(model: keras.Model) -> keras.Model:
     ```
     """
     v.check_instance("model", model, keras.Model, "a keras.Model")
+    # A serialization round trip keeps the model's class, so a keras-hub
+    # task stays one with its tied embedding shared (`clone_model` makes a
+    # plain functional model of it, with the tied table copied twice).
+    # The config is the model's own, in memory (not an untrusted file):
+    # `safe_mode=False` lets a `Lambda` layer copy as `clone_model` did.
     try:
-        clone = keras.models.clone_model(model)
+        config = keras.saving.serialize_keras_object(model)
+        config.pop("compile_config", None)  # the copy is not compiled
+        clone = keras.saving.deserialize_keras_object(config, safe_mode=False)
     except Exception as e:  # e.g. a subclassed model without get_config
         raise ValueError(
-            "`strip_pruning` copies the model with "
-            "`keras.models.clone_model`, which failed for this model "
+            "`strip_pruning` copies the model through its config "
+            "(`get_config` / `from_config`), which failed for this model "
             "(a subclassed model needs `get_config` / `from_config`). "
             f"Received: model={model.name!r}; error: {e}"
         ) from e

@@ -3,9 +3,11 @@
 A layer joins pruning by defining `get_prunable_weights()`, returning the
 variables that may be pruned (the name of tfmot's `PrunableLayer` method).
 Keras's own `Dense`, `EinsumDense` and `Conv1D/2D/3D` layers are found by
-type (their `kernel`). Layers are walked with public API only: a model's
-`layers`, then, recursively, every public attribute of a layer that is a
-`keras.layers.Layer` (or a list, tuple or dict of them).
+type (their `kernel`). Layers are walked as Keras itself tracks them: a
+model's `layers`, then, recursively, every sublayer Keras tracked when it
+was assigned to an attribute (public or not, directly or in a list or
+dict), which is where keras-hub models and subclassed layers keep theirs.
+The walk only reads what Keras tracked; it changes no class.
 """
 
 from collections.abc import Sequence
@@ -37,28 +39,19 @@ def prunable_weights(layer: keras.Layer) -> list:
     return [w for w in found if isinstance(w, keras.Variable)]
 
 
-def _attributes(layer):
-    items = list(vars(layer).items())
-    # On PyTorch, layers are `torch.nn.Module`s that keep their sublayers
-    # out of `__dict__`; `named_children` is the public way to them.
-    named_children = getattr(layer, "named_children", None)
-    if callable(named_children):
-        items += list(named_children())
-    return items
+def tracked_sublayers(layer: keras.Layer) -> list:
+    """The direct sublayers Keras tracks for `layer`, in tracking order.
 
-
-def _children(layer):
-    if isinstance(layer, keras.Model):
-        yield from layer.layers
-    for name, value in _attributes(layer):
-        if name.startswith("_"):
-            continue
-        if isinstance(value, dict):
-            value = list(value.values())
-        if isinstance(value, (list, tuple)):
-            yield from (x for x in value if isinstance(x, keras.layers.Layer))
-        elif isinstance(value, keras.layers.Layer):
-            yield value
+    A model's `layers` first (the functional graph's order), then every
+    layer Keras's attribute tracker recorded (`Layer._layers`, read
+    through `_flatten_layers`, the collection Keras itself walks for
+    `layer.weights`), on every backend.
+    """
+    out = list(layer.layers) if isinstance(layer, keras.Model) else []
+    flatten = getattr(layer, "_flatten_layers", None)
+    if callable(flatten):
+        out += flatten(include_self=False, recursive=False)
+    return out
 
 
 def walk_layers(model: keras.Model) -> list:
@@ -66,7 +59,7 @@ def walk_layers(model: keras.Model) -> list:
     seen, out = {id(model)}, []
 
     def visit(layer):
-        for child in _children(layer):
+        for child in tracked_sublayers(layer):
             if id(child) not in seen:
                 seen.add(id(child))
                 out.append(child)
@@ -83,7 +76,10 @@ def find_target_layers(
 
     `targets` is None (every layer with prunable weights: Dense,
     EinsumDense, Conv1D/2D/3D and layers with `get_prunable_weights`), a
-    callable `layer -> bool`, or a list of layer names.
+    callable `layer -> bool`, or a list of layer names or layer paths
+    (`layer.path`, e.g. `"transformer_layer_0/self_attention/query"`: a
+    name is shared by the layers of every block of a keras-hub model, a
+    path is not).
     """
     layers = [x for x in walk_layers(model) if prunable_weights(x)]
     if targets is None:
@@ -91,18 +87,24 @@ def find_target_layers(
     if callable(targets):
         return [x for x in layers if targets(x)]
     if isinstance(targets, (list, tuple, set)):
-        names = {x.name for x in layers}
-        missing = [t for t in targets if t not in names]
+        known = {x.name for x in layers} | {_path(x) for x in layers}
+        missing = [t for t in targets if t not in known]
         if missing:
             raise ValueError(
                 f"`targets` names layers with no prunable weights: {missing}."
-                f" Layers with prunable weights: {sorted(names)}"
+                " Layers with prunable weights (names and paths): "
+                f"{sorted(known)}"
             )
-        return [x for x in layers if x.name in set(targets)]
+        chosen = set(targets)
+        return [x for x in layers if x.name in chosen or _path(x) in chosen]
     raise ValueError(
-        "`targets` must be None, a callable or a list of layer names. "
-        f"Received: targets={targets!r}"
+        "`targets` must be None, a callable or a list of layer names or "
+        f"paths. Received: targets={targets!r}"
     )
+
+
+def _path(layer):
+    return getattr(layer, "path", None) or layer.name
 
 
 def find_target_weights(

@@ -257,3 +257,41 @@ def _zeroed_heads_or_hidden(model):
 
 
 _WIDTH_ARGS = ("ffn_ratio", "head_ratio", "hidden_ratio", "scores")
+
+
+def is_nested_transformer(layer: keras.Layer) -> bool:
+    """Whether `layer` is a keras-hub task or backbone that `shrink` of an
+    enclosing functional model shrinks through width removal."""
+    if not isinstance(layer, keras.Model):
+        return False
+    found = find_family(layer)
+    return found is not None and found[0] != "TransformerLM"
+
+
+def shrink_nested(
+    model: keras.Model, ratio: float | None, importance: str
+) -> keras.Model:
+    """A keras-hub model nested in a functional model, made narrower.
+
+    Its inputs and outputs are the enclosing model's tensors, so its
+    hidden width stays; feed-forward neurons and (where the head size is
+    its own config field) key / value groups go. `ratio=None` removes the
+    units whose weights are all zero; `importance` is `"l1"` or `"l2"`
+    (anything else scores by `"l1"`).
+    """
+    layout = Layout(model)
+    keep_heads = [np.arange(n) for n in layout.widths["heads"]]
+    if ratio is None:
+        plan = zero_plan(layout)
+        if layout.derived_head_dim:
+            plan["heads"] = keep_heads
+    else:
+        plan = select_transformer_units(
+            model,
+            ffn_ratio=ratio,
+            head_ratio=None if layout.derived_head_dim else ratio,
+            hidden_ratio=0.0,
+            importance=importance if importance in ("l1", "l2") else "l1",
+        )
+    plan["hidden"] = np.arange(layout.hidden_dim)
+    return shrink_transformer(model, plan)
