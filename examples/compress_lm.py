@@ -11,7 +11,8 @@ Five models, the same student steps each:
 - the teacher,
 - pruned only (no training after the cut),
 - pruned + fine-tuned on the labels,
-- pruned + distilled from the teacher (`keras_efficient.compress.distill`),
+- pruned + distilled from the teacher (`keras_efficient.compress`'s
+  `distill` / `make_distiller`),
 - the small config trained from scratch.
 
 It prints bits per byte, parameters and batch-32 forward latency, and
@@ -40,21 +41,25 @@ import numpy as np  # noqa: E402
 
 from keras_efficient.applications import TransformerLM  # noqa: E402
 from keras_efficient.compress import compress  # noqa: E402
-from keras_efficient.compress import distill  # noqa: E402
+from keras_efficient.compress import make_distiller  # noqa: E402
 from keras_efficient.datasets import lm_windows  # noqa: E402
 from keras_efficient.datasets import load_stdlib_text  # noqa: E402
 
-# --quick: a smoke run (CI runs every example this way on every backend).
+# --quick: a smoke run of seconds (CI runs every example this way on every
+# backend): tiny widths and a few steps, each stage run once; its figures
+# mean nothing.
 QUICK = "--quick" in sys.argv[1:]
-HIDDEN_DIM = 32 if QUICK else 128
+HIDDEN_DIM = 16 if QUICK else 128
 NUM_LAYERS = 1 if QUICK else 2
 NUM_HEADS = 4
-SEQUENCE_LENGTH = 32 if QUICK else 64
-BATCH_SIZE = 8 if QUICK else 32
-TEACHER_STEPS = 4 if QUICK else 600
-STUDENT_STEPS = 4 if QUICK else 200
-EVAL_EVERY = 2 if QUICK else 50
-EVAL_WINDOWS = 16 if QUICK else 256
+SEQUENCE_LENGTH = 16 if QUICK else 64
+BATCH_SIZE = 4 if QUICK else 32
+TEACHER_STEPS = 2 if QUICK else 600
+STUDENT_STEPS = 2 if QUICK else 200
+EVAL_EVERY = STUDENT_STEPS if QUICK else 50
+EVAL_WINDOWS = 8 if QUICK else 256
+CALIBRATION_BATCHES = 2 if QUICK else 16
+LATENCY_ROUNDS = 1 if QUICK else 20
 SEED = 0
 OUTPUT_DIR = os.path.join(os.path.dirname(__file__), "output")
 # Progress bars on a terminal only (CI logs stay short).
@@ -63,7 +68,7 @@ JIT = keras.backend.backend() != "torch"
 LM_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 # 1. Data: bytes of the standard library's source, split by position.
-train, validation = load_stdlib_text(max_bytes=200_000 if QUICK else 3_000_000)
+train, validation = load_stdlib_text(max_bytes=50_000 if QUICK else 3_000_000)
 x_teacher, y_teacher = lm_windows(
     train, SEQUENCE_LENGTH, TEACHER_STEPS * BATCH_SIZE, seed=SEED
 )
@@ -73,10 +78,22 @@ x_student, y_student = lm_windows(
 x_eval, y_eval = lm_windows(validation, SEQUENCE_LENGTH, EVAL_WINDOWS, seed=99)
 
 
+# Every small model has the same architecture: one compiled copy of it
+# evaluates (and times) them all, given their weights (a compile per model
+# would cost more than a --quick run's training).
+evaluators = {}
+
+
 def bits_per_byte(model):
-    if not model.compiled:  # compiled once: a recompile retraces
-        model.compile(loss=LM_LOSS, jit_compile=JIT)
-    return model.evaluate(x_eval, y_eval, batch_size=64, verbose=0) / np.log(2)
+    """Eval bits per byte of `model`, through its architecture's evaluator."""
+    key = model.count_params()
+    if key not in evaluators:
+        evaluators[key] = TransformerLM.from_config(model.get_config())
+        evaluators[key].compile(loss=LM_LOSS, jit_compile=JIT)
+    evaluator = evaluators[key]
+    evaluator.set_weights(model.get_weights())
+    loss = evaluator.evaluate(x_eval, y_eval, batch_size=64, verbose=0)
+    return loss / np.log(2)
 
 
 def train_curve(fit_chunk, model, steps):
@@ -111,16 +128,21 @@ teacher_curve = train_curve(
 )
 print(f"teacher: {teacher_curve[-1][1]:.3f} bits per byte", flush=True)
 
-# 3. Prune: activation importance on 16 calibration batches, then shrink.
-ratios = dict(ffn_ratio=0.5, head_ratio=0.5, hidden_ratio=0.5)
-calibration = x_teacher[: 16 * BATCH_SIZE]
+# 3. Prune: activation importance on calibration batches, then shrink.
+calibration = x_teacher[: CALIBRATION_BATCHES * BATCH_SIZE]
+pruned_only = compress(
+    teacher, calibration, batch_size=BATCH_SIZE,
+    ffn_ratio=0.5, head_ratio=0.5, hidden_ratio=0.5,
+)  # fmt: skip
 
 
 def pruned():
-    return compress(teacher, calibration, batch_size=BATCH_SIZE, **ratios)
+    """A fresh copy of the pruned model (scored and cut once)."""
+    copy = TransformerLM.from_config(pruned_only.get_config())
+    copy.set_weights(pruned_only.get_weights())
+    return copy
 
 
-pruned_only = pruned()
 print(
     f"pruned: {teacher.count_params():,} -> {pruned_only.count_params():,} "
     f"parameters ({pruned_only.count_params() / teacher.count_params():.2f}x)"
@@ -135,14 +157,21 @@ curves["pruned + fine-tuned"] = train_curve(
 students["pruned + fine-tuned"] = finetuned
 
 distilled = pruned()
-distill_optimizer = keras.optimizers.Adam(2e-3, global_clipnorm=1.0)
+# `distill(teacher, distilled, (x, y))` in one call does the same; the
+# tutorial builds its `keras.distillation.Distiller` once and fits it in
+# chunks to draw the learning curve (a new one per chunk would recompile).
+distiller = make_distiller(teacher, distilled, temperature=1.0)
+distiller.compile(
+    optimizer=keras.optimizers.Adam(2e-3, global_clipnorm=1.0),
+    loss=LM_LOSS,
+    jit_compile=JIT,
+)
 
 
 def distill_chunk(part):
-    distill(
-        teacher, distilled, (x_student[part], y_student[part]),
-        batch_size=BATCH_SIZE, temperature=1.0,
-        optimizer=distill_optimizer, verbose=VERBOSE,
+    distiller.fit(
+        x_student[part], y_student[part], batch_size=BATCH_SIZE,
+        verbose=VERBOSE,
     )  # fmt: skip
 
 
@@ -185,15 +214,17 @@ try:
 except ImportError:
     print("matplotlib is not installed: no plot")
 
-# 6. The table: quality, size, batch-32 forward latency (models timed in
-# turn, round after round, so a busy moment of the CPU hits them alike).
+# 6. The table: quality, size, batch-32 forward latency. The four small
+# models share one architecture, so one of them is timed; teacher and small
+# model in turn, round after round, so a busy moment of the CPU hits both.
 x_batch = x_eval[:32]
 rows = {"teacher": teacher, "pruned only": pruned_only, **students}
-times = {name: [] for name in rows}
-for model in rows.values():
+timed = {"teacher": teacher, "small": distilled}
+times = {name: [] for name in timed}
+for model in timed.values():
     model.predict_on_batch(x_batch)  # compile first
-for _ in range(3 if QUICK else 20):
-    for name, model in rows.items():
+for _ in range(LATENCY_ROUNDS):
+    for name, model in timed.items():
         begin = time.perf_counter()
         model.predict_on_batch(x_batch)
         times[name].append(1000 * (time.perf_counter() - begin))
@@ -201,15 +232,18 @@ print(f"\n{'model':22s} {'bits/byte':>9s} {'params':>9s} {'ms (b=32)':>9s}")
 results = {}
 for name, model in rows.items():
     results[name] = bits_per_byte(model)
+    ms = np.median(times["teacher" if model is teacher else "small"])
     print(
-        f"{name:22s} {results[name]:9.3f} {model.count_params():9,d} "
-        f"{np.median(times[name]):9.2f}"
+        f"{name:22s} {results[name]:9.3f} {model.count_params():9,d} {ms:9.2f}"
     )
 gap = results["pruned only"] - results["teacher"]
 closed = results["pruned only"] - results["pruned + distilled"]
 if gap > 0:
     print(f"distillation closes {100 * closed / gap:.0f}% of the pruning gap")
-print(
-    "(one seed on a busy CPU: benchmarks/compress.py repeats this over "
-    "seeds with paired intervals)"
-)
+if QUICK:
+    print("(--quick: a smoke run of every stage; its figures mean nothing)")
+else:
+    print(
+        "(one seed on a busy CPU: benchmarks/compress.py repeats this over "
+        "seeds with paired intervals)"
+    )
