@@ -94,20 +94,55 @@ def _raise_if_tensorflow(bad, message, values):
     tf.debugging.Assert(tf.logical_not(bad), [text, *values], summarize=8)
 
 
+class IdsTypeError(TypeError, ValueError):
+    """Float (or other non-integer) ids where integer ids are required.
+
+    A `TypeError`; also a `ValueError` so that Keras's first-`fit` model
+    build passes it on unchanged instead of wrapping it in "Unable to
+    automatically build the model".
+    """
+
+
+def dtype_name(value: Any) -> str:
+    """The standardized dtype of a tensor, array or nested list."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(value).dtype
+    return keras.backend.standardize_dtype(dtype)
+
+
+def check_integer_ids(ids: Any, name: str = "token_ids") -> None:
+    """Ids are an integer tensor (a static check: floats are never cast)."""
+    dtype = dtype_name(ids)
+    if "int" not in dtype:
+        raise IdsTypeError(
+            f"`{name}` must be integer ids (int32 or int64); float ids are "
+            f"never cast. Received: {name}.dtype={dtype}"
+        )
+
+
 def check_ids_in_range(
     ids: Any,
-    size: int,
+    size: int | None,
     name: str = "token_ids",
     padding_id: int | None = None,
 ) -> None:
-    """Every id is in `[0, size)` (or equals `padding_id`, when given)."""
+    """Every id is in `[0, size)` (or equals `padding_id`, when given).
+
+    `size=None` checks only that no id is negative (ids hashed or reduced
+    modulo a table size).
+    """
+    if isinstance(ids, keras.KerasTensor):  # a symbolic build: no values
+        return
     ids = ops.convert_to_tensor(ids)
     if not keras.backend.is_int_dtype(ids.dtype):
         return
-    valid = ops.logical_and(ops.greater_equal(ids, 0), ops.less(ids, size))
+    valid = ops.greater_equal(ids, 0)
+    if size is not None:
+        valid = ops.logical_and(valid, ops.less(ids, size))
     if padding_id is not None:
         valid = ops.logical_or(valid, ops.equal(ids, padding_id))
-    allowed = f"in [0, {size})"
+    allowed = f"in [0, {size})" if size is not None else ">= 0"
     if padding_id is not None:
         allowed += f" or the padding id {padding_id}"
     raise_if(
@@ -116,3 +151,55 @@ def check_ids_in_range(
         f"max {{1}}",
         (ops.min(ids), ops.max(ids)),
     )
+
+
+def check_labels_in_range(labels: Any, num_classes: int, name: str) -> None:
+    """Integer class ids in `[0, num_classes)` (host arrays, eager).
+
+    One-hot / probability labels (last axis `num_classes`) pass.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim >= 2 and labels.shape[-1] == num_classes > 1:
+        return
+    if not np.issubdtype(labels.dtype, np.number):
+        raise TypeError(
+            f"`{name}` must be class ids or one-hot rows. Received: "
+            f"{name}.dtype={labels.dtype}"
+        )
+    if labels.size == 0:
+        return
+    if np.issubdtype(labels.dtype, np.floating) and not np.all(
+        labels == np.round(labels)
+    ):
+        raise ValueError(
+            f"`{name}` must be integer class ids in [0, {num_classes}) or "
+            f"one-hot rows of width {num_classes}. Received: {name} with "
+            f"non-integer values and shape {labels.shape}"
+        )
+    low, high = labels.min(), labels.max()
+    if low < 0 or high >= num_classes:
+        hint = ""
+        if low >= 1 and high == num_classes:
+            hint = " (1-based class ids? subtract 1)"
+        raise ValueError(
+            f"`{name}` must be class ids in [0, {num_classes}) for a model "
+            f"with {num_classes} outputs. Received: {name} with min "
+            f"{low.item()} and max {high.item()}{hint}"
+        )
+
+
+def check_rows(x: Any, y: Any, x_name: str, y_name: str) -> int:
+    """`x` and `y` have the same number of rows, at least one."""
+    rows_x, rows_y = len(x), len(y)
+    if rows_x == 0:
+        raise ValueError(
+            f"`{x_name}` must have at least one row. Received: "
+            f"{x_name} with 0 rows"
+        )
+    if rows_x != rows_y:
+        raise ValueError(
+            f"`{x_name}` and `{y_name}` must have the same number of rows. "
+            f"Received: {x_name} with {rows_x} rows and {y_name} with "
+            f"{rows_y}"
+        )
+    return rows_x

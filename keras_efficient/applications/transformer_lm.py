@@ -114,9 +114,12 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         **kwargs: base `Model` arguments (`name`, `dtype`).
 
     Call arguments:
-        inputs: integer token ids `(batch, T)` with `T <= sequence_length`
-            (float ids raise a `TypeError` rather than being cast; a longer
-            static `T` raises a `ValueError`).
+        inputs: integer token ids `(batch, T)` in `[0, vocabulary_size)`
+            with `T <= sequence_length` (float ids raise a `TypeError`
+            rather than being cast; a longer static `T` or an id outside
+            the vocabulary raises a `ValueError`, also from a compiled
+            `fit`; the model has no padding id: pad with any id the loss
+            then ignores through `sample_weight`).
 
     Returns:
         Logits `(batch, T, vocabulary_size)`.
@@ -231,7 +234,7 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         mask: Any | None = None,
         **kwargs: Any,
     ) -> Any:
-        check_token_ids(inputs, self.sequence_length)
+        check_token_ids(inputs, self.sequence_length, self.vocabulary_size)
         return super().call(inputs, training=training, mask=mask, **kwargs)
 
     def _embed(self, token_ids):
