@@ -14,6 +14,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_efficient._data_checks import check_labels_in_range
+from keras_efficient._data_checks import check_rows
 from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_fraction
 from keras_efficient._validation import check_instance
@@ -226,7 +228,10 @@ def sensitivity_analysis(
 
     Args:
         model: a functional or Sequential `keras.Model`.
-        x_val, y_val: validation data (NumPy arrays).
+        x_val, y_val: validation data (NumPy arrays) with the same
+            number of rows, at least one; with `metric="accuracy"`,
+            `y_val` holds class ids in `[0, classes)` (0-based) or
+            one-hot rows.
         sparsities: fractions of units (weights) to prune.
         groups: names of the groups to analyse (default: all).
         metric: `"accuracy"` (top-1; integer or one-hot labels), a
@@ -261,6 +266,7 @@ def sensitivity_analysis(
         model, sparsities, metric, structure, importance, verbose
     )
     batch_size = check_positive_int("batch_size", batch_size)
+    _check_data(model, x_val, y_val, metric)
     analysis = shrink_lib.Analysis(model)
     found = _selected_groups(analysis.unit_groups, groups)
 
@@ -284,6 +290,20 @@ def sensitivity_analysis(
             for column, entry in zip(COLUMNS, row):
                 table[column].append(entry)
     return table
+
+
+def _check_data(model, x_val, y_val, metric):
+    """Rows of `x_val` and `y_val` agree (and exist); for `"accuracy"`,
+    integer labels are class ids of the model's outputs."""
+    first = x_val
+    while isinstance(first, (list, tuple, dict)) and len(first):
+        first = list(first.values() if isinstance(first, dict) else first)[0]
+    check_rows(first, y_val, "x_val", "y_val")
+    outputs = getattr(model, "outputs", None) or []
+    if metric == "accuracy" and len(outputs) == 1:
+        num_classes = tuple(outputs[0].shape)[-1]
+        if num_classes and num_classes > 1:
+            check_labels_in_range(y_val, num_classes, "y_val")
 
 
 def _selected_groups(found, names):
