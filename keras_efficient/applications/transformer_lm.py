@@ -54,6 +54,7 @@ from keras_efficient.layers.lookup import SparseLookupTable
 from keras_efficient.layers.moe import LEGACY_CAPACITY_FACTOR
 from keras_efficient.layers.moe import MixtureOfExperts
 from keras_efficient.layers.sequence_altup import SequenceAltUp
+from keras_efficient.optimizers.table_limits import check_table_optimizer
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -236,6 +237,12 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
     ) -> Any:
         check_token_ids(inputs, self.sequence_length, self.vocabulary_size)
         return super().call(inputs, training=training, mask=mask, **kwargs)
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        super().compile(*args, **kwargs)
+        # A lookup table's own optimizer cannot follow gradient
+        # accumulation: refuse it here rather than train wrongly.
+        check_table_optimizer(self)
 
     def _embed(self, token_ids):
         """Token (+ position, + lookup) embedding: `(batch, T[, K], d)`."""

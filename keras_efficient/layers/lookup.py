@@ -91,7 +91,9 @@ class SparseLookupTable(keras.layers.Layer):
     these weights is the updated value, not a gradient (on torch the
     backward pass writes the rows in place, so it also updates the table).
     The model optimizer's `gradient_accumulation_steps` is not supported:
-    Keras would combine the updated tables by an elementwise maximum. The
+    Keras would combine the updated tables by an elementwise maximum.
+    `keras_efficient.optimizers.check_table_optimizer(model)` raises for
+    both (`TransformerLM.compile` runs it). The
     table and its moments stay in their variable dtype under mixed
     precision.
 
