@@ -48,22 +48,25 @@ def check_schedule_reached(
 ) -> None:
     """Warns when the schedule prunes nothing, or stops short of its peak,
     within the steps `iterations + 1 ... iterations + num_steps`."""
-    last = iterations + num_steps
+    # The update of the fit's last batch computes the masks of the step
+    # after it (they apply to the weights the fit leaves).
+    last = iterations + num_steps + 1
     first = max(first_pruning_step(schedule), iterations + 1)
     begin, frequency = schedule.begin_step, schedule.frequency
     if first > begin:  # the next step of the progression
         first = begin + frequency * math.ceil((first - begin) / frequency)
     stop = last if schedule.end_step == -1 else min(last, schedule.end_step)
     span = (
-        f"this fit runs steps {iterations + 1} to {last} ({num_steps} "
-        "steps: epochs x steps per epoch)"
+        f"this fit's {num_steps} steps (epochs x steps per epoch) compute "
+        f"the masks of steps {iterations + 1} to {last}"
     )
     if first > stop:
         warnings.warn(
             f"`schedule` cannot prune in this fit: its first pruning step "
             f"is {first} (begin_step={begin}, frequency={frequency}) and "
             f"{span}. Lower `begin_step` or train for at least "
-            f"{first - iterations} steps. Received: schedule={schedule!r}",
+            f"{first - iterations - 1} steps. Received: "
+            f"schedule={schedule!r}",
             UserWarning,
             stacklevel=3,
         )
@@ -75,7 +78,7 @@ def check_schedule_reached(
         warnings.warn(
             f"`schedule` reaches sparsity {reached:.3g} of its peak "
             f"{peak:.3g} in this fit: its last pruning step is {end} and "
-            f"{span}. Train for at least {end - iterations} steps or lower "
+            f"{span}. Train for at least {end - iterations - 1} steps or lower "
             f"`end_step`. Received: schedule={schedule!r}",
             UserWarning,
             stacklevel=3,
