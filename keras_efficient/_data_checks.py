@@ -21,6 +21,7 @@ The messages keep `_validation.py`'s style: they name the argument, what
 was received and what is allowed.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -46,7 +47,7 @@ def _raise(error, message):
 def raise_if(
     bad: Any,
     message: str,
-    values: tuple = (),
+    values: tuple | Callable[[], tuple] = (),
     error: type[Exception] = ValueError,
 ) -> None:
     """Raises `error(message.format(*values))` where `bad` is true.
@@ -55,11 +56,14 @@ def raise_if(
         bad: a boolean scalar tensor (or Python / NumPy bool).
         message: the error text; `{0}`, `{1}`, ... are filled with
             `values` read back as Python numbers or lists.
-        values: tensors shown in the message (read only when `bad`).
+        values: tensors shown in the message (read only when `bad`), or
+            a function returning them: on JAX it then runs only in the
+            taken error branch, so a clean step does not compute them.
         error: the exception type raised.
     """
     if isinstance(bad, (bool, np.bool_)) or _backend.is_concrete(bad):
         if bool(ops.convert_to_numpy(bad)):
+            values = values() if callable(values) else values
             raise error(
                 _format(message, [ops.convert_to_numpy(v) for v in values])
             )
@@ -76,18 +80,20 @@ def _raise_if_jax(bad, message, values, error):
 
     callback = _raise(error, message)
 
-    def report(operands):
-        jax.debug.callback(callback, *operands)
+    def report(bad):
+        shown = values() if callable(values) else values
+        jax.debug.callback(callback, bad, *shown)
 
-    def clean(operands):
+    def clean(bad):
         return None
 
-    jax.lax.cond(bad, report, clean, (bad, *values))
+    jax.lax.cond(bad, report, clean, bad)
 
 
 def _raise_if_tensorflow(bad, message, values):
     import tensorflow as tf
 
+    values = values() if callable(values) else values
     # `tf.debugging.Assert` prints its data after the message; the text
     # before the values keeps the same wording as the other backends.
     text = message.split("{")[0] if values else message
@@ -149,7 +155,7 @@ def check_ids_in_range(
         ops.logical_not(ops.all(valid)),
         f"`{name}` must be {allowed}. Received: {name} with min {{0}} and "
         f"max {{1}}",
-        (ops.min(ids), ops.max(ids)),
+        lambda: (ops.min(ids), ops.max(ids)),
     )
 
 
