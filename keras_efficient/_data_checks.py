@@ -49,8 +49,13 @@ def raise_if(
     message: str,
     values: tuple | Callable[[], tuple] = (),
     error: type[Exception] = ValueError,
-) -> None:
+) -> Any:
     """Raises `error(message.format(*values))` where `bad` is true.
+
+    Returns the TensorFlow assertion op in a graph (else None): ops that
+    must not run on bad data (a gather that would fail first with
+    TensorFlow's own message) take it as a control dependency, see
+    `after_check`.
 
     Args:
         bad: a boolean scalar tensor (or Python / NumPy bool).
@@ -72,7 +77,8 @@ def raise_if(
     if name == "jax":
         _raise_if_jax(bad, message, values, error)
     elif name == "tensorflow":
-        _raise_if_tensorflow(bad, message, values)
+        return _raise_if_tensorflow(bad, message, values)
+    return None
 
 
 def _raise_if_jax(bad, message, values, error):
@@ -97,7 +103,19 @@ def _raise_if_tensorflow(bad, message, values):
     # `tf.debugging.Assert` prints its data after the message; the text
     # before the values keeps the same wording as the other backends.
     text = message.split("{")[0] if values else message
-    tf.debugging.Assert(tf.logical_not(bad), [text, *values], summarize=8)
+    return tf.debugging.Assert(
+        tf.logical_not(bad), [text, *values], summarize=8
+    )
+
+
+def after_check(tensor: Any, check: Any) -> Any:
+    """`tensor`, read only after the TensorFlow assertion `check` ran."""
+    if check is None or _backend.backend() != "tensorflow":
+        return tensor
+    import tensorflow as tf
+
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)
 
 
 class IdsTypeError(TypeError, ValueError):
@@ -132,17 +150,19 @@ def check_ids_in_range(
     size: int | None,
     name: str = "token_ids",
     padding_id: int | None = None,
-) -> None:
+) -> Any:
     """Every id is in `[0, size)` (or equals `padding_id`, when given).
 
     `size=None` checks only that no id is negative (ids hashed or reduced
-    modulo a table size).
+    modulo a table size). Returns `ids`, in a TensorFlow graph read only
+    after the check (so a gather of bad ids cannot fail first with
+    TensorFlow's own message).
     """
     if isinstance(ids, keras.KerasTensor):  # a symbolic build: no values
-        return
+        return ids
     ids = ops.convert_to_tensor(ids)
     if not keras.backend.is_int_dtype(ids.dtype):
-        return
+        return ids
     valid = ops.greater_equal(ids, 0)
     if size is not None:
         valid = ops.logical_and(valid, ops.less(ids, size))
@@ -151,12 +171,13 @@ def check_ids_in_range(
     allowed = f"in [0, {size})" if size is not None else ">= 0"
     if padding_id is not None:
         allowed += f" or the padding id {padding_id}"
-    raise_if(
+    check = raise_if(
         ops.logical_not(ops.all(valid)),
         f"`{name}` must be {allowed}. Received: {name} with min {{0}} and "
         f"max {{1}}",
         lambda: (ops.min(ids), ops.max(ids)),
     )
+    return after_check(ids, check)
 
 
 def check_labels_in_range(labels: Any, num_classes: int, name: str) -> None:

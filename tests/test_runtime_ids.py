@@ -193,11 +193,13 @@ def test_lookup_refuses_float_ids():
 
 
 def _lookup_model(mapping):
+    # The ids reach only the table (an Embedding of them would fail on
+    # TensorFlow first, with its own message).
+    features = keras.Input((5, 4))
     ids = keras.Input((5,), dtype="int32")
-    x = keras.layers.Embedding(VOCAB, 4)(ids)
-    x = _table(mapping, name="table")(x, ids)
+    x = _table(mapping, name="table")(features, ids)
     outputs = keras.layers.Dense(1)(keras.layers.Flatten()(x))
-    return keras.Model(ids, outputs)
+    return keras.Model([features, ids], outputs)
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
@@ -206,12 +208,15 @@ def test_lookup_ids_are_checked_in_compiled_fit(jit_compile, mapping, bad):
     _compile_case(jit_compile)
     model = _lookup_model(mapping)
     model.compile("sgd", "mse", jit_compile=jit_compile)
-    good = np.random.default_rng(0).integers(0, 8, (8, 5)).astype("int32")
-    model.fit(good, np.zeros((8, 1)), batch_size=4, epochs=1, verbose=0)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(8, 5, 4)).astype("float32")
+    good = rng.integers(0, 8, (8, 5)).astype("int32")
+    y = np.zeros((8, 1))
+    model.fit([features, good], y, batch_size=4, epochs=1, verbose=0)
     bad_ids = good.copy()
     bad_ids[2, 1] = bad
     with pytest.raises(Exception, match=r"`token_ids` must be"):
-        model.fit(bad_ids, np.zeros((8, 1)), batch_size=8, epochs=1, verbose=0)
+        model.fit([features, bad_ids], y, batch_size=8, epochs=1, verbose=0)
 
 
 # ---------------------------------------------------------------- labels

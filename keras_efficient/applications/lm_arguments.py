@@ -70,9 +70,10 @@ def moe_options(
 
 def check_token_ids(
     token_ids: Any, sequence_length: int, vocabulary_size: int | None = None
-) -> None:
+) -> Any:
     """Integer ids in `[0, vocabulary_size)`, no longer than
-    `sequence_length` (when static).
+    `sequence_length` (when static); returns the ids (unwrapped from a
+    one-entry dict or list; in a TensorFlow graph read after the check).
 
     The functional model would cast float ids to int32 silently, a
     too-long input would fail deep inside the graph (learned positions)
@@ -94,7 +95,8 @@ def check_token_ids(
             f"sequence_length={sequence_length}"
         )
     if vocabulary_size is not None:
-        check_ids_in_range(token_ids, vocabulary_size, "inputs")
+        token_ids = check_ids_in_range(token_ids, vocabulary_size, "inputs")
+    return token_ids
 
 
 def _options(name, value, count_key):

@@ -235,7 +235,9 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         mask: Any | None = None,
         **kwargs: Any,
     ) -> Any:
-        check_token_ids(inputs, self.sequence_length, self.vocabulary_size)
+        inputs = check_token_ids(
+            inputs, self.sequence_length, self.vocabulary_size
+        )
         return super().call(inputs, training=training, mask=mask, **kwargs)
 
     def compile(self, *args: Any, **kwargs: Any) -> None:

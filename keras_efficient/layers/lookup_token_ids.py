@@ -68,7 +68,7 @@ def token_id_rows(token_ids: Any, num_entries: int, token_mapping: str) -> Any:
     # would read and train a real row. `"direct"` ids must also index the
     # table (XLA would clip them to the last row). Checked in eager calls
     # and compiled steps alike.
-    check_ids_in_range(
+    ids = check_ids_in_range(
         ids, n if token_mapping == "direct" else None, "token_ids"
     )
     if token_mapping == "modulo":

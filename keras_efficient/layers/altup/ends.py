@@ -172,7 +172,7 @@ class AltUpEmbedding(keras.layers.Layer):
         # Float ids would be truncated silently; ids outside the table
         # would read NaN rows (JAX) or clipped ones.
         check_integer_ids(inputs, "inputs")
-        check_ids_in_range(inputs, self.input_dim, "inputs")
+        inputs = check_ids_in_range(inputs, self.input_dim, "inputs")
         vectors = ops.take(self.embeddings, inputs, axis=0)
         mode = "replicate" if self.recycled else "split"
         return _widen(vectors, self.num_blocks, mode)
