@@ -104,7 +104,7 @@ def sparsity_report(
     ```
     """
     v.check_instance("model", model, keras.Model, "a keras.Model")
-    if not model.built or not model.weights:
+    if not model.built:
         raise ValueError(
             "`model` must be built before `sparsity_report` can read its "
             "kernels: call it on a batch, or `model.build(input_shape)`. "
