@@ -104,11 +104,12 @@ ACT_PASSES = 4
 WEIGHT_PASSES = 6
 STEP_FLOPS = 2e9  # batch chosen so that one step costs about this much
 WIDTHS = (64, 128, 256, 512)
-FAMILIES = ("resnet", "transformer", "loss")
+FAMILIES = ("resnet", "transformer", "loss", "checks")
 METHODS = {
     "resnet": ("plain", "rw", "rw+lr"),
     "transformer": ("plain", "rw", "rw+lr", "altup2", "recycled2"),
     "loss": ("cross_entropy", "slam", "debiased"),
+    "checks": ("unchecked", "id_check"),
 }
 TARGETS = {
     "rw": 1.01,
@@ -117,6 +118,7 @@ TARGETS = {
     "recycled2": 1.05,
     "slam": 1.03,
     "debiased": 1.03,
+    "id_check": 1.01,
 }
 RESNET_INPUT = 8
 SEQ, LAYERS, VOCAB, HEAD_SIZE = 64, 2, 256, 32
@@ -247,10 +249,20 @@ def loss_floor(method, cfg):
     return floor_ratio(base_flops, base_bytes, ef, eb)
 
 
+def checks_floor(method, cfg):
+    """The token-id range check of `TransformerLM`: two compares, an
+    `and`, a reduction and min / max over the B x T ids (5 flops an id),
+    the ids read once (int32); its error branch is never taken."""
+    t = cfg["batch"] * cfg["seq"]
+    plain = transformer_floor("plain", cfg)
+    return floor_ratio(plain["base_flops"], plain["base_bytes"], 5 * t, F * t)
+
+
 CONFIGS = {
     "resnet": (resnet_config, resnet_floor),
     "transformer": (transformer_config, transformer_floor),
     "loss": (loss_config, loss_floor),
+    "checks": (transformer_config, checks_floor),
 }
 
 
@@ -302,6 +314,16 @@ def build(family, method, cfg, teacher=None):
             classifier_activation=None,
         )
         return model, sparse
+    if family == "checks":
+        cls = TransformerLM if method == "id_check" else _UncheckedLM
+        model = cls(
+            vocabulary_size=VOCAB,
+            sequence_length=cfg["seq"],
+            hidden_dim=d,
+            num_layers=LAYERS,
+            num_heads=cfg["heads"],
+        )
+        return model, sparse
     if family == "transformer":
         model = TransformerLM(
             vocabulary_size=VOCAB,
@@ -327,12 +349,31 @@ def build(family, method, cfg, teacher=None):
     return model, make_loss(method, probs, estimator)
 
 
+class _UncheckedLM:
+    """`TransformerLM` without its input checks (the baseline of the
+    `checks` family), made on first use: `keras_efficient` is imported
+    lazily here."""
+
+    def __new__(cls, **kwargs):
+        from keras_efficient.applications import TransformerLM
+
+        class UncheckedLM(TransformerLM):
+            def call(self, inputs, training=None, mask=None, **kw):
+                # The functional graph without TransformerLM.call's
+                # dtype, length and id-range checks.
+                return super(TransformerLM, self).call(
+                    inputs, training=training, mask=mask, **kw
+                )
+
+        return UncheckedLM(**kwargs)
+
+
 def make_data(family, cfg, n, seed=0):
     rng = np.random.default_rng(seed)
     if family == "resnet":
         x = rng.normal(size=(n, RESNET_INPUT, RESNET_INPUT, 3))
         return x.astype("float32"), rng.integers(0, CLASSES, n)
-    if family == "transformer":
+    if family in ("transformer", "checks"):
         ids = rng.integers(0, VOCAB, (n, cfg["seq"] + 1)).astype("int32")
         return ids[:, :-1], ids[:, 1:]
     x = rng.normal(size=(n, MLP_IN)).astype("float32")

@@ -21,6 +21,7 @@ The messages keep `_validation.py`'s style: they name the argument, what
 was received and what is allowed.
 """
 
+from collections.abc import Callable
 from typing import Any
 from typing import NamedTuple
 
@@ -48,20 +49,28 @@ def _raise(error, message):
 def raise_if(
     bad: Any,
     message: str,
-    values: tuple = (),
+    values: tuple | Callable[[], tuple] = (),
     error: type[Exception] = ValueError,
-) -> None:
+) -> Any:
     """Raises `error(message.format(*values))` where `bad` is true.
+
+    Returns the TensorFlow assertion op in a graph (else None): ops that
+    must not run on bad data (a gather that would fail first with
+    TensorFlow's own message) take it as a control dependency, see
+    `after_check`.
 
     Args:
         bad: a boolean scalar tensor (or Python / NumPy bool).
         message: the error text; `{0}`, `{1}`, ... are filled with
             `values` read back as Python numbers or lists.
-        values: tensors shown in the message (read only when `bad`).
+        values: tensors shown in the message (read only when `bad`), or
+            a function returning them: on JAX it then runs only in the
+            taken error branch, so a clean step does not compute them.
         error: the exception type raised.
     """
     if isinstance(bad, (bool, np.bool_)) or _backend.is_concrete(bad):
         if bool(ops.convert_to_numpy(bad)):
+            values = values() if callable(values) else values
             raise error(
                 _format(message, [ops.convert_to_numpy(v) for v in values])
             )
@@ -70,7 +79,8 @@ def raise_if(
     if name == "jax":
         _raise_if_jax(bad, message, values, error)
     elif name == "tensorflow":
-        _raise_if_tensorflow(bad, message, values)
+        return _raise_if_tensorflow(bad, message, values)
+    return None
 
 
 def _raise_if_jax(bad, message, values, error):
@@ -78,46 +88,98 @@ def _raise_if_jax(bad, message, values, error):
 
     callback = _raise(error, message)
 
-    def report(operands):
-        jax.debug.callback(callback, *operands)
+    def report(bad):
+        shown = values() if callable(values) else values
+        jax.debug.callback(callback, bad, *shown)
 
-    def clean(operands):
+    def clean(bad):
         return None
 
-    jax.lax.cond(bad, report, clean, (bad, *values))
+    jax.lax.cond(bad, report, clean, bad)
 
 
 def _raise_if_tensorflow(bad, message, values):
     import tensorflow as tf
 
+    values = values() if callable(values) else values
     # `tf.debugging.Assert` prints its data after the message; the text
     # before the values keeps the same wording as the other backends.
     text = message.split("{")[0] if values else message
-    tf.debugging.Assert(tf.logical_not(bad), [text, *values], summarize=8)
+    return tf.debugging.Assert(
+        tf.logical_not(bad), [text, *values], summarize=8
+    )
+
+
+def after_check(tensor: Any, check: Any) -> Any:
+    """`tensor`, read only after the TensorFlow assertion `check` ran."""
+    if check is None or _backend.backend() != "tensorflow":
+        return tensor
+    import tensorflow as tf
+
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)
+
+
+class IdsTypeError(TypeError, ValueError):
+    """Float (or other non-integer) ids where integer ids are required.
+
+    A `TypeError`; also a `ValueError` so that Keras's first-`fit` model
+    build passes it on unchanged instead of wrapping it in "Unable to
+    automatically build the model".
+    """
+
+
+def dtype_name(value: Any) -> str:
+    """The standardized dtype of a tensor, array or nested list."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(value).dtype
+    return keras.backend.standardize_dtype(dtype)
+
+
+def check_integer_ids(ids: Any, name: str = "token_ids") -> None:
+    """Ids are an integer tensor (a static check: floats are never cast)."""
+    dtype = dtype_name(ids)
+    if "int" not in dtype:
+        raise IdsTypeError(
+            f"`{name}` must be integer ids (int32 or int64); float ids are "
+            f"never cast. Received: {name}.dtype={dtype}"
+        )
 
 
 def check_ids_in_range(
     ids: Any,
-    size: int,
+    size: int | None,
     name: str = "token_ids",
     padding_id: int | None = None,
-) -> None:
-    """Every id is in `[0, size)` (or equals `padding_id`, when given)."""
+) -> Any:
+    """Every id is in `[0, size)` (or equals `padding_id`, when given).
+
+    `size=None` checks only that no id is negative (ids hashed or reduced
+    modulo a table size). Returns `ids`, in a TensorFlow graph read only
+    after the check (so a gather of bad ids cannot fail first with
+    TensorFlow's own message).
+    """
+    if isinstance(ids, keras.KerasTensor):  # a symbolic build: no values
+        return ids
     ids = ops.convert_to_tensor(ids)
     if not keras.backend.is_int_dtype(ids.dtype):
-        return
-    valid = ops.logical_and(ops.greater_equal(ids, 0), ops.less(ids, size))
+        return ids
+    valid = ops.greater_equal(ids, 0)
+    if size is not None:
+        valid = ops.logical_and(valid, ops.less(ids, size))
     if padding_id is not None:
         valid = ops.logical_or(valid, ops.equal(ids, padding_id))
-    allowed = f"in [0, {size})"
+    allowed = f"in [0, {size})" if size is not None else ">= 0"
     if padding_id is not None:
         allowed += f" or the padding id {padding_id}"
-    raise_if(
+    check = raise_if(
         ops.logical_not(ops.all(valid)),
         f"`{name}` must be {allowed}. Received: {name} with min {{0}} and "
         f"max {{1}}",
-        (ops.min(ids), ops.max(ids)),
+        lambda: (ops.min(ids), ops.max(ids)),
     )
+    return after_check(ids, check)
 
 
 # Checks tied to an output (the distillation losses). `raise_if` on JAX
@@ -185,152 +247,70 @@ def _tied_check_jax(bad, message, values, error):
     return jax.lax.cond(bad, report, clean, operands)
 
 
-# Distributions over classes (teacher and student outputs of the
-# distillation losses). Each check reduces the batch to four scalars (the
-# smallest and largest entry, the smallest and largest row sum) and one
-# predicate; nothing else runs on a clean batch.
+def check_labels_in_range(labels: Any, num_classes: int, name: str) -> None:
+    """Integer class ids in `[0, num_classes)` (host arrays, eager).
 
-# Rows of float32 (or float64) probabilities sum to 1 within this: rounding
-# a softmax to float32 leaves ~1e-7 per class, so 1e-3 covers 10^4 classes
-# with room, and a row of logits or of independent sigmoids misses it.
-PROBABILITY_TOLERANCE = 1e-3
-# With 16-bit floats anywhere (a teacher run under a mixed policy, outputs
-# stored as bfloat16): bfloat16 rounds each entry to 2^-9 relatively, and a
-# softmax computed in it accumulates a few such errors per row.
-PROBABILITY_TOLERANCE_16BIT = 2e-2
-
-
-def probability_tolerance(*dtypes: Any) -> float:
-    """The row-sum tolerance for outputs that passed through `dtypes`.
-
-    `PROBABILITY_TOLERANCE` (1e-3) when every dtype given, and the compute
-    dtype of the global dtype policy, is float32 or float64;
-    `PROBABILITY_TOLERANCE_16BIT` (2e-2) once one is float16 or bfloat16.
+    One-hot / probability labels (last axis `num_classes`) pass.
     """
-    names = [keras.config.dtype_policy().compute_dtype]
-    names += [keras.backend.standardize_dtype(d) for d in dtypes if d]
-    if any(n in ("float16", "bfloat16") for n in names):
-        return PROBABILITY_TOLERANCE_16BIT
-    return PROBABILITY_TOLERANCE
-
-
-def _distribution_stats(x):
-    """(min, max, smallest row sum, largest row sum), float32 scalars.
-
-    An all-zero row (padding) counts as summing to 1; a row with negative
-    entries is caught by the minimum, so a row summing to exactly 0 with
-    nothing negative is all zeros.
-    """
-    x = ops.cast(x, "float32")
-    sums = ops.sum(x, axis=-1)
-    sums = ops.where(ops.equal(sums, 0.0), ops.ones_like(sums), sums)
-    return ops.min(x), ops.max(x), ops.min(sums), ops.max(sums)
-
-
-def _is_distribution(stats, tolerance):
-    """Whether the batch's `stats` are those of rows of probabilities
-    (false on NaN: every comparison with NaN is false)."""
-    low, high, sum_low, sum_high = stats
-    return ops.all(
-        ops.stack(
-            [
-                ops.greater_equal(low, -tolerance),
-                ops.less_equal(high, 1.0 + tolerance),
-                ops.greater_equal(sum_low, 1.0 - tolerance),
-                ops.less_equal(sum_high, 1.0 + tolerance),
-            ]
+    labels = np.asarray(labels)
+    if labels.ndim >= 2 and labels.shape[-1] == num_classes > 1:
+        return
+    if not np.issubdtype(labels.dtype, np.number):
+        raise TypeError(
+            f"`{name}` must be class ids or one-hot rows. Received: "
+            f"{name}.dtype={labels.dtype}"
         )
-    )
+    if labels.size == 0:
+        return
+    if np.issubdtype(labels.dtype, np.floating) and not np.all(
+        labels == np.round(labels)
+    ):
+        raise ValueError(
+            f"`{name}` must be integer class ids in [0, {num_classes}) or "
+            f"one-hot rows of width {num_classes}. Received: {name} with "
+            f"non-integer values and shape {labels.shape}"
+        )
+    low, high = labels.min(), labels.max()
+    if low < 0 or high >= num_classes:
+        hint = ""
+        if low >= 1 and high == num_classes:
+            hint = " (1-based class ids? subtract 1)"
+        raise ValueError(
+            f"`{name}` must be class ids in [0, {num_classes}) for a model "
+            f"with {num_classes} outputs. Received: {name} with min "
+            f"{low.item()} and max {high.item()}{hint}"
+        )
 
 
-def _received(name):
-    return (
-        f"Received: {name} with min {{0}}, max {{1}} and row sums from {{2}} "
-        "to {3}"
-    )
+def check_rows(x: Any, y: Any, x_name: str, y_name: str) -> int:
+    """`x` and `y` have the same number of rows, at least one."""
+    rows_x, rows_y = len(x), len(y)
+    if rows_x == 0:
+        raise ValueError(
+            f"`{x_name}` must have at least one row. Received: "
+            f"{x_name} with 0 rows"
+        )
+    if rows_x != rows_y:
+        raise ValueError(
+            f"`{x_name}` and `{y_name}` must have the same number of rows. "
+            f"Received: {x_name} with {rows_x} rows and {y_name} with "
+            f"{rows_y}"
+        )
+    return rows_x
 
 
-def probabilities_problem(
-    x: Any,
-    name: str,
-    fix: str,
-    tolerance: float = PROBABILITY_TOLERANCE,
-) -> Problem:
-    """Not every row of `x` is a distribution over its last axis.
-
-    Entries must be in `[-tolerance, 1 + tolerance]` and rows sum to 1
-    within `tolerance` (all-zero rows, padding, pass). `fix` is a sentence
-    telling the user what to change (e.g. the convention flag).
-    """
-    stats = _distribution_stats(x)
-    return Problem(
-        ops.logical_not(_is_distribution(stats, tolerance)),
-        f"`{name}` must hold probabilities: entries in [0, 1] and rows "
-        f"summing to 1 (within {tolerance}). {fix} {_received(name)}",
-        stats,
-    )
-
-
-def not_probabilities_problem(
-    x: Any,
-    name: str,
-    fix: str,
-    tolerance: float = PROBABILITY_TOLERANCE,
-) -> Problem | None:
-    """`x` should hold logits but every row is a distribution.
-
-    Bad when every entry is in `[0, 1]` and every row sums to 1 within
-    `tolerance`, i.e. the whole batch already went through a softmax
-    (real logits meet that by chance on no batch of two rows or more).
-    None for a width of 1, where both conventions look alike.
-    """
-    if x.shape[-1] is not None and x.shape[-1] < 2:
-        return None
-    stats = _distribution_stats(x)
-    # A batch of only all-zero rows is valid logits (uniform), not padding.
-    all_zero = ops.logical_and(
-        ops.equal(stats[0], 0.0), ops.equal(stats[1], 0.0)
-    )
-    return Problem(
-        ops.logical_and(
-            _is_distribution(stats, tolerance), ops.logical_not(all_zero)
-        ),
-        f"`{name}` must hold logits, but every row is already a "
-        f"probability distribution (entries in [0, 1], rows summing to 1 "
-        f"within {tolerance}), e.g. the output of a softmax. {fix} "
-        f"{_received(name)}",
-        stats,
-    )
-
-
-def non_finite_problem(x: Any, name: str, what: str = "") -> Problem:
-    """NaN or infinity in `x`: one sum per row, then scalars.
-
-    The message names the first bad row (rows counted over the leading
-    axes flattened) and how many there are.
-    """
-    sums = ops.reshape(ops.sum(ops.cast(x, "float32"), axis=-1), (-1,))
-    bad_rows = ops.cast(ops.logical_not(ops.isfinite(sums)), "int32")
-    return Problem(
-        ops.greater(ops.max(bad_rows), 0),
-        f"`{name}`{what} must be finite. Received: {name} with NaN or "
-        "infinity in batch rows [{0}] (the first such row; {1} in all)",
-        (ops.argmax(bad_rows), ops.sum(bad_rows)),
-    )
-
-
-def check_probabilities(x: Any, name: str, fix: str, **kwargs: Any) -> None:
-    """Raises (`raise_if`) on `probabilities_problem`."""
-    raise_if(*probabilities_problem(x, name, fix, **kwargs))
-
-
-def check_not_probabilities(x: Any, name: str, fix: str, **kwargs: Any) -> None:
-    """Raises (`raise_if`) on `not_probabilities_problem`."""
-    problem = not_probabilities_problem(x, name, fix, **kwargs)
-    if problem is not None:
-        raise_if(*problem)
-
-
-def check_finite(x: Any, name: str, what: str = "") -> None:
-    """Raises (`raise_if`) on `non_finite_problem`."""
-    raise_if(*non_finite_problem(x, name, what))
+def check_evaluation_data(
+    model: keras.Model, x: Any, y: Any, metric: Any = None
+) -> None:
+    """Rows of `x` (its first array, for a dict or list) and `y` agree and
+    exist; for `metric="accuracy"` on a single-output model, integer labels
+    are class ids of the model's outputs."""
+    first = x
+    while isinstance(first, (list, tuple, dict)) and len(first):
+        first = list(first.values() if isinstance(first, dict) else first)[0]
+    check_rows(first, y, "x_val", "y_val")
+    outputs = getattr(model, "outputs", None) or []
+    if metric == "accuracy" and len(outputs) == 1:
+        num_classes = tuple(outputs[0].shape)[-1]
+        if num_classes and num_classes > 1:
+            check_labels_in_range(y, num_classes, "y_val")

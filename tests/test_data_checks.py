@@ -19,7 +19,9 @@ class _IdsLayer(keras.layers.Layer):
         self.embedding = keras.layers.Embedding(size, 4)
 
     def call(self, ids):
-        _data_checks.check_ids_in_range(ids, self.size, "token_ids")
+        # The checked ids: on TensorFlow read after the assertion, so the
+        # gather cannot fail first with TensorFlow's own message.
+        ids = _data_checks.check_ids_in_range(ids, self.size, "token_ids")
         return self.embedding(ids)
 
 

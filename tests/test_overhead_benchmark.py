@@ -123,3 +123,21 @@ def test_tiny_models_build_with_the_methods_arguments():
     assert any("altup" in layer.name for layer in recycled.layers)
     x, y = overhead.make_data("transformer", lm, 3)
     assert x.shape == y.shape == (3, 4)
+
+
+def test_checks_family_differs_only_by_the_id_check():
+    import numpy as np
+
+    cfg = overhead.transformer_config(32, quick=True)
+    checked, _ = overhead.build("checks", "id_check", cfg)
+    unchecked, _ = overhead.build("checks", "unchecked", cfg)
+    assert checked.count_params() == unchecked.count_params()
+    bad = np.full((1, 4), overhead.VOCAB, "int32")
+    with pytest.raises(ValueError, match=r"`inputs` must be in \[0, 256\)"):
+        checked(bad)
+    try:  # the baseline skips our check (torch's gather may raise its own)
+        unchecked(bad)
+    except Exception as error:
+        assert "`inputs` must be" not in str(error)
+    f = overhead.checks_floor("id_check", cfg)
+    assert 1.0 < f["floor"] < 1.001

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_efficient import _data_checks
+from keras_efficient import _distribution_checks
 from keras_efficient.losses import DebiasedDistillationLoss
 from keras_efficient.losses import DistillationLossAdapter
 from keras_efficient.losses import KnowledgeDistillationLoss
@@ -151,16 +151,18 @@ def test_tolerance_is_looser_for_16_bit_outputs():
         slam()(t, STUDENT)
     value = slam()(keras.ops.cast(t, "bfloat16"), STUDENT)
     assert np.isfinite(float(to_numpy(value)))
-    assert _data_checks.probability_tolerance("float32") == 1e-3
-    assert _data_checks.probability_tolerance("bfloat16") == 2e-2
-    assert _data_checks.probability_tolerance("float16", "float32") == 2e-2
+    assert _distribution_checks.probability_tolerance("float32") == 1e-3
+    assert _distribution_checks.probability_tolerance("bfloat16") == 2e-2
+    assert (
+        _distribution_checks.probability_tolerance("float16", "float32") == 2e-2
+    )
 
 
 def test_mixed_precision_policy_loosens_the_tolerance():
     t = PROBS * (1 + 5e-3)
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        assert _data_checks.probability_tolerance() == 2e-2
+        assert _distribution_checks.probability_tolerance() == 2e-2
         assert np.isfinite(float(to_numpy(slam()(t, STUDENT))))
         with pytest.raises(ValueError, match=r"within 0.02"):
             slam()(PROBS * 1.1, STUDENT)

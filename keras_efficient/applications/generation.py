@@ -13,6 +13,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_efficient._data_checks import check_ids_in_range
+from keras_efficient._data_checks import check_integer_ids
 from keras_efficient._validation import check_int
 from keras_efficient._validation import check_number
 
@@ -57,7 +59,9 @@ class TokenGenerationMixin:
         generated token.
 
         Args:
-            prompt_ids: integer array `(T,)` or `(batch, T)`, `T >= 1`.
+            prompt_ids: integer array `(T,)` or `(batch, T)`, `T >= 1`,
+                with ids in `[0, vocabulary_size)` (ragged rows, float
+                ids and ids outside the vocabulary raise).
             max_new_tokens: how many tokens to append, `>= 0`.
             temperature: `0` for greedy decoding, `> 0` to sample from
                 `softmax(logits / temperature)`.
@@ -67,7 +71,7 @@ class TokenGenerationMixin:
             A NumPy int32 array: the prompt followed by the new tokens, with
             the prompt's rank.
         """
-        prompt = np.asarray(prompt_ids)
+        prompt = _prompt_array(prompt_ids)
         squeeze = prompt.ndim == 1
         if squeeze:
             prompt = prompt[None, :]
@@ -76,6 +80,9 @@ class TokenGenerationMixin:
                 "`prompt_ids` must have shape (T,) or (batch, T) with T >= 1. "
                 f"Received: prompt_ids.shape={np.shape(prompt_ids)}"
             )
+        check_integer_ids(prompt, "prompt_ids")
+        vocabulary_size = getattr(self, "vocabulary_size", None)
+        check_ids_in_range(prompt, vocabulary_size, "prompt_ids")
         check_int("max_new_tokens", max_new_tokens, min_value=0)
         check_number("temperature", temperature, min_value=0)
         rng = np.random.default_rng(seed)
@@ -89,6 +96,14 @@ class TokenGenerationMixin:
             logits = ops.convert_to_numpy(
                 self._next_token_logits(window, position)
             ).astype("float64")
+            if not np.all(np.isfinite(logits)):
+                # argmax of NaN logits is token 0, forever after.
+                raise ValueError(
+                    "`generate` got non-finite logits at generated token "
+                    f"{tokens.shape[1] - prompt.shape[1]}: the model's "
+                    "weights are not finite (a diverged fit?). Received: "
+                    f"prompt_ids.shape={prompt.shape}"
+                )
             if temperature == 0:
                 next_token = logits.argmax(-1)
             else:
@@ -98,3 +113,19 @@ class TokenGenerationMixin:
                 [tokens, next_token[:, None].astype("int32")], axis=1
             )
         return tokens[0] if squeeze else tokens
+
+
+def _prompt_array(prompt_ids):
+    """`prompt_ids` as a NumPy array; ragged rows raise our error."""
+    if isinstance(prompt_ids, (list, tuple)) and any(
+        isinstance(row, (list, tuple, np.ndarray)) for row in prompt_ids
+    ):
+        lengths = sorted({len(row) for row in prompt_ids})
+        if len(lengths) > 1:
+            raise ValueError(
+                "`prompt_ids` must be rectangular: every prompt of a batch "
+                "the same length (generate ragged prompts one at a time, "
+                f"or left-trim them). Received: prompt_ids with rows of "
+                f"lengths {lengths}"
+            )
+    return np.asarray(prompt_ids)

@@ -9,9 +9,10 @@ graph.
 
 from typing import Any
 
-import keras
 import numpy as np
 
+from keras_efficient._data_checks import check_ids_in_range
+from keras_efficient._data_checks import check_integer_ids
 from keras_efficient._validation import check_positive_int
 from keras_efficient._validation import fail
 
@@ -67,26 +68,25 @@ def moe_options(
     return options
 
 
-def check_token_ids(token_ids: Any, sequence_length: int) -> None:
-    """Integer ids no longer than `sequence_length` (when static).
+def check_token_ids(
+    token_ids: Any, sequence_length: int, vocabulary_size: int | None = None
+) -> Any:
+    """Integer ids in `[0, vocabulary_size)`, no longer than
+    `sequence_length` (when static); returns the ids (unwrapped from a
+    one-entry dict or list; in a TensorFlow graph read after the check).
 
-    The functional model would cast float ids to int32 silently, and a
+    The functional model would cast float ids to int32 silently, a
     too-long input would fail deep inside the graph (learned positions)
-    or run past the window the model was built for (rotary).
+    or run past the window the model was built for (rotary), and an id
+    outside the vocabulary reads a NaN (JAX) or clipped embedding row. The
+    range is checked in eager calls and inside compiled steps
+    (`_data_checks.raise_if`).
     """
     if isinstance(token_ids, dict) and len(token_ids) == 1:
         token_ids = next(iter(token_ids.values()))
     elif isinstance(token_ids, (list, tuple)) and len(token_ids) == 1:
         token_ids = token_ids[0]
-    dtype = getattr(token_ids, "dtype", None)
-    if dtype is None:
-        dtype = np.asarray(token_ids).dtype
-    dtype = keras.backend.standardize_dtype(dtype)
-    if "int" not in dtype:
-        raise TypeError(
-            "`inputs` must be integer token ids (int32 or int64); float "
-            f"ids are never cast. Received: inputs.dtype={dtype}"
-        )
+    check_integer_ids(token_ids, "inputs")
     length = _static_length(token_ids)
     if length is not None and length > sequence_length:
         raise ValueError(
@@ -94,6 +94,9 @@ def check_token_ids(token_ids: Any, sequence_length: int) -> None:
             f"Received: inputs of length {length} with "
             f"sequence_length={sequence_length}"
         )
+    if vocabulary_size is not None:
+        token_ids = check_ids_in_range(token_ids, vocabulary_size, "inputs")
+    return token_ids
 
 
 def _options(name, value, count_key):

@@ -54,6 +54,7 @@ from keras_efficient.layers.lookup import SparseLookupTable
 from keras_efficient.layers.moe import LEGACY_CAPACITY_FACTOR
 from keras_efficient.layers.moe import MixtureOfExperts
 from keras_efficient.layers.sequence_altup import SequenceAltUp
+from keras_efficient.optimizers.table_limits import check_table_optimizer
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -114,9 +115,12 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         **kwargs: base `Model` arguments (`name`, `dtype`).
 
     Call arguments:
-        inputs: integer token ids `(batch, T)` with `T <= sequence_length`
-            (float ids raise a `TypeError` rather than being cast; a longer
-            static `T` raises a `ValueError`).
+        inputs: integer token ids `(batch, T)` in `[0, vocabulary_size)`
+            with `T <= sequence_length` (float ids raise a `TypeError`
+            rather than being cast; a longer static `T` or an id outside
+            the vocabulary raises a `ValueError`, also from a compiled
+            `fit`; the model has no padding id: pad with any id the loss
+            then ignores through `sample_weight`).
 
     Returns:
         Logits `(batch, T, vocabulary_size)`.
@@ -232,8 +236,16 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         mask: Any | None = None,
         **kwargs: Any,
     ) -> Any:
-        check_token_ids(inputs, self.sequence_length)
+        inputs = check_token_ids(
+            inputs, self.sequence_length, self.vocabulary_size
+        )
         return super().call(inputs, training=training, mask=mask, **kwargs)
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        super().compile(*args, **kwargs)
+        # A lookup table's own optimizer cannot follow gradient
+        # accumulation: refuse it here rather than train wrongly.
+        check_table_optimizer(self)
 
     def _embed(self, token_ids):
         """Token (+ position, + lookup) embedding: `(batch, T[, K], d)`."""

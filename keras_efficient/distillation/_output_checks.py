@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_efficient import _data_checks
+from keras_efficient import _distribution_checks
 
 
 def check_shapes(loss: keras.losses.Loss, y_true: Any, y_pred: Any) -> None:
@@ -84,17 +84,17 @@ def value_problems(loss: Any, y_true: Any, y_pred: Any) -> list:
     `_data_checks.Problem`s for `_data_checks.raise_with`.
     """
     cls = type(loss).__name__
-    tolerance = _data_checks.probability_tolerance(
+    tolerance = _distribution_checks.probability_tolerance(
         y_true.dtype, y_pred.dtype, getattr(loss, "dtype", None)
     )
     problems = [
-        _data_checks.non_finite_problem(
+        _distribution_checks.non_finite_problem(
             y_true, "y_true", " (the teacher outputs)"
         )
     ]
     if loss.teacher_from_logits:
         problems.append(
-            _data_checks.not_probabilities_problem(
+            _distribution_checks.not_probabilities_problem(
                 y_true,
                 "y_true",
                 f"{cls} has `teacher_from_logits=True` (teacher logits): "
@@ -106,7 +106,7 @@ def value_problems(loss: Any, y_true: Any, y_pred: Any) -> list:
         )
     else:
         problems.append(
-            _data_checks.probabilities_problem(
+            _distribution_checks.probabilities_problem(
                 y_true,
                 "y_true",
                 f"{cls} has `teacher_from_logits=False` (teacher "
@@ -121,7 +121,7 @@ def value_problems(loss: Any, y_true: Any, y_pred: Any) -> list:
             # TensorFlow marks the output of a Keras softmax (static).
             raise ValueError(_student_probabilities_message(cls))
         problems.append(
-            _data_checks.not_probabilities_problem(
+            _distribution_checks.not_probabilities_problem(
                 y_pred,
                 "y_pred",
                 f"{cls} has `from_logits=True` (student logits): they would "
@@ -132,7 +132,7 @@ def value_problems(loss: Any, y_true: Any, y_pred: Any) -> list:
         )
     else:
         problems.append(
-            _data_checks.probabilities_problem(
+            _distribution_checks.probabilities_problem(
                 y_pred,
                 "y_pred",
                 f"{cls} has `from_logits=False` (student probabilities): "
@@ -206,7 +206,7 @@ def check_numpy_outputs(
             f"`{name}` must be finite. Received: "
             f"{int(np.sum(~np.isfinite(array)))} non-finite values"
         )
-    tol = _data_checks.PROBABILITY_TOLERANCE
+    tol = _distribution_checks.PROBABILITY_TOLERANCE
     sums = array.sum(-1)
     low, high = float(array.min()), float(array.max())
     is_distribution = (

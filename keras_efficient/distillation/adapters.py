@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_efficient import _data_checks
+from keras_efficient import _distribution_checks
 from keras_efficient import _validation
 
 
@@ -112,11 +113,11 @@ def _keras_probability_loss_problems(loss, teacher_outputs, student_outputs):
     teacher_outputs = ops.convert_to_tensor(teacher_outputs)
     student_outputs = ops.convert_to_tensor(student_outputs)
     cls = type(loss).__name__
-    tolerance = _data_checks.probability_tolerance(
+    tolerance = _distribution_checks.probability_tolerance(
         teacher_outputs.dtype, student_outputs.dtype
     )
     problems = [
-        _data_checks.probabilities_problem(
+        _distribution_checks.probabilities_problem(
             teacher_outputs,
             "teacher_outputs",
             f"`DistillationLossAdapter` wraps `keras.losses.{cls}`, which "
@@ -130,7 +131,7 @@ def _keras_probability_loss_problems(loss, teacher_outputs, student_outputs):
     ]
     if not getattr(loss, "from_logits", False):
         problems.append(
-            _data_checks.probabilities_problem(
+            _distribution_checks.probabilities_problem(
                 student_outputs,
                 "student_outputs",
                 f"`keras.losses.{cls}` reads the student's outputs as "

@@ -1,4 +1,6 @@
-"""Static shape checks shared by the layers' `build` (private)."""
+"""Static shape checks shared by the layers' `build` and `call` (private)."""
+
+from typing import Any
 
 
 def known_width(
@@ -36,3 +38,24 @@ def check_blocks_shape(
             f"input_shape={tuple(input_shape)}"
         )
     known_width(input_shape, layer_name)
+
+
+def check_call_width(
+    layer: Any, inputs: Any, built_width: int | None, tensor_name="inputs"
+) -> None:
+    """A built layer is called on the width it was built for.
+
+    Otherwise the first mismatch would surface inside an internal sublayer
+    (`hash`, `dense_3`, a `dot_general`), under a name the user never gave.
+    Static shapes only.
+    """
+    shape = tuple(inputs.shape)
+    width = shape[-1] if shape else None
+    if built_width is None or width is None or int(width) == built_width:
+        return
+    raise ValueError(
+        f"Layer `{layer.name}` ({type(layer).__name__}) was built for "
+        f"`{tensor_name}` of width {built_width} (last axis) and its weights "
+        f"keep that size; make a new layer for width {width}. Received: "
+        f"{tensor_name}.shape={shape}"
+    )

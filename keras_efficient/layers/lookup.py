@@ -9,6 +9,7 @@ from keras import ops
 from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_int
 from keras_efficient._validation import check_positive_int
+from keras_efficient.layers._shapes import check_call_width
 from keras_efficient.layers._shapes import known_width
 from keras_efficient.layers.lookup_token_ids import TOKEN_MAPPINGS
 from keras_efficient.layers.lookup_token_ids import check_token_ids_shape
@@ -45,8 +46,10 @@ class SparseLookupTable(keras.layers.Layer):
     - `"token_id"`: the entry is indexed by the token id, passed as a second
       input: `id mod num_entries` (`token_mapping="modulo"`), a
       multiplicative hash of the id (`"hash"`), or the id itself
-      (`"direct"`: ids must lie in `[0, num_entries)`; checked eagerly, and
-      clipped into the table under `jit`, where values cannot be checked).
+      (`"direct"`: ids must lie in `[0, num_entries)`). Ids are checked in
+      eager calls and inside compiled steps (negative ids raise under
+      every mapping; TensorFlow with `jit_compile=True` drops the check
+      and clips `"direct"` ids into the table).
     - `"lsh"`: the current vector is hashed by `num_tables` (L) independent
       random-hyperplane LSH tables (frozen, seeded); the table is split into
       L sub-tables of `num_entries // L` rows, each hash picks a row of its
@@ -88,7 +91,9 @@ class SparseLookupTable(keras.layers.Layer):
     these weights is the updated value, not a gradient (on torch the
     backward pass writes the rows in place, so it also updates the table).
     The model optimizer's `gradient_accumulation_steps` is not supported:
-    Keras would combine the updated tables by an elementwise maximum. The
+    Keras would combine the updated tables by an elementwise maximum.
+    `keras_efficient.optimizers.check_table_optimizer(model)` raises for
+    both (`TransformerLM.compile` runs it). The
     table and its moments stay in their variable dtype under mixed
     precision.
 
@@ -249,6 +254,7 @@ class SparseLookupTable(keras.layers.Layer):
     ) -> None:
         input_shape = inputs_shape
         width = known_width(input_shape, "SparseLookupTable")
+        self._built_width = width
         dim = self.dim if self.dim is not None else width
         if self.consume == "add" and dim != width:
             raise ValueError(
@@ -333,6 +339,7 @@ class SparseLookupTable(keras.layers.Layer):
         return ops.cast(index, "int32"), gates
 
     def call(self, inputs: Any, token_ids: Any | None = None) -> Any:
+        check_call_width(self, inputs, getattr(self, "_built_width", None))
         if token_ids is not None:
             # Static shapes only: no host sync.
             ids_shape = getattr(token_ids, "shape", None)

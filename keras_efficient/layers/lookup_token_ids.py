@@ -8,11 +8,10 @@ build and call time (static shapes only: no host sync).
 
 from typing import Any
 
-import keras
-import numpy as np
 from keras import ops
 
-from keras_efficient import _backend
+from keras_efficient._data_checks import check_ids_in_range
+from keras_efficient._data_checks import check_integer_ids
 
 TOKEN_MAPPINGS = ("modulo", "hash", "direct")
 
@@ -53,7 +52,8 @@ def token_id_rows(token_ids: Any, num_entries: int, token_mapping: str) -> Any:
 
     `"modulo"`: `id mod num_entries`; `"hash"`: a multiplicative hash
     first, so neighbouring ids spread over the table; `"direct"`: the id
-    itself (eager ids outside `[0, num_entries)` raise).
+    itself (ids outside `[0, num_entries)` raise). Negative ids raise under
+    every mapping, in eager calls and compiled steps.
     """
     if token_ids is None:
         raise ValueError(
@@ -61,29 +61,22 @@ def token_id_rows(token_ids: Any, num_entries: int, token_mapping: str) -> Any:
             "input: `layer(inputs, token_ids)`. Received: "
             "token_ids=None"
         )
-    dtype = keras.backend.standardize_dtype(
-        getattr(token_ids, "dtype", None) or np.asarray(token_ids).dtype
-    )
-    if "int" not in dtype:
-        raise TypeError(
-            "`token_ids` must be an integer tensor. Received: "
-            f"token_ids with dtype={dtype}"
-        )
+    check_integer_ids(token_ids, "token_ids")
     ids = ops.cast(token_ids, "int32")
     n = num_entries
+    # A negative id (a padding value) is no token: under modulo or hash it
+    # would read and train a real row. `"direct"` ids must also index the
+    # table (XLA would clip them to the last row). Checked in eager calls
+    # and compiled steps alike.
+    ids = check_ids_in_range(
+        ids, n if token_mapping == "direct" else None, "token_ids"
+    )
     if token_mapping == "modulo":
         index = ops.mod(ids, n)
     elif token_mapping == "hash":
         mixed = ids * _TOKEN_HASH_MULTIPLIER
         index = ops.mod(mixed, n)
     else:
-        if _backend.is_concrete(ids):
-            values = np.asarray(ops.convert_to_numpy(ids))
-            if values.size and (values.min() < 0 or values.max() >= n):
-                raise ValueError(
-                    "With `token_mapping='direct'`, `token_ids` must "
-                    f"lie in [0, {n}) (num_entries={n}). Received "
-                    f"ids in [{values.min()}, {values.max()}]"
-                )
+        # Only where a check cannot run (TensorFlow under XLA).
         index = ops.clip(ids, 0, n - 1)
     return ops.expand_dims(index, -1)

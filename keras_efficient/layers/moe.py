@@ -13,6 +13,7 @@ from keras_efficient._validation import check_int
 from keras_efficient._validation import check_number
 from keras_efficient._validation import check_optional_number
 from keras_efficient._validation import check_positive_int
+from keras_efficient.layers._shapes import check_call_width
 from keras_efficient.layers._shapes import known_width
 from keras_efficient.layers.experts import IMPLEMENTATIONS
 from keras_efficient.layers.experts import capacity_mlp
@@ -213,6 +214,7 @@ class MixtureOfExperts(keras.layers.Layer):
 
     def build(self, input_shape: tuple) -> None:
         dim = known_width(input_shape, "MixtureOfExperts")
+        self._built_width = dim
         e, h = self.num_experts, self.hidden_dim
         out = self.output_dim or dim
         kernel_init = self.kernel_initializer or (
@@ -337,6 +339,7 @@ class MixtureOfExperts(keras.layers.Layer):
         return ops.matmul(hidden, self.shared_kernel_out) + self.shared_bias_out
 
     def call(self, inputs: Any) -> Any:
+        check_call_width(self, inputs, getattr(self, "_built_width", None))
         shape = ops.shape(inputs)
         x = ops.reshape(inputs, (-1, shape[-1]))
         num_tokens = ops.shape(x)[0]

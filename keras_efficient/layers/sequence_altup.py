@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_efficient._validation import check_positive_int
+from keras_efficient.layers._shapes import check_call_width
 from keras_efficient.layers.wrapper import LayerWrapper
 
 
@@ -68,6 +69,7 @@ class SequenceAltUp(LayerWrapper):
                 "SequenceAltUp expects inputs of shape (batch, sequence, ..., "
                 f"d) (rank >= 3). Received: input_shape={input_shape}"
             )
+        self._built_width = input_shape[-1]
         self.gains = self.add_weight(
             name="gains", shape=(self.stride,), initializer="ones"
         )
@@ -81,6 +83,7 @@ class SequenceAltUp(LayerWrapper):
         return (input_shape[0], length) + input_shape[2:]
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
+        check_call_width(self, inputs, getattr(self, "_built_width", None))
         s = self.stride
         anchors = inputs[:, ::s] if s > 1 else inputs
         outputs = self.layer(anchors, training=training)

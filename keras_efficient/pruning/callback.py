@@ -7,6 +7,7 @@ import keras
 from keras_efficient import _validation as v
 from keras_efficient.pruning import callback_arguments as args
 from keras_efficient.pruning import masks as masks_lib
+from keras_efficient.pruning.checks import check_before_fit
 from keras_efficient.pruning.plan import PruningOptions
 from keras_efficient.pruning.plan import build_plan
 from keras_efficient.pruning.schedules import PruningSchedule
@@ -312,6 +313,8 @@ class MagnitudePruning(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self._state is None and not self._attach(self.model):
             raise ValueError("MagnitudePruning needs a compiled model.")
+        # Settings that cannot act raise or warn before the first step.
+        check_before_fit(self._plan, self.params, self.step)
         self._state.update.before_fit()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:

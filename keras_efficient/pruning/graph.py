@@ -141,6 +141,19 @@ def _as_refs(spec):
     return [tuple(spec)]
 
 
+def check_readable(model: keras.Model) -> None:
+    """A Sequential model, or one with known inputs (not subclassed)."""
+    if isinstance(model, keras.Sequential) or getattr(model, "inputs", None):
+        return
+    raise UnreadableGraphError(
+        "`model` must be a functional or Sequential model with known "
+        "inputs: `shrink` reads its layer graph to find which channels "
+        "go together. Received: model="
+        f"{model.name!r} of class {type(model).__name__} without inputs "
+        "(a subclassed model? rebuild it as keras.Model(inputs, outputs))."
+    )
+
+
 def read_graph(model: keras.Model) -> tuple:
     """`(config, nodes, input refs, output refs, is_sequential)`.
 
@@ -160,12 +173,7 @@ def read_graph(model: keras.Model) -> tuple:
             previous = ref
         return config, nodes, [("__input__", 0, 0)], [previous], True
     # A subclassed model has no `inputs` attribute at all.
-    if not getattr(model, "inputs", None):
-        raise UnreadableGraphError(
-            "`shrink` needs a functional or Sequential model with known "
-            f"inputs. Received: model={model.name!r} without inputs (a "
-            "subclassed model?)."
-        )
+    check_readable(model)
     config = keras.Model(model.input, model.output).get_config()
     nodes = []
     for layer_config in config["layers"]:

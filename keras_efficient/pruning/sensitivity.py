@@ -14,6 +14,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_efficient._data_checks import check_evaluation_data
 from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_fraction
 from keras_efficient._validation import check_instance
@@ -254,7 +255,10 @@ def sensitivity_analysis(
     Args:
         model: a functional or Sequential `keras.Model` (any model with
             `structure="unstructured"`).
-        x_val, y_val: validation data (NumPy arrays, or a dict of them).
+        x_val, y_val: validation data (NumPy arrays, or a dict of them)
+            with the same number of rows, at least one; with
+            `metric="accuracy"`, `y_val` holds class ids in `[0, classes)`
+            (0-based) or one-hot rows.
         sparsities: fractions of units (weights) to prune.
         groups: names of the groups to analyse (default: all).
         metric: `"accuracy"` (top-1; integer or one-hot labels), a
@@ -289,6 +293,7 @@ def sensitivity_analysis(
         model, sparsities, metric, structure, importance, verbose
     )
     batch_size = check_positive_int("batch_size", batch_size)
+    check_evaluation_data(model, x_val, y_val, metric)
     found, terms = _analyse(model, structure)
     found = _selected_groups(found, groups)
 

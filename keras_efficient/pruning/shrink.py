@@ -241,7 +241,7 @@ def zero_units(
     """
     check_instance("model", model, keras.Model, "a keras.Model")
     check_choice("importance", importance, IMPORTANCES)
-    _check_functional(model)
+    graph.check_readable(model)
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     groups = Analysis(copy).unit_groups

@@ -97,7 +97,8 @@ def sparsity_report(
         TypeError: when `model` is not a `keras.Model`.
         ValueError: when the model has nothing to prune (no Dense,
             EinsumDense or Conv kernel and no layer with
-            `get_prunable_weights()` matches `targets`).
+            `get_prunable_weights()` matches `targets`), or is not
+            built yet.
 
     Example:
 
@@ -111,6 +112,12 @@ def sparsity_report(
     ```
     """
     v.check_instance("model", model, keras.Model, "a keras.Model")
+    if not model.built:
+        raise ValueError(
+            "`model` must be built before `sparsity_report` can read its "
+            "kernels: call it on a batch, or `model.build(input_shape)`. "
+            f"Received: model={model.name!r} (unbuilt, no weights yet)"
+        )
     found = find_target_weights(model, targets, trainable_only=False)
     found = [(layer, w) for layer, w in found if int(np.prod(w.shape))]
     if not found:

@@ -12,10 +12,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_efficient._data_checks import check_ids_in_range
+from keras_efficient._data_checks import check_integer_ids
 from keras_efficient._validation import check_bool
 from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_positive_int
 from keras_efficient.layers._shapes import check_blocks_shape
+from keras_efficient.layers._shapes import check_call_width
 from keras_efficient.layers._shapes import known_width
 
 INPUT_MODES = ("split", "replicate")
@@ -118,7 +121,10 @@ class AltUpEmbedding(keras.layers.Layer):
         **kwargs: base `Layer` arguments.
 
     Call arguments:
-        inputs: integer token ids `(batch, ...)`.
+        inputs: integer token ids `(batch, ...)` in `[0, input_dim)`
+            (float ids raise a `TypeError`; ids out of range a
+            `ValueError`, also inside a compiled `fit`: see
+            "What is checked at run time" in the docs).
 
     Example:
 
@@ -163,12 +169,10 @@ class AltUpEmbedding(keras.layers.Layer):
         )
 
     def call(self, inputs: Any) -> Any:
-        if "int" not in keras.backend.standardize_dtype(inputs.dtype):
-            # Static dtype check: float ids would be truncated silently.
-            raise TypeError(
-                "`inputs` must be integer token ids. Received: inputs with "
-                f"dtype={keras.backend.standardize_dtype(inputs.dtype)}"
-            )
+        # Float ids would be truncated silently; ids outside the table
+        # would read NaN rows (JAX) or clipped ones.
+        check_integer_ids(inputs, "inputs")
+        inputs = check_ids_in_range(inputs, self.input_dim, "inputs")
         vectors = ops.take(self.embeddings, inputs, axis=0)
         mode = "replicate" if self.recycled else "split"
         return _widen(vectors, self.num_blocks, mode)
@@ -225,6 +229,7 @@ class AltUpReadout(_BlockModeLayer):
     def build(self, input_shape: tuple) -> None:
         input_shape = tuple(input_shape)
         check_blocks_shape(input_shape, self.num_blocks, "AltUpReadout")
+        self._built_width = int(input_shape[-1])
         if self.mode == "projection":
             k, d = self.num_blocks, int(input_shape[-1])
             initial = np.tile(np.eye(d, dtype="float32"), (k, 1)) / k
@@ -237,6 +242,7 @@ class AltUpReadout(_BlockModeLayer):
             )
 
     def call(self, inputs: Any) -> Any:
+        check_call_width(self, inputs, getattr(self, "_built_width", None))
         if self.mode == "sum":
             return ops.sum(inputs, axis=-2)
         if self.mode == "mean":

@@ -24,6 +24,7 @@ from keras_efficient._validation import check_number
 from keras_efficient._validation import check_optional_number
 from keras_efficient._validation import check_positive_int
 from keras_efficient.layers._shapes import check_blocks_shape
+from keras_efficient.layers._shapes import check_call_width
 from keras_efficient.layers.altup.coefficients import AltUpCoefficients
 from keras_efficient.layers.altup.coefficients import RoutedCoefficients
 from keras_efficient.layers.altup.coefficients import coefficient_algorithm
@@ -234,6 +235,7 @@ class AltUp(LayerWrapper):
         return outputs
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
+        check_call_width(self, inputs, getattr(self, "width", None))
         algorithm = self.coefficient_algorithm
         predictions = algorithm.predict(self, inputs, training)
         outputs = self._compute(predictions, training)
