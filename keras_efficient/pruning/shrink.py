@@ -175,18 +175,6 @@ def find_groups(model: keras.Model) -> dict[str, int]:
     return {g.name: g.size for g in Analysis(model).unit_groups}
 
 
-def _check_functional(model):
-    if isinstance(model, keras.Sequential) or getattr(model, "inputs", None):
-        return
-    fail(
-        "model",
-        "a functional or Sequential keras.Model, or a keras-hub task or "
-        "backbone (a subclassed model has no graph to read: build it with "
-        "the functional API, or keep its shape and use `strip_pruning`)",
-        f"{type(model).__name__} (subclassed)",
-    )
-
-
 def _ratios(groups, ratio):
     if isinstance(ratio, dict):
         names = {g.name for g in groups}
@@ -385,7 +373,7 @@ def shrink(
             model, ratio, importance, *widths
         )
     check_choice("importance", importance, IMPORTANCES)
-    _check_functional(model)
+    graph.check_readable(model)
     if ratio is not None:
         model = zero_units(model, ratio, importance)
     analysis = Analysis(model)
