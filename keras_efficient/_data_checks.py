@@ -274,7 +274,7 @@ def check_labels_in_range(labels: Any, num_classes: int, name: str) -> None:
     if low < 0 or high >= num_classes:
         hint = ""
         if low >= 1 and high == num_classes:
-            hint = " (1-based class ids? subtract 1)"
+            hint = f" (1-based class ids? pass `{name} - 1`)"
         raise ValueError(
             f"`{name}` must be class ids in [0, {num_classes}) for a model "
             f"with {num_classes} outputs. Received: {name} with min "

@@ -24,6 +24,7 @@ import numpy as np
 from keras import ops
 
 from keras_efficient import _distribution_checks
+from keras_efficient._data_checks import check_labels_in_range
 
 
 def check_shapes(loss: keras.losses.Loss, y_true: Any, y_pred: Any) -> None:
@@ -254,14 +255,5 @@ def check_numpy_labels(labels: Any, num_rows: int, num_classes: int) -> Any:
             "(one label per row). Received: len(labels)="
             f"{len(labels)} and len(teacher_outputs)={num_rows}"
         )
-    low, high = labels.min(), labels.max()
-    if low < 0 or high >= num_classes:
-        hint = ""
-        if low >= 1 and high == num_classes:
-            hint = " They look 1-based: pass `labels - 1`."
-        raise ValueError(
-            f"`labels` must be class ids in [0, {num_classes}) (0-based, "
-            f"one per column of `teacher_outputs`).{hint} Received: labels "
-            f"with min {low} and max {high}"
-        )
+    check_labels_in_range(labels, num_classes, "labels")
     return labels.astype("int64")
