@@ -520,3 +520,34 @@ def test_debiased_pool_in_the_wrong_convention_raises(pool, flag, match):
         DebiasedDistillationLoss(
             _estimator(), pool_teacher_outputs=pool, teacher_from_logits=flag
         )
+
+
+# -- Settings fitted to another class count. ------------------------------
+
+
+def test_slam_k_larger_than_the_classes_is_refused():
+    from keras_efficient.losses import SLaMLoss
+
+    loss = SLaMLoss(k=5)
+    teacher = np.full((2, 3), 1 / 3, "float32")
+    with pytest.raises(ValueError, match=r"`k` must be at most the number "
+                       r"of classes \(3\).*k=5"):  # fmt: skip
+        loss(teacher, np.zeros((2, 3), "float32"))
+    SLaMLoss(k=3)(teacher, np.zeros((2, 3), "float32"))
+
+
+def test_debiased_pool_normaliser_of_another_class_count_is_refused():
+    from keras_efficient.distillation import TeacherAccuracy
+    from keras_efficient.losses import DebiasedDistillationLoss
+
+    rng = np.random.default_rng(0)
+    outputs = rng.dirichlet(np.ones(4), size=64).astype("float32")
+    labels = np.where(rng.random(64) < 0.3, rng.integers(0, 4, 64),
+                      outputs.argmax(-1))  # fmt: skip
+    estimator = TeacherAccuracy().fit(outputs, labels)
+    loss = DebiasedDistillationLoss(estimator, pool_teacher_outputs=outputs)
+    loss(outputs[:8], np.zeros((8, 4), "float32"))
+    other = rng.dirichlet(np.ones(5), size=8).astype("float32")
+    pattern = r"`y_true` must have as many classes as the pool.*\(4\)"
+    with pytest.raises(ValueError, match=pattern + r".*shape=\(8, 5\)"):
+        loss(other, np.zeros((8, 5), "float32"))

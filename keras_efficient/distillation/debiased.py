@@ -129,6 +129,9 @@ class DebiasedDistillationLoss(TeacherOutputsLoss):
                 "use `floor` > 0."
             )
         self.normalizer = mean
+        # The normaliser is a mean over this many classes' outputs; a batch
+        # of another width would be weighted by the wrong constant.
+        self._pool_classes = pool.shape[-1]
         return self
 
     def weights(self, y_true: Any) -> Any:
@@ -152,6 +155,15 @@ class DebiasedDistillationLoss(TeacherOutputsLoss):
         return w / self.normalizer
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
+        pool_classes = getattr(self, "_pool_classes", None)
+        width = y_true.shape[-1] if y_true.shape else None
+        if pool_classes is not None and width not in (None, pool_classes):
+            raise ValueError(
+                "`y_true` must have as many classes as the pool the "
+                f"normaliser was computed on ({pool_classes}); call "
+                "`set_pool` with this teacher's outputs on its pool. "
+                f"Received: y_true.shape={tuple(y_true.shape)}"
+            )
         t = self.teacher_probabilities(y_true, y_pred)
         ce = _common.soft_ce(t, y_pred, self.from_logits)
         return self._weights_of(t) * ce

@@ -197,6 +197,13 @@ class SLaMLoss(TeacherOutputsLoss):
         return ops.clip(ops.maximum(alpha, floor), 0.0, 1.0)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
+        num_classes = y_pred.shape[-1] if y_pred.shape else None
+        if isinstance(self.k, int) and num_classes and self.k > num_classes:
+            raise ValueError(
+                f"`k` must be at most the number of classes ({num_classes}):"
+                " the top-k mixing would take every class. Received: "
+                f"k={self.k}"
+            )
         t = self.teacher_probabilities(y_true, y_pred)
         margin = _common.margin(t)  # once, for k(x) and alpha(x)
         k = self.example_k(t, margin)
