@@ -122,6 +122,12 @@ TUTORIALS = {
         "ResNet",
         "sensitivity of each channel group",
     ),
+    "compress_lm": (
+        "Prune, then distill: a byte LM at half width",
+        "a byte LM cut to half width by activation importance: pruned only, "
+        "fine-tuned, distilled, from scratch",
+        "evaluation bits per byte during recovery",
+    ),
     "data_pruning_kd": (
         "Data pruning with a cross-entropy + distillation mix",
         "random data subsets trained with a CE + KD mix",

@@ -147,6 +147,9 @@ def check_integer_ids(ids: Any, name: str = "token_ids") -> None:
         )
 
 
+_NARROW_INTS = ("int8", "uint8", "int16", "uint16")
+
+
 def check_ids_in_range(
     ids: Any,
     size: int | None,
@@ -165,11 +168,16 @@ def check_ids_in_range(
     ids = ops.convert_to_tensor(ids)
     if not keras.backend.is_int_dtype(ids.dtype):
         return ids
-    valid = ops.greater_equal(ids, 0)
+    # Compare in (at least) 32 bits: `size` may not fit the ids' own type
+    # (a uint8 byte prompt against a vocabulary of 256).
+    wide = ids
+    if keras.backend.standardize_dtype(ids.dtype) in _NARROW_INTS:
+        wide = ops.cast(ids, "int32")
+    valid = ops.greater_equal(wide, 0)
     if size is not None:
-        valid = ops.logical_and(valid, ops.less(ids, size))
+        valid = ops.logical_and(valid, ops.less(wide, size))
     if padding_id is not None:
-        valid = ops.logical_or(valid, ops.equal(ids, padding_id))
+        valid = ops.logical_or(valid, ops.equal(wide, padding_id))
     allowed = f"in [0, {size})" if size is not None else ">= 0"
     if padding_id is not None:
         allowed += f" or the padding id {padding_id}"
@@ -177,7 +185,7 @@ def check_ids_in_range(
         ops.logical_not(ops.all(valid)),
         f"`{name}` must be {allowed}. Received: {name} with min {{0}} and "
         f"max {{1}}",
-        lambda: (ops.min(ids), ops.max(ids)),
+        lambda: (ops.min(wide), ops.max(wide)),
     )
     return after_check(ids, check)
 

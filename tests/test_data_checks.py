@@ -90,3 +90,12 @@ def test_compiled_clean_step_makes_no_host_call():
     text = jax.jit(step).lower(np.zeros((2, 3), "int32")).as_text()
     # The callback sits in one branch of a conditional, not on the path.
     assert "conditional" in text or "case" in text
+
+
+def test_narrow_integer_ids_compare_against_a_size_they_cannot_hold():
+    # uint8 bytes against a vocabulary of 256: 256 does not fit in uint8.
+    _data_checks.check_ids_in_range(np.array([0, 32, 255], "uint8"), 256)
+    with pytest.raises(ValueError, match=r"\[0, 200\).*max 255"):
+        _data_checks.check_ids_in_range(np.array([0, 255], "uint8"), 200)
+    with pytest.raises(ValueError, match=r"min -3"):
+        _data_checks.check_ids_in_range(np.array([-3, 5], "int8"), 300)

@@ -242,9 +242,13 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         return super().call(inputs, training=training, mask=mask, **kwargs)
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
+        """`keras.Model.compile`, then `check_table_optimizer`.
+
+        A lookup table's own optimizer cannot follow gradient accumulation
+        or a table read twice a step: those raise here rather than train
+        wrongly.
+        """
         super().compile(*args, **kwargs)
-        # A lookup table's own optimizer cannot follow gradient
-        # accumulation: refuse it here rather than train wrongly.
         check_table_optimizer(self)
 
     def _embed(self, token_ids):
