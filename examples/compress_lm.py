@@ -16,7 +16,8 @@ Five models, the same student steps each:
 - the small config trained from scratch.
 
 It prints bits per byte, parameters and batch-32 forward latency, and
-saves the learning curves to `examples/output/compress_lm.png`:
+saves the learning curves to `examples/output/compress_lm.png` (a full
+run: 5.4 min on a 2-core CPU with JAX):
 
     KERAS_BACKEND=jax python examples/compress_lm.py
 """
