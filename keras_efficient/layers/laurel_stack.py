@@ -29,9 +29,15 @@ class LaurelBlock(LayerWrapper):
 
     Args:
         block: a Keras layer or model `f` with `f(x).shape == x.shape`.
-        variant, rank, num_activations, normalization, per_dimension,
-            lr_initializer, low_rank_history, data_format, epsilon: the
-            LAuReL options, as in `LaurelResidual`.
+        variant: as in `LaurelResidual`.
+        rank: as in `LaurelResidual`.
+        num_activations: as in `LaurelResidual`.
+        normalization: as in `LaurelResidual`.
+        per_dimension: as in `LaurelResidual`.
+        lr_initializer: as in `LaurelResidual`.
+        low_rank_history: as in `LaurelResidual`.
+        data_format: as in `LaurelResidual`.
+        epsilon: as in `LaurelResidual`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -139,9 +145,15 @@ class LaurelStack(keras.layers.Layer):
     Args:
         blocks: non-empty list of Keras layers or models, each keeping the
             shape of its input.
-        variant, rank, num_activations, normalization, per_dimension,
-            lr_initializer, low_rank_history, data_format, epsilon: the
-            LAuReL options, as in `LaurelResidual`.
+        variant: as in `LaurelResidual`.
+        rank: as in `LaurelResidual`.
+        num_activations: as in `LaurelResidual`.
+        normalization: as in `LaurelResidual`.
+        per_dimension: as in `LaurelResidual`.
+        lr_initializer: as in `LaurelResidual`.
+        low_rank_history: as in `LaurelResidual`.
+        data_format: as in `LaurelResidual`.
+        epsilon: as in `LaurelResidual`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
