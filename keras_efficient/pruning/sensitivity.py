@@ -22,7 +22,6 @@ from keras_efficient._validation import check_int
 from keras_efficient._validation import check_positive_int
 from keras_efficient._validation import fail
 from keras_efficient.pruning import graph
-from keras_efficient.pruning import shrink as shrink_lib
 from keras_efficient.pruning import units
 from keras_efficient.pruning.cost import layer_flops
 from keras_efficient.pruning.masks import compute_masks
@@ -30,6 +29,10 @@ from keras_efficient.pruning.masks import keep_count
 from keras_efficient.pruning.sensitivity_costs import KernelGroup
 from keras_efficient.pruning.sensitivity_costs import cost_terms
 from keras_efficient.pruning.sensitivity_costs import unit_costs
+from keras_efficient.pruning.shrink import IMPORTANCES
+from keras_efficient.pruning.shrink import Analysis
+from keras_efficient.pruning.shrink import select_units
+from keras_efficient.pruning.shrink import zero_group
 from keras_efficient.pruning.targets import find_target_weights
 
 STRUCTURES = ("filter", "unstructured")
@@ -91,9 +94,7 @@ def _variables(group):
 
 def _prune(group, sparsity, structure, importance):
     if structure == "filter":
-        shrink_lib.zero_group(
-            group, shrink_lib.select_units(group, sparsity, importance)
-        )
+        zero_group(group, select_units(group, sparsity, importance))
         return
     layers = [n.layer for n, _ in group.members if n.kind == "producer"]
     if group.node is not None:
@@ -127,7 +128,7 @@ def _check(model, sparsities, metric, structure, importance, verbose):
         fail("metric", '"accuracy", a keras.metrics.Metric or a callable',
              metric)  # fmt: skip
     check_choice("structure", structure, STRUCTURES)
-    check_choice("importance", importance, shrink_lib.IMPORTANCES)
+    check_choice("importance", importance, IMPORTANCES)
     check_int("verbose", verbose, 0, 2)
     return sparsities
 
@@ -231,7 +232,7 @@ def _analyse(model, structure):
     finds them) that no channel group covers, and takes all of them when
     the graph cannot be read (a subclassed model, keras-hub layers)."""
     try:
-        analysis = shrink_lib.Analysis(model)
+        analysis = Analysis(model)
     except graph.UnreadableGraphError as e:
         if structure == "filter":
             fail(

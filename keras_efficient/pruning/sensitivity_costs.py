@@ -9,8 +9,9 @@ a parameter or FLOP budget.
 import keras
 import numpy as np
 
-from keras_efficient.pruning import shrink as shrink_lib
 from keras_efficient.pruning.cost import layer_flops
+from keras_efficient.pruning.shrink import Analysis
+from keras_efficient.pruning.shrink import UnitGroup
 
 
 class KernelGroup:
@@ -35,7 +36,7 @@ def _share(layer, rows, kernels_only=False):
     return params / rows, layer_flops(layer) / rows
 
 
-def unit_costs(group: shrink_lib.UnitGroup) -> tuple[float, float]:
+def unit_costs(group: UnitGroup) -> tuple[float, float]:
     """Parameters and FLOPs (per example) one unit of `group` costs."""
     if isinstance(group, KernelGroup):  # a unit is one weight
         return 1.0, layer_flops(group.layer) / max(group.size, 1)
@@ -73,7 +74,7 @@ def _parts(analysis, layout, names):
     return [(names.get(analysis.groups.find(g)), n / width) for g, n in layout]
 
 
-def cost_terms(analysis: shrink_lib.Analysis) -> list[dict]:
+def cost_terms(analysis: Analysis) -> list[dict]:
     """One term per layer with weights: how its size follows the groups.
 
     A producer's kernel shrinks with its input and output groups (`in x
