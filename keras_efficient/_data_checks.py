@@ -12,10 +12,12 @@ function, `raise_if`, does that on every backend:
   one reduction and a predicate; nothing crosses to the host. The error
   reaches the user wrapped in JAX's runtime error (its text is ours) at the
   next synchronisation, i.e. within the step that saw the batch;
-- TensorFlow graphs (`tf.function`, Keras's default on a CPU): a
-  `tf.debugging.Assert`. XLA (`jit_compile=True`) drops assertions, so
-  there the check does nothing (Keras compiles TensorFlow steps with XLA
-  only where asked to, or on an accelerator).
+- TensorFlow graphs (`tf.function`): a `tf.debugging.Assert` in a
+  `tf.cond` (the values are formatted only when the check fails);
+- TensorFlow under XLA (`jit_compile=True`), which compiles assertions to
+  nothing: the step writes the predicate and values to status variables
+  and the graph that calls the step raises right after it
+  (`_tensorflow_checks`).
 
 The messages keep `_validation.py`'s style: they name the argument, what
 was received and what is allowed.
@@ -31,6 +33,7 @@ from keras import ops
 from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 
 from keras_efficient import _backend
+from keras_efficient import _tensorflow_checks
 
 
 def _format(message, values):
@@ -99,15 +102,10 @@ def _raise_if_jax(bad, message, values, error):
 
 
 def _raise_if_tensorflow(bad, message, values):
-    import tensorflow as tf
-
-    values = values() if callable(values) else values
-    # `tf.debugging.Assert` prints its data after the message; the text
-    # before the values keeps the same wording as the other backends.
-    text = message.split("{")[0] if values else message
-    return tf.debugging.Assert(
-        tf.logical_not(bad), [text, *values], summarize=8
-    )
+    if _tensorflow_checks.in_xla():
+        _tensorflow_checks.raise_after_step(bad, message, values)
+        return None
+    return _tensorflow_checks.assert_in_graph(bad, message, values)
 
 
 def after_check(tensor: Any, check: Any) -> Any:
