@@ -118,3 +118,54 @@ def test_narrow_integer_ids_compare_against_a_size_they_cannot_hold():
         _data_checks.check_ids_in_range(np.array([0, 255], "uint8"), 200)
     with pytest.raises(ValueError, match=r"min -3"):
         _data_checks.check_ids_in_range(np.array([-3, 5], "int8"), 300)
+
+
+def _tensorflow_only():
+    if BACKEND != "tensorflow":
+        pytest.skip("TensorFlow-specific: the XLA status check")
+
+
+def test_xla_check_raises_with_several_steps_per_execution():
+    _tensorflow_only()
+    model = _model()
+    model.compile("sgd", "mse", jit_compile=True, steps_per_execution=3)
+    good = np.random.default_rng(0).integers(0, 8, (12, 5)).astype("int32")
+    model.fit(good, np.zeros((12, 1)), batch_size=2, epochs=1, verbose=0)
+    bad = good.copy()
+    bad[9, 0] = -4
+    message = (
+        r"`token_ids` must be in \[0, 8\)\. Received: token_ids with min -4"
+    )
+    with pytest.raises(Exception, match=message):
+        model.fit(bad, np.zeros((12, 1)), batch_size=2, epochs=1, verbose=0)
+
+
+def test_xla_check_adds_no_weight_and_saves_as_before(tmp_path):
+    _tensorflow_only()
+    model = _model()
+    paths = [w.path for w in model.weights]
+    model.compile("sgd", "mse", jit_compile=True)
+    good = np.random.default_rng(0).integers(0, 8, (8, 5)).astype("int32")
+    model.fit(good, np.zeros((8, 1)), batch_size=4, epochs=1, verbose=0)
+    assert [w.path for w in model.weights] == paths
+    path = str(tmp_path / "checked.keras")
+    model.save(path)
+    loaded = keras.models.load_model(
+        path, custom_objects={"_IdsLayer": _IdsLayer}
+    )
+    assert len(loaded.weights) == len(paths)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(loaded(good)), ops.convert_to_numpy(model(good))
+    )
+
+
+def test_xla_function_called_eagerly_warns_what_it_cannot_check():
+    _tensorflow_only()
+    import tensorflow as tf
+
+    layer = _IdsLayer(8, name="ids")
+    layer(np.zeros((1, 5), "int32"))
+    step = tf.function(lambda ids: layer(ids), jit_compile=True)
+    with pytest.warns(UserWarning, match=r"not checked: `token_ids` must be "
+                      r"in \[0, 8\).*jit_compile=False"):  # fmt: skip
+        step(np.zeros((2, 5), "int32"))
