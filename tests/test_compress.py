@@ -343,16 +343,6 @@ def test_bad_arguments_are_named(call, name):
         call(model, _data(n=4))
 
 
-def test_activation_importance_refuses_keras_hub():
-    keras_hub = pytest.importorskip("keras_hub")
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=VOCAB, num_layers=1, num_heads=2, hidden_dim=8,
-        intermediate_dim=16, max_sequence_length=16,
-    )  # fmt: skip
-    with pytest.raises(ValueError, match="`importance`"):
-        transformer_importance(backbone, {"token_ids": np.zeros((2, 4))})
-
-
 @pytest.mark.slow
 def test_taylor_importance_on_keras_hub_llama():
     keras_hub = pytest.importorskip("keras_hub")
