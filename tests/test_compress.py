@@ -17,9 +17,13 @@ from keras_efficient.compress import compress_plan
 from keras_efficient.compress import distill
 from keras_efficient.compress import make_distiller
 from keras_efficient.compress import transformer_importance
+from keras_efficient.compress.budget import counts_at
+from keras_efficient.compress.budget import parameters_at
+from keras_efficient.compress.budget import ratio_for_params
 from keras_efficient.losses import KnowledgeDistillationLoss
 from keras_efficient.pruning import shrink
 from keras_efficient.pruning import zero_transformer_units
+from keras_efficient.pruning.transformer_families import Layout
 
 VOCAB, LENGTH, D, HEADS, LAYERS = 32, 8, 16, 4, 2
 
@@ -225,6 +229,35 @@ def test_compress_heads_and_hidden_together():
     assert small.count_params() < 0.4 * model.count_params()
 
 
+def test_parameter_count_at_a_ratio_is_exact():
+    model = _model()
+    layout = Layout(model)
+    for ratio in (0.0, 0.3, 0.5, 0.75):
+        want = shrink(model, ratio=ratio).count_params()
+        assert parameters_at(layout, counts_at(layout, ratio)) == want
+
+
+@pytest.mark.parametrize("budget", [0.35, 0.5, 0.8])
+def test_compress_meets_a_parameter_budget_with_the_least_removal(budget):
+    model = _model()
+    x, _ = _data()
+    total = model.count_params()
+    small = compress(model, x, params=budget)
+    assert isinstance(small, TransformerLM)
+    assert small.count_params() <= budget * total
+    # The smallest share that fits: a hair less removal does not fit.
+    ratio = ratio_for_params(model, budget)
+    layout = Layout(model)
+    assert parameters_at(layout, counts_at(layout, ratio - 1e-6)) > (
+        budget * total
+    )
+    # It is `shrink` at that share with the same scores.
+    scores, _ = compress_plan(model, x, params=budget)
+    by_shrink = shrink(model, ratio=ratio, scores=scores)
+    for a, b in zip(small.weights, by_shrink.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def test_distillation_step_equals_hand_written_kd_step():
     teacher, student = _model(0), _model(5)
     x, y = _data(n=4)
@@ -323,6 +356,10 @@ BAD = [
     (lambda m, d: compress(m, d), "ffn_ratio"),
     (lambda m, d: compress(m, d, ffn_ratio=1.5), "ffn_ratio"),
     (lambda m, d: compress(m, d, head_ratio=0.5), "head_ratio"),
+    (lambda m, d: compress(m, d, params=0), "params"),
+    (lambda m, d: compress(m, d, params=1.5), "params"),
+    (lambda m, d: compress(m, d, params=0.01), "params"),
+    (lambda m, d: compress(m, d, ffn_ratio=0.5, params=0.5), "params"),
     (lambda m, d: distill("t", m, d), "teacher"),
     (lambda m, d: distill(m, None, d), "student"),
     (lambda m, d: distill(m, m, d), "student"),

@@ -14,8 +14,12 @@ import pytest
 from keras_efficient.compress import compress
 from keras_efficient.compress import compress_plan
 from keras_efficient.compress import transformer_importance
+from keras_efficient.compress.budget import counts_at
+from keras_efficient.compress.budget import parameters_at
+from keras_efficient.compress.budget import ratio_for_params
 from keras_efficient.pruning import shrink
 from keras_efficient.pruning import zero_transformer_units
+from keras_efficient.pruning.transformer_families import Layout
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -324,3 +328,20 @@ def test_compress_keras_hub_hidden_width_follows_the_scores():
     best = np.sort(np.argsort(scores["hidden"])[-D // 2 :])
     np.testing.assert_array_equal(np.sort(plan["hidden"]), best)
     assert small.backbone.hidden_dim == D // 2
+
+
+def test_parameter_budget_on_grouped_query_attention():
+    model = llama()
+    layout = Layout(model)
+    for ratio in (0.25, 0.5):
+        want = shrink(model, ratio=ratio).count_params()
+        assert parameters_at(layout, counts_at(layout, ratio)) == want
+    small = compress(model, importance="magnitude", params=0.6)
+    assert type(small) is type(model)
+    assert small.count_params() <= 0.6 * model.count_params()
+    # Two key / value groups: keeping both keeps every hidden channel
+    # (head size = hidden / heads), which is over budget; one is the step.
+    ratio = ratio_for_params(model, 0.6)
+    over = parameters_at(layout, counts_at(layout, ratio - 1e-6))
+    assert over > 0.6 * model.count_params()
+    assert small.backbone.num_key_value_heads == 1
