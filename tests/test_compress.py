@@ -184,6 +184,19 @@ def test_taylor_importance_matches_gradient_reference():
     np.testing.assert_allclose(got["hidden"], want["hidden"], rtol=1e-3)
 
 
+def test_taylor_importance_of_a_frozen_model():
+    # A `Distiller` freezes its teacher; the scores must not go to zero.
+    model = _model()
+    data = _data()
+    want = transformer_importance(model, data, "taylor", batch_size=4)
+    model.trainable = False
+    got = transformer_importance(model, data, "taylor", batch_size=4)
+    assert not model.trainable
+    for i in range(LAYERS):
+        np.testing.assert_allclose(got["ffn"][i], want["ffn"][i], rtol=1e-5)
+    assert np.all(got["ffn"][0] > 0)
+
+
 def test_magnitude_importance_is_the_weight_norm():
     model = _model()
     got = transformer_importance(model, importance="magnitude")

@@ -60,9 +60,15 @@ class _GradientSum(keras.optimizers.Optimizer):
 
 
 def _clone(model):
-    """A copy of `model` (same class and weights) to compile freely."""
+    """A trainable copy of `model` (same class and weights) to compile.
+
+    Trainable even where `model` is frozen (a `Distiller` freezes its
+    teacher): the gradient is taken with respect to every weight, and a
+    frozen copy would give no gradients, so all-zero scores.
+    """
     clone = type(model).from_config(model.get_config())
     clone.set_weights(model.get_weights())
+    clone.trainable = True
     return clone
 
 
