@@ -23,6 +23,7 @@ from keras_efficient.compress.budget import ratio_for_params
 from keras_efficient.losses import KnowledgeDistillationLoss
 from keras_efficient.pruning import shrink
 from keras_efficient.pruning import zero_transformer_units
+from keras_efficient.pruning.targets import walk_layers
 from keras_efficient.pruning.transformer_families import Layout
 
 VOCAB, LENGTH, D, HEADS, LAYERS = 32, 8, 16, 4, 2
@@ -110,6 +111,8 @@ def test_activation_importance_matches_numpy():
     np.testing.assert_allclose(got["hidden"], want["hidden"], rtol=2e-4)
     # The units really differ: the test can tell a permutation.
     assert np.ptp(want["ffn"][0]) > 0.1 * np.mean(want["ffn"][0])
+    # The recording left every layer's own `call` in place.
+    assert not any("call" in vars(layer) for layer in walk_layers(model))
 
 
 def _gradients(model, x, y):

@@ -103,13 +103,17 @@ class Recording:
         object.__setattr__(layer, "call", call)
 
     def __enter__(self):
+        # An instance may already carry its own `call`: put it back after.
+        self.own = [vars(site[0]).get("call") for site in self.sites]
         for site in self.sites:
             self._shadow(site)
         return self
 
     def __exit__(self, *exc):
-        for site in self.sites:
-            if "call" in vars(site[0]):
+        for site, own in zip(self.sites, self.own):
+            if own is not None:
+                object.__setattr__(site[0], "call", own)
+            elif "call" in vars(site[0]):
                 object.__delattr__(site[0], "call")
         return False
 
