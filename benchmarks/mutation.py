@@ -291,7 +291,7 @@ KILLED = {"killed", "caught by type check"}
 TIMEOUT = {"timeout"}
 
 
-def _mutmut_config(module, tests):
+def _mutmut_config(module, tests, preload, timeout_multiplier=15.0):
     lines = [
         "[mutmut]",
         "source_paths = keras_efficient",
@@ -306,11 +306,20 @@ def _mutmut_config(module, tests):
         "    -x",
         "    -q",
         "mutate_only_covered_lines = true",
+        # Fork each mutant from a server that has imported Keras and the
+        # backend but run nothing: a fork of the process that ran the tests
+        # inherits JAX's runtime threads and can deadlock on one of their
+        # locks (30 of kd.py's 102 mutants hung until the wall limit and
+        # read as "timeout", i.e. caught).
+        "process_isolation = forkserver",
+        "forkserver_warmup = import",
+        f"preload_modules_file = {preload}",
         "use_git_change_detection = false",
-        # Wall limit per mutant: (estimated test time + 1 s) x this. On a
-        # shared, loaded machine 5 marked slow-but-passing mutants as
-        # timeouts (counted as caught); mutmut's own default is 15.
-        "timeout_multiplier = 15.0",
+        # Limit per mutant: (estimated test time + 1 s) x this of wall time
+        # (twice that of CPU time). On a loaded machine a slow but passing
+        # mutant can run past 15 (mutmut's default) and read as a timeout,
+        # counted as caught: raise it with --timeout-multiplier.
+        f"timeout_multiplier = {timeout_multiplier}",
         "",
     ]
     return "\n".join(lines)
@@ -322,7 +331,7 @@ def _status_of(exit_code):
     return status_by_exit_code[exit_code]
 
 
-def run_module(module, tests, workdir, max_children=1):
+def run_module(module, tests, workdir, max_children=1, timeout_multiplier=15.0):
     """Runs mutmut on one module; `{mutant name: status}`."""
     work = _work_of(workdir, module)
     if work.exists():
@@ -338,7 +347,11 @@ def run_module(module, tests, workdir, max_children=1):
         "markers =\n    slow: long-running tests\n"
         "filterwarnings = ignore::DeprecationWarning\n"
     )
-    (work / "setup.cfg").write_text(_mutmut_config(module, tests))
+    preload = work / "preload_modules.txt"
+    preload.write_text("numpy\nkeras\npytest\n")
+    (work / "setup.cfg").write_text(
+        _mutmut_config(module, tests, preload, timeout_multiplier)
+    )
     env = dict(os.environ, PYTHONPATH=str(work))
     env.setdefault("KERAS_BACKEND", "jax")
     command = [sys.executable, "-m", "mutmut", "run"]
@@ -410,6 +423,12 @@ def main():
     parser.add_argument("--keep", action="store_true", help="keep workdir")
     parser.add_argument("--max-children", type=int, default=1)
     parser.add_argument(
+        "--timeout-multiplier",
+        type=float,
+        default=15.0,
+        help="mutmut's timeout_multiplier (raise it on a loaded machine)",
+    )
+    parser.add_argument(
         "--rescore",
         action="store_true",
         help="re-read a kept --workdir (after editing EQUIVALENT), no run",
@@ -425,10 +444,25 @@ def main():
                 statuses = read_statuses(_work_of(workdir, module), module)
             else:
                 statuses = run_module(
-                    module, MODULE_TESTS[module], workdir, args.max_children
+                    module,
+                    MODULE_TESTS[module],
+                    workdir,
+                    args.max_children,
+                    args.timeout_multiplier,
                 )
             summary = summarize(module, statuses)
             summary["tests"] = MODULE_TESTS[module]
+            if not args.rescore:
+                summary["timeout_multiplier"] = args.timeout_multiplier
+            elif module in results["modules"]:
+                previous = results["modules"][module]
+                if "timeout_multiplier" in previous:
+                    summary["timeout_multiplier"] = previous[
+                        "timeout_multiplier"
+                    ]
+            # Re-read: another run may have written its modules meanwhile.
+            if RESULTS.exists():
+                results["modules"] = json.loads(RESULTS.read_text())["modules"]
             results["modules"][module] = summary
             print(
                 module,
@@ -436,7 +470,7 @@ def main():
                     {
                         k: summary[k]
                         for k in summary
-                        if k not in ("surviving", "tests")
+                        if k not in ("surviving", "tests", "equivalent")
                     }
                 ),
             )
