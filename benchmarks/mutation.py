@@ -291,7 +291,7 @@ KILLED = {"killed", "caught by type check"}
 TIMEOUT = {"timeout"}
 
 
-def _mutmut_config(module, tests, preload, timeout_multiplier=15.0):
+def _mutmut_config(module, tests, preload, timeout=(15.0, 1.0)):
     lines = [
         "[mutmut]",
         "source_paths = keras_efficient",
@@ -315,11 +315,13 @@ def _mutmut_config(module, tests, preload, timeout_multiplier=15.0):
         "forkserver_warmup = import",
         f"preload_modules_file = {preload}",
         "use_git_change_detection = false",
-        # Limit per mutant: (estimated test time + 1 s) x this of wall time
-        # (twice that of CPU time). On a loaded machine a slow but passing
-        # mutant can run past 15 (mutmut's default) and read as a timeout,
-        # counted as caught: raise it with --timeout-multiplier.
-        f"timeout_multiplier = {timeout_multiplier}",
+        # Limit per mutant: (estimated test time + constant) x multiplier
+        # of wall time (twice that of CPU time). On a loaded machine a slow
+        # but passing mutant can run past mutmut's defaults (15, 1 s: 30 s
+        # for fast NumPy tests, less than a Keras import under load) and
+        # read as a timeout, counted as caught: raise them.
+        f"timeout_multiplier = {timeout[0]}",
+        f"timeout_constant = {timeout[1]}",
         "",
     ]
     return "\n".join(lines)
@@ -331,7 +333,7 @@ def _status_of(exit_code):
     return status_by_exit_code[exit_code]
 
 
-def run_module(module, tests, workdir, max_children=1, timeout_multiplier=15.0):
+def run_module(module, tests, workdir, max_children=1, timeout=(15.0, 1.0)):
     """Runs mutmut on one module; `{mutant name: status}`."""
     work = _work_of(workdir, module)
     if work.exists():
@@ -348,9 +350,10 @@ def run_module(module, tests, workdir, max_children=1, timeout_multiplier=15.0):
         "filterwarnings = ignore::DeprecationWarning\n"
     )
     preload = work / "preload_modules.txt"
-    preload.write_text("numpy\nkeras\npytest\n")
+    # Imports only: none of them starts the backend's runtime threads.
+    preload.write_text("numpy\nkeras\npytest\nkeras_efficient\ntests.harness\n")
     (work / "setup.cfg").write_text(
-        _mutmut_config(module, tests, preload, timeout_multiplier)
+        _mutmut_config(module, tests, preload, timeout)
     )
     env = dict(os.environ, PYTHONPATH=str(work))
     env.setdefault("KERAS_BACKEND", "jax")
@@ -429,6 +432,12 @@ def main():
         help="mutmut's timeout_multiplier (raise it on a loaded machine)",
     )
     parser.add_argument(
+        "--timeout-constant",
+        type=float,
+        default=1.0,
+        help="mutmut's timeout_constant in seconds (idem)",
+    )
+    parser.add_argument(
         "--rescore",
         action="store_true",
         help="re-read a kept --workdir (after editing EQUIVALENT), no run",
@@ -448,18 +457,18 @@ def main():
                     MODULE_TESTS[module],
                     workdir,
                     args.max_children,
-                    args.timeout_multiplier,
+                    (args.timeout_multiplier, args.timeout_constant),
                 )
             summary = summarize(module, statuses)
             summary["tests"] = MODULE_TESTS[module]
             if not args.rescore:
-                summary["timeout_multiplier"] = args.timeout_multiplier
-            elif module in results["modules"]:
+                summary["timeout_limit"] = {
+                    "multiplier": args.timeout_multiplier,
+                    "constant_s": args.timeout_constant,
+                }
+            elif "timeout_limit" in results["modules"].get(module, {}):
                 previous = results["modules"][module]
-                if "timeout_multiplier" in previous:
-                    summary["timeout_multiplier"] = previous[
-                        "timeout_multiplier"
-                    ]
+                summary["timeout_limit"] = previous["timeout_limit"]
             # Re-read: another run may have written its modules meanwhile.
             if RESULTS.exists():
                 results["modules"] = json.loads(RESULTS.read_text())["modules"]
@@ -470,7 +479,14 @@ def main():
                     {
                         k: summary[k]
                         for k in summary
-                        if k not in ("surviving", "tests", "equivalent")
+                        if k
+                        in (
+                            "mutants",
+                            "killed",
+                            "survived",
+                            "timeout",
+                            "kill_rate",
+                        )
                     }
                 ),
             )
