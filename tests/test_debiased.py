@@ -148,6 +148,7 @@ def test_teacher_logits_power_and_student_probabilities():
     t = _softmax(t_logits.astype("float64"))
     w = est.predict_numpy(t) ** 0.5 / c
     np.testing.assert_allclose(loss.normalizer, c, rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(loss.weights(t_logits)), w, rtol=1e-5)
     np.testing.assert_allclose(
         to_numpy(loss(t_logits, s)), w * _ce(t, s), rtol=1e-4, atol=1e-5
     )
@@ -181,3 +182,16 @@ def test_bad_normalizer_zero_pool_weights_and_pool_width():
     t, s = _data(c=4)
     with pytest.raises(ValueError, match="as many classes as the pool"):
         loss(t, s)
+
+
+def test_config_keeps_power_floor_and_per_batch():
+    loss = DebiasedDistillationLoss(
+        _est(), power=2.0, floor=0.3, per_batch=True, reduction="none"
+    )
+    back = DebiasedDistillationLoss.from_config(loss.get_config())
+    assert (back.power, back.floor, back.per_batch) == (2.0, 0.3, True)
+    t, s = _data()
+    raw = np.maximum(_est().predict_numpy(t) ** 2, 0.3)
+    np.testing.assert_allclose(
+        to_numpy(back(t, s)), raw / raw.mean() * _ce(t, s), rtol=1e-4
+    )
