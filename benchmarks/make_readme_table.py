@@ -181,6 +181,8 @@ def render_mutation(path):
         rate = "" if rate is None else f"{100 * rate:.1f}%"
         if rate and row["kill_rate"] < 0.9:
             rate += " ✗"
+        if row.get("not_checked"):
+            rate += f" (partial run: {row['not_checked']} not checked)"
         lines.append(
             f"| {module} | {row['mutants']} | {row['killed']} | "
             f"{row['timeout']} | {row['survived'] + row.get('no_tests', 0)} "

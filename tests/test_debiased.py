@@ -122,3 +122,76 @@ def test_no_normaliser_is_loud_and_per_batch_is_mean_one():
         DebiasedDistillationLoss(est, normalizer=0.5, per_batch=True)
     with pytest.raises(ValueError, match="y_true"):
         fixed(t.argmax(-1), s)
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_teacher_logits_power_and_student_probabilities():
+    est = _est()
+    rng = np.random.default_rng(7)
+    pool_logits = (2 * rng.normal(size=(300, 5))).astype("float32")
+    t_logits = (2 * rng.normal(size=(16, 5))).astype("float32")
+    s = rng.normal(size=(16, 5)).astype("float32")
+    loss = DebiasedDistillationLoss(
+        est,
+        pool_teacher_outputs=pool_logits,
+        power=0.5,
+        teacher_from_logits=True,
+        reduction="none",
+    )
+    c = (
+        est.predict_numpy(_softmax(pool_logits.astype("float64"))) ** 0.5
+    ).mean()
+    t = _softmax(t_logits.astype("float64"))
+    w = est.predict_numpy(t) ** 0.5 / c
+    np.testing.assert_allclose(loss.normalizer, c, rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(loss.weights(t_logits)), w, rtol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(loss(t_logits, s)), w * _ce(t, s), rtol=1e-4, atol=1e-5
+    )
+    # A student ending in softmax: y_pred holds probabilities.
+    probs = DebiasedDistillationLoss(
+        est, normalizer=0.8, from_logits=False, reduction="none"
+    )
+    q = _softmax(s.astype("float64"))
+    t = t.astype("float32")
+    np.testing.assert_allclose(
+        to_numpy(probs(t, q.astype("float32"))),
+        est.predict_numpy(t) / 0.8 * _ce(t, np.log(q)),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_bad_normalizer_zero_pool_weights_and_pool_width():
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="normalizer"):
+            DebiasedDistillationLoss(normalizer=bad)
+    pool, _ = _data(n=50, seed=5)
+    never_right = TeacherAccuracy(knots_x=[0.0, 1.0], knots_y=[0.0, 0.0])
+    with pytest.raises(ValueError, match="^The teacher-accuracy weights"):
+        DebiasedDistillationLoss(never_right, pool_teacher_outputs=pool)
+    floored = DebiasedDistillationLoss(
+        never_right, pool_teacher_outputs=pool, floor=0.2
+    )
+    np.testing.assert_allclose(floored.normalizer, 0.2, rtol=1e-6)
+    loss = DebiasedDistillationLoss(_est(), pool_teacher_outputs=pool)
+    t, s = _data(c=4)
+    with pytest.raises(ValueError, match="as many classes as the pool"):
+        loss(t, s)
+
+
+def test_config_keeps_power_floor_and_per_batch():
+    loss = DebiasedDistillationLoss(
+        _est(), power=2.0, floor=0.3, per_batch=True, reduction="none"
+    )
+    back = DebiasedDistillationLoss.from_config(loss.get_config())
+    assert (back.power, back.floor, back.per_batch) == (2.0, 0.3, True)
+    t, s = _data()
+    raw = np.maximum(_est().predict_numpy(t) ** 2, 0.3)
+    np.testing.assert_allclose(
+        to_numpy(back(t, s)), raw / raw.mean() * _ce(t, s), rtol=1e-4
+    )
