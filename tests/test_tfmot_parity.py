@@ -91,6 +91,8 @@ pytestmark = [
         f"{MISSING}",
     ),
     *([pytest.mark.slow] if _OTHER_BACKEND else []),
+    # One worker runs the module, so its tfmot fixture trains once.
+    pytest.mark.xdist_group("tfmot_parity"),
 ]
 
 TOL = 1e-5  # near-tie band around the kept / pruned boundary
