@@ -88,3 +88,29 @@ def scope_safe_name(name):
     'resnet_rw_lr'
     """
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
+
+
+
+# LAuReL's RW+LR merge (`layers/laurel_ops.py`): the backends on which
+# "auto" takes the hand-written gradient ("fused") over the keras.ops
+# reference. Measured with benchmarks/laurel_profile.py.
+LAUREL_MERGE_FAST = ("jax", "tensorflow", "torch")
+
+
+def laurel_merge_implementation(implementation="auto"):
+    """`"reference"` or `"fused"`: how `LaurelResidual` computes the RW+LR
+    merge `alpha f + beta (x + B(A x))` here.
+
+    `"reference"` is the `keras.ops` expression with its autodiff gradient;
+    `"fused"` the same values with a hand-written gradient
+    (`keras.ops.custom_gradient`, every backend). `"auto"` takes `"fused"`
+    on the backends in `LAUREL_MERGE_FAST`.
+    """
+    if implementation not in ("auto", "reference", "fused"):
+        raise ValueError(
+            "`implementation` must be one of 'auto', 'reference', 'fused'. "
+            f"Received: implementation={implementation!r}"
+        )
+    if implementation == "auto":
+        return "fused" if backend() in LAUREL_MERGE_FAST else "reference"
+    return implementation

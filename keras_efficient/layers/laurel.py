@@ -18,10 +18,18 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_efficient import _backend
 from keras_efficient._validation import fail
 from keras_efficient.layers._shapes import known_width
+from keras_efficient.layers.laurel_ops import rw_lr_fused
+from keras_efficient.layers.laurel_ops import rw_lr_reference
 from keras_efficient.layers.laurel_options import laurel_options
 from keras_efficient.layers.laurel_options import options_config
+
+
+# How `call` computes the RW+LR merge (`_backend.laurel_merge_implementation`
+# picks one; both give the same values and gradients).
+MERGES = {"reference": rw_lr_reference, "fused": rw_lr_fused}
 
 
 def _as_shape(shape):
@@ -172,6 +180,7 @@ class LaurelResidual(keras.layers.Layer):
             "lr" in parts or self.low_rank_history
         )
         self.supports_masking = True
+        self.implementation = "auto"
 
     def build(self, x_shape: tuple, fx_shape: tuple | None = None) -> None:
         x_shape = _as_shape(x_shape)
@@ -339,6 +348,14 @@ class LaurelResidual(keras.layers.Layer):
         if self._gemma:
             z = x if branch_input is None else ops.cast(branch_input, dtype)
             return (x + fx + self.branch(z)) / math.sqrt(2)
+        if self._has_rw and self._has_lr:
+            alpha, beta = self._alpha_beta(dtype)
+            merge = MERGES[
+                _backend.laurel_merge_implementation(self.implementation)
+            ]
+            kernel_a = ops.convert_to_tensor(self.lr_kernel_a, dtype)
+            kernel_b = ops.convert_to_tensor(self.lr_kernel_b, dtype)
+            return merge(x, fx, kernel_a, kernel_b, alpha, beta)
         h = x
         if self._has_lr:
             h = h + ops.matmul(
