@@ -102,7 +102,8 @@ def hlo_counts(text):
         counts["dots"] += is_dot and opcode in ("dot", "fusion")
         if opcode == "copy" or name.startswith(("copy", "transpose")):
             counts["layout_copies"] += 1
-            counts["copy_floats"] += int(np.prod([int(v) for v in dims.split(",") if v]))
+            sizes = [int(v) for v in dims.split(",") if v]
+            counts["copy_floats"] += int(np.prod(sizes))
     return counts
 
 

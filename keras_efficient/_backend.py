@@ -90,7 +90,6 @@ def scope_safe_name(name):
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
 
 
-
 # LAuReL's RW+LR merge (`layers/laurel_ops.py`): the backends on which
 # "auto" takes the hand-written gradient ("fused") over the keras.ops
 # reference. Measured with benchmarks/laurel_profile.py.

@@ -26,7 +26,6 @@ from keras_efficient.layers.laurel_ops import rw_lr_reference
 from keras_efficient.layers.laurel_options import laurel_options
 from keras_efficient.layers.laurel_options import options_config
 
-
 # How `call` computes the RW+LR merge (`_backend.laurel_merge_implementation`
 # picks one; both give the same values and gradients).
 MERGES = {"reference": rw_lr_reference, "fused": rw_lr_fused}
