@@ -90,6 +90,20 @@ def scope_safe_name(name):
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
 
 
+def read_tensor(value, dtype):
+    """`value` (a tensor or a Keras variable) as a tensor of `dtype`.
+
+    On TensorFlow a variable is read into a tensor: `tf.cast` and Keras'
+    `convert_to_tensor` hand back the `tf.Variable` itself, which a
+    `tf.custom_gradient` function may not take as an input.
+    """
+    if backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.cast(tf.identity(keras.ops.convert_to_tensor(value)), dtype)
+    return keras.ops.convert_to_tensor(value, dtype)
+
+
 # LAuReL's RW+LR merge (`layers/laurel_ops.py`): the backends on which
 # "auto" takes the hand-written gradient ("fused") over the keras.ops
 # reference. Measured with benchmarks/laurel_profile.py.

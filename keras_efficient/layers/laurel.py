@@ -322,8 +322,8 @@ class LaurelResidual(keras.layers.Layer):
             merge = MERGES[
                 _backend.laurel_merge_implementation(self.implementation)
             ]
-            kernel_a = ops.convert_to_tensor(self.lr_kernel_a, dtype)
-            kernel_b = ops.convert_to_tensor(self.lr_kernel_b, dtype)
+            kernel_a = _backend.read_tensor(self.lr_kernel_a, dtype)
+            kernel_b = _backend.read_tensor(self.lr_kernel_b, dtype)
             return merge(x, fx, kernel_a, kernel_b, alpha, beta)
         h = x
         if self._has_lr:
