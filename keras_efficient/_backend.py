@@ -7,6 +7,9 @@ Layers are written with `keras.ops`. Where one backend has a faster kernel
 on the same inputs. To add a fast path: write it beside the reference in the
 layer's module, list it in the layer's `IMPLEMENTATIONS`, say here which
 backends and devices have it (`FAST_PATHS`), and add the comparison test.
+LAuReL's RW+LR merge has no constructor argument (its config stays as in
+0.1.0): `laurel_merge_implementation` picks its path from the layer's
+`implementation` attribute (tests/test_laurel_ops.py compares the two).
 """
 
 import re
