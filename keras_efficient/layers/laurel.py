@@ -63,10 +63,10 @@ class LaurelResidual(keras.layers.Layer):
       2rD + D. Not the plain residual at init: `B = 0` gives
       `(x + f(x) + z) / sqrt(2)`. `from_gemma3n` copies keras-hub weights.
 
-    `"rw+lr"` computes its merge with a hand-written gradient that stores
-    only `A x` (`laurel_ops.rw_lr_fused`; same values and gradients as the
-    `keras.ops` expression); set the attribute `implementation` to
-    `"reference"` for the autodiff one (`"auto"` by default, see
+    On JAX `"rw+lr"` computes its merge with a hand-written gradient that
+    stores only `A x` (`laurel_ops.rw_lr_fused`; same values and gradients
+    as the `keras.ops` expression); the attribute `implementation`
+    (`"auto"`, `"reference"` or `"fused"`) picks the path (see
     `_backend.laurel_merge_implementation`).
 
     Here `D` is the size of the last axis, `r` is `rank`, `k` is
