@@ -7,6 +7,9 @@ Layers are written with `keras.ops`. Where one backend has a faster kernel
 on the same inputs. To add a fast path: write it beside the reference in the
 layer's module, list it in the layer's `IMPLEMENTATIONS`, say here which
 backends and devices have it (`FAST_PATHS`), and add the comparison test.
+LAuReL's RW+LR merge has no constructor argument (its config stays as in
+0.1.0): `laurel_merge_implementation` picks its path from the layer's
+`implementation` attribute (tests/test_laurel_ops.py compares the two).
 """
 
 import re
@@ -88,3 +91,44 @@ def scope_safe_name(name):
     'resnet_rw_lr'
     """
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
+
+
+def read_tensor(value, dtype):
+    """`value` (a tensor or a Keras variable) as a tensor of `dtype`.
+
+    On TensorFlow a variable is read into a tensor: `tf.cast` and Keras'
+    `convert_to_tensor` hand back the `tf.Variable` itself, which a
+    `tf.custom_gradient` function may not take as an input.
+    """
+    if backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.cast(tf.identity(keras.ops.convert_to_tensor(value)), dtype)
+    return keras.ops.convert_to_tensor(value, dtype)
+
+
+# LAuReL's RW+LR merge (`layers/laurel_ops.py`): the backends on which
+# "auto" takes the hand-written gradient ("fused") over the keras.ops
+# reference. JAX: its compiled step moves 51 MB less a step at d = 512
+# (benchmarks/laurel_profile.py); TensorFlow and torch run it when asked
+# (tests/test_laurel_ops.py) but have no timing yet.
+LAUREL_MERGE_FAST = ("jax",)
+
+
+def laurel_merge_implementation(implementation="auto"):
+    """`"reference"` or `"fused"`: how `LaurelResidual` computes the RW+LR
+    merge `alpha f + beta (x + B(A x))` here.
+
+    `"reference"` is the `keras.ops` expression with its autodiff gradient;
+    `"fused"` the same values with a hand-written gradient
+    (`keras.ops.custom_gradient`, every backend). `"auto"` takes `"fused"`
+    on the backends in `LAUREL_MERGE_FAST` (JAX).
+    """
+    if implementation not in ("auto", "reference", "fused"):
+        raise ValueError(
+            "`implementation` must be one of 'auto', 'reference', 'fused'. "
+            f"Received: implementation={implementation!r}"
+        )
+    if implementation == "auto":
+        return "fused" if backend() in LAUREL_MERGE_FAST else "reference"
+    return implementation

@@ -18,21 +18,23 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_efficient import _backend
 from keras_efficient._validation import fail
 from keras_efficient.layers._shapes import known_width
+from keras_efficient.layers.laurel_ops import rw_lr_fused
+from keras_efficient.layers.laurel_ops import rw_lr_reference
+from keras_efficient.layers.laurel_options import check_previous
 from keras_efficient.layers.laurel_options import laurel_options
 from keras_efficient.layers.laurel_options import options_config
+from keras_efficient.layers.laurel_options import same_shape
+
+# How `call` computes the RW+LR merge (`_backend.laurel_merge_implementation`
+# picks one; both give the same values and gradients).
+MERGES = {"reference": rw_lr_reference, "fused": rw_lr_fused}
 
 
 def _as_shape(shape):
     return tuple(shape) if shape is not None else None
-
-
-def _same_shape(a, b):
-    """Static shapes agree where both are known."""
-    if len(a) != len(b):
-        return False
-    return all(p is None or q is None or p == q for p, q in zip(a, b))
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -60,6 +62,12 @@ class LaurelResidual(keras.layers.Layer):
       normed block input; default `x`) and `s` a learned norm scale;
       2rD + D. Not the plain residual at init: `B = 0` gives
       `(x + f(x) + z) / sqrt(2)`. `from_gemma3n` copies keras-hub weights.
+
+    On JAX `"rw+lr"` computes its merge with a hand-written gradient that
+    stores only `A x` (`laurel_ops.rw_lr_fused`; same values and gradients
+    as the `keras.ops` expression); the attribute `implementation`
+    (`"auto"`, `"reference"` or `"fused"`) picks the path (see
+    `_backend.laurel_merge_implementation`).
 
     Here `D` is the size of the last axis, `r` is `rank`, `k` is
     `num_activations`, `x_{i-0} = x` and `x_{i-1}, x_{i-2}, ...` are the
@@ -172,6 +180,7 @@ class LaurelResidual(keras.layers.Layer):
             "lr" in parts or self.low_rank_history
         )
         self.supports_masking = True
+        self.implementation = "auto"
 
     def build(self, x_shape: tuple, fx_shape: tuple | None = None) -> None:
         x_shape = _as_shape(x_shape)
@@ -262,44 +271,13 @@ class LaurelResidual(keras.layers.Layer):
                 "data_format='channels_last' if the last axis really holds "
                 "the channels."
             )
-        if not _same_shape(x_shape, fx_shape):
+        if not same_shape(x_shape, fx_shape):
             raise ValueError(
                 "`x` and `fx` must have the same shape. Received: "
                 f"x.shape={x_shape}, fx.shape={fx_shape}. If the block "
                 "changes the shape (e.g. a strided ResNet block), pass the "
                 "projection shortcut as `x`."
             )
-
-    def _standardize_previous(self, previous, x):
-        if previous is None:
-            return []
-        if not isinstance(previous, (list, tuple)):
-            previous = [previous]
-        previous = list(previous)
-        if not previous:
-            return []
-        if not self._has_pa:
-            raise ValueError(
-                f"`previous` is only used by PA variants ('pa', 'rw+pa', "
-                f"'rw+lr+pa'); this layer has variant={self.variant!r}. "
-                f"Received {len(previous)} previous tensor(s)."
-            )
-        limit = self.num_activations - 1
-        if len(previous) > limit:
-            raise ValueError(
-                f"`previous` may hold at most num_activations - 1 = {limit} "
-                f"tensors. Received: {len(previous)} tensors."
-            )
-        x_shape = tuple(x.shape)
-        for j, p in enumerate(previous):
-            p_shape = tuple(p.shape)
-            if not _same_shape(x_shape, p_shape):
-                raise ValueError(
-                    "Every entry of `previous` must have the shape of `x`. "
-                    f"Received: previous[{j}].shape={p_shape}, "
-                    f"x.shape={x_shape}"
-                )
-        return previous
 
     def _alpha_beta(self, dtype):
         theta = ops.cast(self.residual_weights, "float32")
@@ -333,12 +311,20 @@ class LaurelResidual(keras.layers.Layer):
         fx = ops.cast(fx, dtype)
         self._check_shapes(tuple(x.shape), tuple(fx.shape))
         previous = [
-            ops.cast(p, dtype) for p in self._standardize_previous(previous, x)
+            ops.cast(p, dtype) for p in check_previous(self, previous, x)
         ]
 
         if self._gemma:
             z = x if branch_input is None else ops.cast(branch_input, dtype)
             return (x + fx + self.branch(z)) / math.sqrt(2)
+        if self._has_rw and self._has_lr:
+            alpha, beta = self._alpha_beta(dtype)
+            merge = MERGES[
+                _backend.laurel_merge_implementation(self.implementation)
+            ]
+            kernel_a = _backend.read_tensor(self.lr_kernel_a, dtype)
+            kernel_b = _backend.read_tensor(self.lr_kernel_b, dtype)
+            return merge(x, fx, kernel_a, kernel_b, alpha, beta)
         h = x
         if self._has_lr:
             h = h + ops.matmul(

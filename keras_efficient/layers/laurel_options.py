@@ -136,3 +136,44 @@ def _check_data_format(data_format):
             "(e.g. transpose the feature maps or build the model with "
             "`keras.config.set_image_data_format('channels_last')`)."
         )
+
+
+def same_shape(a: tuple, b: tuple) -> bool:
+    """Static shapes agree where both are known."""
+    if len(a) != len(b):
+        return False
+    return all(p is None or q is None or p == q for p, q in zip(a, b))
+
+
+def check_previous(layer: keras.layers.Layer, previous, x) -> list:
+    """`previous` (the PA history of a `LaurelResidual` call) as a list,
+    checked against `layer`'s variant and `num_activations` and `x`."""
+    if previous is None:
+        return []
+    if not isinstance(previous, (list, tuple)):
+        previous = [previous]
+    previous = list(previous)
+    if not previous:
+        return []
+    if "pa" not in layer.variant.split("+"):
+        raise ValueError(
+            f"`previous` is only used by PA variants ('pa', 'rw+pa', "
+            f"'rw+lr+pa'); this layer has variant={layer.variant!r}. "
+            f"Received {len(previous)} previous tensor(s)."
+        )
+    limit = layer.num_activations - 1
+    if len(previous) > limit:
+        raise ValueError(
+            f"`previous` may hold at most num_activations - 1 = {limit} "
+            f"tensors. Received: {len(previous)} tensors."
+        )
+    x_shape = tuple(x.shape)
+    for j, p in enumerate(previous):
+        p_shape = tuple(p.shape)
+        if not same_shape(x_shape, p_shape):
+            raise ValueError(
+                "Every entry of `previous` must have the shape of `x`. "
+                f"Received: previous[{j}].shape={p_shape}, "
+                f"x.shape={x_shape}"
+            )
+    return previous

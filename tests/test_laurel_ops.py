@@ -1,0 +1,121 @@
+"""LAuReL's RW+LR merge: the hand-written gradient against the reference."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_efficient import _backend
+from keras_efficient.layers import LaurelResidual
+from keras_efficient.layers.laurel_ops import rw_lr_fused
+from keras_efficient.layers.laurel_ops import rw_lr_reference
+from tests.harness import _gradients
+from tests.harness import assert_allclose
+from tests.harness import to_numpy
+
+BACKEND = keras.backend.backend()
+
+
+def _arrays(shape, rank, per_dimension, seed=0):
+    rng = np.random.default_rng(seed)
+    dim = shape[-1]
+    weight_shape = (dim,) if per_dimension else ()
+    arrays = [
+        rng.normal(size=shape),
+        rng.normal(size=shape),
+        rng.normal(size=(dim, rank)),
+        rng.normal(size=(rank, dim)),
+        rng.uniform(0.2, 1.8, size=weight_shape),
+        rng.uniform(0.2, 1.8, size=weight_shape),
+    ]
+    upstream = rng.normal(size=shape).astype("float32")
+    return [a.astype("float32") for a in arrays], upstream
+
+
+def _value_and_grads(merge, arrays, upstream):
+    """`merge(*arrays)` and the gradient of `sum(merge(*arrays) *
+    upstream)` with respect to each of the six arguments."""
+    if BACKEND == "jax":
+        import jax
+
+        def loss(*args):
+            return (merge(*args) * upstream).sum()
+
+        grads = jax.grad(loss, argnums=tuple(range(len(arrays))))(*arrays)
+        return merge(*arrays), grads
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.constant(a) for a in arrays]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value = merge(*tensors)
+            loss = tf.reduce_sum(value * upstream)
+        return value, tape.gradient(loss, tensors)
+    import torch
+
+    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+    value = merge(*tensors)
+    (value * torch.tensor(upstream)).sum().backward()
+    return value, [t.grad for t in tensors]
+
+
+@pytest.mark.parametrize(
+    "shape, per_dimension",
+    [
+        ((2, 5, 8), False),
+        ((2, 5, 8), True),
+        ((3, 8), False),
+        ((2, 3, 3, 8), True),
+    ],
+)
+def test_fused_matches_reference_values_and_gradients(shape, per_dimension):
+    arrays, upstream = _arrays(shape, rank=3, per_dimension=per_dimension)
+    ref_value, ref_grads = _value_and_grads(rw_lr_reference, arrays, upstream)
+    value, grads = _value_and_grads(rw_lr_fused, arrays, upstream)
+    assert_allclose(value, ref_value, atol=1e-5)
+    names = ("x", "fx", "kernel_a", "kernel_b", "alpha", "beta")
+    for name, grad, ref, array in zip(names, grads, ref_grads, arrays):
+        assert grad is not None, name
+        assert tuple(grad.shape) == array.shape, name
+        # Gradients are O(10) here; a wrong term is off by O(1).
+        assert_allclose(grad, ref, atol=1e-4, msg=name)
+    # Not vacuous: the gradient of beta includes the low-rank branch.
+    assert np.abs(to_numpy(ref_grads[3])).max() > 0.1
+
+
+@pytest.mark.parametrize("per_dimension", [False, True])
+def test_layer_paths_agree(per_dimension):
+    """`LaurelResidual("rw+lr")` gives the same output and weight
+    gradients through either merge, with trained-looking weights."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 8)).astype("float32")
+    fx = rng.normal(size=(2, 5, 8)).astype("float32")
+    layers = {}
+    for implementation in ("reference", "fused"):
+        layer = LaurelResidual(
+            "rw+lr", rank=3, per_dimension=per_dimension, normalization="none"
+        )
+        layer(x, fx)
+        layer.implementation = implementation
+        for i, weight in enumerate(layer.weights):
+            seeded = np.random.default_rng(i)
+            weight.assign(seeded.uniform(0.2, 1.5, size=weight.shape))
+        layers[implementation] = layer
+    outputs = {k: layer(x, fx) for k, layer in layers.items()}
+    assert_allclose(outputs["fused"], outputs["reference"], atol=1e-5)
+    grads = {
+        k: _gradients(lambda layer=layer: layer(x, fx), layer.weights)
+        for k, layer in layers.items()
+    }
+    for weight, a, b in zip(
+        layers["fused"].weights, grads["fused"], grads["reference"]
+    ):
+        assert_allclose(a, b, rtol=1e-5, atol=1e-3, msg=weight.path)
+
+
+def test_auto_takes_the_fused_merge_and_bad_names_raise():
+    expected = "fused" if BACKEND in _backend.LAUREL_MERGE_FAST else "reference"
+    assert _backend.laurel_merge_implementation("auto") == expected
+    assert _backend.laurel_merge_implementation("reference") == "reference"
+    with pytest.raises(ValueError, match="implementation='fast'"):
+        _backend.laurel_merge_implementation("fast")
