@@ -242,9 +242,10 @@ def takes(
     """Whether `shrink(model, ...)` is width removal of a Transformer.
 
     A keras-hub Transformer always is; a `TransformerLM` is when a ratio
-    or scores are given or whole heads or hidden channels are zeroed
-    (otherwise `shrink` removes its zeroed feed-forward units through the
-    functional graph, per layer). Per-axis ratios on any
+    or scores are given or whole units are zeroed in all their weights,
+    as `MagnitudePruning(structure="transformer")` leaves them (otherwise
+    `shrink` removes the units that filter pruning zeroed through the
+    functional graph). Per-axis ratios on any
     other model are refused.
     """
     found = find_family(model)
@@ -266,22 +267,22 @@ def takes(
         return False
     if found[0] != "TransformerLM":
         return True
-    return ratio is not None or bool(given) or _zeroed_heads_or_hidden(model)
+    return ratio is not None or bool(given) or _zeroed_units(model)
 
 
-def _zeroed_heads_or_hidden(model):
-    """Whether a `TransformerLM` has whole heads or hidden channels zeroed
-    (as `MagnitudePruning(structure="transformer")` leaves them), which
-    only width removal takes out."""
+def _zeroed_units(model):
+    """Whether a `TransformerLM` has whole units zeroed in all their
+    weights (heads, feed-forward neurons or hidden channels)."""
     try:
         layout = Layout(model)
     except ValueError:  # options width removal has no rule for
         return False
     plan = zero_plan(layout)
-    heads = any(
-        len(kept) < n for kept, n in zip(plan["heads"], layout.widths["heads"])
+    return len(plan["hidden"]) < layout.hidden_dim or any(
+        len(kept) < n
+        for axis in ("ffn", "heads")
+        for kept, n in zip(plan[axis], layout.widths[axis])
     )
-    return heads or len(plan["hidden"]) < layout.hidden_dim
 
 
 _WIDTH_ARGS = ("ffn_ratio", "head_ratio", "hidden_ratio", "scores", "uniform")
