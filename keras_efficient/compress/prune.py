@@ -41,6 +41,7 @@ def compress_plan(
     batch_size: int = 8,
     num_batches: int | None = None,
     loss: Any = None,
+    uniform: bool = True,
 ) -> tuple[dict, dict]:
     """`(scores, plan)`: the importance and the units `compress` keeps.
 
@@ -64,6 +65,7 @@ def compress_plan(
         head_ratio=head_ratio,
         hidden_ratio=hidden_ratio,
         scores=scores,
+        uniform=uniform,
     )
     return scores, plan
 
@@ -78,6 +80,7 @@ def compress(
     batch_size: int = 8,
     num_batches: int | None = None,
     loss: Any = None,
+    uniform: bool = True,
 ) -> keras.Model:
     """A narrower model of the same class, its units chosen on `data`.
 
@@ -89,13 +92,17 @@ def compress(
         ffn_ratio: fraction of the feed-forward neurons to remove.
         head_ratio: fraction of the heads (key / value groups) to remove.
         hidden_ratio: fraction of the hidden channels to remove. Where the
-            head size is `hidden_dim / num_heads` (GPT-2, BERT, Llama,
-            `TransformerLM`) heads and hidden go together, in the same
-            proportion (give both).
+            head size is `hidden_dim / num_heads` (GPT-2, BERT, Llama)
+            heads and hidden go together, in the same proportion (give
+            both); `TransformerLM` has its own `head_dim`.
         importance: `"activation"` (Minitron), `"taylor"` (LLM-Pruner) or
             `"magnitude"`.
         batch_size, num_batches: how `data` is read.
         loss: the loss of `"taylor"` (default: the LM loss).
+        uniform: `True`: every layer loses the same share; `False` (a
+            `TransformerLM`): the best-scoring units across all layers
+            stay, so each layer keeps the width its importance earns
+            (see `shrink`).
 
     Returns:
         A new, uncompiled model of the class of `model`.
@@ -122,6 +129,7 @@ def compress(
         batch_size,
         num_batches,
         loss,
+        uniform,
     )
     return shrink(
         model,
@@ -129,4 +137,5 @@ def compress(
         head_ratio=head_ratio,
         hidden_ratio=hidden_ratio,
         scores=scores,
+        uniform=uniform,
     )
