@@ -121,6 +121,8 @@ def model_names(model: keras.Model) -> set:
 def resolve_key(key: str, known: set, owners: set) -> str:
     """`key`, less leading model names, as far as it becomes a `known`
     key (else `key` itself)."""
+    if not isinstance(key, str):
+        return key  # refused by the caller, naming it
     resolved = key
     while resolved not in known:
         head, _, rest = resolved.partition("/")
