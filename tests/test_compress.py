@@ -19,6 +19,7 @@ from keras_efficient.compress import make_distiller
 from keras_efficient.compress import transformer_importance
 from keras_efficient.losses import KnowledgeDistillationLoss
 from keras_efficient.pruning import shrink
+from keras_efficient.pruning import transformer_widths
 from keras_efficient.pruning import zero_transformer_units
 
 VOCAB, LENGTH, D, HEADS, LAYERS = 32, 8, 16, 4, 2
@@ -240,7 +241,8 @@ def test_compress_per_layer_widths_from_activation_importance():
     assert sum(kept) == 4 * D and kept[0] > kept[1]
     small = compress(model, x, ffn_ratio=0.5, head_ratio=0.5, uniform=False)
     assert small.intermediate_dim == kept
-    assert small.num_heads == [len(k) for k in plan["heads"]]
+    widths = transformer_widths(small)
+    assert widths["heads"] == [len(k) for k in plan["heads"]]
     assert small.hidden_dim == D  # heads go alone: TransformerLM's head_dim
     masked = zero_transformer_units(model, plan)
     np.testing.assert_allclose(
