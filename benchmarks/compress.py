@@ -16,9 +16,22 @@ Figures (bits per byte on held-out bytes, paired by seed):
 - parameters (target <= 0.55x) and forward latency of the shrunk model vs
   the teacher at batch 1 and 32 (target >= 1.7x at batch 32 on JAX CPU).
 
+`--latency-only` measures just the last two on any backend (the
+half-width model of the same config, cut by magnitude: latency does not
+depend on the weights' values) and writes `compress_latency[.BACKEND].json`:
+per round, the teacher and the shrunk model each run a generation-length
+forward (the full sequence), interleaved, and the round's ratio is one
+value; the 1-minute load averages before and after go in the JSON.
+
+`--full` is sized for one GPU (width 512, 6 layers, sequences of 256,
+4000 teacher and 1500 student steps); it has not been run on this
+project's CPU machines.
+
     KERAS_BACKEND=jax python benchmarks/compress.py [--quick | --full]
+    KERAS_BACKEND=torch python benchmarks/compress.py --latency-only
 """
 
+import os
 import time
 
 import common
@@ -168,13 +181,76 @@ def run_seed(seed, size, data, teacher, roles):
     return out
 
 
+def _load():
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def latency_only(size, args, mode):
+    """Parameters and forward latency, shrunk vs original (any backend)."""
+    keras.utils.set_random_seed(0)
+    teacher = TransformerLM(
+        vocabulary_size=256, sequence_length=size["length"],
+        hidden_dim=size["hidden"], num_layers=size["layers"], num_heads=4,
+    )  # fmt: skip
+    small = compress(teacher, importance="magnitude", **RATIOS)
+    for model in (teacher, small):  # XLA on JAX and TensorFlow
+        model.compile(jit_compile=_jit())
+    x = np.random.default_rng(0).integers(0, 256, (32, size["length"]))
+    load_before = _load()
+    figures = [
+        common.figure(
+            "params_ratio",
+            small.count_params() / teacher.count_params(),
+            target=("<=", 0.55),
+        )
+    ]
+    rounds = 3 * size["rounds"]
+    for batch in (1, 32):
+        per_round = []
+        for _ in range(rounds):
+            t_ms, s_ms = _latency([teacher, small], x[:batch], 3)
+            per_round.append(t_ms / s_ms)
+        target = (">=", 1.7) if batch == 32 else None
+        figures.append(
+            common.figure(
+                f"speedup/batch{batch}",
+                per_round,
+                target=target,
+                unit="x",
+                note="teacher / shrunk forward time, per interleaved round",
+            )  # fmt: skip
+        )
+    common.print_table(figures, title="compress: latency and parameters")
+    common.write_results(
+        "compress_latency",
+        figures,
+        args,
+        extra={
+            "mode": mode,
+            "size": size,
+            "load_average_1min": {"before": load_before, "after": _load()},
+            "note": "The machine was shared (see the load averages); each "
+            "round interleaves the two models, so slow drifts hit both.",
+        },
+    )
+
+
 def main():
     args = common.parse_args(
         __doc__.splitlines()[0],
-        full_help="GPU-sized run: width 512, 6 layers, 4000 + 1500 steps",
+        extra=lambda parser: parser.add_argument(
+            "--latency-only",
+            action="store_true",
+            help="parameters and forward latency only (any backend)",
+        ),
+        full_help="GPU-sized run: width 512, 6 layers, 4000 + 1500 steps "
+        "(not run on CPU)",
     )
     mode = "quick" if args.quick else ("full" if args.full else "default")
     size = SIZES[mode]
+    if args.latency_only:
+        return latency_only(size, args, mode)
+    load_before = _load()
     seeds = args.seeds or size["seeds"]
     data = load_stdlib_text(max_bytes=300_000 if args.quick else 3_000_000)
     teacher = train_teacher(size, data[0])
@@ -240,7 +316,13 @@ def main():
         "compress",
         figures,
         args,
-        extra={"size": size, "design": DESIGN, "runs": runs},
+        extra={
+            "mode": mode,
+            "size": size,
+            "design": DESIGN,
+            "runs": runs,
+            "load_average_1min": {"before": load_before, "after": _load()},
+        },
     )
 
 

@@ -1,4 +1,6 @@
-"""Cost of the distillation losses' run-time output checks.
+"""Cost of the run-time data checks.
+
+Family `losses`:
 
 `SLaMLoss` (teacher probabilities) and `KnowledgeDistillationLoss`
 (teacher logits) check their outputs on every call and every compiled
@@ -12,8 +14,17 @@ one `fit` epoch each, and reports the median ratio of host CPU time per
 step (and of wall time) with its IQR, plus the load average at start and
 end.
 
+Family `ids`: a token-id check (`check_ids_in_range`) before an
+`Embedding(1000, d)` -> mean over 16 positions -> Dense(d) -> Dense(10)
+classifier, batch 256, against the same model unchecked; on JAX both
+mechanisms, `raise_if` (`lax.cond` + `jax.debug.callback`, an effect) and
+`raise_with` (a `jax.pure_callback` tied to the embedding output), plus
+the host CPU time each adds to one call of a jitted function (the effect
+takes a jitted call off JAX's fast C++ dispatch path); on TensorFlow with
+`jit_compile=True`, the status write in the step and the check after it.
+
     KERAS_BACKEND=jax python benchmarks/overhead_checks.py [--quick]
-        [--widths 64 256] [--repeats 9]
+        [--widths 64 256] [--repeats 9] [--families losses ids]
 
 Writes `benchmarks/results/overhead_checks[.<backend>][.quick].json`.
 """
@@ -38,6 +49,7 @@ from benchmarks.overhead import LOSS_BATCH  # noqa: E402
 from benchmarks.overhead import MLP_IN  # noqa: E402
 from benchmarks.overhead import _teacher  # noqa: E402
 from benchmarks.overhead import spread  # noqa: E402
+from keras_efficient import _data_checks  # noqa: E402
 from keras_efficient.distillation import _output_checks  # noqa: E402
 from keras_efficient.losses import KnowledgeDistillationLoss  # noqa: E402
 from keras_efficient.losses import SLaMLoss  # noqa: E402
@@ -203,9 +215,153 @@ def loss_gradient_cost(name, batch, calls, repeats):
     return fig
 
 
+IDS_VOCABULARY, IDS_LENGTH = 1000, 16
+
+
+def _ids_problem(ids, size):
+    """`check_ids_in_range`'s check, as a `Problem` for `raise_with`."""
+    valid = ops.logical_and(ops.greater_equal(ids, 0), ops.less(ids, size))
+    return _data_checks.Problem(
+        ops.logical_not(ops.all(valid)),
+        f"`token_ids` must be in [0, {size}). Received: token_ids with min "
+        "{0} and max {1}",
+        (ops.min(ids), ops.max(ids)),
+    )
+
+
+class CheckedEmbedding(keras.layers.Layer):
+    """An `Embedding` whose ids are checked by `mechanism`: "none",
+    "raise_if" (`check_ids_in_range`) or "raise_with" (tied to the
+    embedding output)."""
+
+    def __init__(self, size, dim, mechanism, **kwargs):
+        super().__init__(**kwargs)
+        self.size, self.mechanism = size, mechanism
+        self.embedding = keras.layers.Embedding(size, dim)
+
+    def call(self, ids):
+        if self.mechanism == "raise_if":
+            ids = _data_checks.check_ids_in_range(ids, self.size)
+        out = self.embedding(ids)
+        if self.mechanism == "raise_with":
+            out = _data_checks.raise_with(out, [_ids_problem(ids, self.size)])
+        return out
+
+
+def _ids_mechanisms():
+    return ("raise_if", "raise_with") if BACKEND == "jax" else ("raise_if",)
+
+
+def run_ids(d, batch, steps, repeats):
+    n = batch * steps
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, IDS_VOCABULARY, (n, IDS_LENGTH)).astype("int32")
+    y = rng.integers(0, CLASSES, (n,)).astype("int32")
+    models = {}
+    for mechanism in ("none", *_ids_mechanisms()):
+        keras.utils.set_random_seed(0)
+        ids = keras.Input((IDS_LENGTH,), dtype="int32")
+        h = CheckedEmbedding(IDS_VOCABULARY, d, mechanism)(ids)
+        h = keras.layers.GlobalAveragePooling1D()(h)
+        h = keras.layers.Dense(d, activation="relu")(h)
+        model = keras.Model(ids, keras.layers.Dense(CLASSES)(h))
+        model.compile(
+            optimizer=keras.optimizers.SGD(1e-3),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=JIT,
+        )
+        models["unchecked" if mechanism == "none" else mechanism] = model
+    res = _interleaved(models, x, y, batch, steps, repeats)
+    figures = []
+    for mechanism in _ids_mechanisms():
+        ratios = res[mechanism]["cpu_ratios"]
+        fig = figure(
+            f"checks/ids/{mechanism}/d{d}",
+            statistics.median(ratios),
+            target=("<=", TARGET),
+            unit="x",
+            note=f"checked / unchecked host CPU time a fit step, median of "
+            f"{repeats} interleaved rounds of {steps} steps, batch {batch}",
+        )
+        fig.update(spread(ratios))
+        fig.update(
+            {
+                "cpu_ratios": ratios,
+                "wall_median": statistics.median(res[mechanism]["wall_ratios"]),
+                "cpu_step_seconds": statistics.median(res[mechanism]["cpu"]),
+                "baseline_cpu_step_seconds": statistics.median(
+                    res["unchecked"]["cpu"]
+                ),
+            }
+        )
+        figures.append(fig)
+    return figures
+
+
+def ids_dispatch_cost(batch, calls, repeats):
+    """JAX: host CPU time one call of a jitted function (a gather of
+    checked ids) adds over the same function unchecked, microseconds."""
+    import jax
+
+    rng = np.random.default_rng(5)
+    ids = jax.numpy.asarray(
+        rng.integers(0, IDS_VOCABULARY, (batch, IDS_LENGTH)), "int32"
+    )
+    table = jax.numpy.asarray(rng.normal(size=(IDS_VOCABULARY, 8)), "float32")
+
+    def step(mechanism):
+        def f(ids, table):
+            if mechanism == "raise_if":
+                ids = _data_checks.check_ids_in_range(ids, IDS_VOCABULARY)
+            out = ops.take(table, ids, axis=0)
+            if mechanism == "raise_with":
+                out = _data_checks.raise_with(
+                    out, [_ids_problem(ids, IDS_VOCABULARY)]
+                )
+            return ops.sum(out)
+
+        return jax.jit(f)
+
+    fns = {m: step(m) for m in ("none", *_ids_mechanisms())}
+    cost = {m: [] for m in fns}
+    for _ in range(repeats + 1):
+        for m, f in fns.items():
+            start = time.process_time()
+            for _ in range(calls):
+                out = f(ids, table)
+            out.block_until_ready()
+            cost[m].append((time.process_time() - start) / calls * 1e6)
+    figures = []
+    for m in _ids_mechanisms():
+        added = [a - b for a, b in zip(cost[m][1:], cost["none"][1:])]
+        fig = figure(
+            f"checks/ids/{m}/jitted_call_added_us",
+            statistics.median(added),
+            unit="us",
+            note=f"checked minus unchecked host CPU time a jitted call, ids "
+            f"{batch} x {IDS_LENGTH}, median of {repeats} rounds of {calls} "
+            "calls",
+        )
+        fig.update(
+            {
+                "added_us": added,
+                "unchecked_us": statistics.median(cost["none"][1:]),
+                "checked_us": statistics.median(cost[m][1:]),
+            }
+        )
+        figures.append(fig)
+    return figures
+
+
 def _arguments(parser):
     parser.add_argument("--widths", type=int, nargs="+", default=None)
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        default=["losses", "ids"],
+        choices=["losses", "ids"],
+    )
 
 
 def main():
@@ -215,15 +371,24 @@ def main():
     batch = 64 if args.quick else LOSS_BATCH
     steps = 3 if args.quick else 20
     load_start = os.getloadavg()
-    figures = [
-        run(name, d, batch, steps, repeats)
-        for d in widths
-        for name in ("slam", "kd")
-    ]
-    figures += [
-        loss_gradient_cost(name, batch, 50 if args.quick else 300, repeats)
-        for name in ("slam", "kd")
-    ]
+    figures = []
+    if "losses" in args.families:
+        figures += [
+            run(name, d, batch, steps, repeats)
+            for d in widths
+            for name in ("slam", "kd")
+        ]
+        figures += [
+            loss_gradient_cost(name, batch, 50 if args.quick else 300, repeats)
+            for name in ("slam", "kd")
+        ]
+    if "ids" in args.families:
+        for d in widths:
+            figures += run_ids(d, batch, steps, repeats)
+        if BACKEND == "jax":
+            figures += ids_dispatch_cost(
+                batch, 50 if args.quick else 300, repeats
+            )
     load_end = os.getloadavg()
     write_results(
         "overhead_checks",

@@ -59,7 +59,7 @@ TEACHER_STEPS = 2 if QUICK else 600
 STUDENT_STEPS = 2 if QUICK else 200
 EVAL_EVERY = STUDENT_STEPS if QUICK else 50
 EVAL_WINDOWS = 8 if QUICK else 256
-CALIBRATION_BATCHES = 2 if QUICK else 16
+CALIBRATION_BATCHES = 1 if QUICK else 16
 LATENCY_ROUNDS = 1 if QUICK else 20
 SEED = 0
 OUTPUT_DIR = os.path.join(os.path.dirname(__file__), "output")
@@ -124,9 +124,9 @@ teacher = TransformerLM(
     vocabulary_size=256, sequence_length=SEQUENCE_LENGTH,
     hidden_dim=HIDDEN_DIM, num_layers=NUM_LAYERS, num_heads=NUM_HEADS,
 )  # fmt: skip
-teacher_curve = train_curve(
-    fit_on_labels(teacher, x_teacher, y_teacher), teacher, TEACHER_STEPS
-)
+teacher_fit = fit_on_labels(teacher, x_teacher, y_teacher)
+evaluators[teacher.count_params()] = teacher  # it evaluates itself
+teacher_curve = train_curve(teacher_fit, teacher, TEACHER_STEPS)
 print(f"teacher: {teacher_curve[-1][1]:.3f} bits per byte", flush=True)
 
 # 3. Prune: activation importance on calibration batches, then shrink.

@@ -2,20 +2,25 @@
 
 `_validation.py` checks arguments, whose values are known in Python. Data
 is different: inside a compiled step its values are unknown while Keras
-traces, so a check must run *in* the step and raise from there. One
-function, `raise_if`, does that on every backend:
+traces, so a check must run *in* the step and raise from there.
+`raise_with(output, problems)` does that on every backend (`raise_if`
+where there is no output to guard, outside JAX traces):
 
 - values at hand (eager calls, torch's eager `fit`, NumPy): the condition
   is read in Python and the error raised at once;
 - JAX under `jit`: `jax.lax.cond` on the condition, whose taken branch
-  calls `jax.debug.callback`, which raises on the host. A clean batch pays
-  one reduction and a predicate; nothing crosses to the host. The error
-  reaches the user wrapped in JAX's runtime error (its text is ours) at the
-  next synchronisation, i.e. within the step that saw the batch;
-- TensorFlow graphs (`tf.function`, Keras's default on a CPU): a
-  `tf.debugging.Assert`. XLA (`jit_compile=True`) drops assertions, so
-  there the check does nothing (Keras compiles TensorFlow steps with XLA
-  only where asked to, or on an accelerator).
+  calls `jax.pure_callback`, which raises on the host; the branch's zero
+  is added to the guarded output, so the check stays in the step. A clean
+  batch pays one reduction and a predicate; nothing crosses to the host.
+  The error reaches the user wrapped in JAX's runtime error (its text is
+  ours) at the next synchronisation, i.e. within the step that saw the
+  batch;
+- TensorFlow graphs (`tf.function`): a `tf.debugging.Assert` in a
+  `tf.cond` (the values are formatted only when the check fails);
+- TensorFlow under XLA (`jit_compile=True`), which compiles assertions to
+  nothing: the step writes the predicate and values to status variables
+  and the graph that calls the step raises right after it
+  (`_tensorflow_checks`).
 
 The messages keep `_validation.py`'s style: they name the argument, what
 was received and what is allowed.
@@ -31,6 +36,7 @@ from keras import ops
 from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 
 from keras_efficient import _backend
+from keras_efficient import _tensorflow_checks
 
 
 def _format(message, values):
@@ -57,15 +63,16 @@ def raise_if(
     Returns the TensorFlow assertion op in a graph (else None): ops that
     must not run on bad data (a gather that would fail first with
     TensorFlow's own message) take it as a control dependency, see
-    `after_check`.
+    `after_check`. Inside a JAX trace use `raise_with`, which ties the
+    check to the value it guards.
 
     Args:
         bad: a boolean scalar tensor (or Python / NumPy bool).
         message: the error text; `{0}`, `{1}`, ... are filled with
             `values` read back as Python numbers or lists.
         values: tensors shown in the message (read only when `bad`), or
-            a function returning them: on JAX it then runs only in the
-            taken error branch, so a clean step does not compute them.
+            a function returning them, which then runs only in the
+            failing branch, so a clean step does not compute them.
         error: the exception type raised.
     """
     if isinstance(bad, (bool, np.bool_)) or _backend.is_concrete(bad):
@@ -77,37 +84,22 @@ def raise_if(
         return
     name = _backend.backend()
     if name == "jax":
-        _raise_if_jax(bad, message, values, error)
-    elif name == "tensorflow":
+        # A JAX check must be tied to a value the step uses (`raise_with`):
+        # an untied one would be removed, or need an effect.
+        raise RuntimeError(
+            "`raise_if` cannot check a traced JAX value; tie the check to "
+            "the output it guards with `raise_with(output, problems)`."
+        )
+    if name == "tensorflow":
         return _raise_if_tensorflow(bad, message, values)
     return None
 
 
-def _raise_if_jax(bad, message, values, error):
-    import jax
-
-    callback = _raise(error, message)
-
-    def report(bad):
-        shown = values() if callable(values) else values
-        jax.debug.callback(callback, bad, *shown)
-
-    def clean(bad):
-        return None
-
-    jax.lax.cond(bad, report, clean, bad)
-
-
 def _raise_if_tensorflow(bad, message, values):
-    import tensorflow as tf
-
-    values = values() if callable(values) else values
-    # `tf.debugging.Assert` prints its data after the message; the text
-    # before the values keeps the same wording as the other backends.
-    text = message.split("{")[0] if values else message
-    return tf.debugging.Assert(
-        tf.logical_not(bad), [text, *values], summarize=8
-    )
+    if _tensorflow_checks.in_xla():
+        _tensorflow_checks.raise_after_step(bad, message, values)
+        return None
+    return _tensorflow_checks.assert_in_graph(bad, message, values)
 
 
 def after_check(tensor: Any, check: Any) -> Any:
@@ -181,22 +173,22 @@ def check_ids_in_range(
     allowed = f"in [0, {size})" if size is not None else ">= 0"
     if padding_id is not None:
         allowed += f" or the padding id {padding_id}"
-    check = raise_if(
+    problem = Problem(
         ops.logical_not(ops.all(valid)),
         f"`{name}` must be {allowed}. Received: {name} with min {{0}} and "
         f"max {{1}}",
         lambda: (ops.min(wide), ops.max(wide)),
     )
-    return after_check(ids, check)
+    return raise_with(ids, [problem])
 
 
-# Checks tied to an output (the distillation losses). `raise_if` on JAX
-# puts a `jax.debug.callback` in the step: an effect, which takes every
-# call of the compiled step off JAX's C++ dispatch path (~70 us of host
-# time a step on a CPU, measured, whether the check fails or not). A check
-# whose result is added, as 0, to a value the step uses (a loss) can use
-# `jax.pure_callback` instead: no effect, so no dispatch cost; the callback
-# still runs only in the failing branch of a `lax.cond`.
+# On JAX a check is tied to the value it guards. An untied check needs an
+# effect (`jax.debug.callback`), which takes every call of the compiled
+# step off JAX's C++ dispatch path: +87 us of host CPU time a jitted call
+# on a CPU, whether the check fails or not, against -0.05 us for the tied
+# `jax.pure_callback` (benchmarks/results/overhead_checks.ids.json). The
+# tied check adds, as 0, a value computed from it to the guarded output;
+# the callback runs only in the failing branch of a `lax.cond`.
 
 
 class Problem(NamedTuple):
@@ -204,17 +196,19 @@ class Problem(NamedTuple):
 
     bad: Any
     message: str
-    values: tuple = ()
+    values: tuple | Callable[[], tuple] = ()
     error: type[Exception] = ValueError
 
 
 def raise_with(output: Any, problems: list) -> Any:
     """`output`, unchanged, after checking each `Problem` in `problems`.
 
-    Eagerly (and on TensorFlow and torch) this is `raise_if` for each;
-    in a JAX trace the checks are tied to `output` (a float tensor) by
-    adding a zero computed from them, so the caller must use the returned
-    tensor: a check whose result is unused is removed with it.
+    Eagerly (and on torch) this is `raise_if` for each. In a TensorFlow
+    graph the returned tensor is read after the checks; in a JAX trace
+    the checks are tied to `output` (a float or integer tensor) by adding
+    a zero computed from them. Either way the caller must use the
+    returned tensor: in a JAX trace a check whose result is unused is
+    removed with it.
     """
     if in_symbolic_scope():
         # Keras computing output specs (on torch: on tensors of ones, not
@@ -227,7 +221,7 @@ def raise_with(output: Any, problems: list) -> Any:
     )
     if not jax_traced:
         for problem in problems:
-            raise_if(*problem)
+            output = after_check(output, raise_if(*problem))
         return output
     guard = ops.zeros((), "float32")
     for problem in problems:
@@ -240,19 +234,25 @@ def _tied_check_jax(bad, message, values, error):
 
     raise_on_host = _raise(error, message)
 
-    def report(operands):
+    def report(bad):
         def callback(*args):
             raise_on_host(*args)
             return np.zeros((), np.float32)
 
+        shown = values() if callable(values) else values
+        # The values may depend on what is differentiated (a student's
+        # outputs); the callback only reads them.
+        shown = [jax.lax.stop_gradient(v) for v in shown]
         zero = jax.ShapeDtypeStruct((), "float32")
-        return jax.pure_callback(callback, zero, *operands)
+        return jax.pure_callback(callback, zero, bad, *shown)
 
-    def clean(operands):
+    def clean(bad):
         return jax.numpy.zeros((), "float32")
 
-    operands = jax.lax.stop_gradient((bad, *values))
-    return jax.lax.cond(bad, report, clean, operands)
+    if not isinstance(bad, (bool, np.bool_)) and _backend.is_concrete(bad):
+        bad = jax.numpy.asarray(bad)
+    bad = jax.lax.stop_gradient(bad)
+    return jax.lax.stop_gradient(jax.lax.cond(bad, report, clean, bad))
 
 
 def check_labels_in_range(labels: Any, num_classes: int, name: str) -> None:

@@ -17,10 +17,15 @@ from keras_efficient.compress import compress_plan
 from keras_efficient.compress import distill
 from keras_efficient.compress import make_distiller
 from keras_efficient.compress import transformer_importance
+from keras_efficient.compress.budget import counts_at
+from keras_efficient.compress.budget import parameters_at
+from keras_efficient.compress.budget import ratio_for_params
 from keras_efficient.losses import KnowledgeDistillationLoss
 from keras_efficient.pruning import shrink
 from keras_efficient.pruning import transformer_widths
 from keras_efficient.pruning import zero_transformer_units
+from keras_efficient.pruning.targets import walk_layers
+from keras_efficient.pruning.transformer_families import Layout
 
 VOCAB, LENGTH, D, HEADS, LAYERS = 32, 8, 16, 4, 2
 
@@ -107,6 +112,8 @@ def test_activation_importance_matches_numpy():
     np.testing.assert_allclose(got["hidden"], want["hidden"], rtol=2e-4)
     # The units really differ: the test can tell a permutation.
     assert np.ptp(want["ffn"][0]) > 0.1 * np.mean(want["ffn"][0])
+    # The recording left every layer's own `call` in place.
+    assert not any("call" in vars(layer) for layer in walk_layers(model))
 
 
 def _gradients(model, x, y):
@@ -181,6 +188,19 @@ def test_taylor_importance_matches_gradient_reference():
     np.testing.assert_allclose(got["hidden"], want["hidden"], rtol=1e-3)
 
 
+def test_taylor_importance_of_a_frozen_model():
+    # A `Distiller` freezes its teacher; the scores must not go to zero.
+    model = _model()
+    data = _data()
+    want = transformer_importance(model, data, "taylor", batch_size=4)
+    model.trainable = False
+    got = transformer_importance(model, data, "taylor", batch_size=4)
+    assert not model.trainable
+    for i in range(LAYERS):
+        np.testing.assert_allclose(got["ffn"][i], want["ffn"][i], rtol=1e-5)
+    assert np.all(got["ffn"][0] > 0)
+
+
 def test_magnitude_importance_is_the_weight_norm():
     model = _model()
     got = transformer_importance(model, importance="magnitude")
@@ -251,6 +271,35 @@ def test_compress_per_layer_widths_from_activation_importance():
         rtol=1e-4,
         atol=1e-4,
     )
+
+
+def test_parameter_count_at_a_ratio_is_exact():
+    model = _model()
+    layout = Layout(model)
+    for ratio in (0.0, 0.3, 0.5, 0.75):
+        want = shrink(model, ratio=ratio).count_params()
+        assert parameters_at(layout, counts_at(layout, ratio)) == want
+
+
+@pytest.mark.parametrize("budget", [0.35, 0.5, 0.8])
+def test_compress_meets_a_parameter_budget_with_the_least_removal(budget):
+    model = _model()
+    x, _ = _data()
+    total = model.count_params()
+    small = compress(model, x, params=budget)
+    assert isinstance(small, TransformerLM)
+    assert small.count_params() <= budget * total
+    # The smallest share that fits: a hair less removal does not fit.
+    ratio = ratio_for_params(model, budget)
+    layout = Layout(model)
+    assert parameters_at(layout, counts_at(layout, ratio - 1e-6)) > (
+        budget * total
+    )
+    # It is `shrink` at that share with the same scores.
+    scores, _ = compress_plan(model, x, params=budget)
+    by_shrink = shrink(model, ratio=ratio, scores=scores)
+    for a, b in zip(small.weights, by_shrink.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_distillation_step_equals_hand_written_kd_step():
@@ -352,6 +401,10 @@ BAD = [
     (lambda m, d: compress(m, d, ffn_ratio=1.5), "ffn_ratio"),
     (lambda m, d: compress(m, d, head_ratio=1.0), "head_ratio"),
     (lambda m, d: compress(m, d, ffn_ratio=0.5, uniform=None), "uniform"),
+    (lambda m, d: compress(m, d, params=0), "params"),
+    (lambda m, d: compress(m, d, params=1.5), "params"),
+    (lambda m, d: compress(m, d, params=0.01), "params"),
+    (lambda m, d: compress(m, d, ffn_ratio=0.5, params=0.5), "params"),
     (lambda m, d: distill("t", m, d), "teacher"),
     (lambda m, d: distill(m, None, d), "student"),
     (lambda m, d: distill(m, m, d), "student"),
@@ -370,16 +423,6 @@ def test_bad_arguments_are_named(call, name):
     model = _model()
     with pytest.raises(ValueError, match=f"`{name}"):
         call(model, _data(n=4))
-
-
-def test_activation_importance_refuses_keras_hub():
-    keras_hub = pytest.importorskip("keras_hub")
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=VOCAB, num_layers=1, num_heads=2, hidden_dim=8,
-        intermediate_dim=16, max_sequence_length=16,
-    )  # fmt: skip
-    with pytest.raises(ValueError, match="`importance`"):
-        transformer_importance(backbone, {"token_ids": np.zeros((2, 4))})
 
 
 @pytest.mark.slow

@@ -82,7 +82,11 @@ def test_identity_at_init(laurel):
     )
 
 
-@pytest.mark.parametrize("laurel", [None, "rw+lr", "rw+lr+pa"])
+@pytest.mark.parametrize(
+    "laurel",
+    # rw+lr runs the rw+lr+pa code path without PA: slow run only.
+    [None, pytest.param("rw+lr", marks=pytest.mark.slow), "rw+lr+pa"],
+)
 def test_train_step_and_save(laurel):
     model = _small(laurel)
     model.compile(

@@ -2,9 +2,8 @@
 
 Token ids against the vocabulary (`AltUpEmbedding`, `TransformerLM` and its
 `generate`, `SparseLookupTable(lookup="token_id")`), in eager calls and in
-compiled `fit` (JAX `jit_compile=True`; TensorFlow `jit_compile=False`,
-where assertions run, and `jit_compile=True` as a strict xfail: XLA drops
-them), and class labels against the model's outputs
+compiled `fit` (JAX and TensorFlow with `jit_compile=True`, TensorFlow
+also with `jit_compile=False`), and class labels against the model's outputs
 (`sensitivity_analysis`). Each error names the argument it is about.
 """
 
@@ -43,13 +42,9 @@ def _ids(bad=None, shape=(4, 8), seed=0):
 
 
 def _compile_case(jit_compile):
-    """Skips / xfails the compiled cases a backend cannot check."""
+    """Skips the compiled cases a backend does not have."""
     if BACKEND == "torch" and jit_compile:
         pytest.skip("torch has no jit_compile=True fit")
-    if BACKEND == "tensorflow" and jit_compile:
-        pytest.xfail(
-            "documented: XLA (jit_compile=True) drops TensorFlow asserts"
-        )
 
 
 def _range(bad, size=VOCAB):

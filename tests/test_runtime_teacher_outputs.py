@@ -278,14 +278,7 @@ def _compiled_modes():
     if BACKEND == "jax":
         return [True]
     if BACKEND == "tensorflow":
-        tf_xla = pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="XLA drops TensorFlow assertions (documented)",
-            ),
-        )
-        return [False, tf_xla]
+        return [False, True]
     return [False]  # torch: eager steps
 
 

@@ -9,10 +9,9 @@ argument takes, `{"ffn": [array per layer], "heads": [array per layer],
   batches, the mean absolute output of every feed-forward neuron (the
   input of the down projection), the mean l2 norm of every head's
   attention output (before the output projection), and the mean absolute
-  value of every hidden channel after each RMS norm (every block's two
-  and the final one). Read through the public model: a functional view
-  gives every block's input, and a recording call of each block runs its
-  own sublayers. `TransformerLM` only.
+  value of every hidden channel after every norm over the hidden width.
+  Read by a recording call of the public model (`compress/recording.py`).
+  Every family `shrink` knows.
 - `"taylor"` (LLM-Pruner, Ma et al. 2023): `|w * dL/dw|` of every weight,
   with `dL/dw` the gradient of the mean calibration loss, summed over the
   weights of a unit. Every family `shrink` knows.
@@ -24,14 +23,12 @@ from typing import Any
 
 import keras
 import numpy as np
-from keras import ops
 
 from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_instance
 from keras_efficient._validation import fail
-from keras_efficient.applications.blocks import apply_rotary
-from keras_efficient.applications.transformer_lm import TransformerLM
 from keras_efficient.compress.calibration import calibration_batches
+from keras_efficient.compress.recording import activation_scores
 from keras_efficient.pruning.transformer_families import Layout
 from keras_efficient.pruning.transformer_units import unit_scores
 
@@ -63,9 +60,15 @@ class _GradientSum(keras.optimizers.Optimizer):
 
 
 def _clone(model):
-    """A copy of `model` (same class and weights) to compile freely."""
+    """A trainable copy of `model` (same class and weights) to compile.
+
+    Trainable even where `model` is frozen (a `Distiller` freezes its
+    teacher): the gradient is taken with respect to every weight, and a
+    frozen copy would give no gradients, so all-zero scores.
+    """
     clone = type(model).from_config(model.get_config())
     clone.set_weights(model.get_weights())
+    clone.trainable = True
     return clone
 
 
@@ -128,70 +131,6 @@ def taylor_scores(model: keras.Model, batches: list, loss: Any = None) -> dict:
     return _per_unit(layout, values)
 
 
-def _record_block(block, x):
-    """Activations of one `TransformerBlock` on its input `x`.
-
-    Runs the block's own sublayers in the order its `call` does and
-    returns `(feed-forward activations, head outputs, normed inputs, out)`.
-    """
-    attention = block.attention
-    normed = block.attention_norm(x)
-    shape = ops.shape(normed)
-    qkv = ops.reshape(
-        attention.qkv(normed),
-        (shape[0], shape[1], 3, attention.num_heads, attention.head_dim),
-    )
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    if attention.rotary:
-        q, k = apply_rotary(q), apply_rotary(k)
-    heads = ops.dot_product_attention(q, k, v, is_causal=True)
-    merged = ops.reshape(heads, (shape[0], shape[1], attention.hidden_dim))
-    h = x + attention.output_dense(merged)
-    ffn_input = block.feedforward_norm(h)
-    up, down = block.feedforward.layers
-    neurons = up(ffn_input)
-    out = h + down(neurons)
-    return neurons, heads, (normed, ffn_input), out
-
-
-def activation_scores(model: TransformerLM, batches: list) -> dict:
-    """Minitron's activation importance of a `TransformerLM` (see module)."""
-    layout = Layout(model)  # refuses options without a width rule
-    blocks = [model.get_layer(f"block_{i}") for i in range(model.num_layers)]
-    final_norm = model.get_layer("final_norm")
-    view = keras.Model(
-        model.input,
-        [block.input for block in blocks] + [final_norm.output],
-    )
-    ffn = [0.0] * layout.num_layers
-    heads = [0.0] * layout.num_layers
-    hidden = np.zeros(layout.hidden_dim)
-    tokens = 0
-    for x, _ in batches:
-        outputs = view(x)
-        tokens += int(np.prod(ops.shape(outputs[-1])[:-1]))
-        normed_outputs = [outputs[-1]]
-        for i, block in enumerate(blocks):
-            neurons, head_out, normed, _ = _record_block(block, outputs[i])
-            ffn[i] = ffn[i] + _sum_to_last(ops.abs(neurons))
-            norms = ops.sqrt(ops.sum(ops.square(head_out), axis=-1))
-            heads[i] = heads[i] + _sum_to_last(norms)
-            normed_outputs.extend(normed)
-        for value in normed_outputs:
-            hidden = hidden + _sum_to_last(ops.abs(value))
-    return {
-        "ffn": [s / tokens for s in ffn],
-        "heads": [s / tokens for s in heads],
-        "hidden": hidden / tokens,
-    }
-
-
-def _sum_to_last(value):
-    """Sum over every axis but the last, as float64 NumPy."""
-    value = keras.ops.convert_to_numpy(ops.cast(value, "float32"))
-    return value.reshape(-1, value.shape[-1]).astype("float64").sum(axis=0)
-
-
 def transformer_importance(
     model: keras.Model,
     data: Any = None,
@@ -203,8 +142,8 @@ def transformer_importance(
     """Importance of every feed-forward neuron, head and hidden channel.
 
     Args:
-        model: a `TransformerLM` (every importance) or a keras-hub task or
-            backbone that `shrink` knows (`"taylor"`, `"magnitude"`).
+        model: a `TransformerLM` or a keras-hub task or backbone that
+            `shrink` knows (GPT-2, BERT, Llama, Mistral, Qwen3, Gemma).
         data: calibration data: inputs `x`, a tuple `(x, y)`, or an
             iterable of batches (`"taylor"` needs labels `y`; `"magnitude"`
             reads none).
@@ -242,11 +181,4 @@ def transformer_importance(
     batches = calibration_batches(data, batch_size, num_batches)
     if importance == "taylor":
         return taylor_scores(model, batches, loss)
-    if not isinstance(model, TransformerLM):
-        fail(
-            "importance",
-            "'taylor' or 'magnitude' for a keras-hub model ('activation' "
-            "reads the blocks of a `TransformerLM`)",
-            importance,
-        )
     return activation_scores(model, batches)

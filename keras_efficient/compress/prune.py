@@ -1,9 +1,10 @@
 """Compress a trained Transformer: score its units, keep the best.
 
-`compress(model, data, ffn_ratio=, head_ratio=, hidden_ratio=)` scores
-every feed-forward neuron, head and hidden channel on calibration data
-(`transformer_importance`) and returns `shrink(model, ..., scores=...)`:
-the same class, narrower, with the kept weights copied. Its quality comes
+`compress(model, data, ffn_ratio=, head_ratio=, hidden_ratio=)` (or
+`params=`, a parameter budget) scores every feed-forward neuron, head and
+hidden channel on calibration data (`transformer_importance`) and returns
+`shrink(model, ..., scores=...)`: the same class, narrower, with the kept
+weights copied. Its quality comes
 back with `distill(model, compressed, data)` (Minitron: prune, then
 distil from the original).
 """
@@ -14,6 +15,7 @@ import keras
 
 from keras_efficient._validation import check_instance
 from keras_efficient._validation import fail
+from keras_efficient.compress.budget import ratio_for_params
 from keras_efficient.compress.importance import transformer_importance
 from keras_efficient.pruning.shrink import shrink
 from keras_efficient.pruning.transformer_families import find_family
@@ -42,6 +44,7 @@ def compress_plan(
     num_batches: int | None = None,
     loss: Any = None,
     uniform: bool = True,
+    params: float | None = None,
 ) -> tuple[dict, dict]:
     """`(scores, plan)`: the importance and the units `compress` keeps.
 
@@ -49,25 +52,37 @@ def compress_plan(
     returns (`zero_transformer_units(model, plan)` is the masked model).
     """
     _check_model(model)
-    if all(r is None for r in (ffn_ratio, head_ratio, hidden_ratio)):
-        fail(
-            "ffn_ratio",
-            "a fraction in [0, 1) (or give `head_ratio` / `hidden_ratio`): "
-            "compress needs at least one width to remove",
-            ffn_ratio,
-        )
+    widths = _widths(model, ffn_ratio, head_ratio, hidden_ratio, params)
     scores = transformer_importance(
         model, data, importance, batch_size, num_batches, loss
     )
     plan = select_transformer_units(
-        model,
-        ffn_ratio=ffn_ratio,
-        head_ratio=head_ratio,
-        hidden_ratio=hidden_ratio,
-        scores=scores,
-        uniform=uniform,
+        model, scores=scores, uniform=uniform, **widths
     )
     return scores, plan
+
+
+def _widths(model, ffn_ratio, head_ratio, hidden_ratio, params):
+    """The width arguments of `shrink`: the ratios, or the budget's."""
+    ratios = (ffn_ratio, head_ratio, hidden_ratio)
+    if params is not None:
+        if any(r is not None for r in ratios):
+            fail(
+                "params",
+                "None when `ffn_ratio`, `head_ratio` or `hidden_ratio` is "
+                "given (a budget or widths, not both)",
+                params,
+            )
+        return {"ratio": ratio_for_params(model, params)}
+    if all(r is None for r in ratios):
+        fail(
+            "ffn_ratio",
+            "a fraction in [0, 1) (or give `head_ratio` / `hidden_ratio`, "
+            "or a parameter budget `params`): compress needs at least one "
+            "width to remove",
+            ffn_ratio,
+        )
+    return dict(zip(("ffn_ratio", "head_ratio", "hidden_ratio"), ratios))
 
 
 def compress(
@@ -81,6 +96,7 @@ def compress(
     num_batches: int | None = None,
     loss: Any = None,
     uniform: bool = True,
+    params: float | None = None,
 ) -> keras.Model:
     """A narrower model of the same class, its units chosen on `data`.
 
@@ -103,6 +119,10 @@ def compress(
             `TransformerLM`): the best-scoring units across all layers
             stay, so each layer keeps the width its importance earns
             (see `shrink`).
+        params: instead of the ratios, a parameter budget: a fraction in
+            (0, 1] of the parameters of `model`. The same share is removed
+            of every axis the class expresses (the smallest share that
+            meets the budget, see `compress/budget.py`).
 
     Returns:
         A new, uncompiled model of the class of `model`.
@@ -118,24 +138,13 @@ def compress(
     >>> small = compress(model, x, ffn_ratio=0.5)
     >>> small.intermediate_dim
     32
+    >>> half = compress(model, x, params=0.5)
+    >>> half.count_params() <= 0.5 * model.count_params()
+    True
     """
-    scores, _ = compress_plan(
-        model,
-        data,
-        ffn_ratio,
-        head_ratio,
-        hidden_ratio,
-        importance,
-        batch_size,
-        num_batches,
-        loss,
-        uniform,
+    _check_model(model)
+    widths = _widths(model, ffn_ratio, head_ratio, hidden_ratio, params)
+    scores = transformer_importance(
+        model, data, importance, batch_size, num_batches, loss
     )
-    return shrink(
-        model,
-        ffn_ratio=ffn_ratio,
-        head_ratio=head_ratio,
-        hidden_ratio=hidden_ratio,
-        scores=scores,
-        uniform=uniform,
-    )
+    return shrink(model, scores=scores, uniform=uniform, **widths)
