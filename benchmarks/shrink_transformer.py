@@ -70,7 +70,9 @@ def flops_per_token(model, length):
     if "reverse_embeddings" not in names and hasattr(model, "backbone"):
         matmul += config["vocabulary_size"] * config["hidden_dim"]  # tied
     heads = transformer_widths(model)["heads"]
-    head_dim = config["hidden_dim"] // config["num_heads"]
+    head_dim = config.get("head_dim") or (
+        config["hidden_dim"] // config["num_heads"]
+    )
     attention = sum(4 * length * h * head_dim for h in heads)
     return 2 * matmul + attention
 

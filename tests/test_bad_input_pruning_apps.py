@@ -392,7 +392,21 @@ APPS = (
     + sweep("TransformerLM", lm, "sequence_length", BAD_POSITIVE_INT[:6])
     + sweep("TransformerLM", lm, "hidden_dim", BAD_POSITIVE_INT[:6])
     + sweep("TransformerLM", lm, "num_layers", BAD_POSITIVE_INT[:6])
-    + sweep("TransformerLM", lm, "num_heads", BAD_POSITIVE_INT[:6] + [("3", 3)])
+    # A list is one count per block: [2] is valid with one block.
+    + sweep(
+        "TransformerLM",
+        lm,
+        "num_heads",
+        [v for v in BAD_POSITIVE_INT[:6] if v[0] != "list"]
+        + [("3", 3), ("list_length", [2, 2]), ("list_zero", [0])],
+    )
+    + sweep(
+        "TransformerLM",
+        lm,
+        "intermediate_dim",
+        [("zero", 0), ("str", "8"), ("list_length", [8, 8])],
+    )
+    + sweep("TransformerLM", lm, "head_dim", [("zero", 0), ("float", 2.5)])
     + sweep("TransformerLM", lm, "positions", BAD_CHOICE)
     + sweep("TransformerLM", lm, "altup", [("zero", 0), ("str", "2")])
     + sweep("TransformerLM", lm, "sequence_altup", [("zero", 0), ("s", "2")])

@@ -22,6 +22,7 @@ from keras_efficient.compress.budget import parameters_at
 from keras_efficient.compress.budget import ratio_for_params
 from keras_efficient.losses import KnowledgeDistillationLoss
 from keras_efficient.pruning import shrink
+from keras_efficient.pruning import transformer_widths
 from keras_efficient.pruning import zero_transformer_units
 from keras_efficient.pruning.targets import walk_layers
 from keras_efficient.pruning.transformer_families import Layout
@@ -245,6 +246,33 @@ def test_compress_heads_and_hidden_together():
     assert small.count_params() < 0.4 * model.count_params()
 
 
+def test_compress_per_layer_widths_from_activation_importance():
+    model = _model()
+    # Block 1's feed-forward neurons barely activate, so it keeps fewer
+    # of them than block 0.
+    for v in model.weights:
+        if v.path.startswith("block_1/feedforward_1/up"):
+            v.assign(v * 0.05)
+    x, _ = _data()
+    scores, plan = compress_plan(
+        model, x, ffn_ratio=0.5, head_ratio=0.5, uniform=False
+    )
+    kept = [len(k) for k in plan["ffn"]]
+    assert sum(kept) == 4 * D and kept[0] > kept[1]
+    small = compress(model, x, ffn_ratio=0.5, head_ratio=0.5, uniform=False)
+    assert small.intermediate_dim == kept
+    widths = transformer_widths(small)
+    assert widths["heads"] == [len(k) for k in plan["heads"]]
+    assert small.hidden_dim == D  # heads go alone: TransformerLM's head_dim
+    masked = zero_transformer_units(model, plan)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(small(x)),
+        keras.ops.convert_to_numpy(masked(x)),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+
+
 def test_parameter_count_at_a_ratio_is_exact():
     model = _model()
     layout = Layout(model)
@@ -371,7 +399,8 @@ BAD = [
     (lambda m, d: compress(keras.Sequential([DENSE]), d), "model"),
     (lambda m, d: compress(m, d), "ffn_ratio"),
     (lambda m, d: compress(m, d, ffn_ratio=1.5), "ffn_ratio"),
-    (lambda m, d: compress(m, d, head_ratio=0.5), "head_ratio"),
+    (lambda m, d: compress(m, d, head_ratio=1.0), "head_ratio"),
+    (lambda m, d: compress(m, d, ffn_ratio=0.5, uniform=None), "uniform"),
     (lambda m, d: compress(m, d, params=0), "params"),
     (lambda m, d: compress(m, d, params=1.5), "params"),
     (lambda m, d: compress(m, d, params=0.01), "params"),

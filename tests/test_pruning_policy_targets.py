@@ -168,3 +168,71 @@ def test_filter_pruning_zeroes_following_batch_norm_for_shrink(kind):
         keras.ops.convert_to_numpy(stripped(x[:4], training=False)),
         atol=1e-4,
     )
+
+
+def _gpt2():
+    hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(0)
+    backbone = hub.models.GPT2Backbone(
+        vocabulary_size=32, num_layers=2, num_heads=2, hidden_dim=16,
+        intermediate_dim=32, max_sequence_length=8,
+    )  # fmt: skip
+    return hub.models.GPT2CausalLM(backbone, preprocessor=None)
+
+
+def _kernel_sparsity(model, path):
+    (kernel,) = [v for v in model.weights if v.path == path]
+    return float(np.mean(keras.ops.convert_to_numpy(kernel) == 0))
+
+
+def test_kernel_paths_address_kernels_inside_a_keras_hub_backbone():
+    from keras_efficient.pruning import sparsity_report
+
+    model = _gpt2()
+    query_0 = "transformer_layer_0/self_attention/query/kernel"
+    query_1 = "transformer_layer_1/self_attention/query/kernel"
+    cb = MagnitudePruning(
+        ConstantSparsity(0.5, begin_step=0, frequency=1),
+        layer_sparsity={
+            query_0: 0.75,  # a `variable.path`, as reports key kernels
+            # ... with the backbone's name in front, as users write it
+            "gpt2_backbone/" + query_1: 0.0,
+            # a layer path: both kernels of this one layer
+            "transformer_layer_1/feedforward_output_dense": 0.25,
+        },
+    )
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 32, (16, 8)).astype("int32")
+    x = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+    fit(
+        model, [cb], data=(x, np.roll(ids, -1, axis=1)), epochs=1,
+        batch_size=8,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )  # fmt: skip
+    assert _kernel_sparsity(model, query_0) == 0.75
+    assert _kernel_sparsity(model, query_1) == 0.0
+    ffn_out = "transformer_layer_1/feedforward_output_dense/kernel"
+    assert _kernel_sparsity(model, ffn_out) == 0.25
+    key_0 = "transformer_layer_0/self_attention/key/kernel"
+    assert _kernel_sparsity(model, key_0) == 0.5  # not named: the schedule
+    report = sparsity_report(model, targets=[query_0, "gpt2_backbone/" + key_0])
+    assert set(report["layers"]) == {query_0, key_0}
+    assert report["layers"][query_0]["sparsity"] == 0.75
+
+
+def test_an_unknown_kernel_path_is_named_with_valid_paths():
+    model = _gpt2()
+    bad = "transformer_layer_7/self_attention/query/kernel"
+    cb = MagnitudePruning(
+        ConstantSparsity(0.5, begin_step=0), layer_sparsity={bad: 0.5}
+    )
+    x = {"token_ids": np.zeros((8, 8), "int32"),
+         "padding_mask": np.ones((8, 8), "int32")}  # fmt: skip
+    with pytest.raises(ValueError) as info:
+        fit(
+            model, [cb], data=(x, np.zeros((8, 8), "int32")), epochs=1,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )  # fmt: skip
+    message = str(info.value)
+    assert "layer_sparsity" in message and bad in message
+    assert "transformer_layer_0/self_attention/query/kernel" in message

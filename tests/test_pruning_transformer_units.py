@@ -77,7 +77,11 @@ BUILDERS = {"gemma": _gemma, "llama": _llama, "gpt2": _gpt2, "lm": _lm}
 # (family, axes pruned, whether the shrunk model equals the masked one)
 CASES = [
     ("gemma", ("ffn", "heads"), True),
+    ("lm", ("ffn", "heads"), True),  # its own head_dim: heads go alone
     ("lm", ("ffn", "heads", "hidden"), False),
+    # GPT-2 as a new user prunes it: the default axes (feed-forward
+    # neurons; its heads go only with hidden channels).
+    ("gpt2", None, True),
     pytest.param("llama", None, True, marks=pytest.mark.slow),
     pytest.param("gpt2", ("ffn", "heads", "hidden"), False,
                  marks=pytest.mark.slow),
@@ -143,7 +147,9 @@ def test_fit_zeroes_whole_units_and_shrink_removes_them(name, axes, equal):
     )
     assert "pruning_sparsity" in history.history
     layout = Layout(model)
-    expected = axes or (("ffn",) if layout.derived_head_dim else ())
+    expected = axes or (
+        ("ffn",) if layout.derived_head_dim else ("ffn", "heads")
+    )
     _assert_whole_units_zeroed(model, axes, expected)
     small = shrink(model)
     assert type(small) is type(model)
@@ -165,8 +171,8 @@ def test_fit_zeroes_whole_units_and_shrink_removes_them(name, axes, equal):
 
 def test_heads_alone_on_a_derived_head_size_is_refused():
     with pytest.raises(ValueError, match="transformer_axes.*hidden_dim"):
-        _compile(_lm()).fit(
-            *_data("lm", 8), verbose=0, callbacks=[_callback(["heads"])]
+        _compile(_gpt2()).fit(
+            *_data("gpt2", 8), verbose=0, callbacks=[_callback(["heads"])]
         )
 
 

@@ -192,8 +192,9 @@ def test_head_removal_equals_masked_model(name):
 @pytest.mark.parametrize(
     "name, field",
     [("gpt2", "num_heads"), ("bert", "num_heads"),
-     ("llama", "num_query_heads"), ("transformer_lm", "num_heads")],
+     ("llama", "num_query_heads")],
 )  # fmt: skip
+# (`TransformerLM` has its own `head_dim`: test_transformer_lm_widths.py.)
 def test_inexpressible_axes_raise(name, field):
     model = BUILDERS[name]()
     with pytest.raises(ValueError, match=f"head_ratio.*{field}"):
@@ -396,6 +397,11 @@ def _non_transformer():
             "plan",
         ),  # fmt: skip
         (lambda m: shrink(_non_transformer(), ffn_ratio=0.5), "ffn_ratio"),
+        # Llama's config holds one width per axis for every layer.
+        (
+            lambda m: shrink(m, ratio=0.5, uniform=False),
+            "uniform.*intermediate_dim",
+        ),
         (lambda m: transformer_widths(_non_transformer()), "model"),
     ],
 )

@@ -42,9 +42,13 @@ class CausalSelfAttention(keras.layers.Layer):
     """Multi-head causal self-attention through `dot_product_attention`.
 
     Args:
-        hidden_dim: model width d; must be divisible by `num_heads`.
+        hidden_dim: model width d; must be divisible by `num_heads` unless
+            `head_dim` is given.
         num_heads: number of heads.
         rotary: whether to apply rotary position embeddings to q and k.
+        head_dim: the width of one head (default `hidden_dim //
+            num_heads`); the heads together may then be narrower or wider
+            than `hidden_dim` (as after removing heads).
         **kwargs: base `Layer` arguments.
 
     Call arguments:
@@ -63,22 +67,29 @@ class CausalSelfAttention(keras.layers.Layer):
         hidden_dim: int,
         num_heads: int,
         rotary: bool = True,
+        head_dim: int | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         check_positive_int("hidden_dim", hidden_dim)
         check_positive_int("num_heads", num_heads)
-        if hidden_dim % num_heads:
+        if head_dim is None and hidden_dim % num_heads:
             raise ValueError(
-                "`hidden_dim` must be divisible by `num_heads`. Received: "
-                f"hidden_dim={hidden_dim}, num_heads={num_heads}"
+                "`hidden_dim` must be divisible by `num_heads` when "
+                f"`head_dim` is None. Received: hidden_dim={hidden_dim}, "
+                f"num_heads={num_heads}"
             )
         self.hidden_dim = int(hidden_dim)
         self.num_heads = int(num_heads)
         self.rotary = bool(rotary)
-        self.head_dim = hidden_dim // num_heads
+        if head_dim is None:
+            head_dim = hidden_dim // num_heads
+        self.head_dim = check_positive_int("head_dim", head_dim)
         self.qkv = keras.layers.Dense(
-            3 * hidden_dim, use_bias=False, dtype=self.dtype_policy, name="qkv"
+            3 * self.num_heads * self.head_dim,
+            use_bias=False,
+            dtype=self.dtype_policy,
+            name="qkv",
         )
         self.output_dense = keras.layers.Dense(
             hidden_dim, use_bias=False, dtype=self.dtype_policy, name="output"
@@ -86,7 +97,8 @@ class CausalSelfAttention(keras.layers.Layer):
 
     def build(self, input_shape: tuple) -> None:
         self.qkv.build(input_shape)
-        self.output_dense.build(tuple(input_shape)[:-1] + (self.hidden_dim,))
+        heads_width = self.num_heads * self.head_dim
+        self.output_dense.build(tuple(input_shape)[:-1] + (heads_width,))
 
     def call(self, inputs: Any) -> Any:
         shape = ops.shape(inputs)
@@ -98,7 +110,9 @@ class CausalSelfAttention(keras.layers.Layer):
         if self.rotary:
             q, k = apply_rotary(q), apply_rotary(k)
         out = ops.dot_product_attention(q, k, v, is_causal=True)
-        out = ops.reshape(out, (shape[0], shape[1], self.hidden_dim))
+        out = ops.reshape(
+            out, (shape[0], shape[1], self.num_heads * self.head_dim)
+        )
         return self.output_dense(out)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
@@ -111,6 +125,7 @@ class CausalSelfAttention(keras.layers.Layer):
                 "hidden_dim": self.hidden_dim,
                 "num_heads": self.num_heads,
                 "rotary": self.rotary,
+                "head_dim": self.head_dim,
             }
         )
         return config
@@ -153,6 +168,8 @@ class TransformerBlock(keras.layers.Layer):
         laurel: `None` or a `LaurelResidual` variant (e.g. `"rw+lr"`).
         laurel_rank: rank of the LAuReL low-rank branch.
         epsilon: RMS normalisation epsilon.
+        head_dim: the width of one head (default `hidden_dim //
+            num_heads`).
         **kwargs: base `Layer` arguments.
 
     Call arguments:
@@ -176,11 +193,13 @@ class TransformerBlock(keras.layers.Layer):
         laurel: str | None = None,
         laurel_rank: int = 32,
         epsilon: float = 1e-6,
+        head_dim: int | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.hidden_dim = int(hidden_dim)
         self.num_heads = int(num_heads)
+        self.head_dim = None if head_dim is None else int(head_dim)
         self.rotary = bool(rotary)
         self.laurel = None if laurel is None else normalize_variant(laurel)
         self.laurel_rank = int(laurel_rank)
@@ -199,6 +218,7 @@ class TransformerBlock(keras.layers.Layer):
             hidden_dim,
             num_heads,
             rotary=rotary,
+            head_dim=head_dim,
             dtype=self.dtype_policy,
             name="attention",
         )
@@ -270,6 +290,7 @@ class TransformerBlock(keras.layers.Layer):
                 "laurel": self.laurel,
                 "laurel_rank": self.laurel_rank,
                 "epsilon": self.epsilon,
+                "head_dim": self.head_dim,
             }
         )
         return config

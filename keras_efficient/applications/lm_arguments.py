@@ -1,6 +1,7 @@
 """The checks of `TransformerLM`: its constructor arguments, its inputs.
 
-`check_recycled` checks the one argument that depends on another,
+`check_recycled` and `check_head_dim` check the arguments that depend on
+another, `per_layer` reads a width given once or per block,
 `lookup_options` and `moe_options` turn `lookup` / `moe` (and the `moe_*`
 flags) into the arguments of their layers, and `check_token_ids` refuses
 what the functional model would otherwise cast or fail on deep inside the
@@ -30,6 +31,39 @@ def check_recycled(recycled: bool, altup: int) -> bool:
             recycled,
         )
     return recycled
+
+
+def per_layer(name: str, value: Any, num_layers: int) -> tuple[int, ...]:
+    """A width given once for every block or as a list of one per block."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != num_layers:
+            fail(
+                name,
+                f"a positive int or a list of {num_layers} positive ints "
+                "(one per block)",
+                value,
+            )
+        return tuple(check_positive_int(name, v) for v in value)
+    return (check_positive_int(name, value),) * num_layers
+
+
+def as_given(value: Any, widths: tuple[int, ...]) -> int | list[int]:
+    """The attribute (and config entry) of a width: an int or a list."""
+    return list(widths) if isinstance(value, (list, tuple)) else widths[0]
+
+
+def check_head_dim(head_dim: int | None, num_heads: Any) -> int | None:
+    """`head_dim`, needed when the blocks have different head counts."""
+    if head_dim is not None:
+        return check_positive_int("head_dim", head_dim)
+    if isinstance(num_heads, (list, tuple)) and len(set(num_heads)) > 1:
+        fail(
+            "head_dim",
+            "a positive int when `num_heads` differs per block (the head "
+            "size is then not `hidden_dim / num_heads`)",
+            head_dim,
+        )
+    return None
 
 
 def lookup_options(lookup: int | dict | None, altup: int) -> dict | None:

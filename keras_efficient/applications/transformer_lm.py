@@ -30,27 +30,27 @@ import math
 from typing import Any
 
 import keras
-from keras import ops
 
 from keras_efficient import _backend
 from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_number
 from keras_efficient._validation import check_positive_int
-from keras_efficient.applications.blocks import PositionEmbedding
 from keras_efficient.applications.blocks import TransformerBlock
 from keras_efficient.applications.blocks import make_feedforward
 from keras_efficient.applications.generation import TokenGenerationMixin
 from keras_efficient.applications.lm_arguments import POSITIONS
+from keras_efficient.applications.lm_arguments import as_given
+from keras_efficient.applications.lm_arguments import check_head_dim
 from keras_efficient.applications.lm_arguments import check_recycled
 from keras_efficient.applications.lm_arguments import check_token_ids
 from keras_efficient.applications.lm_arguments import lookup_options
 from keras_efficient.applications.lm_arguments import moe_options
-from keras_efficient.layers.altup.ends import AltUpEmbedding
+from keras_efficient.applications.lm_arguments import per_layer
+from keras_efficient.applications.lm_embedding import embed_tokens
 from keras_efficient.layers.altup.ends import AltUpReadout
 from keras_efficient.layers.altup.layer import AltUp
 from keras_efficient.layers.altup.stack import active_blocks
 from keras_efficient.layers.laurel_options import normalize_variant
-from keras_efficient.layers.lookup import SparseLookupTable
 from keras_efficient.layers.moe import LEGACY_CAPACITY_FACTOR
 from keras_efficient.layers.moe import MixtureOfExperts
 from keras_efficient.layers.sequence_altup import SequenceAltUp
@@ -82,8 +82,14 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
             generation window).
         hidden_dim: width d of every block.
         num_layers: number of blocks.
-        num_heads: attention heads (must divide `hidden_dim`).
-        intermediate_dim: feed-forward width (default `4 * hidden_dim`).
+        num_heads: attention heads (must divide `hidden_dim` unless
+            `head_dim` is given), or a list of one count per block.
+        intermediate_dim: feed-forward width (default `4 * hidden_dim`),
+            or a list of one width per block.
+        head_dim: the width of one head (default `hidden_dim //
+            num_heads`; needed when `num_heads` differs per block). With
+            it, heads can be removed without changing `hidden_dim`, as
+            `shrink` does.
         positions: `"rotary"` or `"learned"`.
         altup: number of AltUp blocks K (`1`: off).
         recycled: Recycled-AltUp input (only with `altup > 1`).
@@ -149,8 +155,8 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         sequence_length: int = 256,
         hidden_dim: int = 128,
         num_layers: int = 4,
-        num_heads: int = 4,
-        intermediate_dim: int | None = None,
+        num_heads: int | list[int] = 4,
+        intermediate_dim: int | list[int] | None = None,
         positions: str = "rotary",
         altup: int = 1,
         recycled: bool = False,
@@ -168,6 +174,7 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         moe_z_loss_weight: float | None = None,
         moe_num_shared_experts: int | None = None,
         moe_capacity_factor: float | None = None,
+        head_dim: int | None = None,
         **kwargs: Any,
     ):
         self.vocabulary_size = check_positive_int(
@@ -178,12 +185,18 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         )
         self.hidden_dim = check_positive_int("hidden_dim", hidden_dim)
         self.num_layers = check_positive_int("num_layers", num_layers)
-        self.num_heads = check_positive_int("num_heads", num_heads)
         if intermediate_dim is None:
             intermediate_dim = 4 * self.hidden_dim
-        self.intermediate_dim = check_positive_int(
-            "intermediate_dim", intermediate_dim
+        # Widths per block (as `shrink` leaves them), or one for all.
+        self._num_heads = per_layer("num_heads", num_heads, self.num_layers)
+        self._intermediate_dims = per_layer(
+            "intermediate_dim", intermediate_dim, self.num_layers
         )
+        self.num_heads = as_given(num_heads, self._num_heads)
+        self.intermediate_dim = as_given(
+            intermediate_dim, self._intermediate_dims
+        )
+        self.head_dim = check_head_dim(head_dim, num_heads)
         self.positions = check_choice("positions", positions, POSITIONS)
         self.altup = check_positive_int("altup", altup)
         self.recycled = check_recycled(recycled, self.altup)
@@ -222,7 +235,7 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         if "name" in kwargs:
             kwargs["name"] = _backend.scope_safe_name(kwargs["name"])
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        x = self._embed(token_ids)
+        x = embed_tokens(self, token_ids, self._layer_dtype)
         for index in range(self.num_layers):
             x = self.wrap_block(self.make_block(index), index)(x)
         logits = self._head(x)
@@ -250,33 +263,6 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         """
         super().compile(*args, **kwargs)
         check_table_optimizer(self)
-
-    def _embed(self, token_ids):
-        """Token (+ position, + lookup) embedding: `(batch, T[, K], d)`."""
-        dtype = self._layer_dtype
-        if self.altup > 1:
-            x = AltUpEmbedding(
-                self.vocabulary_size,
-                self.hidden_dim,
-                num_blocks=self.altup,
-                recycled=self.recycled,
-                dtype=dtype,
-                name="token_embedding",
-            )(token_ids)
-        else:
-            x = keras.layers.Embedding(
-                self.vocabulary_size,
-                self.hidden_dim,
-                dtype=dtype,
-                name="token_embedding",
-            )(token_ids)
-        if self.positions == "learned":
-            x = PositionEmbedding(
-                self.sequence_length, dtype=dtype, name="position_embedding"
-            )(x)
-        if self._lookup_options is not None:
-            x = self._add_lookup(x, token_ids)
-        return x
 
     def wrap_block(
         self, block: keras.layers.Layer, index: int
@@ -314,31 +300,11 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
             self.vocabulary_size, dtype="float32", name="logits"
         )(x)
 
-    def _add_lookup(self, x, token_ids):
-        options = dict(self._lookup_options)
-        ngram = options.pop("ngram", 2)
-        if ngram not in (1, 2):
-            raise ValueError(
-                f"`lookup['ngram']` must be 1 or 2. Received: ngram={ngram!r}"
-            )
-        options.setdefault("lookup", "token_id")
-        options.setdefault("token_mapping", "hash")
-        table = SparseLookupTable(
-            **options, dtype=self._layer_dtype, name="lookup_table"
-        )
-        if options["lookup"] != "token_id":
-            return table(x)
-        ids = token_ids
-        if ngram == 2:
-            previous = ops.pad(token_ids[:, :-1], [[0, 0], [1, 0]])
-            ids = previous * self.vocabulary_size + token_ids
-        return table(x, ids)
-
     def make_feedforward(self, index: int) -> keras.layers.Layer:
         """The feed-forward sublayer of block `index` (width d to d)."""
         if self._moe_options is not None:
             options = {
-                "hidden_dim": self.intermediate_dim,
+                "hidden_dim": self._intermediate_dims[index],
                 "activation": "gelu",
                 **self._moe_options,
             }
@@ -347,7 +313,7 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
             )
         return make_feedforward(
             self.hidden_dim,
-            self.intermediate_dim,
+            self._intermediate_dims[index],
             dtype=self._layer_dtype,
             name=f"feedforward_{index}",
         )
@@ -356,7 +322,8 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
         """Transformer block `index` (before any AltUp wrapping)."""
         return TransformerBlock(
             self.hidden_dim,
-            self.num_heads,
+            self._num_heads[index],
+            head_dim=self.head_dim,
             feedforward=self.make_feedforward(index),
             rotary=self.positions == "rotary",
             laurel=self.laurel,
@@ -393,6 +360,7 @@ class TransformerLM(TokenGenerationMixin, keras.Model):
             "moe_z_loss_weight": self.moe_z_loss_weight,
             "moe_num_shared_experts": self.moe_num_shared_experts,
             "moe_capacity_factor": self.moe_capacity_factor,
+            "head_dim": self.head_dim,
         }
         if self._layer_dtype is not None:
             config["dtype"] = keras.dtype_policies.serialize(

@@ -29,8 +29,11 @@ def parameters_at(layout: Layout, counts: dict) -> int:
     total = 0
     for variable, dims in layout.entries:
         shape = list(variable.shape)
-        for index, (axis, _, parts, unit) in dims.items():
-            shape[index] = parts * counts[axis] * unit
+        for index, (axis, layer, parts, unit) in dims.items():
+            count = counts[axis]
+            if layer is not None and isinstance(count, (list, tuple)):
+                count = count[layer]  # a width per layer
+            shape[index] = parts * count * unit
         total += math.prod(shape)
     return total
 

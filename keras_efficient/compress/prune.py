@@ -43,6 +43,7 @@ def compress_plan(
     batch_size: int = 8,
     num_batches: int | None = None,
     loss: Any = None,
+    uniform: bool = True,
     params: float | None = None,
 ) -> tuple[dict, dict]:
     """`(scores, plan)`: the importance and the units `compress` keeps.
@@ -55,7 +56,9 @@ def compress_plan(
     scores = transformer_importance(
         model, data, importance, batch_size, num_batches, loss
     )
-    plan = select_transformer_units(model, scores=scores, **widths)
+    plan = select_transformer_units(
+        model, scores=scores, uniform=uniform, **widths
+    )
     return scores, plan
 
 
@@ -92,6 +95,7 @@ def compress(
     batch_size: int = 8,
     num_batches: int | None = None,
     loss: Any = None,
+    uniform: bool = True,
     params: float | None = None,
 ) -> keras.Model:
     """A narrower model of the same class, its units chosen on `data`.
@@ -104,13 +108,17 @@ def compress(
         ffn_ratio: fraction of the feed-forward neurons to remove.
         head_ratio: fraction of the heads (key / value groups) to remove.
         hidden_ratio: fraction of the hidden channels to remove. Where the
-            head size is `hidden_dim / num_heads` (GPT-2, BERT, Llama,
-            `TransformerLM`) heads and hidden go together, in the same
-            proportion (give both).
+            head size is `hidden_dim / num_heads` (GPT-2, BERT, Llama)
+            heads and hidden go together, in the same proportion (give
+            both); `TransformerLM` has its own `head_dim`.
         importance: `"activation"` (Minitron), `"taylor"` (LLM-Pruner) or
             `"magnitude"`.
         batch_size, num_batches: how `data` is read.
         loss: the loss of `"taylor"` (default: the LM loss).
+        uniform: `True`: every layer loses the same share; `False` (a
+            `TransformerLM`): the best-scoring units across all layers
+            stay, so each layer keeps the width its importance earns
+            (see `shrink`).
         params: instead of the ratios, a parameter budget: a fraction in
             (0, 1] of the parameters of `model`. The same share is removed
             of every axis the class expresses (the smallest share that
@@ -139,4 +147,4 @@ def compress(
     scores = transformer_importance(
         model, data, importance, batch_size, num_batches, loss
     )
-    return shrink(model, scores=scores, **widths)
+    return shrink(model, scores=scores, uniform=uniform, **widths)

@@ -112,15 +112,19 @@ class MagnitudePruning(keras.callbacks.Callback):
         block: `(rows, cols)` block shape for `"block"`.
         n_m: `(n, m)` for `"n_m"`: `n` nonzeros in every `m`.
         block_pooling: `"avg"` or `"max"` for `"block"`.
-        layer_sparsity: None, or `{layer name: final sparsity}` (e.g. the
-            dict `sparsity_policy` returns): each named target layer is
-            pruned to its own sparsity following the schedule's shape, at
-            `schedule_sparsity(step) * layer_target /
+        layer_sparsity: None, or `{key: final sparsity}` (e.g. the dict
+            `sparsity_policy` returns), each key a target layer's name, its
+            `layer.path` or a kernel's `variable.path` (e.g.
+            `"gpt2_backbone/transformer_layer_0/self_attention/query/
+            kernel"`: the names repeat in every block of a keras-hub
+            model, the paths do not; the most specific key wins): each
+            named kernel is pruned to its own sparsity following the
+            schedule's shape, at `schedule_sparsity(step) * layer_target /
             schedule.peak_sparsity()` (so a layer reaches its target when
-            the schedule reaches its peak); target layers not named follow
-            the schedule unchanged; `0.0` keeps a layer dense. Names must
-            be target layers of the model (a `ValueError` lists them);
-            needs `scope="layer"` and not `"n_m"`.
+            the schedule reaches its peak); kernels not named follow the
+            schedule unchanged; `0.0` keeps a layer dense. A key that
+            names no target raises a `ValueError` listing valid names and
+            paths; needs `scope="layer"` and not `"n_m"`.
         sparsity_m_by_n: tfmot's spelling of the N:M pattern,
             `(zeros, m)`: `zeros` zeros in every `m` (for users coming from
             `tfmot.sparsity.keras.prune_low_magnitude`); the same as

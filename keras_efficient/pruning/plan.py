@@ -37,6 +37,9 @@ from keras_efficient.pruning import units
 from keras_efficient.pruning.schedules import PruningSchedule
 from keras_efficient.pruning.shrink import Analysis
 from keras_efficient.pruning.targets import find_target_weights
+from keras_efficient.pruning.targets import layer_path
+from keras_efficient.pruning.targets import model_names
+from keras_efficient.pruning.targets import resolve_key
 from keras_efficient.pruning.transformer_plan import UnitGroup
 from keras_efficient.pruning.transformer_plan import transformer_groups
 
@@ -131,9 +134,9 @@ def build_plan(
     """The `PruningPlan` of `model` (arguments as in `MagnitudePruning`).
 
     Raises:
-        ValueError: nothing to prune, `layer_sparsity` naming a layer that
-            is not a target, or `group_channels=True` on a graph that
-            cannot be read.
+        ValueError: nothing to prune, a `layer_sparsity` key that names
+            no target (layer name, layer path or kernel `variable.path`),
+            or `group_channels=True` on a graph that cannot be read.
     """
     if options.structure == "transformer":
         # Units span several weights and axes: read from the layout that
@@ -159,7 +162,7 @@ def build_plan(
     for layer, _ in found:
         if all(layer is not x for x in layers):
             layers.append(layer)
-    factors = _layer_factors(options, found, layers, layer_sparsity)
+    factors = _layer_factors(options, found, layers, layer_sparsity, model)
     groups, followers = None, ()
     if options.structure == "filter":
         groups, followers = _filter_plan(model, found, group_channels)
@@ -173,21 +176,44 @@ def build_plan(
     )
 
 
-def _layer_factors(options, found, layers, layer_sparsity):
-    """Per-kernel scale of the schedule's sparsity (None: all 1)."""
+def _layer_factors(options, found, layers, layer_sparsity, model):
+    """Per-kernel scale of the schedule's sparsity (None: all 1).
+
+    A kernel takes the value of its `variable.path`, else of its layer's
+    path, else of its layer's name (a name is shared by the layers of
+    every block of a keras-hub model; the paths are not). A key may start
+    with the name of the model or of a model nested in it."""
     if layer_sparsity is None:
         return None
-    names = [layer.name for layer in layers]
-    unknown = sorted(set(layer_sparsity) - set(names))
+    keys = [(k.path, layer_path(x), x.name) for x, k in found]
+    known = {key for k in keys for key in k}
+    owners = model_names(model)
+    resolved = {resolve_key(k, known, owners): k for k in layer_sparsity}
+    layer_sparsity = {k: layer_sparsity[v] for k, v in resolved.items()}
+    unknown = sorted(v for k, v in resolved.items() if k not in known)
     if unknown:
+        names = list(dict.fromkeys(x.name for x in layers))
+        paths = [k.path for _, k in found]
         raise ValueError(
             f"`layer_sparsity` names layers that are not pruning "
-            f"targets of the model: {unknown}. Valid names: {names}"
+            f"targets of the model: {unknown}. Keys are layer names, layer "
+            f"paths or kernel paths (`variable.path`). Valid names: "
+            f"{_few(names)}; kernel paths: {_few(paths)}"
         )
     peak = float(options.schedule.peak_sparsity())
-    return tuple(
-        layer_sparsity.get(layer.name, peak) / peak for layer, _ in found
-    )
+    factors = []
+    for kernel_keys in keys:
+        key = next((k for k in kernel_keys if k in layer_sparsity), None)
+        target = peak if key is None else layer_sparsity[key]
+        factors.append(target / peak)
+    return tuple(factors)
+
+
+def _few(items, n=6):
+    """The first `n` of `items` for an error message."""
+    if len(items) <= n:
+        return items
+    return f"{items[:n]} and {len(items) - n} more"
 
 
 def _filter_plan(model, found, group_channels):

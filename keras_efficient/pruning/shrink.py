@@ -306,6 +306,7 @@ def shrink(
     head_ratio: float | None = None,
     hidden_ratio: float | None = None,
     scores: dict | None = None,
+    uniform: bool = True,
 ) -> keras.Model:
     """A new, smaller model without the zeroed units of `model`.
 
@@ -346,6 +347,11 @@ def shrink(
         scores: Transformers only: importance scores `{"ffn": [array per
             layer], "heads": [...], "hidden": array}` used in place of the
             weight magnitude (e.g. activation norms from calibration).
+        uniform: Transformers only: `True` removes the same share of
+            feed-forward neurons and heads from every layer; `False` (a
+            `TransformerLM`, whose config holds a width per layer) keeps
+            the largest units across all layers, so each layer ends with
+            the width its scores earn (see `select_transformer_units`).
 
     Returns:
         A new, uncompiled `keras.Model`.
@@ -368,9 +374,9 @@ def shrink(
     """
     check_instance("model", model, keras.Model, "a keras.Model")
     widths = (ffn_ratio, head_ratio, hidden_ratio, scores)
-    if transformer_width.takes(model, ratio, *widths):
+    if transformer_width.takes(model, ratio, *widths, uniform=uniform):
         return transformer_width.shrink_by_ratio(
-            model, ratio, importance, *widths
+            model, ratio, importance, *widths, uniform=uniform
         )
     check_choice("importance", importance, IMPORTANCES)
     graph.check_readable(model)

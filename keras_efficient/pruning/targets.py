@@ -76,10 +76,10 @@ def find_target_layers(
 
     `targets` is None (every layer with prunable weights: Dense,
     EinsumDense, Conv1D/2D/3D and layers with `get_prunable_weights`), a
-    callable `layer -> bool`, or a list of layer names or layer paths
+    callable `layer -> bool`, or a list of layer names, layer paths
     (`layer.path`, e.g. `"transformer_layer_0/self_attention/query"`: a
     name is shared by the layers of every block of a keras-hub model, a
-    path is not).
+    path is not) or kernel paths (`variable.path`, as reports key them).
     """
     layers = [x for x in walk_layers(model) if prunable_weights(x)]
     if targets is None:
@@ -87,7 +87,9 @@ def find_target_layers(
     if callable(targets):
         return [x for x in layers if targets(x)]
     if isinstance(targets, (list, tuple, set)):
-        known = {x.name for x in layers} | {_path(x) for x in layers}
+        known = {key for x in layers for key in _keys(x)}
+        owners = model_names(model)
+        targets = [resolve_key(t, known, owners) for t in targets]
         missing = [t for t in targets if t not in known]
         if missing:
             raise ValueError(
@@ -96,15 +98,46 @@ def find_target_layers(
                 f"{sorted(known)}"
             )
         chosen = set(targets)
-        return [x for x in layers if x.name in chosen or _path(x) in chosen]
+        return [x for x in layers if chosen & set(_keys(x))]
     raise ValueError(
         "`targets` must be None, a callable or a list of layer names or "
         f"paths. Received: targets={targets!r}"
     )
 
 
-def _path(layer):
+def layer_path(layer: keras.Layer) -> str:
+    """`layer.path` (its name where Keras gives it no path)."""
     return getattr(layer, "path", None) or layer.name
+
+
+def model_names(model: keras.Model) -> set:
+    """The names of `model` and of every model nested in it: the prefixes
+    a key may carry before a path (`"gpt2_backbone/transformer_layer_0/
+    ..."` for the path `"transformer_layer_0/..."`)."""
+    nested = (x for x in walk_layers(model) if isinstance(x, keras.Model))
+    return {model.name} | {x.name for x in nested}
+
+
+def resolve_key(key: str, known: set, owners: set) -> str:
+    """`key`, less leading model names, as far as it becomes a `known`
+    key (else `key` itself)."""
+    if not isinstance(key, str):
+        return key  # refused by the caller, naming it
+    resolved = key
+    while resolved not in known:
+        head, _, rest = resolved.partition("/")
+        if not rest or head not in owners:
+            return key
+        resolved = rest
+    return resolved
+
+
+def _keys(layer):
+    """What a `targets` entry may call `layer`: its name, its path, the
+    `variable.path` of one of its prunable weights."""
+    return (layer.name, layer_path(layer)) + tuple(
+        w.path for w in prunable_weights(layer)
+    )
 
 
 def find_target_weights(

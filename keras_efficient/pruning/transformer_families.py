@@ -39,10 +39,13 @@ class Family:
         ffn: str = "intermediate_dim",
         ffn_scale: int = 1,
         heads_first: bool = False,
+        per_layer: bool = False,
     ):
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.ffn, self.ffn_scale = ffn, ffn_scale
         self.heads_first = heads_first  # query kernel (heads, hidden, dim)
+        # Whether the config holds one `ffn` / `heads` width per layer.
+        self.per_layer = per_layer
 
 
 FAMILIES = {
@@ -62,7 +65,7 @@ FAMILIES = {
         ffn_scale=2,  # Gemma's gate and up projections are half as wide
         heads_first=True,
     ),
-    "TransformerLM": Family("num_heads"),
+    "TransformerLM": Family("num_heads", head_dim="head_dim", per_layer=True),
 }
 # TransformerLM options whose layers have no width-removal rule.
 _LM_OPTIONS = {
@@ -146,7 +149,10 @@ class Layout:
         config = self.backbone.get_config()
         self.config = config
         self.num_layers = int(config["num_layers"])
-        heads = int(config[self.family.heads])
+        heads = config[self.family.heads]
+        if isinstance(heads, (list, tuple)):  # per layer: `head_dim` given
+            heads = heads[0]
+        heads = int(heads)
         kv = config[self.family.kv_heads] if self.family.kv_heads else heads
         self.num_groups = int(kv)
         self.group_size = heads // self.num_groups
@@ -233,17 +239,25 @@ class Layout:
         return widths
 
 
-def rebuild(layout: Layout, counts: dict) -> keras.Model:
-    """A new model of the same class with the widths `counts` (uniform).
+def _field(count, scale):
+    """A config width: one int, or a list of one per layer."""
+    if isinstance(count, (list, tuple)):
+        return [int(n) * scale for n in count]
+    return int(count) * scale
 
-    `counts` maps `"ffn"` / `"heads"` (key / value groups) / `"hidden"` to
-    the new width of every layer.
+
+def rebuild(layout: Layout, counts: dict) -> keras.Model:
+    """A new model of the same class with the widths `counts`.
+
+    `counts` maps `"ffn"` / `"heads"` (key / value groups) to the new width
+    of every layer (an int) or, on a class with per-layer widths
+    (`Family.per_layer`), of each layer (a list), and `"hidden"` to the
+    new hidden width.
     """
     family = layout.family
     backbone_config = dict(layout.config)
-    ffn = counts["ffn"] * family.ffn_scale
-    backbone_config[family.ffn] = ffn
-    backbone_config[family.heads] = counts["heads"] * layout.group_size
+    backbone_config[family.ffn] = _field(counts["ffn"], family.ffn_scale)
+    backbone_config[family.heads] = _field(counts["heads"], layout.group_size)
     if family.kv_heads:
         backbone_config[family.kv_heads] = counts["heads"]
     if family.head_dim:

@@ -8,10 +8,10 @@ form a unit is read from `transformer_families.Layout`, the description
 `shrink` removes units with, so `shrink(model)` (no ratio) removes exactly
 the units training zeroed.
 
-Every layer keeps the same number of units of an axis (its classes hold
-one width per axis in their config): each layer's group keeps
-`k = max(round(n * (1 - s)), 1)` of its `n` units. On classes whose head
-size is `hidden_dim / num_heads` (GPT-2, BERT, Llama, `TransformerLM`)
+Every layer keeps the same share of an axis: each layer's group keeps
+`k = max(round(n * (1 - s)), 1)` of its `n` units (the same number
+where the layers are equally wide, as keras-hub configs require). On
+classes whose head size is `hidden_dim / num_heads` (GPT-2, BERT, Llama)
 heads and hidden channels go together: the hidden channels kept are the
 kept heads times the channels of a head.
 """

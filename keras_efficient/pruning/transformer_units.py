@@ -3,12 +3,16 @@
 Scores every feed-forward neuron, key / value group and hidden channel by
 the norm of all its weights (or takes calibration scores from the
 caller), turns the ratios into new widths the class can express, and
-keeps the largest units of every layer, the same number per layer.
+keeps the largest units of every layer: the same share of every layer
+(`uniform=True`), or, where the class holds a width per layer (the
+package's `TransformerLM`) and `uniform=False`, the largest units across
+all layers, so each layer keeps as many as its scores earn.
 """
 
 import keras
 import numpy as np
 
+from keras_efficient._validation import check_bool
 from keras_efficient._validation import check_choice
 from keras_efficient._validation import check_fraction
 from keras_efficient._validation import check_instance
@@ -139,35 +143,37 @@ def _ratios(layout, ratio, axis_ratios):
 
 
 def _counts(layout, ratios, given):
-    """The new uniform width of each axis, checked against the config."""
+    """The new width of each axis (a list: one per layer), checked against
+    the config."""
     widths = layout.widths
     counts = {"hidden": layout.hidden_dim}
     for axis in ("ffn", "heads"):
-        n = widths[axis][0]
-        if len(set(widths[axis])) > 1:
+        if len(set(widths[axis])) > 1 and not layout.family.per_layer:
             fail("model", f"uniform `{axis}` widths", widths[axis])
-        counts[axis] = (
+        counts[axis] = [
             n if ratios[axis] is None else keep_count(n, ratios[axis])
-        )
+            for n in widths[axis]
+        ]
     if ratios["hidden"] is not None:
         counts["hidden"] = keep_count(layout.hidden_dim, ratios["hidden"])
     if not layout.derived_head_dim:
         return counts
+    heads = counts["heads"][0]  # these classes hold one width
     # The head size is `hidden_dim / heads`: heads and hidden channels can
     # only go together, in the same proportion.
     per_group = layout.group_size * layout.head_dim
     family, field = layout.family_name, layout.family.heads
     if "hidden" in given and "heads" in given:
-        if counts["hidden"] != counts["heads"] * per_group:
+        if counts["hidden"] != heads * per_group:
             fail(
                 "hidden_ratio",
                 f"the share of `head_ratio` on {family}, "
                 f"whose head size is `hidden_dim / {field}` (keeping "
-                f"{counts['heads']} of {widths['heads'][0]} key / value "
-                f"groups needs hidden_dim={counts['heads'] * per_group})",
+                f"{heads} of {widths['heads'][0]} key / value "
+                f"groups needs hidden_dim={heads * per_group})",
                 ratios["hidden"],
             )
-    elif "heads" in given and counts["heads"] != widths["heads"][0]:
+    elif "heads" in given and heads != widths["heads"][0]:
         fail(
             "head_ratio",
             f"None on {family} without `hidden_ratio`: its "
@@ -186,7 +192,7 @@ def _counts(layout, ratios, given):
             ratios["hidden"],
         )
     else:  # the one-call ratio: the hidden width follows the heads
-        counts["hidden"] = counts["heads"] * per_group
+        counts["hidden"] = heads * per_group
     return counts
 
 
@@ -194,6 +200,36 @@ def _keep(scores, k):
     """Indices of the `k` largest scores, in order (ties: the first)."""
     order = np.argsort(-scores, kind="stable")
     return np.sort(order[:k])
+
+
+def _keep_across(scores, counts):
+    """Per layer, the indices of the `sum(counts)` largest scores of all
+    layers, at least one per layer (ties: the first)."""
+    best = [int(np.argmax(s)) for s in scores]  # every layer keeps one
+    pool = [
+        (-float(value), layer, index)
+        for layer, s in enumerate(scores)
+        for index, value in enumerate(s)
+        if index != best[layer]
+    ]
+    pool.sort()
+    kept = [[b] for b in best]
+    for _, layer, index in pool[: sum(counts) - len(scores)]:
+        kept[layer].append(index)
+    return [np.sort(np.asarray(k, dtype="int64")) for k in kept]
+
+
+def _check_uniform(layout, uniform):
+    uniform = check_bool("uniform", uniform)
+    if not uniform and not layout.family.per_layer:
+        fail(
+            "uniform",
+            f"True on {layout.family_name} (its config holds one "
+            f"`{layout.family.ffn}` and one `{layout.family.heads}` for "
+            "every layer)",
+            uniform,
+        )
+    return uniform
 
 
 def select_transformer_units(
@@ -204,6 +240,7 @@ def select_transformer_units(
     hidden_ratio: float | None = None,
     scores: dict | None = None,
     importance: str = "l1",
+    uniform: bool = True,
 ) -> dict:
     """The units `shrink` keeps: the largest by magnitude or by `scores`.
 
@@ -212,8 +249,8 @@ def select_transformer_units(
             Qwen3, Gemma) or a `TransformerLM`.
         ratio: the fraction removed of every axis the class can express
             (`None`: none). On classes whose head size is `hidden_dim /
-            num_heads` (GPT-2, BERT, Llama, `TransformerLM`) the hidden
-            width follows the heads, so the head size stays.
+            num_heads` (GPT-2, BERT, Llama) the hidden width follows the
+            heads, so the head size stays.
         ffn_ratio, head_ratio, hidden_ratio: the fraction of one axis
             (over `ratio`).
         scores: optional importance, `{"ffn": [array per layer], "heads":
@@ -222,6 +259,15 @@ def select_transformer_units(
             calibration data. Axes not given are scored by magnitude.
         importance: `"l1"` or `"l2"`: the norm of all the weights of a unit
             (magnitude scoring).
+        uniform: `True`: every layer loses the same share of its
+            feed-forward neurons and heads. `False` (a `TransformerLM`
+            only; keras-hub classes hold one width for every layer): the
+            axis loses the same share in total, but the units kept are
+            the largest scores across all layers (at least one per
+            layer), so the layers end with different widths where their
+            scores differ. The scores are compared as they are, so give
+            them on one scale across layers (magnitude, or activation
+            importance from `keras_efficient.compress`).
 
     Returns:
         `{"ffn": [kept neuron indices per layer], "heads": [kept key /
@@ -230,6 +276,7 @@ def select_transformer_units(
     check_instance("model", model, keras.Model, "a keras.Model")
     check_choice("importance", importance, IMPORTANCES)
     layout = Layout(model)
+    uniform = _check_uniform(layout, uniform)
     axis_ratios = {
         "ffn": ffn_ratio,
         "heads": head_ratio,
@@ -242,7 +289,10 @@ def select_transformer_units(
     plan = {}
     for axis in ("ffn", "heads"):
         per_layer = user.get(axis, magnitude[axis])
-        plan[axis] = [_keep(s, counts[axis]) for s in per_layer]
+        if uniform:
+            plan[axis] = [_keep(s, k) for s, k in zip(per_layer, counts[axis])]
+        else:
+            plan[axis] = _keep_across(per_layer, counts[axis])
     plan["hidden"] = _keep(
         user.get("hidden", magnitude["hidden"]), counts["hidden"]
     )
@@ -250,9 +300,19 @@ def select_transformer_units(
 
 
 def zero_plan(layout: Layout) -> dict:
-    """Keep all but the units whose weights are all zero (as many per layer
-    as every layer has)."""
+    """Keep all but the units whose weights are all zero: each layer's own
+    zeros where the class holds a width per layer (at least one unit
+    stays), else as many per layer as every layer has."""
     magnitude = unit_scores(layout, "l1")
+    if layout.family.per_layer:
+        plan = {
+            axis: [_keep(s, max(int(np.sum(s != 0)), 1)) for s in scores]
+            for axis, scores in magnitude.items()
+            if axis != "hidden"
+        }
+        hidden = magnitude["hidden"]
+        plan["hidden"] = _keep(hidden, max(int(np.sum(hidden != 0)), 1))
+        return plan
     removed = {
         axis: min(int(np.sum(s == 0)) for s in magnitude[axis])
         for axis in ("ffn", "heads")

@@ -12,13 +12,17 @@ can be removed:
 - `"hidden"`: residual-stream channels (embeddings, every projection,
   every norm, the output head).
 
-Each layer chooses its own units, the same number per layer, because
-these classes hold one width per axis in their config. The result is the
-same class, rebuilt from the smaller config, with the kept weights copied
-in. Removing feed-forward neurons or heads computes exactly what the model
-with those units zeroed computes (`zero_transformer_units`); removing
-hidden channels changes the statistics of every LayerNorm / RMSNorm, so
-it is an approximation that needs fine-tuning.
+Each layer chooses its own units. keras-hub classes hold one width per
+axis in their config, so every layer keeps the same number; the
+package's `TransformerLM` holds a width per layer (`num_heads` and
+`intermediate_dim` lists, its own `head_dim`), so its layers may keep
+different numbers (`uniform=False`, or a `plan` / zeros that differ per
+layer). The result is the same class, rebuilt from the smaller config,
+with the kept weights copied in. Removing feed-forward neurons or heads
+computes exactly what the model with those units zeroed computes
+(`zero_transformer_units`); removing hidden channels changes the
+statistics of every LayerNorm / RMSNorm, so it is an approximation that
+needs fine-tuning.
 """
 
 from typing import Any
@@ -130,9 +134,18 @@ def _copy_into(layout, new, values):
     return new
 
 
+def _width(sizes):
+    """One width for every layer, or a list where the layers differ."""
+    sizes = [int(n) for n in sizes]
+    return sizes[0] if len(set(sizes)) == 1 else sizes
+
+
 def _counts_of(layout, plan):
     counts = {"hidden": len(plan["hidden"])}
     for axis in ("ffn", "heads"):
+        if layout.family.per_layer:
+            counts[axis] = _width([len(k) for k in plan[axis]])
+            continue
         sizes = {len(k) for k in plan[axis]}
         if len(sizes) != 1:
             fail(
@@ -183,7 +196,8 @@ def zero_transformer_units(model: keras.Model, plan: dict) -> keras.Model:
     layout = Layout(model)
     plan = _check_plan(layout, plan)
     counts = {"hidden": layout.hidden_dim}
-    counts.update({axis: layout.widths[axis][0] for axis in ("ffn", "heads")})
+    for axis in ("ffn", "heads"):
+        counts[axis] = _width(layout.widths[axis])
     new = rebuild(layout, counts)
     values = [_zero(layout, plan, v, dims) for v, dims in layout.entries]
     return _copy_into(layout, new, values)
@@ -197,66 +211,81 @@ def shrink_by_ratio(
     head_ratio: float | None = None,
     hidden_ratio: float | None = None,
     scores: dict | None = None,
+    uniform: bool = True,
 ) -> keras.Model:
     """`shrink` of a Transformer: select the units, then remove them.
 
     With no ratio and no scores, removes the units whose weights are all
-    zero (the same number in every layer).
+    zero (the same number in every layer, or each layer's own on a
+    `TransformerLM`).
     """
     options = (ratio, ffn_ratio, head_ratio, hidden_ratio, scores)
     if all(value is None for value in options):
         check_instance("model", model, keras.Model, "a keras.Model")
         return shrink_transformer(model, zero_plan(Layout(model)))
     plan = select_transformer_units(
-        model, ratio, ffn_ratio, head_ratio, hidden_ratio, scores, importance
+        model,
+        ratio,
+        ffn_ratio,
+        head_ratio,
+        hidden_ratio,
+        scores,
+        importance,
+        uniform=uniform,
     )
     return shrink_transformer(model, plan)
 
 
-def takes(model: keras.Model, ratio: float | None, *widths: Any) -> bool:
+def takes(
+    model: keras.Model, ratio: float | None, *widths: Any, uniform: bool = True
+) -> bool:
     """Whether `shrink(model, ...)` is width removal of a Transformer.
 
     A keras-hub Transformer always is; a `TransformerLM` is when a ratio
-    or scores are given or whole heads or hidden channels are zeroed
-    (otherwise `shrink` removes its zeroed feed-forward units through the
-    functional graph, per layer). Per-axis ratios on any
+    or scores are given or whole units are zeroed in all their weights,
+    as `MagnitudePruning(structure="transformer")` leaves them (otherwise
+    `shrink` removes the units that filter pruning zeroed through the
+    functional graph). Per-axis ratios on any
     other model are refused.
     """
     found = find_family(model)
     given = [
         name for name, value in zip(_WIDTH_ARGS, widths) if value is not None
     ]
+    if uniform is not True:
+        given.append("uniform")
+    widths = (*widths, uniform)
     if found is None:
         if given:
             fail(
                 given[0],
-                "None for a model that is not a Transformer "
-                "known to width removal (a keras-hub task or backbone, "
-                "a `TransformerLM`)",
+                f"{'True' if given[0] == 'uniform' else 'None'} for a model "
+                "that is not a Transformer known to width removal (a "
+                "keras-hub task or backbone, a `TransformerLM`)",
                 dict(zip(_WIDTH_ARGS, widths))[given[0]],
             )
         return False
     if found[0] != "TransformerLM":
         return True
-    return ratio is not None or bool(given) or _zeroed_heads_or_hidden(model)
+    return ratio is not None or bool(given) or _zeroed_units(model)
 
 
-def _zeroed_heads_or_hidden(model):
-    """Whether a `TransformerLM` has whole heads or hidden channels zeroed
-    (as `MagnitudePruning(structure="transformer")` leaves them), which
-    only width removal takes out."""
+def _zeroed_units(model):
+    """Whether a `TransformerLM` has whole units zeroed in all their
+    weights (heads, feed-forward neurons or hidden channels)."""
     try:
         layout = Layout(model)
     except ValueError:  # options width removal has no rule for
         return False
     plan = zero_plan(layout)
-    heads = any(
-        len(kept) < n for kept, n in zip(plan["heads"], layout.widths["heads"])
+    return len(plan["hidden"]) < layout.hidden_dim or any(
+        len(kept) < n
+        for axis in ("ffn", "heads")
+        for kept, n in zip(plan[axis], layout.widths[axis])
     )
-    return heads or len(plan["hidden"]) < layout.hidden_dim
 
 
-_WIDTH_ARGS = ("ffn_ratio", "head_ratio", "hidden_ratio", "scores")
+_WIDTH_ARGS = ("ffn_ratio", "head_ratio", "hidden_ratio", "scores", "uniform")
 
 
 def is_nested_transformer(layer: keras.Layer) -> bool:
