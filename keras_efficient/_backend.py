@@ -7,6 +7,11 @@ Layers are written with `keras.ops`. Where one backend has a faster kernel
 on the same inputs. To add a fast path: write it beside the reference in the
 layer's module, list it in the layer's `IMPLEMENTATIONS`, say here which
 backends and devices have it (`FAST_PATHS`), and add the comparison test.
+
+Functions without a user-facing `implementation` argument (a loss's
+helpers) pick theirs through `dispatch`: the module registers a backend's
+version with `register_fast_path` and calls `dispatch(name, reference)`;
+`fast_paths(name)` lists them for the comparison test.
 """
 
 import re
@@ -19,6 +24,31 @@ FAST_PATHS = {
     # slower loop than the padded batched matmul, so "auto" skips it there.
     "ragged": ("jax", ("gpu", "tpu")),
 }
+
+
+# name -> {backend name: function}: filled by `register_fast_path`.
+_REGISTERED = {}
+
+
+def register_fast_path(name, backend_name):
+    """Decorator: `fn` is `name`'s fast path on `backend_name`."""
+
+    def register(fn):
+        _REGISTERED.setdefault(name, {})[backend_name] = fn
+        return fn
+
+    return register
+
+
+def dispatch(name, reference):
+    """`name`'s fast path on the backend in use, else `reference` (the
+    `keras.ops` function, which every fast path must match)."""
+    return _REGISTERED.get(name, {}).get(backend(), reference)
+
+
+def fast_paths(name):
+    """`{backend name: function}` registered for `name`."""
+    return dict(_REGISTERED.get(name, {}))
 
 
 def backend():
