@@ -8,7 +8,11 @@ It trains a small plain ResNet and the same network with LAuReL residual
 connections (`laurel="rw+lr"`: a learned weight on each branch plus a
 low-rank map of the shortcut) from the same seed, on the same data for the
 same number of steps, then prints test accuracy, parameter count and
-training step time side by side.
+training step time side by side. The step times come from the two
+trained models taking turns, epoch by epoch, for `TIMING_ROUNDS` rounds
+(so a busy machine slows both alike); the ratio printed is the median of
+the per-round ratios, stable to about +-0.03 between runs on a quiet
+machine, next to the share of extra FLOPs LAuReL adds (~2%).
 
 The data is scikit-learn's 8x8 handwritten digits (1,500 train / 297 test
 images): it is real image data, ships with scikit-learn (no download), and
@@ -41,6 +45,7 @@ import numpy as np  # noqa: E402
 
 from keras_efficient.applications import ResNet  # noqa: E402
 from keras_efficient.datasets import load_digits  # noqa: E402
+from keras_efficient.pruning.cost import model_cost  # noqa: E402
 
 SEED = 0
 # --quick: a smoke run (CI runs every example this way on every backend).
@@ -49,10 +54,14 @@ EPOCHS = 2 if QUICK else 12
 BATCH_SIZE = 64
 # --quick trains on the first 256 training images only (4 steps an epoch).
 TRAIN_SIZE = 256 if QUICK else None
+# Timed rounds after training: each round one epoch of each model, in
+# alternating order (24 steps an epoch on the full data).
+TIMING_ROUNDS = 3 if QUICK else 31
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Records the wall time of every training epoch."""
+    """Records the wall time of every training epoch (inside `fit`, so
+    not its setup)."""
 
     def on_train_begin(self, logs=None):
         self.times = []
@@ -90,25 +99,39 @@ def train_and_evaluate(laurel, data):
         # XLA on JAX and TensorFlow; torch runs eagerly.
         jit_compile=keras.backend.backend() != "torch",
     )
-    timer = EpochTimer()
     keras.utils.set_random_seed(SEED)  # Same shuffling for both models.
-    model.fit(
-        x_train,
-        y_train,
-        batch_size=BATCH_SIZE,
-        epochs=EPOCHS,
-        callbacks=[timer],
-        verbose=0,
-    )
-    steps = int(np.ceil(len(x_train) / BATCH_SIZE))
-    # The first epoch includes compilation: time the others.
-    step_ms = 1000 * float(np.median(timer.times[1:])) / steps
+    model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=EPOCHS, verbose=0)
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    return {
+    return model, {
         "accuracy": accuracy,
         "params": model.count_params(),
-        "step_ms": step_ms,
+        "flops": model_cost(model)["flops"],
     }
+
+
+def interleaved_step_times(models, x, y):
+    """Milliseconds a train step of each model, and the per-round ratios
+    of the second model to the first: the models take turns (ABBA...), one
+    epoch each a round, timed inside the epoch (compiled already)."""
+    names = list(models)
+    steps = int(np.ceil(len(x) / BATCH_SIZE))
+    times = {name: [] for name in names}
+    for round_index in range(TIMING_ROUNDS):
+        order = names if round_index % 2 == 0 else names[::-1]
+        for name in order:
+            timer = EpochTimer()
+            models[name].fit(
+                x,
+                y,
+                batch_size=BATCH_SIZE,
+                epochs=1,
+                callbacks=[timer],
+                verbose=0,
+                shuffle=False,
+            )
+            times[name].append(1000 * timer.times[0] / steps)
+    ratios = [b / a for a, b in zip(times[names[0]], times[names[1]])]
+    return {name: float(np.median(t)) for name, t in times.items()}, ratios
 
 
 def main():
@@ -119,10 +142,11 @@ def main():
         f"backend={keras.backend.backend()}  train={len(data[0][0])} "
         f"test={len(data[1][0])}  epochs={EPOCHS}  batch={BATCH_SIZE}"
     )
-    results = {}
+    results, models = {}, {}
     for name, laurel in [("plain ResNet", None), ("LAuReL rw+lr", "rw+lr")]:
-        results[name] = train_and_evaluate(laurel, data)
+        models[name], results[name] = train_and_evaluate(laurel, data)
         print(f"trained {name}")
+    step_ms, ratios = interleaved_step_times(models, *data[0])
 
     plain = results["plain ResNet"]
     print()
@@ -130,16 +154,22 @@ def main():
     for name, r in results.items():
         print(
             f"{name:<14}{r['accuracy']:>10.4f}{r['params']:>10,}"
-            f"{r['step_ms']:>10.1f}"
+            f"{step_ms[name]:>10.2f}"
         )
     laurel = results["LAuReL rw+lr"]
     extra = laurel["params"] - plain["params"]
+    low, ratio, high = np.percentile(ratios, [25, 50, 75])
+    flop_share = 100 * (laurel["flops"] / plain["flops"] - 1)
     print(
         f"\nLAuReL adds {extra:,} parameters "
-        f"(+{100 * extra / plain['params']:.2f}%), step time "
-        f"x{laurel['step_ms'] / plain['step_ms']:.2f}. "
-        "One seed on 297 test images: see benchmarks/laurel.py for "
-        "averages over seeds."
+        f"(+{100 * extra / plain['params']:.2f}%) and {flop_share:.1f}% "
+        f"FLOPs. Step time x{ratio:.3f} (median of {len(ratios)} "
+        f"interleaved rounds, IQR {low:.3f}-{high:.3f}): a LAuReL training "
+        f"step takes {ratio:.2f} times a plain one here. Above 1 + its "
+        "FLOP share is the cost of its extra small ops and memory passes "
+        "on a small CPU model; it shrinks as width grows "
+        "(benchmarks/overhead.py). One seed on 297 test images: see "
+        "benchmarks/laurel.py for accuracy over seeds."
     )
     print(f"total wall time {time.perf_counter() - start:.0f} s")
 

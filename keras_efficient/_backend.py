@@ -10,6 +10,11 @@ backends and devices have it (`FAST_PATHS`), and add the comparison test.
 LAuReL's RW+LR merge has no constructor argument (its config stays as in
 0.1.0): `laurel_merge_implementation` picks its path from the layer's
 `implementation` attribute (tests/test_laurel_ops.py compares the two).
+
+Functions without a user-facing `implementation` argument (a loss's
+helpers) pick theirs through `dispatch`: the module registers a backend's
+version with `register_fast_path` and calls `dispatch(name, reference)`;
+`fast_paths(name)` lists them for the comparison test.
 """
 
 import re
@@ -22,6 +27,31 @@ FAST_PATHS = {
     # slower loop than the padded batched matmul, so "auto" skips it there.
     "ragged": ("jax", ("gpu", "tpu")),
 }
+
+
+# name -> {backend name: function}: filled by `register_fast_path`.
+_REGISTERED = {}
+
+
+def register_fast_path(name, backend_name):
+    """Decorator: `fn` is `name`'s fast path on `backend_name`."""
+
+    def register(fn):
+        _REGISTERED.setdefault(name, {})[backend_name] = fn
+        return fn
+
+    return register
+
+
+def dispatch(name, reference):
+    """`name`'s fast path on the backend in use, else `reference` (the
+    `keras.ops` function, which every fast path must match)."""
+    return _REGISTERED.get(name, {}).get(backend(), reference)
+
+
+def fast_paths(name):
+    """`{backend name: function}` registered for `name`."""
+    return dict(_REGISTERED.get(name, {}))
 
 
 def backend():

@@ -141,3 +141,26 @@ def test_checks_family_differs_only_by_the_id_check():
         assert "`inputs` must be" not in str(error)
     f = overhead.checks_floor("id_check", cfg)
     assert 1.0 < f["floor"] < 1.001
+
+
+def test_targets_by_backend_and_width(tmp_path):
+    # JAX: the targets are set at d = 512 only for the Transformer.
+    assert overhead.target_for("transformer", "rw+lr", 512, "jax") == (
+        1.04,
+        "target",
+    )
+    assert overhead.target_for("transformer", "rw+lr", 128, "jax")[0] is None
+    # The losses keep their own target on every backend.
+    assert overhead.target_for("loss", "slam", 256, "torch")[0] == 1.05
+    # The models on TF / torch: within 0.05 of the recorded JAX ratio.
+    jax = {"transformer/altup2/d512": 1.031}
+    threshold, basis = overhead.target_for(
+        "transformer", "altup2", 512, "tensorflow", jax
+    )
+    assert abs(threshold - 1.081) < 1e-9 and "1.031" in basis
+    threshold, _ = overhead.target_for("transformer", "altup2", 512, "torch")
+    assert abs(threshold - 1.10) < 1e-9  # no JAX run: its target + 0.05
+    path = tmp_path / "overhead.jax.json"
+    path.write_text('{"figures": [{"name": "a/b/d1", "median": 1.5}]}')
+    assert overhead.jax_medians(str(path)) == {"a/b/d1": 1.5}
+    assert overhead.jax_medians(str(tmp_path / "missing.json")) == {}

@@ -1,0 +1,126 @@
+"""Every fast path registered with `_backend.register_fast_path` against
+its `keras.ops` reference: values and gradients, on the backend in use
+(a fast path of another backend is checked when the suite runs there)."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_efficient import _backend
+from keras_efficient.distillation import _common
+from keras_efficient.distillation import _interpolation
+
+# Three knot tables of different lengths; the second has a repeated knot
+# (a jump) and the third a single knot (constant).
+TABLES = [
+    ([0.0, 0.2, 0.5, 0.9], [0.3, 0.4, 0.8, 0.95]),
+    ([0.1, 0.4, 0.4, 0.7, 1.0], [0.2, 0.3, 0.6, 0.7, 0.9]),
+    ([0.5], [0.75]),
+]
+
+CASES = {
+    # name -> (the keras.ops reference, a function making its input)
+    "margin": (
+        _common._margin_reductions,
+        lambda rng: rng.dirichlet(np.full(7, 0.5), size=(5, 3)),
+    ),
+    "interpolate_tables": (
+        lambda m: _interpolation._interpolate_compare(
+            [_interpolation._padded(list(x), list(y)) for x, y in TABLES], m
+        ),
+        # Margins off the knots (the derivative is defined), beyond both
+        # ends and on the repeated knot itself.
+        lambda rng: np.concatenate(
+            [rng.uniform(-0.2, 1.2, size=(29,)), [0.4, 0.2, 1.0]]
+        ).reshape(4, 8),
+    ),
+}
+
+
+def _fast_path(name):
+    fast = _backend.fast_paths(name).get(keras.backend.backend())
+    if name == "interpolate_tables" and fast is not None:
+        tables = [_interpolation._padded(list(x), list(y)) for x, y in TABLES]
+        return lambda m: fast(tables, m)
+    return fast
+
+
+def _value_and_grad(fn, x):
+    """`fn(x)` and the gradient of `sum(fn(x) * w)` (a fixed `w`)."""
+    backend = keras.backend.backend()
+    x = np.asarray(x, "float32")
+    w = np.random.default_rng(1).normal(size=np.shape(fn(x))).astype("f4")
+    if backend == "jax":
+        import jax
+
+        value = fn(x)
+        grad = jax.grad(lambda x: (fn(x) * w).sum())(x)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = fn(x)
+            total = tf.reduce_sum(value * w)
+        grad = tape.gradient(total, x)
+    else:
+        import torch
+
+        x = torch.tensor(x, requires_grad=True)
+        value = fn(x)
+        (value * torch.tensor(w)).sum().backward()
+        grad = x.grad
+    return ops.convert_to_numpy(value), ops.convert_to_numpy(grad)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fast_path_matches_reference(name):
+    reference, make_input = CASES[name]
+    fast = _fast_path(name)
+    if fast is None:
+        # No fast path here: dispatch must give the reference itself.
+        assert _backend.dispatch(name, reference) is reference
+        pytest.skip(f"no {name} fast path on {keras.backend.backend()}")
+    x = make_input(np.random.default_rng(0))
+    ref_value, ref_grad = _value_and_grad(reference, x)
+    value, grad = _value_and_grad(fast, x)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-5, atol=1e-6)
+    # The values are not trivially equal: the inputs reach several
+    # segments / classes.
+    assert np.ptp(ref_value) > 0.1 and np.abs(ref_grad).sum() > 0
+
+
+def test_dispatch_takes_the_registered_backend_only():
+    def reference(x):
+        return "reference"
+
+    _backend.register_fast_path("_test_only", "no-such-backend")(
+        lambda x: "fast"
+    )
+    try:
+        assert _backend.dispatch("_test_only", reference) is reference
+        here = keras.backend.backend()
+        _backend.register_fast_path("_test_only", here)(lambda x: "fast")
+        assert _backend.dispatch("_test_only", reference)(0) == "fast"
+    finally:
+        _backend._REGISTERED.pop("_test_only")
+
+
+def test_margin_and_interpolation_use_the_dispatch():
+    """The public helpers give the reference's values on every backend."""
+    rng = np.random.default_rng(2)
+    probs = rng.dirichlet(np.full(5, 0.5), size=16).astype("float32")
+    expected = np.sort(probs, -1)[:, -1] - np.sort(probs, -1)[:, -2]
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(_common.margin(probs)), expected, atol=1e-6
+    )
+    xs, ys = TABLES[0]
+    m = rng.uniform(-0.1, 1.0, size=(16,)).astype("float32")
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(_interpolation.interpolate(xs, ys, m)),
+        np.interp(m, xs, ys),
+        atol=1e-6,
+    )
