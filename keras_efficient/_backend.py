@@ -1,19 +1,18 @@
 """Backend probes and fast-path dispatch (private).
 
-Layers are written with `keras.ops`. Where one backend has a faster kernel
-(e.g. `jax.lax.ragged_dot` for grouped expert matmuls), the layer keeps its
-`keras.ops` reference path and picks between the two through
-`resolve_implementation`; a test compares the fast path with the reference
-on the same inputs. To add a fast path: write it beside the reference in the
-layer's module, list it in the layer's `IMPLEMENTATIONS`, say here which
-backends and devices have it (`FAST_PATHS`), and add the comparison test.
-LAuReL's RW+LR merge has no constructor argument (its config stays as in
-0.1.0): `laurel_merge_implementation` picks its path from the layer's
-`implementation` attribute (tests/test_laurel_ops.py compares the two).
+Layers are written with `keras.ops`. Where a faster path exists (e.g.
+`jax.lax.ragged_dot` for grouped expert matmuls, a hand-written gradient
+for LAuReL's RW+LR merge), the layer keeps its `keras.ops` reference path
+and picks between the two through `resolve_implementation`, from its
+`implementation` (a constructor argument of `MixtureOfExperts`; a plain
+attribute of `LaurelResidual`, whose config stays as in 0.1.0); a test
+compares the fast path with the reference on the same inputs. To add one:
+write it beside the reference in the layer's module, say here where it runs
+and where `"auto"` takes it (`FAST_PATHS`), and add the comparison test.
 
-Functions without a user-facing `implementation` argument (a loss's
-helpers) pick theirs through `dispatch`: the module registers a backend's
-version with `register_fast_path` and calls `dispatch(name, reference)`;
+Functions without an `implementation` (a loss's helpers) pick theirs
+through `dispatch`: the module registers a backend's version with
+`register_fast_path` and calls `dispatch(name, reference)`;
 `fast_paths(name)` lists them for the comparison test.
 """
 
@@ -21,11 +20,20 @@ import re
 
 import keras
 
-# implementation name -> (backend it needs, platforms where "auto" takes it)
+# implementation name -> (backends it runs on, {backend: platforms where
+# "auto" takes it}).
 FAST_PATHS = {
     # ragged_dot is a grouped GEMM on GPU / TPU; on CPU XLA lowers it to a
     # slower loop than the padded batched matmul, so "auto" skips it there.
-    "ragged": ("jax", ("gpu", "tpu")),
+    "ragged": (("jax",), {"jax": ("gpu", "tpu")}),
+    # LAuReL's RW+LR merge with a gradient that stores only `A x`
+    # (layers/laurel_ops.py): JAX's compiled step moves 51 MB less a step
+    # at d = 512 (benchmarks/laurel_profile.py). TensorFlow and torch run
+    # it when asked (tests/test_laurel_ops.py) but have no timing yet.
+    "fused": (
+        ("jax", "tensorflow", "torch"),
+        {"jax": ("cpu", "gpu", "tpu")},
+    ),
 }
 
 
@@ -66,30 +74,39 @@ def jax_platform():
     return jax.devices()[0].platform
 
 
-def resolve_implementation(implementation, name="implementation"):
-    """Maps `"auto"` to the fastest path here; checks an explicit choice.
+def resolve_implementation(implementation, paths, name="implementation"):
+    """Maps `"auto"` to the fastest of `paths` here; checks an explicit
+    choice.
 
     `"reference"` (the `keras.ops` path) runs everywhere. A fast path named
-    in `FAST_PATHS` runs only on its backend; `"auto"` takes it where its
+    in `FAST_PATHS` runs only on its backends; `"auto"` takes it where its
     platform list says it is faster.
     """
+    allowed = ("auto", "reference", *paths)
+    if implementation not in allowed:
+        raise ValueError(
+            f"`{name}` must be one of {allowed}. Received: "
+            f"{name}={implementation!r}"
+        )
     if implementation in ("auto", "reference"):
-        for fast, (needs, platforms) in FAST_PATHS.items():
-            if (
-                implementation == "auto"
-                and backend() == needs
-                and jax_platform() in platforms
-            ):
+        for fast in paths:
+            platforms = FAST_PATHS[fast][1].get(backend(), ())
+            if implementation == "auto" and _platform() in platforms:
                 return fast
         return "reference"
-    needs = FAST_PATHS[implementation][0]
-    if backend() != needs:
+    runs_on = FAST_PATHS[implementation][0]
+    if backend() not in runs_on:
         raise ValueError(
-            f"`{name}={implementation!r}` needs the {needs!r} backend; use "
-            f"'reference' or 'auto'. Received: {name}={implementation!r} on "
-            f"backend {backend()!r}"
+            f"`{name}={implementation!r}` needs the backend "
+            f"{' or '.join(map(repr, runs_on))}; use 'reference' or 'auto'. "
+            f"Received: {name}={implementation!r} on backend {backend()!r}"
         )
     return implementation
+
+
+def _platform():
+    """The device platform of the backend in use (`"cpu"` off JAX)."""
+    return jax_platform() if backend() == "jax" else "cpu"
 
 
 def is_concrete(x):
@@ -135,30 +152,3 @@ def read_tensor(value, dtype):
 
         return tf.cast(tf.identity(keras.ops.convert_to_tensor(value)), dtype)
     return keras.ops.convert_to_tensor(value, dtype)
-
-
-# LAuReL's RW+LR merge (`layers/laurel_ops.py`): the backends on which
-# "auto" takes the hand-written gradient ("fused") over the keras.ops
-# reference. JAX: its compiled step moves 51 MB less a step at d = 512
-# (benchmarks/laurel_profile.py); TensorFlow and torch run it when asked
-# (tests/test_laurel_ops.py) but have no timing yet.
-LAUREL_MERGE_FAST = ("jax",)
-
-
-def laurel_merge_implementation(implementation="auto"):
-    """`"reference"` or `"fused"`: how `LaurelResidual` computes the RW+LR
-    merge `alpha f + beta (x + B(A x))` here.
-
-    `"reference"` is the `keras.ops` expression with its autodiff gradient;
-    `"fused"` the same values with a hand-written gradient
-    (`keras.ops.custom_gradient`, every backend). `"auto"` takes `"fused"`
-    on the backends in `LAUREL_MERGE_FAST` (JAX).
-    """
-    if implementation not in ("auto", "reference", "fused"):
-        raise ValueError(
-            "`implementation` must be one of 'auto', 'reference', 'fused'. "
-            f"Received: implementation={implementation!r}"
-        )
-    if implementation == "auto":
-        return "fused" if backend() in LAUREL_MERGE_FAST else "reference"
-    return implementation

@@ -114,8 +114,12 @@ def test_layer_paths_agree(per_dimension):
 
 
 def test_auto_takes_the_fused_merge_and_bad_names_raise():
-    expected = "fused" if BACKEND in _backend.LAUREL_MERGE_FAST else "reference"
-    assert _backend.laurel_merge_implementation("auto") == expected
-    assert _backend.laurel_merge_implementation("reference") == "reference"
+    expected = "fused" if BACKEND == "jax" else "reference"
+    paths = ("fused",)
+    assert _backend.resolve_implementation("auto", paths) == expected
+    assert _backend.resolve_implementation("reference", paths) == "reference"
+    assert _backend.resolve_implementation("fused", paths) == "fused"
     with pytest.raises(ValueError, match="implementation='fast'"):
-        _backend.laurel_merge_implementation("fast")
+        _backend.resolve_implementation("fast", paths)
+    with pytest.raises(ValueError, match="implementation='ragged'"):
+        _backend.resolve_implementation("ragged", paths)

@@ -28,7 +28,7 @@ from keras_efficient.layers.laurel_options import laurel_options
 from keras_efficient.layers.laurel_options import options_config
 from keras_efficient.layers.laurel_options import same_shape
 
-# How `call` computes the RW+LR merge (`_backend.laurel_merge_implementation`
+# How `call` computes the RW+LR merge (`_backend.resolve_implementation`
 # picks one; both give the same values and gradients).
 MERGES = {"reference": rw_lr_reference, "fused": rw_lr_fused}
 
@@ -67,7 +67,7 @@ class LaurelResidual(keras.layers.Layer):
     stores only `A x` (`laurel_ops.rw_lr_fused`; same values and gradients
     as the `keras.ops` expression); the attribute `implementation`
     (`"auto"`, `"reference"` or `"fused"`) picks the path (see
-    `_backend.laurel_merge_implementation`).
+    `_backend.FAST_PATHS`).
 
     Here `D` is the size of the last axis, `r` is `rank`, `k` is
     `num_activations`, `x_{i-0} = x` and `x_{i-1}, x_{i-2}, ...` are the
@@ -320,7 +320,7 @@ class LaurelResidual(keras.layers.Layer):
         if self._has_rw and self._has_lr:
             alpha, beta = self._alpha_beta(dtype)
             merge = MERGES[
-                _backend.laurel_merge_implementation(self.implementation)
+                _backend.resolve_implementation(self.implementation, ("fused",))
             ]
             kernel_a = _backend.read_tensor(self.lr_kernel_a, dtype)
             kernel_b = _backend.read_tensor(self.lr_kernel_b, dtype)

@@ -171,7 +171,7 @@ class MixtureOfExperts(keras.layers.Layer):
             "num_shared_experts", num_shared_experts, min_value=0
         )
         check_choice("implementation", implementation, IMPLEMENTATIONS)
-        _backend.resolve_implementation(implementation)
+        _backend.resolve_implementation(implementation, ("ragged",))
         self.activation = keras.activations.get(activation)
         self.num_bits = num_bits
         self.kernel_initializer = (
@@ -312,7 +312,7 @@ class MixtureOfExperts(keras.layers.Layer):
     def _experts(self, x, token, expert, num_tokens):
         names = ("kernel_in", "bias_in", "kernel_out", "bias_out")
         weights = tuple(ops.convert_to_tensor(getattr(self, n)) for n in names)
-        impl = _backend.resolve_implementation(self.implementation)
+        impl = _backend.resolve_implementation(self.implementation, ("ragged",))
         capacity = self.capacity(num_tokens)
         if capacity is None:
             self._record_dropped(ops.zeros((), "float32"))
