@@ -16,12 +16,13 @@ end.
 
 Family `ids`: a token-id check (`check_ids_in_range`) before an
 `Embedding(1000, d)` -> mean over 16 positions -> Dense(d) -> Dense(10)
-classifier, batch 256, against the same model unchecked; on JAX both
-mechanisms, `raise_if` (`lax.cond` + `jax.debug.callback`, an effect) and
-`raise_with` (a `jax.pure_callback` tied to the embedding output), plus
-the host CPU time each adds to one call of a jitted function (the effect
-takes a jitted call off JAX's fast C++ dispatch path); on TensorFlow with
-`jit_compile=True`, the status write in the step and the check after it.
+classifier, batch 256, against the same model unchecked. On JAX two
+places to tie the check (a `lax.cond` whose failing branch calls
+`jax.pure_callback`): `ids_tied`, what `check_ids_in_range` does (a zero
+from the check added to the ids), and `output_tied` (added to the
+embedding output instead), plus the host CPU time each adds to one call
+of a jitted function; on TensorFlow with `jit_compile=True`, `ids_tied` is
+the status write in the step and the check after it.
 
     KERAS_BACKEND=jax python benchmarks/overhead_checks.py [--quick]
         [--widths 64 256] [--repeats 9] [--families losses ids]
@@ -231,8 +232,8 @@ def _ids_problem(ids, size):
 
 class CheckedEmbedding(keras.layers.Layer):
     """An `Embedding` whose ids are checked by `mechanism`: "none",
-    "raise_if" (`check_ids_in_range`) or "raise_with" (tied to the
-    embedding output)."""
+    "ids_tied" (`check_ids_in_range`) or "output_tied" (the same check
+    tied to the embedding output)."""
 
     def __init__(self, size, dim, mechanism, **kwargs):
         super().__init__(**kwargs)
@@ -240,16 +241,16 @@ class CheckedEmbedding(keras.layers.Layer):
         self.embedding = keras.layers.Embedding(size, dim)
 
     def call(self, ids):
-        if self.mechanism == "raise_if":
+        if self.mechanism == "ids_tied":
             ids = _data_checks.check_ids_in_range(ids, self.size)
         out = self.embedding(ids)
-        if self.mechanism == "raise_with":
+        if self.mechanism == "output_tied":
             out = _data_checks.raise_with(out, [_ids_problem(ids, self.size)])
         return out
 
 
 def _ids_mechanisms():
-    return ("raise_if", "raise_with") if BACKEND == "jax" else ("raise_if",)
+    return ("ids_tied", "output_tied") if BACKEND == "jax" else ("ids_tied",)
 
 
 def run_ids(d, batch, steps, repeats):
@@ -311,10 +312,10 @@ def ids_dispatch_cost(batch, calls, repeats):
 
     def step(mechanism):
         def f(ids, table):
-            if mechanism == "raise_if":
+            if mechanism == "ids_tied":
                 ids = _data_checks.check_ids_in_range(ids, IDS_VOCABULARY)
             out = ops.take(table, ids, axis=0)
-            if mechanism == "raise_with":
+            if mechanism == "output_tied":
                 out = _data_checks.raise_with(
                     out, [_ids_problem(ids, IDS_VOCABULARY)]
                 )
