@@ -187,7 +187,7 @@ def test_laurel_and_lm_signatures_show_their_options():
         assert set(OPTIONS) <= set(params), cls.__name__
         assert params["rank"].default == 16
     params = inspect.signature(TransformerLM.__init__).parameters
-    assert len([p for p in params if p not in ("self", "kwargs")]) == 23
+    assert len([p for p in params if p not in ("self", "kwargs")]) == 24
     assert params["altup"].annotation is int
 
 

@@ -23,6 +23,9 @@ left out of the means. Every family `shrink` knows is read the same way:
 Gemma backbones and tasks.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import keras
 import numpy as np
 
@@ -86,7 +89,7 @@ class Recording:
     runs its own `call` and then passes `(site, tensor)` to `record`.
     """
 
-    def __init__(self, sites, record):
+    def __init__(self, sites: list, record: Callable[[Any, Any], None]):
         self.sites, self.record = sites, record
 
     def _shadow(self, site):

@@ -23,10 +23,14 @@ step of a 2-layer `TransformerLM` at d = 512, r = 64 (see
 (`per_dimension=True`), already in the compute dtype.
 """
 
+from typing import Any
+
 from keras import ops
 
 
-def rw_lr_reference(x, fx, kernel_a, kernel_b, alpha, beta):
+def rw_lr_reference(
+    x: Any, fx: Any, kernel_a: Any, kernel_b: Any, alpha: Any, beta: Any
+) -> Any:
     """`alpha * fx + beta * (x + (x @ kernel_a) @ kernel_b)`, `keras.ops`."""
     low_rank = ops.matmul(ops.matmul(x, kernel_a), kernel_b)
     return alpha * fx + beta * (x + low_rank)
@@ -48,7 +52,9 @@ def _sum_to(value, like):
 
 
 @ops.custom_gradient
-def rw_lr_fused(x, fx, kernel_a, kernel_b, alpha, beta):
+def rw_lr_fused(
+    x: Any, fx: Any, kernel_a: Any, kernel_b: Any, alpha: Any, beta: Any
+) -> Any:
     """`rw_lr_reference` with a gradient that stores only `A x`."""
     projected = ops.matmul(x, kernel_a)
     output = alpha * fx + beta * (x + ops.matmul(projected, kernel_b))

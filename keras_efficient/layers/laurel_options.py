@@ -7,6 +7,7 @@ accepts an application accepts too.
 """
 
 import itertools
+from typing import Any
 
 import keras
 
@@ -145,7 +146,7 @@ def same_shape(a: tuple, b: tuple) -> bool:
     return all(p is None or q is None or p == q for p, q in zip(a, b))
 
 
-def check_previous(layer: keras.layers.Layer, previous, x) -> list:
+def check_previous(layer: keras.layers.Layer, previous: Any, x: Any) -> list:
     """`previous` (the PA history of a `LaurelResidual` call) as a list,
     checked against `layer`'s variant and `num_activations` and `x`."""
     if previous is None:
