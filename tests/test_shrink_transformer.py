@@ -422,6 +422,13 @@ def test_transformer_lm_options_without_rules_are_refused():
 @pytest.mark.skipif(
     keras.backend.backend() == "torch", reason="jit_compile on JAX / TF"
 )
+# TensorFlow's XLA compile of the GPT-2 step alone takes ~30 s of the CI
+# budget: slow there; the default run compiles it on JAX.
+@(
+    pytest.mark.slow
+    if keras.backend.backend() == "tensorflow"
+    else pytest.mark.usefixtures()
+)
 def test_shrunk_model_compiles():
     small = shrink(_gpt2(), ratio=0.5)
     small.compile(
