@@ -376,3 +376,30 @@ def compare_step_times(
 
 def median(values):
     return statistics.median(values)
+
+
+def compiled_train_step(model, loss_fn, x, y):
+    """The jitted stateless SGD train step of `model` on `(x, y)`, lowered
+    and compiled (JAX), and XLA's cost analysis of it as a dict."""
+    import jax
+
+    model(x[:1])  # builds the weights
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    def step(trainable, non_trainable, x, y):
+        def loss(trainable):
+            pred, updated = model.stateless_call(
+                trainable, non_trainable, x, training=True
+            )
+            return loss_fn(y, pred), updated
+
+        (value, updated), grads = jax.value_and_grad(loss, has_aux=True)(
+            trainable
+        )
+        new = [w - 1e-3 * g for w, g in zip(trainable, grads)]
+        return new, updated, value
+
+    compiled = jax.jit(step).lower(trainable, non_trainable, x, y).compile()
+    cost = compiled.cost_analysis()
+    return compiled, cost[0] if isinstance(cost, (list, tuple)) else cost

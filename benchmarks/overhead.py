@@ -93,6 +93,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import RESULTS_DIR  # noqa: E402
 from benchmarks.common import Progress  # noqa: E402
 from benchmarks.common import compare_step_times  # noqa: E402
+from benchmarks.common import compiled_train_step  # noqa: E402
 from benchmarks.common import figure  # noqa: E402
 from benchmarks.common import parse_args  # noqa: E402
 from benchmarks.common import print_table  # noqa: E402
@@ -530,31 +531,10 @@ def hlo_counts(text):
 
 def train_step_hlo(family, method, cfg, teacher=None):
     """Counts and XLA cost of the jitted stateless SGD train step (JAX)."""
-    import jax
-
     model, loss_fn = build(family, method, cfg, teacher)
     x, y = make_data(family, cfg, cfg["batch"])
-    model(x[:1])  # builds the weights
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-
-    def step(trainable, non_trainable, x, y):
-        def loss(trainable):
-            pred, updated = model.stateless_call(
-                trainable, non_trainable, x, training=True
-            )
-            return loss_fn(y, pred), updated
-
-        (value, updated), grads = jax.value_and_grad(loss, has_aux=True)(
-            trainable
-        )
-        new = [w - 1e-3 * g for w, g in zip(trainable, grads)]
-        return new, updated, value
-
-    compiled = jax.jit(step).lower(trainable, non_trainable, x, y).compile()
+    compiled, cost = compiled_train_step(model, loss_fn, x, y)
     counts = hlo_counts(compiled.as_text())
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     counts["xla_flops"] = float(cost.get("flops", 0.0))
     counts["xla_bytes_accessed"] = float(cost.get("bytes accessed", 0.0))
     return counts
