@@ -193,7 +193,15 @@ def render_mutation(path):
         rate = "" if rate is None else f"{100 * rate:.1f}%"
         if rate and row["kill_rate"] < 0.9:
             rate += " ✗"
-        if row.get("not_checked"):
+        interval = row.get("kill_rate_95")
+        if row.get("sample"):
+            size = row["mutants"] - row.get("not_checked", 0)
+            rate += f" (random sample of {size}"
+            if interval:
+                low, high = (round(100 * bound) for bound in interval)
+                rate += f"; 95% {low}-{high}%"
+            rate += ")"
+        elif row.get("not_checked"):
             rate += f" (partial run: {row['not_checked']} not checked)"
         lines.append(
             f"| {module} | {row['mutants']} | {row['killed']} | "

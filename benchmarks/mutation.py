@@ -18,11 +18,25 @@ over the non-equivalent mutants.
 Modules already in the results file are kept unless run again, so the
 figures can be built up a module at a time. This is a benchmark, not a CI
 gate.
+
+A whole module can take hours on 2 cores (each mutant reruns the tests
+that reach its function). `--sample N` runs N mutants drawn uniformly at
+random (seeded) and records the kill rate with its 95% Wilson interval;
+the backend with the fastest test files here is TensorFlow
+(`KERAS_BACKEND=tensorflow`; torch aborts in mutmut's forked coverage run).
+Lines a backend never reaches (another backend's fast path) are not
+mutated, so the backend is recorded per module.
+
+    KERAS_BACKEND=tensorflow nice -n 5 python benchmarks/mutation.py \
+        --module layers/moe.py --sample 30 --max-children 2 \
+        --timeout-multiplier 10 --timeout-constant 5
 """
 
 import argparse
 import json
+import math
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -333,8 +347,20 @@ def _status_of(exit_code):
     return status_by_exit_code[exit_code]
 
 
-def run_module(module, tests, workdir, max_children=1, timeout=(15.0, 1.0)):
-    """Runs mutmut on one module; `{mutant name: status}`."""
+def run_module(
+    module,
+    tests,
+    workdir,
+    max_children=1,
+    timeout=(15.0, 1.0),
+    sample=None,
+    seed=0,
+):
+    """Runs mutmut on one module; `{mutant name: status}`.
+
+    With `sample`, only that many mutants, drawn uniformly at random (seeded
+    by `seed` and the module's name), are run; the rest read "not checked".
+    """
     work = _work_of(workdir, module)
     if work.exists():
         shutil.rmtree(work)
@@ -359,12 +385,34 @@ def run_module(module, tests, workdir, max_children=1, timeout=(15.0, 1.0)):
     env.setdefault("KERAS_BACKEND", "jax")
     command = [sys.executable, "-m", "mutmut", "run"]
     command += ["--max-children", str(max_children)]
-    run = subprocess.run(command, cwd=work, env=env)
+    names = []
+    if sample is not None:
+        # Generate the mutants and the test map only: a name that matches
+        # no mutant stops mutmut after both are saved (it asserts).
+        subprocess.run(
+            command + ["keras_efficient.no_such_mutant"],
+            cwd=work,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        names = sample_mutants(
+            sorted(read_statuses(work, module)), sample, seed, module
+        )
+    run = subprocess.run(command + names, cwd=work, env=env)
     if run.returncode:
         # A failing clean run or test collection leaves every mutant
         # unrun: refuse rather than overwrite the module's results.
         raise RuntimeError(f"mutmut exited with {run.returncode} on {module}")
     return read_statuses(work, module)
+
+
+def sample_mutants(names, size, seed, module):
+    """`size` of `names` drawn without replacement, the same on every run."""
+    if size >= len(names):
+        return list(names)
+    rng = random.Random(f"{seed}:{module}")
+    return sorted(rng.sample(names, size))
 
 
 def _work_of(workdir, module):
@@ -414,8 +462,23 @@ def summarize(module, statuses):
         **counts,
         "equivalent": seen_equivalent,
         "kill_rate": round(caught / scored, 4) if scored else None,
+        "kill_rate_95": wilson_interval(caught, scored),
         "surviving": survivors,
     }
+
+
+def wilson_interval(successes, trials, z=1.96):
+    """95% Wilson score interval of a proportion (sampled kill rates)."""
+    if not trials:
+        return None
+    p = successes / trials
+    centre = p + z * z / (2 * trials)
+    spread = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials**2))
+    denominator = 1 + z * z / trials
+    return [
+        round((centre - spread) / denominator, 4),
+        round((centre + spread) / denominator, 4),
+    ]
 
 
 def main():
@@ -442,6 +505,13 @@ def main():
         help="mutmut's timeout_constant in seconds (idem)",
     )
     parser.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        help="run only this many mutants per module, drawn at random",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="of --sample")
+    parser.add_argument(
         "--rescore",
         action="store_true",
         help="re-read a kept --workdir (after editing EQUIVALENT), no run",
@@ -462,6 +532,8 @@ def main():
                     workdir,
                     args.max_children,
                     (args.timeout_multiplier, args.timeout_constant),
+                    args.sample,
+                    args.seed,
                 )
             summary = summarize(module, statuses)
             summary["tests"] = MODULE_TESTS[module]
@@ -470,9 +542,14 @@ def main():
                     "multiplier": args.timeout_multiplier,
                     "constant_s": args.timeout_constant,
                 }
-            elif "timeout_limit" in results["modules"].get(module, {}):
-                previous = results["modules"][module]
-                summary["timeout_limit"] = previous["timeout_limit"]
+                summary["backend"] = os.environ.get("KERAS_BACKEND", "jax")
+                if args.sample is not None:
+                    summary["sample"] = {"size": args.sample, "seed": args.seed}
+            else:
+                previous = results["modules"].get(module, {})
+                for key in ("timeout_limit", "backend", "sample"):
+                    if key in previous:
+                        summary[key] = previous[key]
             # Re-read: another run may have written its modules meanwhile.
             if RESULTS.exists():
                 results["modules"] = json.loads(RESULTS.read_text())["modules"]
@@ -495,7 +572,6 @@ def main():
                 ),
             )
             results["tool"] = "mutmut " + _mutmut_version()
-            results["backend"] = os.environ.get("KERAS_BACKEND", "jax")
             results["not_run"] = sorted(
                 set(MODULE_TESTS) - set(results["modules"])
             )
