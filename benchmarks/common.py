@@ -25,14 +25,18 @@ import statistics
 import sys
 import time
 
-from benchmarks import progress
+# Some scripts import this file as `common` (make_readme_table.py,
+# compress.py), with only benchmarks/ on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import progress  # noqa: E402
 
 # Progress and step timing have their own modules; their names stay
 # importable from here, where every benchmark found them first.
-from benchmarks.progress import Progress  # noqa: F401
-from benchmarks.step_timing import compare_step_times  # noqa: F401
-from benchmarks.step_timing import compiled_train_step  # noqa: F401
-from benchmarks.step_timing import fit_time_per_step  # noqa: F401
+from benchmarks.progress import Progress  # noqa: E402, F401
+from benchmarks.step_timing import compare_step_times  # noqa: E402, F401
+from benchmarks.step_timing import compiled_train_step  # noqa: E402, F401
+from benchmarks.step_timing import fit_time_per_step  # noqa: E402, F401
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 
