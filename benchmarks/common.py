@@ -11,8 +11,10 @@ A figure is a dict made by `figure(...)`: a name, the raw values (one per
 seed or repeat), their mean and standard deviation, an optional target such
 as `("<=", 1.05)` and whether the mean meets it.
 
-Main loops show their progress through `Progress`, a `keras.utils.Progbar`
-that follows Keras's `verbose` convention (`--verbose`, see `parse_args`).
+Main loops show their progress through `Progress` (`progress.py`), a
+`keras.utils.Progbar` that follows Keras's `verbose` convention
+(`--verbose`, see `parse_args`). Models are timed against each other by
+`step_timing.py` (`compare_step_times` and its kin).
 """
 
 import argparse
@@ -23,11 +25,20 @@ import statistics
 import sys
 import time
 
-RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
+# Some scripts import this file as `common` (make_readme_table.py,
+# compress.py), with only benchmarks/ on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# The `--verbose` level `parse_args` resolved; `Progress` and
-# `compare_step_times` use it unless given their own.
-VERBOSE = 1
+from benchmarks import progress  # noqa: E402
+
+# Progress and step timing have their own modules; their names stay
+# importable from here, where every benchmark found them first.
+from benchmarks.progress import Progress  # noqa: E402, F401
+from benchmarks.step_timing import compare_step_times  # noqa: E402, F401
+from benchmarks.step_timing import compiled_train_step  # noqa: E402, F401
+from benchmarks.step_timing import fit_time_per_step  # noqa: E402, F401
+
+RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 
 _COMPARATORS = {
     "<=": lambda a, b: a <= b,
@@ -71,58 +82,8 @@ def parse_args(description, extra=None, full_help=None):
     args = parser.parse_args()
     if args.verbose is None:
         args.verbose = 1 if sys.stdout.isatty() else 2
-    global VERBOSE
-    VERBOSE = args.verbose
+    progress.VERBOSE = args.verbose
     return args
-
-
-class Progress:
-    """Progress of a benchmark's main loop on a `keras.utils.Progbar`.
-
-    Iterate over it as over `items`; the bar advances when the loop body of
-    an item is done. `verbose` follows Keras: 0 silent, 1 a bar redrawn in
-    place with an ETA, 2 no bar (for log files) but the loop's lines and a
-    summary line at the end. Lines the loop prints go through `log`, which
-    keeps them off the bar's line.
-
-    Args:
-        items: what the loop runs over (a sized iterable).
-        unit: what one item is, e.g. `"seed"` (shown as "s/seed").
-        verbose: 0, 1 or 2; default the `--verbose` of `parse_args`.
-    """
-
-    def __init__(self, items, unit="item", verbose=None):
-        import keras
-
-        self.items = list(items)
-        self.verbose = VERBOSE if verbose is None else verbose
-        self.done = 0
-        self.bar = keras.utils.Progbar(
-            len(self.items), verbose=self.verbose, interval=0, unit_name=unit
-        )
-
-    def __iter__(self):
-        if self.verbose == 1 and self.items:
-            self.bar.update(0)
-        for item in self.items:
-            yield item
-            self.done += 1
-            self.bar.update(self.done)
-
-    def log(self, message):
-        """Prints `message` on its own line (above the bar at verbose 1)."""
-        if self.verbose == 0:
-            return
-        if self.verbose == 1 and self.done < len(self.items):
-            # Clear the bar's line, print, then draw the bar again below
-            # (not at 1: a second update(1) restarts Progbar's step timer;
-            # the next item's update draws it).
-            sys.stdout.write("\r\x1b[2K")
-            print(message, flush=True)
-            if self.done != 1:
-                self.bar.update(self.done)
-        else:
-            print(message, flush=True)
 
 
 def figure(name, values, target=None, unit="", note=""):
@@ -315,91 +276,16 @@ def print_table(figures, title=None):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
 
 
-def fit_time_per_step(model, x, y, batch_size, steps):
-    """Seconds per train step of one `model.fit` epoch of `steps` steps."""
-    n = batch_size * steps
-    xs = _take(x, n)
-    ys = _take(y, n)
-    start = time.perf_counter()
-    model.fit(xs, ys, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
-    return (time.perf_counter() - start) / steps
-
-
-def _take(data, n):
-    import keras
-
-    return keras.tree.map_structure(lambda a: a[:n], data)
-
-
-def compare_step_times(
-    models, x, y, batch_size, steps=20, repeats=7, baseline=None, verbose=None
-):
-    """Median train-step times of compiled models, interleaved.
-
-    Each model runs one warm-up epoch (compilation), then the models take
-    turns for `repeats` rounds so slow drifts of the machine hit all of them
-    alike.
-
-    Args:
-        models: dict name -> compiled model, all fed the same `x`, `y`.
-        x, y: training data with at least `batch_size * steps` examples.
-        batch_size: batch size.
-        steps: steps per timed epoch.
-        repeats: timed rounds per model.
-        baseline: name of the model the ratios are relative to; default the
-            first.
-        verbose: progress over the rounds (see `Progress`).
-
-    Returns:
-        dict name -> {"step_seconds": [per round], "ratios": [per round]};
-        ratios are per round against the baseline's time in the same round.
-    """
-    names = list(models)
-    baseline = baseline or names[0]
-    for name in names:
-        fit_time_per_step(models[name], x, y, batch_size, min(steps, 3))
-        fit_time_per_step(models[name], x, y, batch_size, steps)
-    times = {name: [] for name in names}
-    for _ in Progress(range(repeats), "round", verbose):
-        for name in names:
-            times[name].append(
-                fit_time_per_step(models[name], x, y, batch_size, steps)
-            )
-    return {
-        name: {
-            "step_seconds": times[name],
-            "ratios": [t / b for t, b in zip(times[name], times[baseline])],
-        }
-        for name in names
-    }
-
-
 def median(values):
     return statistics.median(values)
 
 
-def compiled_train_step(model, loss_fn, x, y):
-    """The jitted stateless SGD train step of `model` on `(x, y)`, lowered
-    and compiled (JAX), and XLA's cost analysis of it as a dict."""
-    import jax
-
-    model(x[:1])  # builds the weights
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-
-    def step(trainable, non_trainable, x, y):
-        def loss(trainable):
-            pred, updated = model.stateless_call(
-                trainable, non_trainable, x, training=True
-            )
-            return loss_fn(y, pred), updated
-
-        (value, updated), grads = jax.value_and_grad(loss, has_aux=True)(
-            trainable
-        )
-        new = [w - 1e-3 * g for w, g in zip(trainable, grads)]
-        return new, updated, value
-
-    compiled = jax.jit(step).lower(trainable, non_trainable, x, y).compile()
-    cost = compiled.cost_analysis()
-    return compiled, cost[0] if isinstance(cost, (list, tuple)) else cost
+def spread(values):
+    """Median, interquartile range and min-max of per-round values."""
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+    return {
+        "median": statistics.median(values),
+        "iqr": [q[0], q[2]],
+        "min": min(values),
+        "max": max(values),
+    }

@@ -29,8 +29,9 @@ from benchmarks.common import median  # noqa: E402
 from benchmarks.common import parse_args  # noqa: E402
 from benchmarks.common import print_table  # noqa: E402
 from benchmarks.common import write_results  # noqa: E402
-from benchmarks.pruning import _CompileCounter  # noqa: E402
 from benchmarks.pruning import _with_callback  # noqa: E402
+from benchmarks.step_timing import CompileCounter  # noqa: E402
+from benchmarks.step_timing import load_average  # noqa: E402
 from keras_efficient.callbacks import MagnitudePruning  # noqa: E402
 from keras_efficient.pruning import ConstantSparsity  # noqa: E402
 from keras_efficient.pruning.targets import find_target_weights  # noqa: E402
@@ -68,10 +69,6 @@ def data(n, length=32):
     return x, ids[:, 1:]
 
 
-def load_average():
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
 def run(quick):
     batch, steps = 8, (10 if quick else 30)
     repeats = 3 if quick else 9
@@ -84,7 +81,7 @@ def run(quick):
     for model in models.values():  # compile outside the counted rounds
         model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
     load_before = load_average()
-    with _CompileCounter(models) as counted:
+    with CompileCounter(models) as counted:
         res = compare_step_times(
             models, x, y, batch, steps=steps, repeats=repeats, baseline="off"
         )
@@ -105,7 +102,7 @@ def run(quick):
                     f"{min(ratios):.3f}, max {max(ratios):.3f}); 1-min load "
                     f"average {load_before:.1f} before, {load_after:.1f} "
                     f"after; train-step compiles while timing: "
-                    f"{counted.jax_compiles} (JAX), train-function rebuilds: "
+                    f"{counted.train_step} (JAX), train-function rebuilds: "
                     f"{counted.rebuilds}"
                 ),
             )
@@ -115,7 +112,7 @@ def run(quick):
         "ratios": {k: v["ratios"] for k, v in res.items()},
         "load_average_1min": {"before": load_before, "after": load_after},
         "compiles_while_timing": {
-            "jax_train_step_compiles": counted.jax_compiles,
+            "jax_train_step_compiles": counted.train_step,
             "train_function_rebuilds": counted.rebuilds,
         },
     }

@@ -35,7 +35,6 @@ masked vs removed ResNet20: latency, parameters, FLOPs and accuracy; see
         [--timing-only | --structure]
 """
 
-import logging
 import os
 import sys
 import time
@@ -52,6 +51,7 @@ from benchmarks.common import median  # noqa: E402
 from benchmarks.common import parse_args  # noqa: E402
 from benchmarks.common import print_table  # noqa: E402
 from benchmarks.common import write_results  # noqa: E402
+from benchmarks.step_timing import CompileCounter  # noqa: E402
 from examples import pruning as tutorial  # noqa: E402
 from keras_efficient.callbacks import MagnitudePruning  # noqa: E402
 from keras_efficient.datasets import load_mnist1d  # noqa: E402
@@ -148,44 +148,6 @@ def timed_fit(model, callback, x, y, epochs):
     return time.perf_counter() - start
 
 
-class _CompileCounter:
-    """Train-step compilations: XLA compiles of `train_step` on JAX, and
-    rebuilds of `model.train_function` on every backend."""
-
-    def __init__(self, models):
-        self.models = models
-        self.jax_compiles = 0
-        self.functions = {}
-
-    def __enter__(self):
-        self.functions = {k: m.train_function for k, m in self.models.items()}
-        if keras.backend.backend() == "jax":
-            import jax
-
-            counter = self
-
-            class Handler(logging.Handler):
-                def emit(self, record):
-                    if "Compiling jit(train_step)" in record.getMessage():
-                        counter.jax_compiles += 1
-
-            self.handler = Handler()
-            logging.getLogger("jax").addHandler(self.handler)
-            jax.config.update("jax_log_compiles", True)
-        return self
-
-    def __exit__(self, *exc):
-        if keras.backend.backend() == "jax":
-            import jax
-
-            jax.config.update("jax_log_compiles", False)
-            logging.getLogger("jax").removeHandler(self.handler)
-        self.rebuilds = sum(
-            m.train_function is not self.functions[k]
-            for k, m in self.models.items()
-        )
-
-
 def _with_callback(model, callback):
     fit = model.fit
     model.fit = lambda *a, **k: fit(*a, **{**k, "callbacks": [callback]})
@@ -210,7 +172,7 @@ def timing(data, quick, prune_steps, frequency, ft_epochs):
         models[name].fit(
             x[: BATCH * 2], y[: BATCH * 2], batch_size=BATCH, verbose=0
         )
-    with _CompileCounter(models) as counted:
+    with CompileCounter(models) as counted:
         res = compare_step_times(
             models, x, y, BATCH, steps=steps, repeats=repeats, baseline="off"
         )
@@ -226,14 +188,14 @@ def timing(data, quick, prune_steps, frequency, ft_epochs):
                     f"pruned/plain fit, {steps}-step epochs, median of "
                     f"{repeats} interleaved rounds (min {min(ratios):.3f}, "
                     f"max {max(ratios):.3f}); train-step compiles while "
-                    f"timing: {counted.jax_compiles} (JAX), train-function "
+                    f"timing: {counted.train_step} (JAX), train-function "
                     f"rebuilds: {counted.rebuilds}"
                 ),
             )
         )
     extra["step_seconds"] = {k: v["step_seconds"] for k, v in res.items()}
     extra["compiles_while_timing"] = {
-        "jax_train_step_compiles": counted.jax_compiles,
+        "jax_train_step_compiles": counted.train_step,
         "train_function_rebuilds": counted.rebuilds,
     }
     return figures, extra

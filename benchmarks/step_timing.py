@@ -1,0 +1,189 @@
+"""Step timing shared by the benchmarks: interleaved train-step times of
+several models (wall time, or host CPU time and wall time), the compiled
+JAX train step with XLA's cost analysis, a counter of compilations while
+timing, and the 1-minute load average to record beside a timing.
+
+Models are always timed in one process, taking turns, so slow drifts of a
+shared machine hit all of them alike.
+"""
+
+import logging
+import os
+import time
+
+from benchmarks.progress import Progress
+
+
+def load_average():
+    """The 1-minute load average, or None where the OS has none."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def fit_time_per_step(model, x, y, batch_size, steps):
+    """Seconds per train step of one `model.fit` epoch of `steps` steps."""
+    n = batch_size * steps
+    xs = _take(x, n)
+    ys = _take(y, n)
+    start = time.perf_counter()
+    model.fit(xs, ys, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
+    return (time.perf_counter() - start) / steps
+
+
+def _take(data, n):
+    import keras
+
+    return keras.tree.map_structure(lambda a: a[:n], data)
+
+
+def compare_step_times(
+    models, x, y, batch_size, steps=20, repeats=7, baseline=None, verbose=None
+):
+    """Median train-step times of compiled models, interleaved.
+
+    Each model runs one warm-up epoch (compilation), then the models take
+    turns for `repeats` rounds so slow drifts of the machine hit all of them
+    alike.
+
+    Args:
+        models: dict name -> compiled model, all fed the same `x`, `y`.
+        x, y: training data with at least `batch_size * steps` examples.
+        batch_size: batch size.
+        steps: steps per timed epoch.
+        repeats: timed rounds per model.
+        baseline: name of the model the ratios are relative to; default the
+            first.
+        verbose: progress over the rounds (see `Progress`).
+
+    Returns:
+        dict name -> {"step_seconds": [per round], "ratios": [per round]};
+        ratios are per round against the baseline's time in the same round.
+    """
+    names = list(models)
+    baseline = baseline or names[0]
+    for name in names:
+        fit_time_per_step(models[name], x, y, batch_size, min(steps, 3))
+        fit_time_per_step(models[name], x, y, batch_size, steps)
+    times = {name: [] for name in names}
+    for _ in Progress(range(repeats), "round", verbose):
+        for name in names:
+            times[name].append(
+                fit_time_per_step(models[name], x, y, batch_size, steps)
+            )
+    return {
+        name: {
+            "step_seconds": times[name],
+            "ratios": [t / b for t, b in zip(times[name], times[baseline])],
+        }
+        for name in names
+    }
+
+
+def interleaved_cpu_times(models, x, y, batch, steps, repeats, baseline):
+    """Per-step host CPU time and wall time of one `fit` epoch per model,
+    models taking turns (ABBA) for `repeats` rounds after two warm-up
+    epochs each; ratios per round against `baseline`.
+
+    CPU time (`time.process_time`, all threads of this process) is the
+    primary figure: on a machine shared with other jobs, wall time mostly
+    measures the scheduler.
+
+    Returns:
+        dict name -> {"cpu", "wall": [per round], "cpu_ratios",
+        "wall_ratios": [per round]}.
+    """
+    times = {name: {"cpu": [], "wall": []} for name in models}
+    for model in models.values():
+        for _ in range(2):
+            model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+    names = list(models)
+    for r in range(repeats):
+        # ABBA order, so a systematic penalty on whichever model runs
+        # second in a round does not fall on one of them.
+        for name in names if r % 2 == 0 else names[::-1]:
+            model = models[name]
+            cpu, wall = time.process_time(), time.perf_counter()
+            model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+            times[name]["cpu"].append((time.process_time() - cpu) / steps)
+            times[name]["wall"].append((time.perf_counter() - wall) / steps)
+    base = times[baseline]
+    for t in times.values():
+        t["cpu_ratios"] = [a / b for a, b in zip(t["cpu"], base["cpu"])]
+        t["wall_ratios"] = [a / b for a, b in zip(t["wall"], base["wall"])]
+    return times
+
+
+class CompileCounter:
+    """Compilations while timing (a context manager): JAX "Compiling ..."
+    log records, all of them (`all`) and those of a train step
+    (`train_step`), and on every backend the rebuilds of the `models`'
+    `train_function` (`rebuilds`, counted on exit).
+
+    Args:
+        models: optional dict name -> compiled model.
+    """
+
+    def __init__(self, models=None):
+        self.models = models or {}
+        self.all = self.train_step = self.rebuilds = 0
+        self.functions = {}
+        self.handler = None
+
+    def __enter__(self):
+        import keras
+
+        self.functions = {k: m.train_function for k, m in self.models.items()}
+        if keras.backend.backend() == "jax":
+            import jax
+
+            counter = self
+
+            class Handler(logging.Handler):
+                def emit(self, record):
+                    message = record.getMessage()
+                    if message.startswith("Compiling"):
+                        counter.all += 1
+                        counter.train_step += "train_step" in message
+
+            self.handler = Handler()
+            logging.getLogger("jax").addHandler(self.handler)
+            jax.config.update("jax_log_compiles", True)
+        return self
+
+    def __exit__(self, *exc):
+        if self.handler is not None:
+            import jax
+
+            jax.config.update("jax_log_compiles", False)
+            logging.getLogger("jax").removeHandler(self.handler)
+            self.handler = None
+        self.rebuilds = sum(
+            m.train_function is not self.functions[k]
+            for k, m in self.models.items()
+        )
+
+
+def compiled_train_step(model, loss_fn, x, y):
+    """The jitted stateless SGD train step of `model` on `(x, y)`, lowered
+    and compiled (JAX), and XLA's cost analysis of it as a dict."""
+    import jax
+
+    model(x[:1])  # builds the weights
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    def step(trainable, non_trainable, x, y):
+        def loss(trainable):
+            pred, updated = model.stateless_call(
+                trainable, non_trainable, x, training=True
+            )
+            return loss_fn(y, pred), updated
+
+        (value, updated), grads = jax.value_and_grad(loss, has_aux=True)(
+            trainable
+        )
+        new = [w - 1e-3 * g for w, g in zip(trainable, grads)]
+        return new, updated, value
+
+    compiled = jax.jit(step).lower(trainable, non_trainable, x, y).compile()
+    cost = compiled.cost_analysis()
+    return compiled, cost[0] if isinstance(cost, (list, tuple)) else cost

@@ -1,0 +1,52 @@
+"""The benchmarks' shared step timing: the compile counter and the
+interleaved CPU-time loop, on a tiny model (no timing is asserted)."""
+
+import os
+import sys
+
+import keras
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import step_timing  # noqa: E402
+
+JIT = keras.backend.backend() != "torch"
+
+
+def _model():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse", jit_compile=JIT)
+    return model
+
+
+def test_compile_counter_counts_a_rebuilt_train_function():
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 2), "float32")
+    models = {"a": _model(), "b": _model()}
+    for model in models.values():
+        model.fit(x, y, batch_size=2, verbose=0)
+    with step_timing.CompileCounter(models) as counted:
+        models["a"].fit(x, y, batch_size=2, verbose=0)
+    assert counted.rebuilds == 0 and counted.train_step == 0
+    with step_timing.CompileCounter(models) as counted:
+        models["b"].compile(optimizer="sgd", loss="mse", jit_compile=JIT)
+        models["b"].fit(x, y, batch_size=2, verbose=0)
+        _model().fit(x, y, batch_size=2, verbose=0)  # a first compile
+    assert counted.rebuilds == 1
+    if keras.backend.backend() == "jax":
+        assert counted.train_step >= 1 and counted.all >= counted.train_step
+
+
+def test_interleaved_cpu_times_ratios_against_the_baseline():
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 2), "float32")
+    models = {"unchecked": _model(), "checked": _model()}
+    times = step_timing.interleaved_cpu_times(
+        models, x, y, batch=2, steps=2, repeats=3, baseline="unchecked"
+    )
+    assert times["unchecked"]["cpu_ratios"] == [1.0, 1.0, 1.0]
+    assert times["unchecked"]["wall_ratios"] == [1.0, 1.0, 1.0]
+    checked = times["checked"]
+    assert len(checked["cpu"]) == len(checked["wall"]) == 3
+    assert checked["cpu_ratios"] == [
+        a / b for a, b in zip(checked["cpu"], times["unchecked"]["cpu"])
+    ]
