@@ -3,10 +3,10 @@ backend in use; load-independent counts first.
 
 Models (2 layers, sequence 64, batch 16, head size 32, FFN 4d, vocabulary
 256, plain SGD), per width d: `plain` (`altup=1`) and `altup2` (`altup=2`,
-static coefficients, the overhead benchmark's AltUp). On torch also
-`altup2/unbound`: the same model with predict and correct written with
-torch's own ops (`unbind`, `addcmul`, `stack`), the candidate fast path
-measured and not adopted (see docs/methods/altup.md). Recorded:
+static coefficients, the overhead benchmark's AltUp: on torch its
+predict and correct take the fast path of `layers/altup/block_ops.py`).
+On torch also `altup2/reference`: the same model on the `keras.ops`
+reference of predict and correct. Recorded:
 
 - JAX: the jitted stateless SGD step (`common.compiled_train_step`):
   kernels of the entry computation, dots, layout copies, and XLA's cost
@@ -20,7 +20,8 @@ measured and not adopted (see docs/methods/altup.md). Recorded:
   over `--steps` steps (load-dependent; the 1-minute load average is
   recorded beside it).
 
-Each figure is `altup2` minus `plain` (and the candidate minus `altup2`).
+Each figure is `altup2` minus `plain` (on torch also the reference minus
+`plain`).
 
     KERAS_BACKEND=torch python benchmarks/altup_profile.py [--quick]
         [--widths 128 512] [--steps 5]
@@ -28,6 +29,7 @@ Each figure is `altup2` minus `plain` (and the candidate minus `altup2`).
 Writes `benchmarks/results/altup_profile[.<backend>].json`.
 """
 
+import functools
 import os
 import sys
 from collections import Counter
@@ -44,6 +46,7 @@ from benchmarks.common import write_results  # noqa: E402
 from benchmarks.laurel_profile import hlo_counts  # noqa: E402
 from keras_efficient.applications import TransformerLM  # noqa: E402
 from keras_efficient.layers import AltUp  # noqa: E402
+from keras_efficient.layers.altup import block_ops  # noqa: E402
 
 SEQ, BATCH, LAYERS, VOCAB, HEAD_SIZE = 64, 16, 2, 256, 32
 BACKEND = keras.backend.backend()
@@ -65,38 +68,17 @@ def build(name, d):
         num_heads=max(1, d // HEAD_SIZE),
         altup=1 if name == "plain" else 2,
     )
-    if name == "altup2/unbound":
+    if name == "altup2/reference":
         for layer in model._flatten_layers():
             if isinstance(layer, AltUp):
-                layer.predict = _unbound_predict.__get__(layer)
-                layer.correct = _unbound_correct.__get__(layer)
+                layer.predict = functools.partial(
+                    block_ops.predict_reference, num_blocks=2
+                )
+                layer.correct = functools.partial(
+                    block_ops.correct_reference,
+                    active_block=layer.active_block,
+                )
     return model
-
-
-def _unbound_predict(self, inputs, p):
-    """The candidate: `xhat_i = sum_j p_ij x_j` with `unbind` + `addcmul`."""
-    import torch
-
-    blocks = inputs.unbind(-2)
-    rows = []
-    for coefficients in p.unsqueeze(-1).unbind(-3):
-        c = coefficients.unbind(-2)
-        row = blocks[0] * c[0]
-        for j in range(1, self.num_blocks):
-            row = torch.addcmul(row, blocks[j], c[j])
-        rows.append(row)
-    return torch.stack(rows, -2)
-
-
-def _unbound_correct(self, predictions, outputs, g):
-    import torch
-
-    rows = predictions.unbind(-2)
-    innovation = outputs - rows[self.active_block]
-    gains = g.unsqueeze(-1).unbind(-2)
-    return torch.stack(
-        [torch.addcmul(r, innovation, k) for r, k in zip(rows, gains)], -2
-    )
 
 
 def make_data(n, seed=0):
@@ -134,7 +116,7 @@ def tensorflow_counts(model, x, y):
             loss = LOSS(y, model(x, training=True))
         grads = tape.gradient(loss, [w.value for w in weights])
         for w, g in zip(weights, grads):
-            w.assign_sub(1e-3 * g)
+            w.assign_sub(1e-3 * tf.convert_to_tensor(g))
         return loss
 
     x, y = tf.constant(x), tf.constant(y)
@@ -228,7 +210,7 @@ def profile_width(d, steps):
     x, y = make_data(BATCH)
     names = ["plain", "altup2"]
     if BACKEND == "torch":
-        names.append("altup2/unbound")
+        names.append("altup2/reference")
     counts = {}
     for name in names:
         model = build(name, d)
@@ -239,7 +221,7 @@ def profile_width(d, steps):
         else:
             counts[name] = torch_counts(model, x, y, steps)
     figures = []
-    for name, base in (("altup2", "plain"), ("altup2/unbound", "altup2")):
+    for name, base in (("altup2", "plain"), ("altup2/reference", "plain")):
         if name not in counts:
             continue
         diff = _difference(counts[base], counts[name])
