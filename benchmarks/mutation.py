@@ -284,6 +284,16 @@ EQUIVALENT = {
             "variable's dtype either way"
         ),
     },
+    "pruning/shrink.py": {
+        "x_select_units__mutmut_1": (
+            "`sparsity < 0` vs `<= 0`: at 0, keep_count keeps all n units, "
+            "so n - n = 0 units are selected either way"
+        ),
+        "x__shrink_config__mutmut_2": (
+            "the default importance was never used (both callers pass it); "
+            "the default has since been removed"
+        ),
+    },
     "distillation/kd.py": {
         "xǁKnowledgeDistillationLossǁ__init____mutmut_22": (
             "min_inclusive=None is falsy, the same as False"
@@ -440,6 +450,41 @@ def read_statuses(work, module):
     return {name: _status_of(code) for name, code in codes.items()}
 
 
+def recheck(work, module, tests, names):
+    """Reruns the module's tests, as they are now, on `names`.
+
+    For a surviving mutant that a new test is written for: the test files
+    are copied into the kept mutmut folder and run under each mutant (what
+    mutmut itself does, without regenerating mutants or their test map);
+    its result replaces the old one in mutmut's results file.
+    """
+    mutants = work / "mutants"
+    shutil.rmtree(mutants / "tests")
+    shutil.copytree(
+        ROOT / "tests",
+        mutants / "tests",
+        ignore=shutil.ignore_patterns("*.pyc"),
+    )
+    meta = mutants / "keras_efficient" / (module + ".meta")
+    data = json.loads(meta.read_text())
+    for name in names:
+        env = dict(os.environ, PYTHONPATH=str(mutants), MUTANT_UNDER_TEST=name)
+        env.setdefault("KERAS_BACKEND", "jax")
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-c",
+            str(work / "pytest.ini"),
+        ]
+        command += ["--rootdir=.", "-p", "no:xdist", "-x", "-q", *tests]
+        run = subprocess.run(command, cwd=mutants, env=env)
+        # pytest: 0 all passed (survived), 1 a test failed (killed).
+        data["exit_code_by_key"][name] = run.returncode
+        print(name, _status_of(run.returncode))
+    meta.write_text(json.dumps(data))
+
+
 def summarize(module, statuses):
     equivalent = EQUIVALENT.get(module, {})
     counts = {"mutants": len(statuses), "killed": 0, "survived": 0}
@@ -524,6 +569,15 @@ def main():
     )
     parser.add_argument("--seed", type=int, default=0, help="of --sample")
     parser.add_argument(
+        "--recheck",
+        nargs="+",
+        default=None,
+        metavar="MUTANT",
+        help="with --workdir and one --module: rerun the current tests on "
+        "these mutants of a kept run (after writing a test for them), then "
+        "rescore",
+    )
+    parser.add_argument(
         "--rescore",
         action="store_true",
         help="re-read a kept --workdir (after editing EQUIVALENT), no run",
@@ -533,6 +587,16 @@ def main():
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results.setdefault("modules", {})
     workdir = args.workdir or tempfile.mkdtemp(prefix="mutation-")
+    if args.recheck:
+        if not args.workdir or len(modules) != 1:
+            parser.error("--recheck needs --workdir and one --module")
+        module = modules[0]
+        names = [
+            n if n.startswith("keras_efficient.") else _full_name(module, n)
+            for n in args.recheck
+        ]
+        recheck(_work_of(workdir, module), module, MODULE_TESTS[module], names)
+        args.rescore = True
     try:
         for module in modules:
             if args.rescore:
@@ -591,6 +655,16 @@ def main():
     finally:
         if not (args.keep or args.rescore) and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _full_name(module, short):
+    """mutmut's name of a mutant from its short name in `EQUIVALENT`."""
+    return (
+        "keras_efficient."
+        + module.removesuffix(".py").replace("/", ".")
+        + "."
+        + short
+    )
 
 
 def _mutmut_version():

@@ -256,6 +256,23 @@ def test_bad_arguments():
         shrink(model, ratio={"nope": 0.5})
     with pytest.raises(ValueError, match="model"):
         shrink("model")
+    with pytest.raises(TypeError, match="^`model` must be a keras.Model"):
+        zero_units("model", 0.5)
+
+
+def test_fully_zeroed_layer_keeps_one_unit():
+    """A layer with every unit zero keeps exactly one (its first)."""
+    model = _randomize(_mlp())
+    hidden = model.get_layer("hidden")
+    hidden.kernel.assign(np.zeros(hidden.kernel.shape, "float32"))
+    hidden.bias.assign(np.zeros(hidden.bias.shape, "float32"))
+    small = shrink(model)
+    assert small.get_layer("hidden").units == 1
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(small.get_layer("hidden2").kernel),
+        keras.ops.convert_to_numpy(model.get_layer("hidden2").kernel)[:1],
+    )
+    _assert_same(model, small, _x(model))
 
 
 @pytest.mark.parametrize("laurel", [None, "rw", "rw+lr"])

@@ -257,7 +257,7 @@ def _keeps(analysis):
     return keep, heads
 
 
-def _shrink_config(analysis, ratio=None, importance="l1"):
+def _shrink_config(analysis, ratio, importance):
     """The edited config of one model and `{id(variable): new value}`.
 
     A keras-hub model inside is shrunk by `transformer_width.shrink_nested`
