@@ -169,7 +169,8 @@ def test_layer_paths_agree(variant, normalization, per_dimension):
 @pytest.mark.parametrize("variant", ["rw", "rw+lr"])
 def test_fused_softmax_gradient_holds_in_bfloat16(variant):
     """Under `mixed_bfloat16` the fused merge sums the residual weights'
-    gradient in float32: within 1% of the float32 gradient. (Autodiff of
+    gradient in float32: within 3% of the float32 gradient (bfloat16
+    matmuls alone move it 1.2% on TensorFlow). (Autodiff of
     the reference sums in bfloat16; on JAX's CPU it was 36% off here.)"""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 16, 32)).astype("float32")
@@ -185,7 +186,7 @@ def test_fused_softmax_gradient_holds_in_bfloat16(variant):
         grad = _gradients(lambda layer=layer: layer(x, fx), layer.weights)
         grads[dtype] = to_numpy(grad[0]).astype("float32")
     assert np.abs(grads["float32"]).max() > 100.0
-    assert_allclose(grads["mixed_bfloat16"], grads["float32"], rtol=1e-2)
+    assert_allclose(grads["mixed_bfloat16"], grads["float32"], rtol=3e-2)
 
 
 def test_auto_takes_the_fused_merge_and_bad_names_raise():
