@@ -26,10 +26,13 @@ FAST_PATHS = {
     # ragged_dot is a grouped GEMM on GPU / TPU; on CPU XLA lowers it to a
     # slower loop than the padded batched matmul, so "auto" skips it there.
     "ragged": (("jax",), {"jax": ("gpu", "tpu")}),
-    # LAuReL's RW+LR merge with a gradient that stores only `A x`
-    # (layers/laurel_ops.py): JAX's compiled step moves 51 MB less a step
-    # at d = 512 (benchmarks/laurel_profile.py). TensorFlow and torch run
-    # it when asked (tests/test_laurel_ops.py) but have no timing yet.
+    # LAuReL's RW and RW+LR merges with hand-written gradients
+    # (layers/laurel_ops.py): RW+LR stores only `A x`; with softmax
+    # weights both take the weights' gradient in one reduction and keep
+    # no `f(x)`. JAX's compiled step at d = 512 moves 17 MB (RW) and
+    # 67 MB (RW+LR) less a step (benchmarks/laurel_profile.py).
+    # TensorFlow and torch run them when asked (tests/test_laurel_ops.py)
+    # but have no timing yet.
     "fused": (
         ("jax", "tensorflow", "torch"),
         {"jax": ("cpu", "gpu", "tpu")},

@@ -23,14 +23,20 @@ from keras_efficient._validation import fail
 from keras_efficient.layers._shapes import known_width
 from keras_efficient.layers.laurel_ops import rw_lr_fused
 from keras_efficient.layers.laurel_ops import rw_lr_reference
+from keras_efficient.layers.laurel_ops import rw_lr_softmax_fused
+from keras_efficient.layers.laurel_ops import rw_softmax_fused
+from keras_efficient.layers.laurel_ops import softmax_weights
 from keras_efficient.layers.laurel_options import check_previous
 from keras_efficient.layers.laurel_options import laurel_options
 from keras_efficient.layers.laurel_options import options_config
 from keras_efficient.layers.laurel_options import same_shape
 
-# How `call` computes the RW+LR merge (`_backend.resolve_implementation`
-# picks one; both give the same values and gradients).
+# How `call` computes the RW and RW+LR merges
+# (`_backend.resolve_implementation` picks "reference" or "fused"; both give
+# the same values and gradients). The fused softmax merges take the logit
+# `theta_0 - theta_1`; the reference keeps 0.1.0's expressions.
 MERGES = {"reference": rw_lr_reference, "fused": rw_lr_fused}
+SOFTMAX_MERGES = {"rw": rw_softmax_fused, "rw+lr": rw_lr_softmax_fused}
 
 
 def _as_shape(shape):
@@ -63,11 +69,12 @@ class LaurelResidual(keras.layers.Layer):
       2rD + D. Not the plain residual at init: `B = 0` gives
       `(x + f(x) + z) / sqrt(2)`. `from_gemma3n` copies keras-hub weights.
 
-    On JAX `"rw+lr"` computes its merge with a hand-written gradient that
-    stores only `A x` (`laurel_ops.rw_lr_fused`; same values and gradients
-    as the `keras.ops` expression); the attribute `implementation`
-    (`"auto"`, `"reference"` or `"fused"`) picks the path (see
-    `_backend.FAST_PATHS`).
+    On JAX `"rw"` and `"rw+lr"` compute their merge with a hand-written
+    gradient (`laurel_ops`; same values and gradients as the `keras.ops`
+    expression): `"rw+lr"` stores only `A x`, and with the softmax
+    normalization the residual weights' gradient is one reduction and
+    `f(x)` is not stored. The attribute `implementation` (`"auto"`,
+    `"reference"` or `"fused"`) picks the path (see `_backend.FAST_PATHS`).
 
     Here `D` is the size of the last axis, `r` is `rank`, `k` is
     `num_activations`, `x_{i-0} = x` and `x_{i-1}, x_{i-2}, ...` are the
@@ -279,13 +286,16 @@ class LaurelResidual(keras.layers.Layer):
                 "projection shortcut as `x`."
             )
 
-    def _alpha_beta(self, dtype):
+    def _logit(self):
+        """`theta_0 - theta_1` in float32 (softmax normalization)."""
         theta = ops.cast(self.residual_weights, "float32")
+        return theta[0] - theta[1]
+
+    def _alpha_beta(self, dtype):
         if self.normalization == "softmax":
-            # 2 softmax([t0, t1]) = (2 sigmoid(t0 - t1), 2 - that): one
-            # scalar op instead of a softmax over a 2-vector and two slices.
-            alpha = 2.0 * ops.sigmoid(theta[0] - theta[1])
-            return ops.cast(alpha, dtype), ops.cast(2.0 - alpha, dtype)
+            alpha, beta, _ = softmax_weights(self._logit(), dtype)
+            return alpha, beta
+        theta = ops.cast(self.residual_weights, "float32")
         if self.normalization == "sigmoid":
             theta = 2.0 * ops.sigmoid(theta)
         theta = ops.cast(theta, dtype)
@@ -317,14 +327,8 @@ class LaurelResidual(keras.layers.Layer):
         if self._gemma:
             z = x if branch_input is None else ops.cast(branch_input, dtype)
             return (x + fx + self.branch(z)) / math.sqrt(2)
-        if self._has_rw and self._has_lr:
-            alpha, beta = self._alpha_beta(dtype)
-            merge = MERGES[
-                _backend.resolve_implementation(self.implementation, ("fused",))
-            ]
-            kernel_a = _backend.read_tensor(self.lr_kernel_a, dtype)
-            kernel_b = _backend.read_tensor(self.lr_kernel_b, dtype)
-            return merge(x, fx, kernel_a, kernel_b, alpha, beta)
+        if self._has_rw and not self._has_pa:
+            return self._rw_merge(x, fx, dtype)
         h = x
         if self._has_lr:
             h = h + ops.matmul(
@@ -343,6 +347,28 @@ class LaurelResidual(keras.layers.Layer):
             alpha, beta = self._alpha_beta(dtype)
             return alpha * fx + beta * h
         return fx + h
+
+    def _rw_merge(self, x, fx, dtype):
+        """`"rw"` and `"rw+lr"`, through the merge `implementation` picks."""
+        implementation = _backend.resolve_implementation(
+            self.implementation, ("fused",)
+        )
+        fused_softmax = (
+            implementation == "fused" and self.normalization == "softmax"
+        )
+        kernels = ()
+        if self._has_lr:
+            kernels = (
+                _backend.read_tensor(self.lr_kernel_a, dtype),
+                _backend.read_tensor(self.lr_kernel_b, dtype),
+            )
+        if fused_softmax:
+            merge = SOFTMAX_MERGES["rw+lr" if self._has_lr else "rw"]
+            return merge(x, fx, *kernels, self._logit())
+        alpha, beta = self._alpha_beta(dtype)
+        if self._has_lr:
+            return MERGES[implementation](x, fx, *kernels, alpha, beta)
+        return alpha * fx + beta * x
 
     def compute_output_shape(
         self,
