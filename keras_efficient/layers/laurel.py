@@ -30,6 +30,7 @@ from keras_efficient.layers.laurel_options import check_previous
 from keras_efficient.layers.laurel_options import laurel_options
 from keras_efficient.layers.laurel_options import options_config
 from keras_efficient.layers.laurel_options import same_shape
+from keras_efficient.layers.laurel_options import set_options
 
 # How `call` computes the RW and RW+LR merges
 # (`_backend.resolve_implementation` picks "reference" or "fused"; both give
@@ -157,26 +158,20 @@ class LaurelResidual(keras.layers.Layer):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        options = laurel_options(
-            variant=variant,
-            rank=rank,
-            num_activations=num_activations,
-            normalization=normalization,
-            per_dimension=per_dimension,
-            lr_initializer=lr_initializer,
-            low_rank_history=low_rank_history,
-            data_format=data_format,
-            epsilon=epsilon,
+        set_options(
+            self,
+            laurel_options(
+                variant=variant,
+                rank=rank,
+                num_activations=num_activations,
+                normalization=normalization,
+                per_dimension=per_dimension,
+                lr_initializer=lr_initializer,
+                low_rank_history=low_rank_history,
+                data_format=data_format,
+                epsilon=epsilon,
+            ),
         )
-        self.variant = options["variant"]
-        self.rank = options["rank"]
-        self.num_activations = options["num_activations"]
-        self.normalization = options["normalization"]
-        self.per_dimension = options["per_dimension"]
-        self.lr_initializer = options["lr_initializer"]
-        self.low_rank_history = options["low_rank_history"]
-        self.data_format = options["data_format"]
-        self.epsilon = options["epsilon"]
         parts = self.variant.split("+")
         self._has_rw = "rw" in parts
         self._has_pa = "pa" in parts

@@ -119,6 +119,12 @@ OPTIONS = (
 )
 
 
+def set_options(layer: keras.layers.Layer, options: dict) -> None:
+    """Keeps each of `laurel_options`'s results as an attribute of `layer`."""
+    for name in OPTIONS:
+        setattr(layer, name, options[name])
+
+
 def options_config(layer: keras.layers.Layer) -> dict:
     """The LAuReL options of `layer` (attributes), for its `get_config`."""
     config = {name: getattr(layer, name) for name in OPTIONS}

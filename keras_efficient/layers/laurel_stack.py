@@ -13,6 +13,7 @@ from keras_efficient._validation import fail
 from keras_efficient.layers.laurel import LaurelResidual
 from keras_efficient.layers.laurel_options import laurel_options
 from keras_efficient.layers.laurel_options import options_config
+from keras_efficient.layers.laurel_options import set_options
 from keras_efficient.layers.wrapper import LayerWrapper
 
 
@@ -199,26 +200,20 @@ class LaurelStack(keras.layers.Layer):
             or not all(isinstance(b, keras.layers.Layer) for b in blocks)
         ):
             fail("blocks", "a non-empty list of Keras layers", blocks)
-        options = laurel_options(
-            variant=variant,
-            rank=rank,
-            num_activations=num_activations,
-            normalization=normalization,
-            per_dimension=per_dimension,
-            lr_initializer=lr_initializer,
-            low_rank_history=low_rank_history,
-            data_format=data_format,
-            epsilon=epsilon,
+        set_options(
+            self,
+            laurel_options(
+                variant=variant,
+                rank=rank,
+                num_activations=num_activations,
+                normalization=normalization,
+                per_dimension=per_dimension,
+                lr_initializer=lr_initializer,
+                low_rank_history=low_rank_history,
+                data_format=data_format,
+                epsilon=epsilon,
+            ),
         )
-        self.variant = options["variant"]
-        self.rank = options["rank"]
-        self.num_activations = options["num_activations"]
-        self.normalization = options["normalization"]
-        self.per_dimension = options["per_dimension"]
-        self.lr_initializer = options["lr_initializer"]
-        self.low_rank_history = options["low_rank_history"]
-        self.data_format = options["data_format"]
-        self.epsilon = options["epsilon"]
         self._uses_history = "pa" in self.variant.split("+")
         self.laurel_blocks = []
         for i, block in enumerate(blocks):
