@@ -45,6 +45,7 @@ from keras_efficient import _backend  # noqa: E402
 from keras_efficient.distillation import _common  # noqa: E402
 from keras_efficient.distillation import _interpolation  # noqa: E402
 from keras_efficient.distillation import _teacher_loss  # noqa: E402
+from keras_efficient.distillation import teacher_accuracy  # noqa: E402
 
 METHODS = ("cross_entropy", "slam", "debiased")
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
@@ -70,6 +71,8 @@ class _PartCounter:
     PARTS = {
         "checks": (_teacher_loss.TeacherOutputsLoss, "check_outputs"),
         "margin": (_common, "margin"),
+        # The estimator's own name for it (debiased's alpha(x)).
+        "margin ": (teacher_accuracy, "teacher_margin"),
         "interpolation": (_interpolation, "interpolate_tables"),
     }
 
@@ -108,11 +111,11 @@ def count_parts(fn):
     ranges = {}
     for e in events:
         if e.name.startswith("part::"):
-            part = e.name[len("part::") :]
+            part = e.name[len("part::") :].strip()
             ranges.setdefault(part, []).append(
                 (e.time_range.start, e.time_range.end)
             )
-    counts = {part: 0 for part in _PartCounter.PARTS}
+    counts = {part.strip(): 0 for part in _PartCounter.PARTS}
     total = 0
     for e in events:
         if not e.name.startswith("aten::"):

@@ -187,3 +187,21 @@ def test_output_stats_checks_agree_on_every_input():
                 and np.all(np.abs(np.where(sums == 0, 1, sums) - 1) <= 1e-3)
             )
             assert got == [not on_simplex, on_simplex, not finite], x
+
+
+def test_khot_pairwise_fast_path_matches_reference():
+    """SLaM's k-hot mask: the same classes, ties to the lowest index."""
+    rng = np.random.default_rng(4)
+    t = rng.dirichlet(np.full(7, 0.5), size=(6, 3)).astype("float32")
+    t[0, 0, :4] = t[0, 0, 0]  # a four-way tie at the top
+    t[1, 2] = 1.0 / 7.0  # all tied
+    k = rng.integers(1, 7, size=(6, 3)).astype("int32")
+    reference = ops.convert_to_numpy(_common._khot_pairwise(t, k))
+    fast = _backend.dispatch("khot_pairwise", _common._khot_pairwise)
+    got = ops.convert_to_numpy(fast(ops.convert_to_tensor(t), k))
+    np.testing.assert_array_equal(got, reference)
+    np.testing.assert_array_equal(reference.sum(-1), k)
+    assert (
+        reference[1, 2, : k[1, 2]].all()
+        and not reference[1, 2, k[1, 2] :].any()
+    )
