@@ -81,13 +81,13 @@ def _output_stats(xs):
 
 @_backend.register_fast_path("output_stats", "torch")
 def _output_stats_torch(xs):
-    """`output_stats` in 6 aten calls a tensor and one device-to-host
-    transfer for all of them (the reference: ~60 calls, and a transfer per
-    predicate when they are read). Eager torch pays per call; the scalars
-    are read on the host anyway, where the predicates are plain
-    comparisons. The fifth scalar is 1.0 when a row sum is not finite
-    (NaN and infinity reach the extreme row sums), else 0.0; the count
-    for the message is computed only when a check fails."""
+    """`output_stats` in ~45 aten calls for two tensors of one shape and
+    one device-to-host transfer for all of them (the reference: ~240
+    calls, and a transfer per predicate when they are read). Eager torch
+    pays per call; the scalars are read on the host anyway, where the
+    predicates are plain comparisons. The fifth scalar is 1.0 when a row
+    sum is not finite (NaN and infinity reach the extreme row sums), else
+    0.0; the count for the message is computed only when a check fails."""
     import torch
 
     xs = [
@@ -100,15 +100,28 @@ def _output_stats_torch(xs):
         or any(x.device.type == "meta" or x.numel() == 0 for x in xs)
     ):
         return _output_stats(xs)
-    scalars = []
     with torch.no_grad():
-        for x in xs:
-            x = x.detach().to(torch.float32)
-            sums = x.sum(-1)
+        xs = [x.detach().to(torch.float32) for x in xs]
+        if len({x.shape for x in xs}) == 1:
+            # Tensors of one shape (the teacher's and the student's
+            # outputs): every reduction runs once, over a stacked batch.
+            both = torch.stack(xs).reshape(len(xs), -1, xs[0].shape[-1])
+            sums = both.sum(-1)
             # aminmax propagates NaN; a sum of 0 is finite either way.
             sums.masked_fill_(sums == 0.0, 1.0)
-            scalars += [*torch.aminmax(x), *torch.aminmax(sums)]
-        host = torch.stack(scalars).tolist()
+            # amin / amax: aminmax along a dimension is ~10x slower here.
+            flat = both.reshape(len(xs), -1)
+            host = torch.stack(
+                [flat.amin(1), flat.amax(1), sums.amin(1), sums.amax(1)], 1
+            )
+        else:
+            scalars = []
+            for x in xs:
+                sums = x.sum(-1)
+                sums.masked_fill_(sums == 0.0, 1.0)
+                scalars += [*torch.aminmax(x), *torch.aminmax(sums)]
+            host = torch.stack(scalars)
+        host = host.reshape(-1).tolist()
     stats = []
     for i in range(0, len(host), 4):
         low, high, sum_low, sum_high = host[i : i + 4]

@@ -159,6 +159,15 @@ def test_output_stats_fast_path_matches_reference():
         sums = x.sum(-1)
         assert ref[4] == np.sum(~np.isfinite(sums))
         assert (got[4] > 0) == (ref[4] > 0)
+    # Two tensors of one shape (a teacher's and a student's outputs):
+    # torch reduces them stacked.
+    for i in range(len(xs) - 2):
+        pair = [ops.convert_to_tensor(x) for x in xs[i : i + 2]]
+        for ref, got in zip(dc._output_stats(pair), dc.output_stats(pair)):
+            ref = [float(ops.convert_to_numpy(s)) for s in ref]
+            got = [float(ops.convert_to_numpy(s)) for s in got]
+            np.testing.assert_array_equal(got[:4], ref[:4])
+            assert (got[4] > 0) == (ref[4] > 0)
     # Not trivially equal: the clean batches differ from the bad ones.
     assert float(ops.convert_to_numpy(reference[0][3])) <= 1.0 + 1e-6
     assert float(ops.convert_to_numpy(reference[1][0])) < 0.0
