@@ -172,6 +172,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--label", default="current")
+    parser.add_argument("--note", default="", help="stored with the run")
     parser.add_argument(
         "--output", default=os.path.join(RESULTS, "loss_ops.torch.json")
     )
@@ -197,6 +198,7 @@ def main():
     results.setdefault("runs", {})[args.label] = {
         "width": args.width,
         "torch": __import__("torch").__version__,
+        "note": args.note,
         "counts": counts,
     }
     os.makedirs(os.path.dirname(args.output), exist_ok=True)

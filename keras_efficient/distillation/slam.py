@@ -249,10 +249,11 @@ class SLaMLoss(TeacherOutputsLoss):
         k = self.example_k(t, margin, accuracy)
         topk = _common.khot(t, k, self._kmax(t.shape[-1]))
         alpha = ops.expand_dims(self.alpha(t, k, margin, estimate), -1)
-        norm = 1.0
         if self.normalize:
             norm = ops.expand_dims(ops.cast(k, "float32") - 1.0, -1)
-        r = (1.0 - alpha) / (alpha * norm)
+            r = (1.0 - alpha) / (alpha * norm)
+        else:
+            r = (1.0 - alpha) / alpha
         logf = _common.student_log_probs(y_pred, self.from_logits)
         mixed = ops.logaddexp(
             ops.log(ops.maximum(r, _TINY)), ops.log1p(-r) + logf
