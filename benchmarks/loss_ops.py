@@ -15,8 +15,14 @@ costs, not their FLOPs. This script counts, with `torch.profiler`, every
 - one whole train step (`model.train_on_batch`) of the overhead
   benchmark's MLP (40 -> d -> d -> 10, batch 256) with each loss.
 
+With `--time-rounds N` it also times that train step, the three losses
+interleaved in N rounds, and reports each loss's median ratio to
+cross-entropy in wall and in process CPU time, with the load average
+(a timing, unlike the counts, depends on what else runs).
+
     KERAS_BACKEND=torch python benchmarks/loss_ops.py [--width 256]
         [--output benchmarks/results/loss_ops.torch.json] [--label after]
+        [--time-rounds 15] [--note TEXT]
 
 `--label` names the run in the JSON (`runs[label]`), so a before / after
 pair lives in one file.
@@ -168,11 +174,70 @@ def measure(width):
     return out
 
 
+def step_times(width, rounds, steps=20):
+    """Interleaved train steps (`train_on_batch`) of the MLP with each loss:
+    per round and method the median wall and process CPU time of `steps`
+    steps; returns the median over rounds of each method's ratio to
+    cross-entropy in the same round (CPU time is less disturbed by other
+    jobs on the machine than wall time)."""
+    import statistics
+    import time
+
+    cfg = loss_config(width)
+    probs, estimator = _teacher(1024)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(LOSS_BATCH, 40)).astype("float32")
+    y = probs[:LOSS_BATCH]
+    models = {}
+    for method in METHODS:
+        model, loss = build("loss", method, cfg, (probs, estimator))
+        model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=loss)
+        for _ in range(3):
+            model.train_on_batch(x, y)
+        models[method] = model
+    times = {m: {"wall": [], "cpu": []} for m in METHODS}
+    for _ in range(rounds):
+        for method, model in models.items():
+            wall, cpu = [], []
+            for _ in range(steps):
+                w0, c0 = time.perf_counter(), time.process_time()
+                model.train_on_batch(x, y)
+                wall.append(time.perf_counter() - w0)
+                cpu.append(time.process_time() - c0)
+            times[method]["wall"].append(statistics.median(wall))
+            times[method]["cpu"].append(statistics.median(cpu))
+    out = {"rounds": rounds, "steps_per_round": steps}
+    for method in METHODS:
+        row = {}
+        for clock in ("wall", "cpu"):
+            ratios = [
+                t / b
+                for t, b in zip(
+                    times[method][clock], times["cross_entropy"][clock]
+                )
+            ]
+            qs = statistics.quantiles(ratios, n=4) if rounds > 1 else ratios
+            row[clock] = {
+                "median_ratio": statistics.median(ratios),
+                "iqr": [qs[0], qs[-1]],
+                "median_step_ms": 1e3 * statistics.median(times[method][clock]),
+            }
+        out[method] = row
+    out["load_1min"] = os.getloadavg()[0]
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--label", default="current")
     parser.add_argument("--note", default="", help="stored with the run")
+    parser.add_argument(
+        "--time-rounds",
+        type=int,
+        default=0,
+        help="also time interleaved train steps (this many rounds)",
+    )
     parser.add_argument(
         "--output", default=os.path.join(RESULTS, "loss_ops.torch.json")
     )
@@ -180,6 +245,11 @@ def main():
     if _backend.backend() != "torch":
         raise SystemExit("Run with KERAS_BACKEND=torch.")
     counts = measure(args.width)
+    timing = None
+    if args.time_rounds:
+        load = os.getloadavg()[0]
+        timing = step_times(args.width, args.time_rounds)
+        timing["load_1min_at_start"] = load
     results = {}
     if os.path.exists(args.output):
         with open(args.output) as f:
@@ -194,6 +264,7 @@ def main():
     results["command"] = (
         "KERAS_BACKEND=torch python benchmarks/loss_ops.py "
         f"--width {args.width} --label {args.label}"
+        + (f" --time-rounds {args.time_rounds}" if args.time_rounds else "")
     )
     results.setdefault("runs", {})[args.label] = {
         "width": args.width,
@@ -201,10 +272,12 @@ def main():
         "note": args.note,
         "counts": counts,
     }
+    if timing is not None:
+        results["runs"][args.label]["step_time_vs_cross_entropy"] = timing
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(results, f, indent=1)
-    print(json.dumps(counts, indent=1))
+    print(json.dumps(results["runs"][args.label], indent=1))
 
 
 if __name__ == "__main__":
