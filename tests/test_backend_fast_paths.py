@@ -124,3 +124,93 @@ def test_margin_and_interpolation_use_the_dispatch():
         np.interp(m, xs, ys),
         atol=1e-6,
     )
+
+
+def _output_stats_inputs():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.full(6, 0.5), size=8).astype("float32")
+    logits = rng.normal(size=(8, 6)).astype("float32")
+    padded = probs.copy()
+    padded[2] = 0.0  # an all-zero row counts as summing to 1
+    nan = logits.copy()
+    nan[5, 1] = np.nan
+    inf = probs.copy()
+    inf[0, 0] = np.inf
+    both = logits.copy()
+    both[3, :2] = [np.inf, -np.inf]  # a row summing to NaN
+    return [probs, logits, padded, nan, inf, both, probs.reshape(2, 4, 6)]
+
+
+def test_output_stats_fast_path_matches_reference():
+    """The convention checks' scalars (torch: read back in one transfer)
+    equal the `keras.ops` reference's, and flag the same rows."""
+    from keras_efficient import _distribution_checks as dc
+
+    xs = _output_stats_inputs()
+    reference = dc._output_stats([ops.convert_to_tensor(x) for x in xs])
+    stats = dc.output_stats([ops.convert_to_tensor(x) for x in xs])
+    if keras.backend.backend() == "torch":
+        # Host floats, read back at once (not tensors).
+        assert all(isinstance(s, float) for row in stats for s in row)
+    for x, ref, got in zip(xs, reference, stats):
+        ref = [float(ops.convert_to_numpy(s)) for s in ref]
+        got = [float(ops.convert_to_numpy(s)) for s in got]
+        np.testing.assert_array_equal(got[:4], ref[:4])
+        sums = x.sum(-1)
+        assert ref[4] == np.sum(~np.isfinite(sums))
+        assert (got[4] > 0) == (ref[4] > 0)
+    # Two tensors of one shape (a teacher's and a student's outputs):
+    # torch reduces them stacked.
+    for i in range(len(xs) - 2):
+        pair = [ops.convert_to_tensor(x) for x in xs[i : i + 2]]
+        for ref, got in zip(dc._output_stats(pair), dc.output_stats(pair)):
+            ref = [float(ops.convert_to_numpy(s)) for s in ref]
+            got = [float(ops.convert_to_numpy(s)) for s in got]
+            np.testing.assert_array_equal(got[:4], ref[:4])
+            assert (got[4] > 0) == (ref[4] > 0)
+    # Not trivially equal: the clean batches differ from the bad ones.
+    assert float(ops.convert_to_numpy(reference[0][3])) <= 1.0 + 1e-6
+    assert float(ops.convert_to_numpy(reference[1][0])) < 0.0
+    assert float(ops.convert_to_numpy(reference[2][2])) > 0.99
+
+
+def test_output_stats_checks_agree_on_every_input():
+    """Each problem built from the fast path's scalars is bad exactly when
+    the one built from the reference's is."""
+    from keras_efficient import _distribution_checks as dc
+
+    for x in _output_stats_inputs():
+        t = ops.convert_to_tensor(x)
+        for stats in (dc._output_stats([t])[0], dc.output_stats([t])[0]):
+            bads = [
+                dc.probabilities_problem(t, "x", "", stats=stats).bad,
+                dc.not_probabilities_problem(t, "x", "", stats=stats).bad,
+                dc.non_finite_problem(t, "x", stats=stats).bad,
+            ]
+            got = [bool(ops.convert_to_numpy(b)) for b in bads]
+            sums = x.sum(-1)
+            finite = bool(np.all(np.isfinite(sums)))
+            on_simplex = finite and bool(
+                x.min() >= -1e-3
+                and x.max() <= 1 + 1e-3
+                and np.all(np.abs(np.where(sums == 0, 1, sums) - 1) <= 1e-3)
+            )
+            assert got == [not on_simplex, on_simplex, not finite], x
+
+
+def test_khot_pairwise_fast_path_matches_reference():
+    """SLaM's k-hot mask: the same classes, ties to the lowest index."""
+    rng = np.random.default_rng(4)
+    t = rng.dirichlet(np.full(7, 0.5), size=(6, 3)).astype("float32")
+    t[0, 0, :4] = t[0, 0, 0]  # a four-way tie at the top
+    t[1, 2] = 1.0 / 7.0  # all tied
+    k = rng.integers(1, 7, size=(6, 3)).astype("int32")
+    reference = ops.convert_to_numpy(_common._khot_pairwise(t, k))
+    fast = _backend.dispatch("khot_pairwise", _common._khot_pairwise)
+    got = ops.convert_to_numpy(fast(ops.convert_to_tensor(t), k))
+    np.testing.assert_array_equal(got, reference)
+    np.testing.assert_array_equal(reference.sum(-1), k)
+    assert (
+        reference[1, 2, : k[1, 2]].all()
+        and not reference[1, 2, k[1, 2] :].any()
+    )

@@ -5,6 +5,7 @@ losses, NumPy for the callbacks and the estimator), the top-1 minus top-2
 margin, and the soft cross-entropy.
 """
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,44 @@ def student_log_probs(
 _PAIRWISE_MAX_CLASSES = 64
 
 
+def _khot_pairwise(t, k):
+    """The `keras.ops` reference of `khot` for a few classes: ranks from
+    pairwise comparisons, rank_i = #{j: t_j > t_i} + #{j < i: t_j == t_i};
+    keep rank < k."""
+    num_classes = t.shape[-1]
+    k = ops.expand_dims(ops.cast(k, "int32"), -1)
+    ti, tj = ops.expand_dims(t, -1), ops.expand_dims(t, -2)
+    earlier = np.tril(np.ones((num_classes, num_classes), bool), -1)
+    ahead = ops.logical_or(
+        ops.greater(tj, ti), ops.logical_and(ops.equal(tj, ti), earlier)
+    )
+    rank = ops.sum(ops.cast(ahead, "int32"), axis=-1)
+    return ops.less(rank, k)
+
+
+@functools.lru_cache(maxsize=16)
+def _torch_earlier(num_classes, device):
+    import torch
+
+    return (
+        torch.ones(num_classes, num_classes, dtype=torch.bool)
+        .tril(-1)
+        .to(device)
+    )
+
+
+@_backend.register_fast_path("khot_pairwise", "torch")
+def _khot_pairwise_torch(t, k):
+    """`_khot_pairwise` in ~10 aten calls (the reference: ~47, the
+    triangular mask made a tensor on every call)."""
+    t = ops.convert_to_tensor(t)
+    k = ops.convert_to_tensor(k)
+    ti, tj = t.unsqueeze(-1), t.unsqueeze(-2)
+    earlier = _torch_earlier(t.shape[-1], t.device)
+    ahead = (tj > ti) | ((tj == ti) & earlier)
+    return ahead.sum(-1) < k.unsqueeze(-1)
+
+
 def khot(t: Any, k: Any, kmax: int) -> Any:
     """Boolean k-hot of the `k` (per row) largest entries of `t`.
 
@@ -110,16 +149,9 @@ def khot(t: Any, k: Any, kmax: int) -> Any:
     indices. `kmax` (a Python int) bounds `k`.
     """
     num_classes = t.shape[-1]
-    k = ops.expand_dims(ops.cast(k, "int32"), -1)
     if num_classes <= _PAIRWISE_MAX_CLASSES:
-        # rank_i = #{j: t_j > t_i} + #{j < i: t_j == t_i}; keep rank < k.
-        ti, tj = ops.expand_dims(t, -1), ops.expand_dims(t, -2)
-        earlier = np.tril(np.ones((num_classes, num_classes), bool), -1)
-        ahead = ops.logical_or(
-            ops.greater(tj, ti), ops.logical_and(ops.equal(tj, ti), earlier)
-        )
-        rank = ops.sum(ops.cast(ahead, "int32"), axis=-1)
-        return ops.less(rank, k)
+        return _backend.dispatch("khot_pairwise", _khot_pairwise)(t, k)
+    k = ops.expand_dims(ops.cast(k, "int32"), -1)
     kmax = max(1, min(int(kmax), num_classes))
     vals = ops.top_k(t, k=kmax)[0]
     kth = ops.take_along_axis(vals, ops.clip(k - 1, 0, kmax - 1), axis=-1)

@@ -12,9 +12,12 @@ without XLA, torch):
   (not every row already a distribution) with `teacher_from_logits=True`;
 - `y_pred` (the student's outputs) likewise against `from_logits`.
 
-Cost: a few reductions to scalars over the batch per checked tensor and
-one conditional per check; no host call on a clean batch (see
-`benchmarks/overhead_checks.py`).
+Cost: a few reductions to scalars over the batch per checked tensor (the
+row sums shared by the finiteness and convention checks) and one
+conditional per check; no host call on a clean batch on JAX and
+TensorFlow (see `benchmarks/overhead_checks.py`). Eager torch reads the
+scalars of both tensors back in one transfer and tests them on the host
+(`_distribution_checks.output_stats`; `benchmarks/loss_ops.py`).
 """
 
 from typing import Any
@@ -88,9 +91,11 @@ def value_problems(loss: Any, y_true: Any, y_pred: Any) -> list:
     tolerance = _distribution_checks.probability_tolerance(
         y_true.dtype, y_pred.dtype, getattr(loss, "dtype", None)
     )
+    # Every scalar of both checks at once: on eager torch one transfer.
+    true_stats, pred_stats = _distribution_checks.output_stats([y_true, y_pred])
     problems = [
         _distribution_checks.non_finite_problem(
-            y_true, "y_true", " (the teacher outputs)"
+            y_true, "y_true", " (the teacher outputs)", true_stats
         )
     ]
     if loss.teacher_from_logits:
@@ -103,6 +108,7 @@ def value_problems(loss: Any, y_true: Any, y_pred: Any) -> list:
                 f"`{cls}(teacher_from_logits=False)` (or feed the teacher's "
                 "logits, before its softmax).",
                 tolerance,
+                true_stats,
             )
         )
     else:
@@ -115,6 +121,7 @@ def value_problems(loss: Any, y_true: Any, y_pred: Any) -> list:
                 f"`{cls}(teacher_from_logits=True)`; for probabilities of "
                 "a 16-bit teacher, renormalise the rows (`p / p.sum(-1)`).",
                 tolerance,
+                true_stats,
             )
         )
     if getattr(loss, "from_logits", True):
@@ -129,6 +136,7 @@ def value_problems(loss: Any, y_true: Any, y_pred: Any) -> list:
                 f"be softmaxed twice. Pass `{cls}(from_logits=False)`, or "
                 "drop the student's final softmax.",
                 tolerance,
+                pred_stats,
             )
         )
     else:
@@ -139,6 +147,7 @@ def value_problems(loss: Any, y_true: Any, y_pred: Any) -> list:
                 f"{cls} has `from_logits=False` (student probabilities): "
                 f"for student logits pass `{cls}(from_logits=True)`.",
                 tolerance,
+                pred_stats,
             )
         )
     return [p for p in problems if p is not None]

@@ -140,8 +140,13 @@ class DebiasedDistillationLoss(TeacherOutputsLoss):
         return self._weights_of(t)
 
     def _weights_of(self, t):
-        alpha = ta.estimate(self.teacher_accuracy, t)
-        w = ops.maximum(ops.power(alpha, self.power), self.floor)
+        w = ta.estimate(self.teacher_accuracy, t)
+        # The defaults change nothing (alpha >= 0): skipped, as eager torch
+        # pays for every op.
+        if self.power != 1.0:
+            w = ops.power(w, self.power)
+        if self.floor > 0.0:
+            w = ops.maximum(w, self.floor)
         if self.per_batch:
             return w / ops.maximum(ops.mean(w), 1e-12)
         if self.normalizer is None:

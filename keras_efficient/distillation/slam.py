@@ -159,10 +159,14 @@ class SLaMLoss(TeacherOutputsLoss):
         est = self.teacher_accuracy
         return self.k is None and est is not None and bool(est.topk_knots)
 
-    def example_k(self, t: Any, margin: Any = None) -> Any:
+    def example_k(
+        self, t: Any, margin: Any = None, accuracy: Any = None
+    ) -> Any:
         """k(x) per row of teacher probabilities `t` (int32, `keras.ops`).
 
-        `margin`: the rows' top-1 minus top-2 probability, if known.
+        `margin`: the rows' top-1 minus top-2 probability, if known;
+        `accuracy`: the estimated top-k accuracies there, k = 2, 3, ...
+        (`_estimates`), if known.
         """
         num_classes = t.shape[-1]
         if not self._per_example():
@@ -176,25 +180,60 @@ class SLaMLoss(TeacherOutputsLoss):
             return ops.full(ops.shape(margin), 2, dtype="int32")
         # k(x) = 2 + the number of leading k whose estimated top-k accuracy
         # stays below coverage (the running best has not reached it yet).
-        accuracy = _interpolation.interpolate_tables(
-            est.topk_knots[: kmax - 2], margin
-        )
+        if accuracy is None:
+            accuracy = _interpolation.interpolate_tables(
+                est.topk_knots[: kmax - 2], margin
+            )
         below = ops.cast(ops.less(accuracy, self.coverage), "int32")
         return 2 + ops.sum(ops.cumprod(below, axis=-1), axis=-1)
 
-    def alpha(self, t: Any, k: Any, margin: Any = None) -> Any:
-        """alpha(x), floored so the mixture increases with f (ops)."""
+    def alpha(
+        self, t: Any, k: Any, margin: Any = None, estimate: Any = None
+    ) -> Any:
+        """alpha(x), floored so the mixture increases with f (ops).
+
+        `estimate`: the estimator's alpha(x) before the floor, if known.
+        """
         est = self.teacher_accuracy
-        if margin is not None and est is not None and est.fitted:
+        if estimate is not None:
+            alpha = estimate
+        elif margin is not None and est is not None and est.fitted:
             alpha = est.interpolate(margin)
         else:
             alpha = ta.estimate(est, t)
-        bound = 1.0 / ops.cast(k, "float32") if self.normalize else 0.5
         margin = 0.05 if self.min_alpha is None else 1e-3
-        floor = ops.minimum(bound + margin, 1.0)
-        if self.min_alpha is not None:
+        if self.normalize:
+            bound = 1.0 / ops.cast(k, "float32")
+            floor = ops.minimum(bound + margin, 1.0)
+        else:
+            # A Python number: eager torch pays for every op on a tensor.
+            floor = min(0.5 + margin, 1.0)
+        if self.min_alpha is not None and self.normalize:
             floor = ops.maximum(floor, self.min_alpha)
+        elif self.min_alpha is not None:
+            floor = max(floor, self.min_alpha)
         return ops.clip(ops.maximum(alpha, floor), 0.0, 1.0)
+
+    def _estimates(self, margin, num_classes):
+        """The estimator's alpha(x) (before the floor) and the top-k
+        accuracies k(x) reads, from one interpolation of all their tables
+        (eager torch pays per call); None for what is not estimated."""
+        est = self.teacher_accuracy
+        tables = []
+        if est is not None and est.fitted:
+            tables.append((est.knots_x, est.knots_y))
+        first_topk = len(tables)
+        kmax = self._kmax(num_classes)
+        if self._per_example() and kmax > 2:
+            tables += list(est.topk_knots[: kmax - 2])
+        if not tables:
+            return None, None
+        values = _interpolation.interpolate_tables(tables, margin)
+        alpha = values[..., 0] if first_topk else None
+        accuracy = (
+            values[..., first_topk:] if len(tables) > first_topk else None
+        )
+        return alpha, accuracy
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         num_classes = y_pred.shape[-1] if y_pred.shape else None
@@ -206,13 +245,15 @@ class SLaMLoss(TeacherOutputsLoss):
             )
         t = self.teacher_probabilities(y_true, y_pred)
         margin = _common.margin(t)  # once, for k(x) and alpha(x)
-        k = self.example_k(t, margin)
+        estimate, accuracy = self._estimates(margin, t.shape[-1])
+        k = self.example_k(t, margin, accuracy)
         topk = _common.khot(t, k, self._kmax(t.shape[-1]))
-        alpha = ops.expand_dims(self.alpha(t, k, margin), -1)
-        norm = 1.0
+        alpha = ops.expand_dims(self.alpha(t, k, margin, estimate), -1)
         if self.normalize:
             norm = ops.expand_dims(ops.cast(k, "float32") - 1.0, -1)
-        r = (1.0 - alpha) / (alpha * norm)
+            r = (1.0 - alpha) / (alpha * norm)
+        else:
+            r = (1.0 - alpha) / alpha
         logf = _common.student_log_probs(y_pred, self.from_logits)
         mixed = ops.logaddexp(
             ops.log(ops.maximum(r, _TINY)), ops.log1p(-r) + logf

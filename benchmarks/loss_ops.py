@@ -1,0 +1,284 @@
+"""aten calls of the distillation losses on torch (load-independent).
+
+Eager torch pays a fixed host cost for every aten call (a few us on a CPU),
+so at the overhead benchmark's loss setting (student logits and teacher
+probabilities of shape (256, 10), `benchmarks/overhead.py`'s loss family)
+`SLaMLoss` and `DebiasedDistillationLoss` cost what their *number* of calls
+costs, not their FLOPs. This script counts, with `torch.profiler`, every
+`aten::` event (nested ones included) of:
+
+- one loss call (forward) and one loss call plus its backward to the
+  student logits, for cross-entropy, SLaM and debiased;
+- the parts of each loss call: the output-convention checks
+  (`check_outputs`), the margin, the knot interpolation(s) and the rest
+  (the loss math and Keras' `Loss.__call__` around it);
+- one whole train step (`model.train_on_batch`) of the overhead
+  benchmark's MLP (40 -> d -> d -> 10, batch 256) with each loss.
+
+With `--time-rounds N` it also times that train step, the three losses
+interleaved in N rounds, and reports each loss's median ratio to
+cross-entropy in wall and in process CPU time, with the load average
+(a timing, unlike the counts, depends on what else runs).
+
+    KERAS_BACKEND=torch python benchmarks/loss_ops.py [--width 256]
+        [--output benchmarks/results/loss_ops.torch.json] [--label after]
+        [--time-rounds 15] [--note TEXT]
+
+`--label` names the run in the JSON (`runs[label]`), so a before / after
+pair lives in one file.
+"""
+
+import argparse
+import json
+import os
+import sys
+from unittest import mock
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.overhead import CLASSES  # noqa: E402
+from benchmarks.overhead import LOSS_BATCH  # noqa: E402
+from benchmarks.overhead import _teacher  # noqa: E402
+from benchmarks.overhead import build  # noqa: E402
+from benchmarks.overhead import loss_config  # noqa: E402
+from benchmarks.overhead import make_loss  # noqa: E402
+from keras_efficient import _backend  # noqa: E402
+from keras_efficient.distillation import _common  # noqa: E402
+from keras_efficient.distillation import _interpolation  # noqa: E402
+from keras_efficient.distillation import _teacher_loss  # noqa: E402
+from keras_efficient.distillation import teacher_accuracy  # noqa: E402
+
+METHODS = ("cross_entropy", "slam", "debiased")
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+
+
+def count_aten(fn):
+    """aten events (nested included) of one call of `fn`, after a warm-up
+    call (caches filled, as in every step after the first)."""
+    import torch
+
+    fn()
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU]
+    ) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::"))
+
+
+class _PartCounter:
+    """Counts the aten calls made inside the wrapped functions of one loss
+    call, by name: each wrapper brackets its call with a profiler range."""
+
+    PARTS = {
+        "checks": (_teacher_loss.TeacherOutputsLoss, "check_outputs"),
+        "margin": (_common, "margin"),
+        # The estimator's own name for it (debiased's alpha(x)).
+        "margin ": (teacher_accuracy, "teacher_margin"),
+        "interpolation": (_interpolation, "interpolate_tables"),
+    }
+
+    def __enter__(self):
+        import torch
+
+        self._patches = []
+        for part, (owner, attr) in self.PARTS.items():
+            original = getattr(owner, attr)
+
+            def wrapped(*args, _original=original, _part=part, **kwargs):
+                with torch.profiler.record_function(f"part::{_part}"):
+                    return _original(*args, **kwargs)
+
+            patch = mock.patch.object(owner, attr, wrapped)
+            patch.start()
+            self._patches.append(patch)
+        return self
+
+    def __exit__(self, *exc):
+        for patch in self._patches:
+            patch.stop()
+
+
+def count_parts(fn):
+    """{part: aten calls inside it, "total": all} for one call of `fn`."""
+    import torch
+
+    with _PartCounter():
+        fn()
+        with torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU]
+        ) as prof:
+            fn()
+    events = list(prof.events())
+    ranges = {}
+    for e in events:
+        if e.name.startswith("part::"):
+            part = e.name[len("part::") :].strip()
+            ranges.setdefault(part, []).append(
+                (e.time_range.start, e.time_range.end)
+            )
+    counts = {part.strip(): 0 for part in _PartCounter.PARTS}
+    total = 0
+    for e in events:
+        if not e.name.startswith("aten::"):
+            continue
+        total += 1
+        start = e.time_range.start
+        for part, spans in ranges.items():
+            if any(lo <= start <= hi for lo, hi in spans):
+                counts[part] += 1
+                break
+    counts["loss_math_and_call"] = total - sum(counts.values())
+    counts["total"] = total
+    return counts
+
+
+def measure(width):
+    import torch
+
+    cfg = loss_config(width)
+    probs, estimator = _teacher(1024)
+    rng = np.random.default_rng(0)
+    teacher = torch.from_numpy(probs[:LOSS_BATCH])
+    logits = torch.from_numpy(
+        rng.normal(size=(LOSS_BATCH, CLASSES)).astype("float32")
+    )
+    x = rng.normal(size=(LOSS_BATCH, 40)).astype("float32")
+    out = {}
+    for method in METHODS:
+        loss = make_loss(method, probs, estimator)
+
+        def forward(loss=loss):
+            return loss(teacher, logits)
+
+        def forward_backward(loss=loss):
+            student = logits.clone().requires_grad_(True)
+            loss(teacher, student).backward()
+
+        row = {
+            "forward": count_aten(forward),
+            "forward_backward": count_aten(forward_backward),
+        }
+        if method != "cross_entropy":
+            row["forward_parts"] = count_parts(forward)
+        model, step_loss = build("loss", method, cfg, (probs, estimator))
+        model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=step_loss)
+        row["train_step"] = count_aten(
+            lambda model=model: model.train_on_batch(x, teacher.numpy())
+        )
+        out[method] = row
+    return out
+
+
+def step_times(width, rounds, steps=20):
+    """Interleaved train steps (`train_on_batch`) of the MLP with each loss:
+    per round and method the median wall and process CPU time of `steps`
+    steps; returns the median over rounds of each method's ratio to
+    cross-entropy in the same round (CPU time is less disturbed by other
+    jobs on the machine than wall time)."""
+    import statistics
+    import time
+
+    cfg = loss_config(width)
+    probs, estimator = _teacher(1024)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(LOSS_BATCH, 40)).astype("float32")
+    y = probs[:LOSS_BATCH]
+    models = {}
+    for method in METHODS:
+        model, loss = build("loss", method, cfg, (probs, estimator))
+        model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=loss)
+        for _ in range(3):
+            model.train_on_batch(x, y)
+        models[method] = model
+    times = {m: {"wall": [], "cpu": []} for m in METHODS}
+    for _ in range(rounds):
+        for method, model in models.items():
+            wall, cpu = [], []
+            for _ in range(steps):
+                w0, c0 = time.perf_counter(), time.process_time()
+                model.train_on_batch(x, y)
+                wall.append(time.perf_counter() - w0)
+                cpu.append(time.process_time() - c0)
+            times[method]["wall"].append(statistics.median(wall))
+            times[method]["cpu"].append(statistics.median(cpu))
+    out = {"rounds": rounds, "steps_per_round": steps}
+    for method in METHODS:
+        row = {}
+        for clock in ("wall", "cpu"):
+            ratios = [
+                t / b
+                for t, b in zip(
+                    times[method][clock], times["cross_entropy"][clock]
+                )
+            ]
+            qs = statistics.quantiles(ratios, n=4) if rounds > 1 else ratios
+            row[clock] = {
+                "median_ratio": statistics.median(ratios),
+                "iqr": [qs[0], qs[-1]],
+                "median_step_ms": 1e3 * statistics.median(times[method][clock]),
+            }
+        out[method] = row
+    out["load_1min"] = os.getloadavg()[0]
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--label", default="current")
+    parser.add_argument("--note", default="", help="stored with the run")
+    parser.add_argument(
+        "--time-rounds",
+        type=int,
+        default=0,
+        help="also time interleaved train steps (this many rounds)",
+    )
+    parser.add_argument(
+        "--output", default=os.path.join(RESULTS, "loss_ops.torch.json")
+    )
+    args = parser.parse_args()
+    if _backend.backend() != "torch":
+        raise SystemExit("Run with KERAS_BACKEND=torch.")
+    counts = measure(args.width)
+    timing = None
+    if args.time_rounds:
+        load = os.getloadavg()[0]
+        timing = step_times(args.width, args.time_rounds)
+        timing["load_1min_at_start"] = load
+    results = {}
+    if os.path.exists(args.output):
+        with open(args.output) as f:
+            results = json.load(f)
+    results.setdefault(
+        "what",
+        "aten:: events (nested included) counted with torch.profiler, "
+        f"loss inputs ({LOSS_BATCH}, {CLASSES}), after one warm-up call; "
+        "train_step: one `train_on_batch` of the overhead benchmark's MLP "
+        "(40 -> d -> d -> 10) with that loss. Load-independent.",
+    )
+    results["command"] = (
+        "KERAS_BACKEND=torch python benchmarks/loss_ops.py "
+        f"--width {args.width} --label {args.label}"
+        + (f" --time-rounds {args.time_rounds}" if args.time_rounds else "")
+    )
+    results.setdefault("runs", {})[args.label] = {
+        "width": args.width,
+        "torch": __import__("torch").__version__,
+        "note": args.note,
+        "counts": counts,
+    }
+    if timing is not None:
+        results["runs"][args.label]["step_time_vs_cross_entropy"] = timing
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(results, f, indent=1)
+    print(json.dumps(results["runs"][args.label], indent=1))
+
+
+if __name__ == "__main__":
+    main()
