@@ -73,9 +73,11 @@ MODULE_TESTS = {
     ],
     "optimizers/row_update.py": ["tests/test_row_update.py"],
     "layers/laurel.py": ["tests/test_laurel.py"],
+    "layers/laurel_ops.py": ["tests/test_laurel_ops.py"],
     "layers/routing.py": ["tests/test_moe.py"],
     "layers/moe.py": ["tests/test_moe.py"],
     "layers/altup/layer.py": ["tests/test_altup.py"],
+    "layers/altup/block_ops.py": ["tests/test_altup_block_ops.py"],
     "layers/lookup.py": ["tests/test_lookup.py", "tests/test_row_update.py"],
     "layers/lsh.py": ["tests/test_lsh.py"],
 }
@@ -292,6 +294,19 @@ EQUIVALENT = {
         "x__shrink_config__mutmut_2": (
             "the default importance was never used (both callers pass it); "
             "the default has since been removed"
+        ),
+    },
+    "layers/routing.py": {
+        "x_group_sizes__mutmut_3": (
+            "no caller passed `weight`; the unused parameter has since been "
+            "removed"
+        ),
+        "x_sort_by_expert__mutmut_27": (
+            "side='left' is searchsorted's default"
+        ),
+        "x_sort_by_expert__mutmut_34": (
+            "arange of a Python int is int32 on every backend (Keras's "
+            "default int type), the dtype given"
         ),
     },
     "distillation/kd.py": {

@@ -94,14 +94,9 @@ def positions_in_experts(expert: Any, num_experts: int = None) -> Any:
     )
 
 
-def group_sizes(
-    expert: Any, num_experts: int, weight: Any | None = None
-) -> Any:
-    """`(E,)` int32 number of assignments (optionally masked) per expert."""
-    ones = ops.ones_like(expert, dtype="int32") if weight is None else weight
+def group_sizes(expert: Any, num_experts: int) -> Any:
+    """`(E,)` int32 number of assignments per expert."""
+    ones = ops.ones_like(expert, dtype="int32")
     return ops.cast(
-        ops.segment_sum(
-            ops.cast(ones, "int32"), expert, num_segments=num_experts
-        ),
-        "int32",
+        ops.segment_sum(ones, expert, num_segments=num_experts), "int32"
     )
