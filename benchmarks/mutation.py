@@ -65,6 +65,8 @@ MODULE_TESTS = {
     "pruning/update.py": [
         "tests/test_pruning_state.py",
         "tests/test_pruning_groups.py",
+        # N:M applied once at step 1 (n_m_update="first_step")
+        "tests/test_pruning_transformer_units.py",
     ],
     "pruning/shrink.py": ["tests/test_shrink.py"],
     "optimizers/lazy.py": [
@@ -307,6 +309,18 @@ EQUIVALENT = {
         "x_sort_by_expert__mutmut_34": (
             "arange of a Python int is int32 on every backend (Keras's "
             "default int type), the dtype given"
+        ),
+    },
+    "pruning/schedules.py": {
+        "xǁIterativePruningǁtensor_sparsity__mutmut_21": (
+            "Python floats convert to floatx, float32 by default, the dtype "
+            "given"
+        ),
+    },
+    "pruning/update.py": {
+        "xǁPruningUpdateǁbefore_fit__mutmut_49": (
+            "the channel mask is 0/1, exact in any float dtype, and assign "
+            "casts to the variable's dtype"
         ),
     },
     "distillation/kd.py": {

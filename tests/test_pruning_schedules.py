@@ -55,8 +55,13 @@ def test_serialization(schedule):
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="target_sparsity"):
+    # Each message names its argument exactly, as `name` must be ...
+    with pytest.raises(ValueError, match="^`target_sparsity` must"):
         ConstantSparsity(1.0, 0)
+    with pytest.raises(ValueError, match="^`begin_step` must"):
+        ConstantSparsity(0.5, -1)
+    with pytest.raises(ValueError, match="^`prune_fraction` must"):
+        IterativePruning.geometric_sparsities(0.9, prune_fraction=0.0)
     with pytest.raises(ValueError, match="final_sparsity"):
         PolynomialDecay(0.0, -0.1, 0, 10)
     with pytest.raises(ValueError, match="end_step"):

@@ -244,3 +244,31 @@ def test_traced_keep_top_equals_reference_with_ties():
                 )
                 for g, w in zip(got, want):
                     np.testing.assert_array_equal(_np(g), w)
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_kernel_keeps_its_own_constraint(first):
+    """A kernel's own constraint still runs under the mask constraint, on
+    the first target kernel (whose constraint also runs the update) and on
+    the others."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((12,)),
+            keras.layers.Dense(
+                16,
+                "relu",
+                kernel_constraint=keras.constraints.NonNeg() if first else None,
+            ),
+            keras.layers.Dense(
+                3,
+                kernel_constraint=None if first else keras.constraints.NonNeg(),
+            ),
+        ]
+    )
+    constrained = model.layers[0 if first else 1].kernel
+    cb = MagnitudePruning(ConstantSparsity(0.5, 0, frequency=1))
+    fit(model, [cb], epochs=1)
+    kernel = _np(constrained)
+    assert kernel.min() >= 0.0, "the NonNeg constraint was dropped"
+    assert np.mean(kernel == 0) >= 0.5
