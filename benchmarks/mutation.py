@@ -356,6 +356,34 @@ KILLED = {"killed", "caught by type check"}
 TIMEOUT = {"timeout"}
 
 
+# Appended to the scratch copy's tests/conftest.py. mutmut wraps each
+# mutated method in a trampoline that `inspect.signature` sees through
+# (`__wrapped__`) but `inspect.getfullargspec` does not, and Keras's
+# `Operation.__new__` reads both: a layer whose `__init__` is mutated could
+# not be built (IndexError). Unwrap first, in the scratch copy only.
+KERAS_TRAMPOLINE_SHIM = """
+
+import inspect as _inspect  # noqa: E402
+import types as _types  # noqa: E402
+
+from keras.src.ops import operation as _operation  # noqa: E402
+
+_shim = _types.ModuleType("inspect")
+_shim.__dict__.update(vars(_inspect))
+_shim.getfullargspec = lambda f: _inspect.getfullargspec(_inspect.unwrap(f))
+_operation.inspect = _shim
+"""
+
+
+def _copy_tests(destination):
+    """The tests, with the shim above, into a scratch folder."""
+    shutil.copytree(
+        ROOT / "tests", destination, ignore=shutil.ignore_patterns("*.pyc")
+    )
+    with open(destination / "conftest.py", "a") as conftest:
+        conftest.write(KERAS_TRAMPOLINE_SHIM)
+
+
 def _mutmut_config(module, tests, preload, timeout=(15.0, 1.0)):
     lines = [
         "[mutmut]",
@@ -417,9 +445,7 @@ def run_module(
         shutil.rmtree(work)
     work.mkdir(parents=True)
     shutil.copytree(ROOT / "keras_efficient", work / "keras_efficient")
-    shutil.copytree(
-        ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("*.pyc")
-    )
+    _copy_tests(work / "tests")
     # pytest options (markers, the `slow` filter) without a [tool.mutmut].
     (work / "pytest.ini").write_text(
         "[pytest]\naddopts = -m 'not slow' -p no:cacheprovider\n"
@@ -489,11 +515,7 @@ def recheck(work, module, tests, names):
     """
     mutants = work / "mutants"
     shutil.rmtree(mutants / "tests")
-    shutil.copytree(
-        ROOT / "tests",
-        mutants / "tests",
-        ignore=shutil.ignore_patterns("*.pyc"),
-    )
+    _copy_tests(mutants / "tests")
     meta = mutants / "keras_efficient" / (module + ".meta")
     data = json.loads(meta.read_text())
     for name in names:
