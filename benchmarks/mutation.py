@@ -323,6 +323,13 @@ EQUIVALENT = {
             "casts to the variable's dtype"
         ),
     },
+    "distillation/slam.py": {
+        "xǁSLaMLossǁcall__mutmut_47": (
+            "`call` passes the estimator's alpha as `estimate`, which wins "
+            "over the margin; without one, a fitted estimator computes the "
+            "same margin from t: the margin only saves recomputing it"
+        ),
+    },
     "distillation/kd.py": {
         "xǁKnowledgeDistillationLossǁ__init____mutmut_22": (
             "min_inclusive=None is falsy, the same as False"

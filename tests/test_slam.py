@@ -274,3 +274,23 @@ def test_legacy_epsilon_is_dropped_on_load():
         SLaMLoss.from_config({**config, "epsilon": 0.01})
     with pytest.raises(TypeError, match="epsilon"):
         SLaMLoss(epsilon=1e-7)
+
+
+def test_alpha_without_margin_uses_the_fitted_estimator():
+    """`alpha(t, k)` with no margin reads the fitted estimator, not the
+    unfitted top-1 fallback."""
+    est = _est()
+    t, _ = _data()
+    loss = SLaMLoss(teacher_accuracy=est, normalize=False)
+    alpha = to_numpy(loss.alpha(keras.ops.convert_to_tensor(t), 2))
+    expected = np.clip(np.maximum(est.predict_numpy(t), 0.55), 0.0, 1.0)
+    np.testing.assert_allclose(alpha, expected, atol=1e-5)
+    assert not np.allclose(expected, np.maximum(t.max(-1), 0.55))
+
+
+def test_config_keeps_min_alpha_and_k_is_capped_at_classes():
+    loss = SLaMLoss(k=5, min_alpha=0.7)
+    assert SLaMLoss.from_config(loss.get_config()).min_alpha == 0.7
+    assert loss.resolved_k(3) == 3
+    assert loss.resolved_k(8) == 5
+    assert loss.resolved_k() == 5
