@@ -330,6 +330,15 @@ EQUIVALENT = {
             "same margin from t: the margin only saves recomputing it"
         ),
     },
+    "distillation/debiased.py": {
+        "xǁDebiasedDistillationLossǁ__init____mutmut_55": (
+            "min_inclusive=None is falsy, the same as False"
+        ),
+        "xǁDebiasedDistillationLossǁset_pool__mutmut_26": (
+            "the pool is checked to be 2-D (n, num_classes): shape[1] is "
+            "shape[-1]"
+        ),
+    },
     "distillation/kd.py": {
         "xǁKnowledgeDistillationLossǁ__init____mutmut_22": (
             "min_inclusive=None is falsy, the same as False"

@@ -187,3 +187,32 @@ def test_tensor_call_equals_python_call(schedule):
         py_should, py_sparsity = schedule(step)
         assert bool(should) == py_should, step
         assert float(sparsity) == pytest.approx(py_sparsity, abs=1e-6), step
+
+
+@pytest.mark.parametrize(
+    "shape, axis, parts, unit",
+    [
+        ((6, 12), 1, 1, 1),
+        ((6, 12), 1, 3, 2),
+        ((4, 5, 6), 0, 1, 2),
+        ((8,), 0, 2, 1),
+    ],
+)
+def test_axis_unit_scores_and_mask_match_numpy(shape, axis, parts, unit):
+    """Scores and masks of units along one axis (Transformer widths, fused
+    query-key-value kernels) equal the NumPy reference."""
+    w = np.random.default_rng(0).normal(size=shape).astype("float32")
+    expected = masks_lib.axis_unit_scores(w, axis, parts, unit)
+    got = keras.ops.convert_to_numpy(
+        mask_ops.axis_unit_scores(
+            keras.ops.convert_to_tensor(w), axis, parts, unit
+        )
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    keep = expected > np.median(expected)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(
+            mask_ops.axis_units_to_mask(keep, shape, axis, parts, unit)
+        ),
+        masks_lib.axis_units_to_mask(keep, shape, axis, parts, unit),
+    )
