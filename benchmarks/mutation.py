@@ -339,6 +339,12 @@ EQUIVALENT = {
             "shape[-1]"
         ),
     },
+    "pruning/masks.py": {
+        "x_keep_top__mutmut_21": (
+            "the keep vector only feeds units_to_mask, which casts the mask "
+            "to float32: 0./1. floats give the same mask as False/True"
+        ),
+    },
     "distillation/kd.py": {
         "xǁKnowledgeDistillationLossǁ__init____mutmut_22": (
             "min_inclusive=None is falsy, the same as False"

@@ -199,3 +199,26 @@ def test_auto_takes_the_fused_merge_and_bad_names_raise():
         _backend.resolve_implementation("fast", paths)
     with pytest.raises(ValueError, match="implementation='ragged'"):
         _backend.resolve_implementation("ragged", paths)
+
+
+def test_softmax_references_keep_the_input_dtype():
+    """Under bfloat16 inputs the merge weights are cast to bfloat16, so the
+    output stays bfloat16 (no silent promotion to float32)."""
+    rng = np.random.default_rng(0)
+    x = keras.ops.cast(rng.normal(size=(2, 8)).astype("float32"), "bfloat16")
+    fx = keras.ops.cast(rng.normal(size=(2, 8)).astype("float32"), "bfloat16")
+    a = keras.ops.cast(rng.normal(size=(8, 2)).astype("float32"), "bfloat16")
+    b = keras.ops.cast(rng.normal(size=(2, 8)).astype("float32"), "bfloat16")
+    logit = keras.ops.convert_to_tensor(0.3, "float32")
+    assert (
+        keras.backend.standardize_dtype(
+            rw_softmax_reference(x, fx, logit).dtype
+        )
+        == "bfloat16"
+    )
+    assert (
+        keras.backend.standardize_dtype(
+            rw_lr_softmax_reference(x, fx, a, b, logit).dtype
+        )
+        == "bfloat16"
+    )

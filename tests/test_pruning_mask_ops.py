@@ -216,3 +216,35 @@ def test_axis_unit_scores_and_mask_match_numpy(shape, axis, parts, unit):
         ),
         masks_lib.axis_units_to_mask(keep, shape, axis, parts, unit),
     )
+
+
+def test_axis_unit_scores_default_is_one_part_of_single_elements():
+    w = np.random.default_rng(1).normal(size=(5, 6)).astype("float32")
+    got = mask_ops.axis_unit_scores(keras.ops.convert_to_tensor(w), 1)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(got), np.abs(w).sum(0), rtol=1e-6
+    )
+
+
+def test_block_masks_default_to_average_pooling_and_their_threshold():
+    """Block scores are block means unless `pooling` says otherwise, and
+    the threshold is the smallest kept block mean (NumPy written here)."""
+    w = np.random.default_rng(2).normal(size=(8, 6)).astype("float32")
+    mask = masks_lib.compute_masks([w], 0.5, "block", block=(2, 3))[0]
+    avg = masks_lib.compute_masks(
+        [w], 0.5, "block", block=(2, 3), pooling="avg"
+    )[0]
+    np.testing.assert_array_equal(mask, avg)
+    means = np.abs(w).reshape(4, 2, 2, 3).mean(axis=(1, 3))
+    kept = mask.reshape(4, 2, 2, 3)[:, 0, :, 0] == 1
+    assert kept.sum() == 4
+    np.testing.assert_array_equal(
+        np.sort(means[kept]), np.sort(means.ravel())[4:]
+    )
+    (threshold,) = masks_lib.mask_thresholds([w], [mask], "block", block=(2, 3))
+    assert threshold == pytest.approx(means[kept].min(), rel=1e-6)
+
+
+def test_tfmot_n_m_spelling_error_says_what_is_allowed():
+    with pytest.raises(ValueError, match="0 < zeros < m"):
+        masks_lib.resolve_n_m(sparsity_m_by_n=(4, 4))
