@@ -345,6 +345,24 @@ EQUIVALENT = {
             "to float32: 0./1. floats give the same mask as False/True"
         ),
     },
+    "layers/moe.py": {
+        "xǁMixtureOfExpertsǁ__init____mutmut_52": (
+            "min_inclusive=None is falsy, the same as False"
+        ),
+        "xǁMixtureOfExpertsǁbuild__mutmut_71": (
+            "add_weight's shape defaults to () (a scalar)"
+        ),
+    },
+    "layers/lsh.py": {
+        "xǁLSHHashǁbuild__mutmut_67": (
+            "another seed draws other, equally valid offsets: no property "
+            "of the hash depends on which"
+        ),
+        "xǁLSHHashǁcall__mutmut_15": (
+            "the projections are float32 and cast to floatx (float32 by "
+            "default)"
+        ),
+    },
     "distillation/kd.py": {
         "xǁKnowledgeDistillationLossǁ__init____mutmut_22": (
             "min_inclusive=None is falsy, the same as False"

@@ -139,3 +139,20 @@ def test_same_ids_under_mixed_precision():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LSHHash(**kwargs)
+
+
+def test_weight_names_multipliers_and_unknown_width():
+    layer = LSHHash(num_tables=4, num_bits=16, kind="euclidean", seed=0)
+    layer.build((None, 8))
+    assert {w.name for w in layer.weights} == {
+        "projections",
+        "offsets",
+        "multipliers",
+    }
+    # Odd int32 multipliers spread over [1, 2**31): positive (no wrap) and
+    # large enough that combining the bits rarely collides.
+    m = to_numpy(layer.multipliers).astype("int64")
+    assert (m % 2 == 1).all() and m.min() > 0 and m.max() < 2**31
+    assert m.max() > 2**24
+    with pytest.raises(ValueError, match="`LSHHash` needs a known last axis"):
+        LSHHash(num_tables=2, num_bits=4).build((None, None))

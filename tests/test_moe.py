@@ -429,3 +429,32 @@ def test_bad_arguments(kwargs, match):
 def test_ragged_needs_jax():
     with pytest.raises(ValueError, match="implementation"):
         MixtureOfExperts(4, 8, implementation="ragged")
+
+
+def test_weight_names_and_capacity_of_a_static_token_count():
+    """Weights keep their names (pruning reports and kernel paths key on
+    them), and a Python-int token count gives ceil(f * n * k / E) slots."""
+    layer = MixtureOfExperts(
+        4,
+        16,
+        router="softmax",
+        top_k=2,
+        capacity_factor=1.25,
+        num_shared_experts=1,
+        implementation="reference",
+    )
+    layer.build((None, 8))
+    names = {w.name for w in layer.weights}
+    assert {
+        "kernel_in",
+        "bias_in",
+        "kernel_out",
+        "bias_out",
+        "shared_kernel_in",
+        "shared_bias_in",
+        "shared_kernel_out",
+        "shared_bias_out",
+        "dropped_fraction",
+    } <= names
+    assert layer.capacity(64) == 40  # ceil(1.25 * 64 * 2 / 4)
+    assert layer.capacity(3) == 2  # ceil(1.875), within n * k
