@@ -248,3 +248,11 @@ def test_block_masks_default_to_average_pooling_and_their_threshold():
 def test_tfmot_n_m_spelling_error_says_what_is_allowed():
     with pytest.raises(ValueError, match="0 < zeros < m"):
         masks_lib.resolve_n_m(sparsity_m_by_n=(4, 4))
+    with pytest.raises(ValueError, match="`pooling` must be one of"):
+        masks_lib.compute_masks(
+            [np.ones((4, 4), "float32")],
+            0.5,
+            "block",
+            block=(2, 2),
+            pooling="mean",
+        )

@@ -262,6 +262,7 @@ def compute_masks(
     sparsity = _v.check_fraction("sparsity", sparsity)
     _v.check_choice("structure", structure, STRUCTURES)
     _v.check_choice("scope", scope, ("layer", "global"))
+    _v.check_choice("pooling", pooling, ("avg", "max"))
     n_m = resolve_n_m(n_m, sparsity_m_by_n)
     if structure == "n_m" and n_m is None:
         _v.fail("n_m", "a pair (n, m) with 0 < n < m", n_m)
