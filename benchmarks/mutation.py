@@ -363,6 +363,17 @@ EQUIVALENT = {
             "default)"
         ),
     },
+    "optimizers/row_update.py": {
+        "x__updated_read_rows__mutmut_25": (
+            "a float 1 concatenated with the bool flags promotes them to "
+            "0./1., cast to int32 for the cumsum: the same segments"
+        ),
+        "x_gather_rows_with_update__mutmut_1": (
+            "on TensorFlow (the run's backend) the dispatch falls through to "
+            "the keras.ops path either way; on JAX/torch it would skip a "
+            "fast path tested equal to that path (speed, not values)"
+        ),
+    },
     "distillation/kd.py": {
         "xǁKnowledgeDistillationLossǁ__init____mutmut_22": (
             "min_inclusive=None is falsy, the same as False"
