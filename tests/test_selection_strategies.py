@@ -229,3 +229,52 @@ def test_selection_alias_warns_and_names_the_new_home():
         alias = importlib.import_module("keras_efficient.selection")
     for name in alias.__all__:
         assert getattr(alias, name) is getattr(active, name)
+
+
+def _reference_lowest(scores, b):
+    # The b smallest scores, ties to the lower index (a stable order).
+    order = sorted(range(len(scores)), key=lambda i: (scores[i], i))
+    return sorted(order[:b])
+
+
+def test_lowest_score_ties_go_to_the_lower_index():
+    # Three distinct rows repeated: every score is tied 20 ways, and the
+    # cut at b=25 falls inside a tie group. A non-stable sort keeps an
+    # arbitrary subset of that group.
+    rows = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.5, 0.3, 0.2]])
+    p = rows[np.random.default_rng(0).permutation(np.repeat([0, 1, 2], 20))]
+    top2 = np.sort(p, axis=1)[:, ::-1]
+    margin = top2[:, 0] - top2[:, 1]
+    assert MarginSelection().select(p, 25).tolist() == _reference_lowest(
+        margin.tolist(), 25
+    )
+    neg_entropy = (p * np.log(p)).sum(axis=1)
+    assert EntropySelection().select(p, 25).tolist() == _reference_lowest(
+        neg_entropy.tolist(), 25
+    )
+
+
+def test_entropy_of_rows_with_zero_probabilities():
+    # 0 * log 0 counts as 0: a zero entry must not make the score NaN.
+    p = np.array([[0.9, 0.05, 0.05], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
+    expected = np.array([0.9 * np.log(0.9) + 0.1 * np.log(0.05), np.log(0.5)])
+    scores = EntropySelection().scores(p)
+    np.testing.assert_allclose(scores, [*expected, 0.0], rtol=1e-12, atol=0)
+    # The most uncertain row is the one with a zero entry.
+    assert EntropySelection().select(p, 1).tolist() == [1]
+
+
+@pytest.mark.parametrize("num_points", [-1, 6])
+def test_num_points_errors_name_the_argument(num_points):
+    ctx = Ctx(_probs(5), teacher_accuracy=0.8, rng=0)
+    strategies = [
+        UniformSelection(),
+        EntropySelection(),
+        RobustSelection(),
+        RobustSelection(teacher_accuracy=0.9),
+    ]
+    for strategy in strategies:
+        with pytest.raises(ValueError, match="`num_points` must be"):
+            strategy.select(ctx, num_points)
+    with pytest.raises(ValueError, match="`num_points` must be"):
+        RobustSelection().marginals(ctx, num_points)
