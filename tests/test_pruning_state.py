@@ -13,6 +13,9 @@ from keras_efficient.pruning import PolynomialDecay
 from keras_efficient.pruning import masks as masks_lib
 from keras_efficient.pruning import sparsity_report
 from keras_efficient.pruning import strip_pruning
+from keras_efficient.pruning.plan import PruningOptions
+from keras_efficient.pruning.plan import build_plan
+from keras_efficient.pruning.state import attach_state
 from tests.callback_harness import classification_data
 from tests.callback_harness import crash_and_resume
 from tests.callback_harness import dense_classifier
@@ -272,3 +275,111 @@ def test_kernel_keeps_its_own_constraint(first):
     kernel = _np(constrained)
     assert kernel.min() >= 0.0, "the NonNeg constraint was dropped"
     assert np.mean(kernel == 0) >= 0.5
+
+
+_SCHEDULE = ConstantSparsity(0.5, 0)
+
+
+def _plan(model, **options):
+    # One schedule object: plans compare their options (and schedules) by
+    # equality, and a schedule compares by identity.
+    return build_plan(model, PruningOptions(_SCHEDULE, **options))
+
+
+def _one_kernel_model(units=1, kernel_initializer="glorot_uniform"):
+    model = keras.Sequential(
+        [
+            keras.Input((1,)),
+            keras.layers.Dense(units, kernel_initializer=kernel_initializer),
+        ]
+    )
+    model.build((None, 1))
+    return model
+
+
+def test_attach_state_reuses_or_rebuilds():
+    """The flag says whether the train function must be rebuilt: a new
+    state (new variables) or other masks; the same optimizer and plan
+    reuse the state. One target kernel: the state is found from it."""
+    model = _one_kernel_model(units=3)
+    optimizer = keras.optimizers.SGD()
+    state, rebuild = attach_state(optimizer, _plan(model))
+    assert rebuild is True
+    again, rebuild = attach_state(optimizer, _plan(model))
+    assert again is state and rebuild is False
+    again, rebuild = attach_state(optimizer, _plan(model, scope="global"))
+    assert again is state and rebuild is True  # other masks
+    other, rebuild = attach_state(keras.optimizers.SGD(), _plan(model))
+    assert other is not state and rebuild is True  # new variables
+
+
+def test_attach_state_adds_the_epoch_end_variable_when_asked():
+    """A state built without `remask_at_epoch_end` has no epoch-end
+    variable: asking for it builds a new state that has one (-1: no
+    epoch yet); the state that has one serves a plan without it."""
+    model = _one_kernel_model(units=3)
+    optimizer = keras.optimizers.SGD()
+    state, _ = attach_state(optimizer, _plan(model))
+    assert state.epoch_end is None
+    remask, rebuild = attach_state(
+        optimizer, _plan(model, remask_at_epoch_end=True)
+    )
+    assert remask is not state and rebuild is True
+    assert int(_np(remask.epoch_end)) == -1
+    assert remask.epoch_end.dtype == "int32"
+    again, rebuild = attach_state(optimizer, _plan(model))
+    assert again is remask and rebuild is True
+
+
+def test_state_variables_names_and_dtypes():
+    """The state's variables keep their names (their paths are what a
+    `keras.distribution.LayoutMap` keys on) and dtypes: the target
+    sparsity stays float32 when floatx is lower."""
+    model = _one_kernel_model(units=3)
+    keras.config.set_floatx("float16")
+    try:
+        optimizer = keras.optimizers.SGD()
+        state, _ = attach_state(
+            optimizer, _plan(model, remask_at_epoch_end=True)
+        )
+    finally:
+        keras.config.set_floatx("float32")
+    # A mask is named after its kernel (`add_variable_from_reference`).
+    assert state.masks[0].name.endswith("_pruning_mask")
+    names = {
+        "pruning_step": state.step,
+        "pruning_target_sparsity": state.sparsity,
+        "pruning_epoch_end": state.epoch_end,
+    }
+    for name, variable in names.items():
+        assert variable.name == name
+        assert variable.path == f"{optimizer.name}/{name}"
+    assert state.step.dtype == "int32"
+    assert state.sparsity.dtype == "float32"
+    state.sparsity.assign(0.3)
+    # float16 would hold 0.2998, bfloat16 0.3008.
+    assert state.target_sparsity() == float(np.float32(0.3))
+
+
+def test_target_sparsity_of_n_m_masks():
+    """N:M masks are `1 - n/m` sparse whatever the schedule's value, once
+    pruning has started (sparsity > 0)."""
+    model = _one_kernel_model(units=8)
+    plan = _plan(model, structure="n_m", n_m=(1, 4))
+    state, _ = attach_state(keras.optimizers.SGD(), plan)
+    assert state.target_sparsity() == 0.0
+    state.sparsity.assign(0.5)
+    assert state.target_sparsity() == 0.75
+    plain, _ = attach_state(keras.optimizers.SGD(), _plan(_one_kernel_model()))
+    plain.sparsity.assign(0.5)
+    assert plain.target_sparsity() == 0.5
+
+
+def test_kernel_sparsity_of_a_single_weight():
+    """Overall sparsity is zeros over all weights, also for one weight."""
+    model = _one_kernel_model(units=1, kernel_initializer="zeros")
+    state, _ = attach_state(keras.optimizers.SGD(), _plan(model))
+    kernel = model.layers[0].kernel
+    assert state.kernel_sparsity() == ({kernel.path: 1.0}, 1.0)
+    kernel.assign(np.ones((1, 1), "float32"))
+    assert state.kernel_sparsity() == ({kernel.path: 0.0}, 0.0)
