@@ -562,3 +562,106 @@ def test_gemma3n_variant_harness_and_math():
     h = x @ a @ b
     h = h / np.sqrt(np.mean(h**2, -1, keepdims=True) + 1e-6) * s
     assert_allclose(layer(x, fx), (2 * x + fx + h) / np.sqrt(2), atol=1e-5)
+
+
+# Weight names, merges picked by `implementation`, float32 residual weights ---
+
+
+@pytest.mark.parametrize(
+    "variant, options, names",
+    [
+        ("rw", {}, ["residual_weights"]),
+        ("lr", {}, ["lr_kernel_a", "lr_kernel_b"]),
+        ("pa", {}, ["pa_gamma"]),
+        ("rw+lr", {}, ["residual_weights", "lr_kernel_a", "lr_kernel_b"]),
+        ("rw+pa", {}, ["residual_weights", "pa_gamma"]),
+        (
+            "pa",
+            {"low_rank_history": True, "num_activations": 2},
+            ["pa_gamma", "pa_kernel_a_0", "pa_kernel_b_0"]
+            + ["pa_kernel_a_1", "pa_kernel_b_1"],
+        ),
+        (
+            "rw+lr+pa",
+            {"num_activations": 2},
+            ["residual_weights", "pa_gamma", "pa_kernel_a_0", "pa_kernel_b_0"]
+            + ["pa_kernel_a_1", "pa_kernel_b_1"],
+        ),
+        ("gemma3n", {}, ["lr_kernel_a", "lr_kernel_b", "lr_norm_scale"]),
+    ],
+)
+def test_weight_names_and_build_from_x_shape_alone(variant, options, names):
+    # Pruning reports and kernel paths key on `variable.path`; `build` with
+    # only `x`'s shape (as `from_gemma3n` calls it) takes `fx`'s to match.
+    layer = LaurelResidual(variant, rank=RANK, name="res", **options)
+    layer.build((None, D))
+    assert [w.path for w in layer.weights] == [f"res/{n}" for n in names]
+
+
+@pytest.mark.parametrize("normalization", ["sigmoid", "none"])
+@pytest.mark.parametrize("variant", ["rw", "rw+lr"])
+def test_fused_merge_keeps_sigmoid_and_free_weights(variant, normalization):
+    # The fused softmax merge takes only `theta_0 - theta_1`; the other
+    # normalizations must go through `alpha, beta` on either path.
+    x, fx = data(seed=0), data(seed=1)
+    for implementation in ("reference", "fused"):
+        layer = LaurelResidual(
+            variant, rank=RANK, normalization=normalization, per_dimension=True
+        )
+        layer.implementation = implementation
+        layer(x, fx)
+        randomize(layer, seed=2)
+        theta = to_numpy(layer.residual_weights).astype("float64")
+        if normalization == "sigmoid":
+            w = 2.0 / (1.0 + np.exp(-theta))
+        else:
+            w = theta
+        h = x.astype("float64")
+        if variant == "rw+lr":
+            a = to_numpy(layer.lr_kernel_a).astype("float64")
+            b = to_numpy(layer.lr_kernel_b).astype("float64")
+            h = h + (h @ a) @ b
+        expected = w[0] * fx + w[1] * h
+        assert np.abs(w.sum(axis=0) - 2.0).max() > 0.1  # not a softmax pair
+        assert_allclose(layer(x, fx), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("implementation", ["reference", "fused"])
+def test_residual_weights_stay_float32_under_mixed_bfloat16(implementation):
+    # theta = (100.4, 100): bfloat16 would round theta_0 to 100.5 and the
+    # logit from 0.4 to 0.5 (alpha 1.245 instead of 1.197).
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    layer = LaurelResidual("rw")
+    layer.implementation = implementation
+    ones = np.ones((2, D), "float32")
+    zeros = np.zeros((2, D), "float32")
+    layer(zeros, ones)
+    assert layer.residual_weights.dtype == "float32"
+    layer.residual_weights.assign(np.array([100.4, 100.0], "float32"))
+    alpha = 2.0 / (1.0 + np.exp(-0.4))
+    got_alpha = to_numpy(ops.cast(layer(zeros, ones), "float32"))
+    got_beta = to_numpy(ops.cast(layer(ones, zeros), "float32"))
+    # bfloat16 keeps 8 bits: the output is alpha (beta) to within 2**-8.
+    np.testing.assert_allclose(got_alpha, alpha, rtol=2**-8, atol=0)
+    np.testing.assert_allclose(got_beta, 2.0 - alpha, rtol=2**-8, atol=0)
+
+
+def test_gemma3n_branch_input_feeds_the_branch():
+    rng = np.random.default_rng(3)
+    x, fx, z = (rng.normal(size=(2, 4, D)).astype("float32") for _ in "xfz")
+    layer = LaurelResidual("gemma3n", rank=RANK, epsilon=1e-5)
+    layer(x, fx)
+    a = rng.normal(size=(D, RANK)).astype("float32")
+    b = rng.normal(size=(RANK, D)).astype("float32")
+    s = rng.normal(size=(D,)).astype("float32")
+    layer.lr_kernel_a.assign(a)
+    layer.lr_kernel_b.assign(b)
+    layer.lr_norm_scale.assign(s)
+    h = z.astype("float64") @ a @ b
+    h = h / np.sqrt(np.mean(h**2, -1, keepdims=True) + 1e-5) * s
+    expected = (x + fx + z + h) / np.sqrt(2)
+    assert_allclose(layer(x, fx, branch_input=z), expected, atol=1e-5)
+    # A float64 branch input is cast to the compute dtype.
+    got = layer(x, fx, branch_input=z.astype("float64"))
+    assert keras.backend.standardize_dtype(got.dtype) == "float32"
+    assert_allclose(got, expected, atol=1e-5)
