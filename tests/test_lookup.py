@@ -220,3 +220,37 @@ def test_bad_inputs():
         SparseLookupTable(8, dim=4, consume="add", lookup="router")(X)
     with pytest.raises(ValueError, match="token_ids"):
         SparseLookupTable(8, lookup="token_id")(X)
+
+
+def test_initializers_and_sublayer_names():
+    """Default table init is N(0, 0.02) and a given initializer is used;
+    product sub-keys are N(0, 1/32); the dense router keeps its name (its
+    kernel path is what pruning and reports key on)."""
+    table = SparseLookupTable(4096, dim=16, lookup="token_id", seed=0)
+    table.build((None, None, 16))
+    std = to_numpy(table.embeddings).std()
+    assert 0.018 < std < 0.022, std
+    zeros = SparseLookupTable(
+        8, lookup="token_id", embeddings_initializer="zeros"
+    )
+    zeros.build((None, None, 8))
+    assert not to_numpy(zeros.embeddings).any()
+    routed = SparseLookupTable(64, lookup="router", router_type="dense")
+    routed.build((None, None, 8))
+    assert routed.router.name == "router"
+    keyed = SparseLookupTable(
+        4096, lookup="router", router_type="product_keys", seed=0
+    )
+    keyed.build((None, None, 8))
+    for keys in (keyed.sub_keys_a, keyed.sub_keys_b):
+        assert 0.8 < to_numpy(keys).std() * 32**0.5 < 1.2
+
+
+def test_token_ids_as_a_functional_input():
+    tokens = keras.Input((None,), dtype="int32")
+    features = keras.Input((None, 8))
+    out = SparseLookupTable(16, lookup="token_id")(features, tokens)
+    model = keras.Model([features, tokens], out)
+    ids = np.array([[1, 20]], "int32")
+    x = np.zeros((1, 2, 8), "float32")
+    assert to_numpy(model([x, ids])).shape == (1, 2, 8)
