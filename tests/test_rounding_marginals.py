@@ -146,3 +146,63 @@ def test_dependent_rounding_range_tolerance_and_message():
         r"max=1\.5$",
     ):
         dependent_rounding([1.5, -0.5])
+
+
+def test_robust_top_set_holding_all_mass_keeps_the_fractional_point():
+    # b=1, m=2: the optimum spreads the mass over the top three gains
+    # {1, 1, 0.6} with equal p_i g_i = t and t (2 + 5/3) = 1, so t = 3/11
+    # and the worst case (two of three spoiled) is t. Adding the 0.2
+    # point would give 2 t' with t' (2 + 5/3 + 5) = 1, i.e. 6/26 < 3/11.
+    g = np.array([0.2, 1.0, 1.0, 0.6])
+    p, value = robust_marginals(g, 1, 2)
+    np.testing.assert_allclose(p, [0.0, 3 / 11, 3 / 11, 5 / 11], atol=1e-12)
+    assert abs(value - 3 / 11) < 1e-12
+    assert abs(value - _lp_maxmin(g, 1, 2)) < 1e-9
+
+
+def test_robust_ties_break_by_pool_order():
+    # m=0 is the greedy top b; among tied gains the lowest pool indices
+    # win (a stable order, the same on every platform).
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 3, 258) / 2.0
+    b = int(np.count_nonzero(g == 1.0)) + 1
+    expected = np.zeros(len(g))
+    expected[g == 1.0] = 1.0
+    expected[np.flatnonzero(g == 0.5)[0]] = 1.0
+    p, value = robust_marginals(g, b, 0)
+    np.testing.assert_array_equal(p, expected)
+    assert value == (expected * g).sum()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_robust_float16_gains_solved_in_float64(seed):
+    # Half-precision gains (mixed-precision models) are solved in float64:
+    # the value is the LP optimum of the same (exactly widened) gains.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(10, 40))
+    b, m = int(rng.integers(1, n)), int(rng.integers(1, n // 2))
+    g = rng.random(n).astype(np.float16)
+    p, value = robust_marginals(g, b, m)
+    g64 = g.astype(np.float64)
+    lp = _lp_maxmin(g64, b, m)
+    assert abs(p.sum() - b) < 1e-9
+    assert abs(_worst(p, g64, m) - lp) < 1e-7 * max(1, lp)
+    assert abs(value - lp) < 1e-7 * max(1, lp)
+
+
+def test_dependent_rounding_bfloat16_marginals_sum_in_float64():
+    # Marginals from a mixed_bfloat16 model arrive as bfloat16 NumPy
+    # arrays; they sum to an integer exactly, but a bfloat16 sum is off by
+    # whole units, so they must be widened before any arithmetic.
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(0)
+    p = np.round(rng.random(200) * 128) / 128  # exact in bfloat16
+    p[:10] = 1.0
+    b = int(np.ceil(p[:-1].sum()))
+    p[-1] = b - p[:-1].sum()
+    p16 = p.astype(ml_dtypes.bfloat16)
+    assert p16.astype(np.float64).sum() == b
+    for seed in range(3):
+        idx = dependent_rounding(p16, seed)
+        assert len(idx) == b and len(np.unique(idx)) == b
+        assert set(range(10)) <= set(idx.tolist())
