@@ -79,7 +79,11 @@ MODULE_TESTS = {
     "layers/routing.py": ["tests/test_moe.py"],
     "layers/moe.py": ["tests/test_moe.py"],
     "layers/altup/layer.py": ["tests/test_altup.py"],
-    "layers/altup/block_ops.py": ["tests/test_altup_block_ops.py"],
+    "layers/altup/block_ops.py": [
+        "tests/test_altup_block_ops.py",
+        # the NumPy references of the whole layer
+        "tests/test_altup.py",
+    ],
     "layers/lookup.py": ["tests/test_lookup.py", "tests/test_row_update.py"],
     "layers/lsh.py": ["tests/test_lsh.py"],
 }
@@ -275,6 +279,47 @@ EQUIVALENT = {
         "xǁ_SortedGainsǁwater_fill__mutmut_59": (
             "ps <= 1 already (ps <= cap <= 1, fill <= 1 - ps)"
         ),
+        "xǁ_SortedGainsǁ__init____mutmut_15": (
+            "`gs >= 0`: zero gains add infinite h entries and no candidate; "
+            "the g1 branch reaches a zero gain only where its weight b - t "
+            "h[r] is 0"
+        ),
+        "xǁ_SortedGainsǁcandidates__mutmut_12": (
+            "the k = 1 candidate is kept only when m = 0, where F is flat from"
+            " t = g0, already a candidate"
+        ),
+        "xǁ_SortedGainsǁcandidates__mutmut_6": (
+            "b g0 >= g0, where F = greedy - m t is not increasing: g0 is at "
+            "least as good"
+        ),
+        "xǁ_SortedGainsǁcandidates__mutmut_5": (
+            "the b / H_r points are redundant: where the maximum is at one, "
+            "the third kind of breakpoint gives the same t; elsewhere F is "
+            "flat (same value; p may differ among optimal ones)"
+        ),
+        "xǁ_SortedGainsǁcandidates__mutmut_28": (
+            "differs only when a gain equals the threshold exactly, where F's "
+            "slope is 0: the same value"
+        ),
+        "xǁ_SortedGainsǁdual__mutmut_43": (
+            "r reaches npos only when t H_npos = b exactly, where the extra "
+            "term is 0 g"
+        ),
+        "xǁ_SortedGainsǁdual__mutmut_54": (
+            "r reaches npos only when t H_npos = b exactly, where the extra "
+            "term is 0 g"
+        ),
+        "xǁ_SortedGainsǁdual__mutmut_49": (
+            "r = 0 needs t > b g0: mass 0 < b and g1 is unused; npos = 0 clips"
+            " to 0 either way"
+        ),
+        "xǁ_SortedGainsǁdual__mutmut_56": (
+            "differs only for npos <= 1, where r stays 0 (npos = 0) or g1 "
+            "would need t >= b g0 > t"
+        ),
+        "xǁ_SortedGainsǁdual__mutmut_67": (
+            "r <= npos - 1 <= n - 1 always: the clip never acts"
+        ),
     },
     "optimizers/lazy.py": {
         "xǁLazyAdamǁupdate_step__mutmut_4": (
@@ -376,8 +421,7 @@ EQUIVALENT = {
     },
     "distillation/active/strategies.py": {
         "x__top__mutmut_16": (
-            "NumPy reads the sort kind case-insensitively: 'STABLE' is "
-            "'stable'"
+            "NumPy reads the sort kind case-insensitively: 'STABLE' is 'stable'"
         ),
     },
     "distillation/kd.py": {
