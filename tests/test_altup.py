@@ -449,3 +449,121 @@ def test_each_configuration_runs_one_named_algorithm(
     # Only Hugging Face's Gemma 3n clip keeps the kernels clamped.
     constrained = [w for w in layer.weights if w.constraint is not None]
     assert len(constrained) == (2 if algorithm == "Gemma3nRouting" else 0)
+
+
+# --- checks the mutation run asked for ------------------------------------
+
+
+def test_negative_epsilon_is_rejected_by_name():
+    with pytest.raises(ValueError, match="^`epsilon` must") as info:
+        AltUp(keras.layers.Dense(D), coefficients="routed", epsilon=-1.0)
+    assert "epsilon=-1.0" in str(info.value)
+    assert AltUp(keras.layers.Dense(D), epsilon=0.0).epsilon == 0.0
+
+
+def test_wrapped_layer_changing_the_width_is_named():
+    # Case-sensitive: the sentence starts with a capital (Keras may put
+    # its own context before it).
+    with pytest.raises(ValueError, match="The wrapped `layer` must keep"):
+        AltUp(keras.layers.Dense(D + 1))(widened(k=2))
+
+
+def test_built_altup_called_on_another_width_names_both_widths():
+    layer = AltUp(keras.layers.Dense(D), num_blocks=2)
+    layer(widened(k=2))
+    with pytest.raises(ValueError, match="built for `inputs` of width 8") as e:
+        layer(widened(k=2, d=2 * D))
+    assert "make a new layer for width 16" in str(e.value)
+
+
+def gemma3n_reference(layer, inner, x, w_p, w_c):
+    """NumPy Gemma 3n AltUp with the given prediction/correction kernels."""
+    k, d = layer.num_blocks, x.shape[-1]
+    w_r = to_numpy(layer.router_kernel)
+    scale = to_numpy(layer.router_norm_scale)
+
+    def route(z):
+        normed = z / np.sqrt(np.mean(z**2, -1, keepdims=True) + 1e-6)
+        return np.tanh((normed * scale / d) @ w_r)
+
+    a = layer.active_block
+    mix = (route(x[..., a, :]) @ w_p).reshape(x.shape[:-2] + (k, k))
+    xhat = x + np.einsum("...ij,...jd->...id", mix, x)
+    y = dense_reference(inner, xhat[..., a, :])
+    g = 1.0 + route(y) @ w_c
+    return xhat + g[..., :, None] * (y - xhat[..., a, :])[..., None, :]
+
+
+def test_gemma3n_training_call_uses_the_clipped_prediction_kernel():
+    """Hugging Face clamps `W_p` in training only; `W_c` always."""
+    x = widened(k=2)
+    inner = keras.layers.Dense(D)
+    layer = AltUp(
+        inner,
+        num_blocks=2,
+        coefficients="routed",
+        coefficient_clip=0.1,
+        routing="gemma3n",
+        clip_mode="weights",
+    )
+    layer.build(x.shape)
+    # `assign` bypasses the constraint: kernels beyond the clip.
+    randomise_router(layer, scale=2.0)
+    w_p = to_numpy(layer.prediction_kernel)
+    w_c_clipped = np.clip(to_numpy(layer.correction_kernel), -0.1, 0.1)
+    clipped = gemma3n_reference(
+        layer, inner, x, np.clip(w_p, -0.1, 0.1), w_c_clipped
+    )
+    unclipped = gemma3n_reference(layer, inner, x, w_p, w_c_clipped)
+    assert np.abs(clipped - unclipped).max() > 1e-2  # the clip binds
+    assert_allclose(layer(x, training=True), clipped, atol=1e-4, rtol=1e-4)
+    assert_allclose(layer(x, training=False), unclipped, atol=1e-4, rtol=1e-4)
+
+
+def test_compute_coefficients_cast_inputs_to_the_compute_dtype():
+    """float64 inputs give float32 coefficients, as a call would."""
+    x = widened(k=3).astype("float64")
+    inner = keras.layers.Dense(D)
+    layer = AltUp(
+        inner,
+        num_blocks=3,
+        active_block=1,
+        coefficients="routed",
+        routing="active_input",
+    )
+    layer.build(x.shape)
+    randomise_router(layer)
+    _, p, g = routed_reference(layer, inner, x)
+    p_layer, g_layer = layer.compute_coefficients(x)
+    for name, ours, expected in (("p", p_layer, p), ("g", g_layer, g)):
+        dtype = keras.backend.standardize_dtype(ours.dtype)
+        assert dtype == "float32", (name, dtype)
+        assert_allclose(ours, expected, atol=1e-4, rtol=1e-4)
+
+
+class UnregisteredResidual(keras.layers.Layer):
+    """A layer class that is not registered for serialization."""
+
+    def __init__(self, width, **kwargs):
+        super().__init__(**kwargs)
+        self.width = width
+        self.dense = keras.layers.Dense(width)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, x):
+        return x + self.dense(x)
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width}
+
+
+def test_from_config_passes_custom_objects_to_the_wrapped_layer():
+    layer = AltUp(UnregisteredResidual(D), num_blocks=2, active_block=1)
+    config = layer.get_config()
+    restored = AltUp.from_config(
+        config, custom_objects={"UnregisteredResidual": UnregisteredResidual}
+    )
+    assert type(restored.layer) is UnregisteredResidual
+    assert restored.layer.width == D and restored.active_block == 1
