@@ -567,3 +567,21 @@ def test_from_config_passes_custom_objects_to_the_wrapped_layer():
     )
     assert type(restored.layer) is UnregisteredResidual
     assert restored.layer.width == D and restored.active_block == 1
+
+
+@pytest.mark.parametrize("routing", ["active_input", "gemma3n"])
+def test_compute_coefficients_under_mixed_bfloat16(routing):
+    """Outside a call, the weights are read in the compute dtype as a call
+    reads them: the same (p, g) as inside one, in bfloat16."""
+    layer = AltUp(
+        keras.layers.Dense(D),
+        num_blocks=2,
+        coefficients="routed",
+        routing=routing,
+        dtype="mixed_bfloat16",
+    )
+    x = widened(k=2)
+    layer(x)
+    p, g = layer.compute_coefficients(x, outputs=x[..., 0, :])
+    assert keras.backend.standardize_dtype(p.dtype) == "bfloat16"
+    assert keras.backend.standardize_dtype(g.dtype) == "bfloat16"

@@ -12,10 +12,12 @@ innovation. How the coefficients are made is one of the algorithms of
 `coefficients.py`.
 """
 
+import contextlib
 from typing import Any
 
 import keras
 from keras import ops
+from keras.src.backend import AutocastScope
 
 from keras_efficient._validation import check_bool
 from keras_efficient._validation import check_choice
@@ -189,13 +191,17 @@ class AltUp(LayerWrapper):
         if `outputs` is not given).
         """
         inputs = ops.convert_to_tensor(inputs, dtype=self.compute_dtype)
-        algorithm = self.coefficient_algorithm
-        p = algorithm.prediction(self, inputs, training)
-        if algorithm.gain_reads_outputs:
-            if outputs is None:
-                return p, None
-            outputs = ops.convert_to_tensor(outputs, self.compute_dtype)
-        return p, algorithm.correction_gain(self, inputs, outputs)
+        # Read the weights in the compute dtype, as a call does: outside one,
+        # a mixed policy's float32 weights met bfloat16 inputs (an error on
+        # TensorFlow, float32 results elsewhere).
+        with _autocast_scope(self):
+            algorithm = self.coefficient_algorithm
+            p = algorithm.prediction(self, inputs, training)
+            if algorithm.gain_reads_outputs:
+                if outputs is None:
+                    return p, None
+                outputs = ops.convert_to_tensor(outputs, self.compute_dtype)
+            return p, algorithm.correction_gain(self, inputs, outputs)
 
     def predict(self, inputs: Any, p: Any) -> Any:
         """The prediction step: `xhat_i = sum_j p[i, j] x_j`."""
@@ -219,7 +225,9 @@ class AltUp(LayerWrapper):
                 f"Received: layer={self.layer.name} maps width {self.width} "
                 f"to shape {tuple(outputs.shape)}"
             )
-        return outputs
+        # A wrapped layer under another policy (e.g. float32 inside a
+        # mixed_bfloat16 AltUp) is mixed into the blocks in AltUp's dtype.
+        return ops.cast(outputs, predictions.dtype)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         check_call_width(self, inputs, getattr(self, "width", None))
@@ -301,3 +309,10 @@ class AltUp(LayerWrapper):
         # Configs saved before Gemma 3n routing keep their 0.1 behaviour.
         config.setdefault("routing", "active_input")
         return super().from_config(config, custom_objects=custom_objects)
+
+
+def _autocast_scope(layer: keras.layers.Layer) -> Any:
+    """The autocast scope a call of `layer` runs in (none if unmixed)."""
+    if layer.compute_dtype == layer.variable_dtype:
+        return contextlib.nullcontext()
+    return AutocastScope(layer.compute_dtype)
