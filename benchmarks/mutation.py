@@ -424,6 +424,11 @@ EQUIVALENT = {
             "NumPy reads the sort kind case-insensitively: 'STABLE' is 'stable'"
         ),
     },
+    "layers/lookup.py": {
+        "xǁSparseLookupTableǁcall__mutmut_22": (
+            "np.shape reads `.shape` first: the same static shape"
+        ),
+    },
     "distillation/kd.py": {
         "xǁKnowledgeDistillationLossǁ__init____mutmut_22": (
             "min_inclusive=None is falsy, the same as False"

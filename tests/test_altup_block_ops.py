@@ -97,3 +97,13 @@ def test_fast_path_is_torch_only():
     if keras.backend.backend() != "torch":
         reference = block_ops.predict_reference
         assert _backend.dispatch("altup_predict", reference) is reference
+
+
+def test_predict_reference_without_a_sequence_axis():
+    """`(batch, K, d)` blocks (no sequence axis): rows stack on the block
+    axis, -2, as in NumPy."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 2, 8)).astype("float32")
+    p = rng.normal(size=(2, 2)).astype("float32")
+    got = keras.ops.convert_to_numpy(block_ops.predict_reference(x, p, 2))
+    np.testing.assert_allclose(got, np.einsum("ij,bjd->bid", p, x), atol=1e-5)
