@@ -41,12 +41,12 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.overhead import CLASSES  # noqa: E402
-from benchmarks.overhead import LOSS_BATCH  # noqa: E402
-from benchmarks.overhead import _teacher  # noqa: E402
-from benchmarks.overhead import build  # noqa: E402
-from benchmarks.overhead import loss_config  # noqa: E402
-from benchmarks.overhead import make_loss  # noqa: E402
+from benchmarks.overhead_floor import CLASSES  # noqa: E402
+from benchmarks.overhead_floor import LOSS_BATCH  # noqa: E402
+from benchmarks.overhead_floor import loss_config  # noqa: E402
+from benchmarks.overhead_models import build  # noqa: E402
+from benchmarks.overhead_models import make_loss  # noqa: E402
+from benchmarks.overhead_models import make_teacher  # noqa: E402
 from keras_efficient import _backend  # noqa: E402
 from keras_efficient.distillation import _common  # noqa: E402
 from keras_efficient.distillation import _interpolation  # noqa: E402
@@ -141,7 +141,7 @@ def measure(width):
     import torch
 
     cfg = loss_config(width)
-    probs, estimator = _teacher(1024)
+    probs, estimator = make_teacher(1024)
     rng = np.random.default_rng(0)
     teacher = torch.from_numpy(probs[:LOSS_BATCH])
     logits = torch.from_numpy(
@@ -184,7 +184,7 @@ def step_times(width, rounds, steps=20):
     import time
 
     cfg = loss_config(width)
-    probs, estimator = _teacher(1024)
+    probs, estimator = make_teacher(1024)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(LOSS_BATCH, 40)).astype("float32")
     y = probs[:LOSS_BATCH]
