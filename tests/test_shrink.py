@@ -330,3 +330,28 @@ def test_model_cost_counts():
     assert report["params_ratio"] < 1.0
     assert report["flops_ratio"] < 1.0
     assert report["dense"]["latency_median_ms"] > 0
+
+
+def test_nested_model_with_outputs_of_two_widths():
+    """A nested model's second output (another width than its first) feeds
+    an elementwise layer: shrink keeps the nested model whole and gives the
+    same outputs."""
+    inner_in = keras.Input((6,))
+    inner = keras.Model(
+        inner_in,
+        [
+            L.Dense(8, name="wide")(inner_in),
+            L.Dense(4, name="narrow")(inner_in),
+        ],
+        name="two_heads",
+    )
+    inputs = keras.Input((6,))
+    wide, narrow = inner(L.Dense(6, activation="relu", name="pre")(inputs))
+    narrow = L.BatchNormalization(name="bn")(narrow)
+    x = L.Concatenate()([wide, narrow])
+    x = L.Dense(10, activation="relu", name="hidden")(x)
+    model = _randomize(keras.Model(inputs, L.Dense(2, name="out")(x)))
+    small = shrink(model, ratio=0.5)
+    assert small.get_layer("hidden").units == 5
+    assert small.get_layer("two_heads").get_layer("narrow").units == 4
+    _assert_same(model, shrink(model), _x(model))
