@@ -14,13 +14,14 @@ It is taken for static coefficients (`p` of shape `(K, K)`, `g` of shape
 """
 
 import functools
+from typing import Any
 
 from keras import ops
 
 from keras_efficient import _backend
 
 
-def predict_reference(inputs, p, num_blocks):
+def predict_reference(inputs: Any, p: Any, num_blocks: int) -> Any:
     """`xhat_i = sum_j p[..., i, j] x_j` over the block axis (-2)."""
     # Unrolled over the K blocks (K is small and static): one fused
     # elementwise loop that reads each block once. A broadcast
@@ -37,20 +38,22 @@ def predict_reference(inputs, p, num_blocks):
     return ops.stack(rows, axis=-2)
 
 
-def correct_reference(predictions, outputs, g, active_block):
+def correct_reference(
+    predictions: Any, outputs: Any, g: Any, active_block: int
+) -> Any:
     """`xhat_i + g[..., i] * (y - xhat_a)` for every block i."""
     active = predictions[..., active_block, :]
     innovation = ops.expand_dims(outputs - active, axis=-2)
     return predictions + ops.expand_dims(g, -1) * innovation
 
 
-def predict(inputs, p, num_blocks):
+def predict(inputs: Any, p: Any, num_blocks: int) -> Any:
     """The prediction step on the backend in use (see the module doc)."""
     function = _backend.dispatch("altup_predict", predict_reference)
     return function(inputs, p, num_blocks)
 
 
-def correct(predictions, outputs, g, active_block):
+def correct(predictions: Any, outputs: Any, g: Any, active_block: int) -> Any:
     """The correction step on the backend in use (see the module doc)."""
     function = _backend.dispatch("altup_correct", correct_reference)
     return function(predictions, outputs, g, active_block)
