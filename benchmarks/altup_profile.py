@@ -39,11 +39,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import compiled_train_step  # noqa: E402
 from benchmarks.common import figure  # noqa: E402
 from benchmarks.common import parse_args  # noqa: E402
 from benchmarks.common import write_results  # noqa: E402
 from benchmarks.laurel_profile import hlo_counts  # noqa: E402
+from benchmarks.laurel_profile import train_step_counts  # noqa: E402
 from keras_efficient.applications import TransformerLM  # noqa: E402
 from keras_efficient.layers import AltUp  # noqa: E402
 from keras_efficient.layers.altup import block_ops  # noqa: E402
@@ -94,11 +94,7 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def jax_counts(model, x, y):
-    compiled, cost = compiled_train_step(model, LOSS, x, y)
-    counts = hlo_counts(compiled.as_text())
-    counts["xla_flops"] = float(cost.get("flops", 0.0))
-    counts["xla_bytes"] = float(cost.get("bytes accessed", 0.0))
-    return counts
+    return train_step_counts(model, LOSS, x, y)
 
 
 # ---------------------------------------------------------------- TF

@@ -124,16 +124,20 @@ def hlo_counts(text):
     return counts
 
 
-def train_step_hlo(name, d):
-    """Counts and XLA cost of the jitted stateless SGD train step (JAX)."""
-    model = build(name, d)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    x, y = make_data(BATCH)
+def train_step_counts(model, loss_fn, x, y):
+    """`hlo_counts` and XLA's cost of `model`'s jitted SGD train step."""
     compiled, cost = compiled_train_step(model, loss_fn, x, y)
     counts = hlo_counts(compiled.as_text())
     counts["xla_flops"] = float(cost.get("flops", 0.0))
     counts["xla_bytes"] = float(cost.get("bytes accessed", 0.0))
     return counts
+
+
+def train_step_hlo(name, d):
+    """Counts and XLA cost of the jitted stateless SGD train step (JAX)."""
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    x, y = make_data(BATCH)
+    return train_step_counts(build(name, d), loss_fn, x, y)
 
 
 def run_width(d, steps, repeats):
