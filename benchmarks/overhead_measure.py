@@ -7,8 +7,10 @@ with `do_hlo`, the compiled-graph counts (`overhead_hlo`).
 
 Every model trains with plain SGD (so the optimizer adds nothing that
 hides the method's cost) and `jit_compile=True` on JAX and TensorFlow.
-The number of steps per timed epoch is chosen so that an epoch takes
-~0.5 s (fit's per-epoch overhead stays small). JAX compilations are
+The number of steps per timed epoch is chosen from the baseline's measured
+step time so that an epoch takes ~0.5 s: `fit`'s fixed cost per epoch
+(~2 ms on JAX, ~7 ms on torch) would otherwise dilute the ratios of fast
+steps toward 1. JAX compilations are
 counted while timing (0 expected).
 """
 
@@ -31,15 +33,25 @@ from benchmarks.overhead_targets import jax_medians
 from benchmarks.overhead_targets import target_for
 from benchmarks.step_timing import CompileCounter
 from benchmarks.step_timing import compare_step_times
+from benchmarks.step_timing import fit_time_per_step
 from benchmarks.step_timing import load_average
 
 BACKEND = keras.backend.backend()
 JIT = BACKEND != "torch"
 
 
+# Timed epochs last about this long, within [MIN_STEPS, MAX_STEPS] steps.
+EPOCH_SECONDS = 0.5
+MIN_STEPS, MAX_STEPS = 5, 200
+
+
 def time_family(family, cfg, steps, repeats, teacher=None):
     """Interleaved step-time ratios of every method of a family to the
-    first; returns (per-method timing dict, compile counts)."""
+    first; returns (per-method timing dict, compile counts, parameter
+    counts, steps per timed epoch).
+
+    `steps`: the steps of the compiling epoch; the timed epochs have as
+    many steps as make the baseline's epoch last `EPOCH_SECONDS`."""
     methods = METHODS[family]
     models = {}
     for method in methods:
@@ -48,9 +60,14 @@ def time_family(family, cfg, steps, repeats, teacher=None):
             optimizer=keras.optimizers.SGD(1e-3), loss=loss, jit_compile=JIT
         )
         models[method] = model
-    x, y = make_data(family, cfg, cfg["batch"] * steps)
+    x, y = make_data(family, cfg, cfg["batch"] * max(steps, MAX_STEPS))
     for model in models.values():  # compile outside the counted rounds
-        model.fit(x, y, batch_size=cfg["batch"], epochs=1, verbose=0)
+        fit_time_per_step(model, x, y, cfg["batch"], steps)
+    if steps > 3:  # not in --quick
+        per_step = fit_time_per_step(
+            models[methods[0]], x, y, cfg["batch"], steps
+        )
+        steps = int(min(MAX_STEPS, max(MIN_STEPS, EPOCH_SECONDS / per_step)))
     with CompileCounter() as counted:
         # Progress per (width, family) run in `main`, not per round.
         res = compare_step_times(
@@ -65,7 +82,7 @@ def time_family(family, cfg, steps, repeats, teacher=None):
         )
     counts = {"all": counted.all, "train_step": counted.train_step}
     params = {m: model.count_params() for m, model in models.items()}
-    return res, counts, params
+    return res, counts, params, steps
 
 
 def steps_for(family, cfg, floor, quick):
@@ -83,7 +100,9 @@ def run_width(family, d, quick, repeats, do_hlo):
     steps = steps_for(family, cfg, floors[methods[1]], quick)
     teacher = make_teacher(1024) if family == "loss" else None
     start = time.perf_counter()
-    res, compiles, params = time_family(family, cfg, steps, repeats, teacher)
+    res, compiles, params, steps = time_family(
+        family, cfg, steps, repeats, teacher
+    )
     load = load_average()
     figures, hlo = [], {}
     if do_hlo:

@@ -42,7 +42,9 @@ def compare_step_times(
 
     Each model runs one warm-up epoch (compilation), then the models take
     turns for `repeats` rounds so slow drifts of the machine hit all of them
-    alike.
+    alike. Odd rounds run the models in reverse order (ABBA), so a penalty
+    on whichever model runs first or last in a round (a cold cache, the
+    previous model's memory being freed) does not fall on one of them.
 
     Args:
         models: dict name -> compiled model, all fed the same `x`, `y`.
@@ -64,8 +66,8 @@ def compare_step_times(
         fit_time_per_step(models[name], x, y, batch_size, min(steps, 3))
         fit_time_per_step(models[name], x, y, batch_size, steps)
     times = {name: [] for name in names}
-    for _ in Progress(range(repeats), "round", verbose):
-        for name in names:
+    for r in Progress(range(repeats), "round", verbose):
+        for name in names if r % 2 == 0 else names[::-1]:
             times[name].append(
                 fit_time_per_step(models[name], x, y, batch_size, steps)
             )

@@ -50,3 +50,26 @@ def test_interleaved_cpu_times_ratios_against_the_baseline():
     assert checked["cpu_ratios"] == [
         a / b for a, b in zip(checked["cpu"], times["unchecked"]["cpu"])
     ]
+
+
+class _RecordingModel:
+    """Stands in for a compiled model: `fit` records its name."""
+
+    def __init__(self, name, calls):
+        self.name, self.calls = name, calls
+
+    def fit(self, x, y, **kwargs):
+        self.calls.append(self.name)
+
+
+def test_compare_step_times_alternates_the_order_of_rounds():
+    calls = []
+    models = {n: _RecordingModel(n, calls) for n in ("a", "b", "c")}
+    x = y = np.zeros((8, 1), "float32")
+    res = step_timing.compare_step_times(
+        models, x, y, batch_size=2, steps=4, repeats=3, baseline="a"
+    )
+    # Two warm-up epochs each, then rounds a b c / c b a / a b c.
+    assert calls[6:] == list("abccbaabc")
+    assert res["a"]["ratios"] == [1.0, 1.0, 1.0]
+    assert len(res["c"]["step_seconds"]) == 3

@@ -103,9 +103,10 @@ def test_spread_and_diff():
 def test_quick_core_on_tiny_shapes():
     cfg = {"width": 8, "batch": 8}
     teacher = overhead_models.make_teacher(64)
-    res, compiles, params = overhead_measure.time_family(
+    res, compiles, params, steps = overhead_measure.time_family(
         "loss", cfg, steps=1, repeats=1, teacher=teacher
     )
+    assert steps == 1  # quick sizes keep their steps
     assert set(res) == {"cross_entropy", "slam", "debiased"}
     assert len(res["slam"]["ratios"]) == 1
     assert params["slam"] == params["cross_entropy"]
