@@ -18,9 +18,9 @@ where there is no output to guard, outside JAX traces):
 - TensorFlow graphs (`tf.function`): a `tf.debugging.Assert` in a
   `tf.cond` (the values are formatted only when the check fails);
 - TensorFlow under XLA (`jit_compile=True`), which compiles assertions to
-  nothing: the step writes the predicate and values to status variables
-  and the graph that calls the step raises right after it
-  (`_tensorflow_checks`).
+  nothing: the step writes the predicates and values of the checks of
+  one output to one status variable and the graph that calls the step
+  raises right after it (`_tensorflow_checks`).
 
 The messages keep `_validation.py`'s style: they name the argument, what
 was received and what is allowed.
