@@ -18,9 +18,9 @@ where there is no output to guard, outside JAX traces):
 - TensorFlow graphs (`tf.function`): a `tf.debugging.Assert` in a
   `tf.cond` (the values are formatted only when the check fails);
 - TensorFlow under XLA (`jit_compile=True`), which compiles assertions to
-  nothing: the step writes the predicate and values to status variables
-  and the graph that calls the step raises right after it
-  (`_tensorflow_checks`).
+  nothing: the step writes the predicates and values of the checks of
+  one output to one status variable and the graph that calls the step
+  raises right after it (`_tensorflow_checks`).
 
 The messages keep `_validation.py`'s style: they name the argument, what
 was received and what is allowed.
@@ -91,13 +91,13 @@ def raise_if(
             "the output it guards with `raise_with(output, problems)`."
         )
     if name == "tensorflow":
-        return _raise_if_tensorflow(bad, message, values)
+        return _raise_if_tensorflow(bad, message, values, error)
     return None
 
 
-def _raise_if_tensorflow(bad, message, values):
+def _raise_if_tensorflow(bad, message, values, error):
     if _tensorflow_checks.in_xla():
-        _tensorflow_checks.raise_after_step(bad, message, values)
+        _tensorflow_checks.raise_after_step([(bad, message, values, error)])
         return None
     return _tensorflow_checks.assert_in_graph(bad, message, values)
 
@@ -218,6 +218,20 @@ def raise_with(output: Any, problems: list) -> Any:
         and not _backend.is_concrete(p.bad)
         for p in problems
     )
+    if _backend.backend() == "tensorflow" and _tensorflow_checks.in_xla():
+        # Under XLA every check of `output` shares one status (a variable
+        # written by the step) and one read after it.
+        traced = []
+        for problem in problems:
+            if isinstance(problem.bad, (bool, np.bool_)) or (
+                _backend.is_concrete(problem.bad)
+            ):
+                raise_if(*problem)
+            else:
+                traced.append(problem)
+        if traced:
+            _tensorflow_checks.raise_after_step(traced)
+        return output
     if not jax_traced:
         for problem in problems:
             output = after_check(output, raise_if(*problem))

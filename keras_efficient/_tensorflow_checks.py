@@ -8,22 +8,28 @@ itself with XLA (`one_step_on_data`); the `tf.function` that calls it
 (`multi_step_on_iterator`, or a loop over several steps) is a plain graph.
 So a check traced in an XLA function is split in two:
 
-- in the step (XLA), the predicate and the values the message shows are
-  written to a few scalar status variables (created outside the model:
-  not in any layer's weights, not saved);
+- in the step (XLA), the predicates of the checks of one output and the
+  values their messages show are written to one float64 status variable
+  (created outside the model: not in any layer's weights, not saved),
+  packed in one fused kernel; values given as a function are computed
+  only when a check fails;
 - in the calling graph, right after the call of the step, the status is
-  read and a failed check raises through `tf.debugging.Assert`. The read
-  is added when the calling graph finishes tracing (a scope-exit callback
-  of its `FuncGraph`), so it can depend on the call, and it is made one of
-  the graph's control outputs, so it runs on every call.
+  read and, if a check failed, the first failed one raises through
+  `tf.debugging.Assert`. The read is added when the calling graph
+  finishes tracing (a scope-exit callback of its `FuncGraph`), so it can
+  depend on the call, and it is made one of the graph's control outputs,
+  so it runs on every call.
 
 A clean step pays the reductions (fused into the step) and, outside XLA,
-one read of a boolean and a `tf.cond`. The error names the argument, the
-values and what is allowed, in the message of the `InvalidArgumentError`
-that TensorFlow raises from the step that saw the batch (whose update is
-already applied, as on JAX). An XLA function called with no enclosing
-graph (a `tf.function(jit_compile=True)` called eagerly) has nowhere to
-raise: the check warns at trace time instead, naming what goes unchecked.
+one read of the status and one `tf.cond` per checked output (a status
+per check made the loss MLP step of `benchmarks/overhead_models.py`
+write 13 variables and run three `tf.cond`s after it). The error names
+the argument, the values and what is allowed, in the message of the
+`InvalidArgumentError` that TensorFlow raises from the step that saw the
+batch (whose update is already applied, as on JAX). An XLA function
+called with no enclosing graph (a `tf.function(jit_compile=True)` called
+eagerly) has nowhere to raise: the check warns at trace time instead,
+naming what goes unchecked.
 """
 
 import re
@@ -31,6 +37,8 @@ import sys
 import warnings
 import weakref
 from typing import Any
+
+import numpy as np
 
 _CALL_OPS = ("StatefulPartitionedCall", "PartitionedCall")
 # Status variables, kept alive as long as the XLA function graph that
@@ -101,9 +109,10 @@ def _xla_function_and_caller(graph):
     return function, graph
 
 
-def raise_after_step(bad: Any, message: str, values: Any) -> None:
-    """Checks `bad` traced inside an XLA function: the step writes the
-    status, the graph calling the step raises (see the module docstring)."""
+def raise_after_step(problems: list) -> None:
+    """Checks `problems` (`(bad, message, values, error)` each) traced
+    inside an XLA function: the step writes one status, the graph calling
+    the step raises (see the module docstring)."""
     import tensorflow as tf
     from tensorflow.python.ops import resource_variable_ops
 
@@ -111,25 +120,48 @@ def raise_after_step(bad: Any, message: str, values: Any) -> None:
         tf.compat.v1.get_default_graph()
     )
     if function is None or not getattr(caller, "building_function", False):
-        _warn_unchecked(message)
+        for problem in problems:
+            _warn_unchecked(problem[1])
         return
-    bad = tf.convert_to_tensor(bad)
-    values = [tf.convert_to_tensor(v) for v in _values(values)]
-    tensors = [bad, *values]
+    bads = [tf.reshape(tf.cast(p[0], tf.bool), ()) for p in problems]
+    failed = tf.reduce_any(tf.stack(bads))
+    # One float64 vector: [failed, each problem's flag, the values shown
+    # (tensors), the values shown (functions)], exact for every float and
+    # for integers below 2^53. The values of a function are computed only
+    # when a check fails (a clean step writes zeros there).
+    shown = [v for p in problems if not callable(p[2]) for v in p[2]]
+    head = [_pack([failed, *bads, *shown])]
+
+    def computed_values():
+        return tf.concat(
+            [_flat(v) for p in problems if callable(p[2]) for v in p[2]()], 0
+        )
+
+    # The shapes and dtypes of the values shown, from a trace whose ops
+    # are unused (XLA drops them).
+    layout = [
+        [(v.shape, v.dtype) for v in _tensors(_values(p[2]))] for p in problems
+    ]
+    computed = sum(_size(s) for p, s in zip(problems, layout) if callable(p[2]))
+    if computed:
+        head.append(
+            tf.cond(
+                failed,
+                computed_values,
+                lambda: tf.zeros((computed,), tf.float64),
+            )
+        )
+    status = tf.concat(head, 0)
     with tf.init_scope():
         # Made directly (not through `tf.Variable`): the variable creator
         # of the `tf.function` being traced refuses new variables after
-        # its first trace, and these belong to no model.
-        status = [
-            resource_variable_ops.ResourceVariable(
-                tf.zeros(t.shape, t.dtype), trainable=False
-            )
-            for t in tensors
-        ]
-    _STATUS.setdefault(function, []).append(status)
-    for variable, tensor in zip(status, tensors):
-        variable.assign(tensor)
-    handles = [v.handle for v in status]
+        # its first trace, and it belongs to no model.
+        variable = resource_variable_ops.ResourceVariable(
+            tf.zeros(status.shape, tf.float64), trainable=False
+        )
+    _STATUS.setdefault(function, []).append(variable)
+    variable.assign(status)
+    handle = variable.handle
 
     def check_after_the_step():
         if sys.exc_info()[0] is not None:  # the trace failed; it raises
@@ -137,31 +169,91 @@ def raise_after_step(bad: Any, message: str, values: Any) -> None:
         internal = dict(
             (id(external), internal) for external, internal in caller.captures
         )
-        reads = [internal.get(id(h)) for h in handles]
+        read = internal.get(id(handle))
         calls = [
             op
             for op in caller.get_operations()
-            if op.type in _CALL_OPS and any(t is reads[0] for t in op.inputs)
+            if op.type in _CALL_OPS and any(t is read for t in op.inputs)
         ]
-        if reads[0] is None or not calls:
-            _warn_unchecked(message)
+        if read is None or not calls:
+            for problem in problems:
+                _warn_unchecked(problem[1])
             return
-
-        def read(i):
-            return tf.raw_ops.ReadVariableOp(
-                resource=reads[i], dtype=tensors[i].dtype
-            )
-
         with tf.control_dependencies(calls):
-            failed = read(0)
-        check = _fail_unless_clean(
-            failed,
-            message,
-            lambda: [read(i) for i in range(1, len(reads))],
+            status = tf.raw_ops.ReadVariableOp(resource=read, dtype=tf.float64)
+        check = tf.cond(
+            status[0] > 0,
+            lambda: _raise_first_failed(status, problems, layout),
+            lambda: tf.constant(True),
         )
         caller.control_outputs.append(check.op)
 
     caller._add_scope_exit_callback(check_after_the_step)
+
+
+def _tensors(values):
+    import tensorflow as tf
+
+    return [tf.convert_to_tensor(v) for v in values]
+
+
+def _size(spec):
+    """The number of entries of the values of `spec` (`(shape, dtype)`s)."""
+    return sum(int(np.prod(shape)) for shape, _ in spec)
+
+
+def _pack(tensors):
+    """The entries of `tensors` as one float64 vector, built by selects:
+    XLA CPU fuses them into one kernel (a concatenation of scalars is a
+    kernel per scalar)."""
+    import tensorflow as tf
+
+    entries = []
+    for tensor in tensors:
+        flat = _flat(tensor)
+        entries += [flat[i] for i in range(flat.shape[0])]
+    index = tf.range(len(entries))
+    packed = tf.zeros((len(entries),), tf.float64)
+    for i, entry in enumerate(entries):
+        packed = tf.where(tf.equal(index, i), entry, packed)
+    return packed
+
+
+def _flat(value):
+    import tensorflow as tf
+
+    return tf.reshape(tf.cast(value, tf.float64), (-1,))
+
+
+def _raise_first_failed(status, problems, layout):
+    """In the calling graph, on a failed step's `status`: an assertion per
+    problem, in order, so the first failed check raises with its message
+    and values."""
+    import tensorflow as tf
+
+    # Where the values of tensors, and of functions, start in `status`.
+    offsets = {False: 1 + len(problems)}
+    offsets[True] = offsets[False] + sum(
+        _size(s) for p, s in zip(problems, layout) if not callable(p[2])
+    )
+    checks = []
+    for j, (problem, spec) in enumerate(zip(problems, layout)):
+        values = []
+        for shape, dtype in spec:
+            n, start = int(np.prod(shape)), offsets[callable(problem[2])]
+            flat = status[start : start + n]
+            values.append(tf.cast(tf.reshape(flat, shape), dtype))
+            offsets[callable(problem[2])] += n
+        text, order = template(problem[1], len(values))
+        with tf.control_dependencies(checks):
+            shown = tf.strings.format(
+                text, [values[i] for i in order], summarize=8
+            )
+            checks.append(
+                tf.debugging.Assert(tf.equal(status[1 + j], 0.0), [shown])
+            )
+    with tf.control_dependencies(checks):
+        return tf.constant(False)
 
 
 def _warn_unchecked(message):

@@ -174,6 +174,30 @@ def test_output_stats_fast_path_matches_reference():
     assert float(ops.convert_to_numpy(reference[2][2])) > 0.99
 
 
+def test_output_stats_compiled_matches_reference():
+    """Under XLA (TensorFlow's fast path is for compiled steps): the same
+    scalars as the reference compiled alike, NaN and infinity included."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("TensorFlow's XLA-compiled output_stats")
+    import tensorflow as tf
+
+    from keras_efficient import _distribution_checks as dc
+
+    def compiled(fn):
+        return tf.function(lambda a, b: fn([a, b]), jit_compile=True)
+
+    xs = _output_stats_inputs()[:6]
+    for a, b in zip(xs, xs[1:]):
+        ref = compiled(dc._output_stats)(a, b)
+        got = compiled(dc.output_stats)(a, b)
+        for x, r, g in zip((a, b), ref, got):
+            r = [float(s) for s in r]
+            g = [float(s) for s in g]
+            np.testing.assert_array_equal(g[:4], r[:4])
+            finite = bool(np.all(np.isfinite(x.sum(-1))))
+            assert (g[4] > 0) == (r[4] > 0) == (not finite)
+
+
 def test_output_stats_checks_agree_on_every_input():
     """Each problem built from the fast path's scalars is bad exactly when
     the one built from the reference's is."""

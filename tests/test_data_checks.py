@@ -169,3 +169,59 @@ def test_xla_function_called_eagerly_warns_what_it_cannot_check():
     with pytest.warns(UserWarning, match=r"not checked: `token_ids` must be "
                       r"in \[0, 8\).*jit_compile=False"):  # fmt: skip
         step(np.zeros((2, 5), "int32"))
+
+
+def test_xla_checks_of_one_output_share_one_status_and_name_the_failed():
+    """The checks of one output write one status; the first that failed
+    raises with its own values (an int64, an int32 and a float32, values
+    computed only on failure included)."""
+    _tensorflow_only()
+    import tensorflow as tf
+
+    from keras_efficient import _tensorflow_checks
+
+    def step(x):
+        row_max = ops.max(x, axis=-1)
+        problems = [
+            _data_checks.Problem(
+                ops.any(x < -100.0), "x must be >= -100. Received: {0}", (x,)
+            ),
+            _data_checks.Problem(
+                ops.any(x > 1.0),
+                "x must be <= 1. Received: row {0} ({1} rows), max {2}",
+                lambda: (
+                    ops.argmax(row_max),
+                    ops.sum(ops.cast(row_max > 1.0, "int32")),
+                    ops.max(x),
+                ),
+            ),
+            _data_checks.Problem(
+                ops.any(ops.isnan(x)), "x is NaN. Received: {0}", (x[0, 0],)
+            ),
+        ]
+        return _data_checks.raise_with(x * 2.0, problems)
+
+    # The graphs traced before (held here, so none is collected meanwhile).
+    earlier = list(_tensorflow_checks._STATUS.keys())
+    inner = tf.function(step, jit_compile=True)
+    outer = tf.function(lambda x: inner(x))
+    good = np.full((3, 2), 0.5, "float32")
+    np.testing.assert_allclose(outer(good), 1.0)
+    statuses = [
+        status
+        for graph, status in list(_tensorflow_checks._STATUS.items())
+        if not any(graph is g for g in earlier)
+    ]
+    assert sum(len(s) for s in statuses) == 1
+    bad = good.copy()
+    bad[2, 1], bad[1, 0] = 2.5, 1.5
+    message = r"x must be <= 1\. Received: row 2 \(2 rows\), max 2\.5"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        outer(bad)
+    bad[0, 0] = np.nan  # the NaN check comes after: the range one raises
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        outer(bad)
+    nan = good.copy()
+    nan[0, 0] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"NaN\. Rec"):
+        outer(nan)

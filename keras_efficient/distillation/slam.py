@@ -4,6 +4,7 @@ import warnings
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_efficient import _validation as v
@@ -179,13 +180,20 @@ class SLaMLoss(TeacherOutputsLoss):
         if kmax <= 2:
             return ops.full(ops.shape(margin), 2, dtype="int32")
         # k(x) = 2 + the number of leading k whose estimated top-k accuracy
-        # stays below coverage (the running best has not reached it yet).
+        # stays below coverage: the first k that reaches it (all of them
+        # when none does). A minimum, not a cumulative product: XLA fuses
+        # it into one kernel (a cumprod is a reduce-window of its own).
         if accuracy is None:
             accuracy = _interpolation.interpolate_tables(
                 est.topk_knots[: kmax - 2], margin
             )
-        below = ops.cast(ops.less(accuracy, self.coverage), "int32")
-        return 2 + ops.sum(ops.cumprod(below, axis=-1), axis=-1)
+        tables = accuracy.shape[-1]
+        first_reached = ops.where(
+            ops.less(accuracy, self.coverage),
+            tables,
+            np.arange(tables, dtype="int32"),
+        )
+        return 2 + ops.cast(ops.min(first_reached, axis=-1), "int32")
 
     def alpha(
         self, t: Any, k: Any, margin: Any = None, estimate: Any = None
