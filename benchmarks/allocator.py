@@ -1,0 +1,53 @@
+"""The host allocator under a timed JAX CPU step: minor page faults and a
+fixed glibc mmap threshold.
+
+XLA CPU allocates the temporary buffer of a compiled step (tens of MiB
+for the overhead benchmark's models) with `malloc` at every call and
+frees it at the end. glibc serves a request at or above its mmap
+threshold with a fresh `mmap`, and `free` gives those pages back with
+`munmap`; the threshold moves with the sizes freed before (it rises to
+the largest mmapped block freed, up to 32 MiB). Depending on where a
+step's temporary buffer falls against it, every call may get new pages,
+and the first write to each 4 KiB page is a minor page fault that the
+kernel serves by zeroing the page: the step's kernels all run slower, by
+an amount that has nothing to do with what they compute.
+
+`minor_page_faults` counts these faults (load-independent);
+`pin_mmap_threshold` fixes the threshold (and stops heap trimming) so
+that blocks below it are reused from the heap at every call.
+"""
+
+import ctypes
+import ctypes.util
+import resource
+
+# mallopt parameters (glibc malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+# The largest mmap threshold glibc accepts on 64-bit (HEAP_MAX_SIZE / 2).
+MAX_MMAP_THRESHOLD = 32 * 2**20
+
+
+def minor_page_faults():
+    """Minor page faults of this process so far (all threads)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def pin_mmap_threshold(nbytes=MAX_MMAP_THRESHOLD, trim_bytes=2**30):
+    """Fixes glibc's mmap threshold at `nbytes` and its trim threshold at
+    `trim_bytes` for the rest of the process.
+
+    Returns whether it took effect (False where libc has no `mallopt`,
+    e.g. not glibc, or glibc refused a value).
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    libc = ctypes.CDLL(name)
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok = mallopt(M_MMAP_THRESHOLD, int(nbytes)) == 1
+    return ok and mallopt(M_TRIM_THRESHOLD, int(trim_bytes)) == 1

@@ -1,0 +1,71 @@
+"""The benchmarks' allocator helpers: the page-fault counter sees fresh
+pages, and a pinned glibc mmap threshold makes a block that glibc would
+otherwise mmap at every call come from the heap (each case runs in its
+own process, as pinning lasts for the process; whether a block was
+mmapped is glibc's IS_MMAPPED bit of its chunk header)."""
+
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGES = 2048  # 8 MiB of 4 KiB pages
+# A 64-byte-aligned request 176 bytes short of a page multiple: glibc's
+# dynamic threshold lands just above it, so it is mmapped at every call
+# (XLA's temporary buffer of an AltUp LM step at d=128 was such a size).
+CYCLES = f"""
+import ctypes, sys
+sys.path.insert(0, {ROOT!r})
+from benchmarks import allocator
+pinned = {{pin}} and allocator.pin_mmap_threshold()
+libc = ctypes.CDLL(None)
+libc.posix_memalign.argtypes = [
+    ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t, ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+size = {PAGES} * 4096 - 176
+def cycle():
+    p = ctypes.c_void_p()
+    assert libc.posix_memalign(ctypes.byref(p), 64, size) == 0
+    mmapped = bool(ctypes.c_size_t.from_address(p.value - 8).value & 2)
+    ctypes.memset(p, 1, size)
+    libc.free(p)
+    return mmapped
+cycle()
+before = allocator.minor_page_faults()
+mmapped = sum(cycle() for _ in range(4))
+print(pinned, mmapped, (allocator.minor_page_faults() - before) / 4)
+"""
+
+glibc_only = pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+    reason="mallopt thresholds are glibc's",
+)
+
+
+def _cycles(pin):
+    """(pinned, calls of 4 that mmapped, minor faults a call)."""
+    out = subprocess.run(
+        [sys.executable, "-c", CYCLES.format(pin=pin)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return out[0] == "True", int(out[1]), float(out[2])
+
+
+@glibc_only
+def test_pinned_threshold_reuses_the_block_from_the_heap():
+    pinned, mmapped, _ = _cycles(pin=True)
+    assert pinned
+    assert mmapped == 0
+
+
+@glibc_only
+def test_fault_counter_sees_a_block_mmapped_at_every_call():
+    pinned, mmapped, faults = _cycles(pin=False)
+    assert not pinned
+    assert mmapped == 4
+    assert faults >= PAGES * 0.9
