@@ -20,6 +20,13 @@ The batch is chosen per width so that one step costs ~2 GFLOP (at least 4
 images / 2 sequences), and the number of steps per timed epoch so that an
 epoch takes ~0.5 s (fit's per-epoch overhead stays small).
 
+glibc's mmap threshold is pinned first (`allocator.pin_mmap_threshold`;
+`--allocator default` keeps glibc's moving one): XLA CPU mallocs a step's
+temporary buffer at every call, and at some sizes glibc maps it afresh
+each time, so that every page faults (AltUp K=2 at d = 128 read 1.57x for
+that alone; docs/methods/altup.md). Minor page faults per step are
+recorded beside each figure.
+
 floor = 1 + max(extra_flops / base_flops, extra_bytes / base_bytes), the
 ratio the step would have if it were bound by whichever resource the method
 loads most; 1 + min(...) is the strict lower bound and is reported too.
@@ -37,7 +44,7 @@ widths asked for and writes the JSON.
 
     KERAS_BACKEND=jax python benchmarks/overhead.py [--quick]
         [--widths 64 128] [--families resnet transformer loss]
-        [--hlo auto|on|off] [--note TEXT]
+        [--hlo auto|on|off] [--allocator pinned|default] [--note TEXT]
 
 Writes `benchmarks/results/overhead.<backend>[.quick].json`.
 """
@@ -51,6 +58,7 @@ import keras
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.allocator import pin_mmap_threshold  # noqa: E402
 from benchmarks.common import RESULTS_DIR  # noqa: E402
 from benchmarks.common import Progress  # noqa: E402
 from benchmarks.common import parse_args  # noqa: E402
@@ -116,6 +124,12 @@ def _arguments(parser):
         default="auto",
         help="compiled-graph counts (JAX only); auto: on in full mode",
     )
+    parser.add_argument(
+        "--allocator",
+        choices=("pinned", "default"),
+        default="pinned",
+        help="pin glibc's mmap threshold (default) or keep glibc's own",
+    )
     parser.add_argument("--note", default="", help="appended to the note")
 
 
@@ -157,6 +171,13 @@ def main():
             for m in METHODS[family][1:]
         }
         kept, hlo = _kept_figures(args.output, measured)
+    allocator = "glibc default"
+    if args.allocator == "pinned":
+        allocator = (
+            "mmap threshold pinned"
+            if pin_mmap_threshold()
+            else "glibc default (no mallopt here)"
+        )
     load = load_average()
     figures = []
     for d, family in Progress(runs, "run"):
@@ -171,6 +192,7 @@ def main():
                 "next to each median. " + args.note
             ),
             "tree": _tree_state(),
+            "allocator": allocator,
             "widths_done": sorted(
                 {fig["config"]["width"] for fig in kept + figures}
             ),
@@ -187,7 +209,9 @@ def main():
             f"of {1e3 * fig['baseline_step_seconds']:.3g} ms "
             f"({fig['extra_us_per_step']:+.0f} us), "
             f"FLOP share {fig['flop_share']:.4f} floor {fig['floor']:.4f} "
-            f"target {fig.get('target', '-')} {fig['overhead_verdict']}"
+            f"target {fig.get('target', '-')} {fig['overhead_verdict']}, "
+            f"page faults a step {fig['minor_faults_per_step']:.0f} "
+            f"(baseline {fig['baseline_minor_faults_per_step']:.0f})"
             + (f"  hlo: {fig['hlo_summary']}" if "hlo_summary" in fig else "")
         )
 

@@ -19,6 +19,7 @@ import time
 
 import keras
 
+from benchmarks.allocator import minor_page_faults
 from benchmarks.common import figure
 from benchmarks.common import spread
 from benchmarks.overhead_floor import CONFIGS
@@ -80,6 +81,12 @@ def time_family(family, cfg, steps, repeats, teacher=None):
             baseline=methods[0],
             verbose=0,
         )
+    for name, model in models.items():  # after timing: load-independent
+        before = minor_page_faults()
+        fit_time_per_step(model, x, y, cfg["batch"], steps)
+        res[name]["minor_faults_per_step"] = (
+            minor_page_faults() - before
+        ) / steps
     counts = {"all": counted.all, "train_step": counted.train_step}
     params = {m: model.count_params() for m, model in models.items()}
     return res, counts, params, steps
@@ -148,6 +155,12 @@ def run_width(family, d, quick, repeats, do_hlo):
                 # misses, this is the per-op cost to explain.
                 "extra_us_per_step": (step - base_step) * 1e6,
                 "load_1min": load,
+                # The allocator's share (see overhead.py): pages the OS
+                # zeroed a step.
+                "minor_faults_per_step": res[m]["minor_faults_per_step"],
+                "baseline_minor_faults_per_step": res[methods[0]][
+                    "minor_faults_per_step"
+                ],
                 "compiles_while_timing": compiles,
             }
         )

@@ -110,6 +110,7 @@ def test_quick_core_on_tiny_shapes():
     assert set(res) == {"cross_entropy", "slam", "debiased"}
     assert len(res["slam"]["ratios"]) == 1
     assert params["slam"] == params["cross_entropy"]
+    assert all(r["minor_faults_per_step"] >= 0 for r in res.values())
     if keras.backend.backend() == "jax":
         assert compiles["train_step"] == 0
         counts = overhead_hlo.train_step_hlo("loss", "debiased", cfg, teacher)
