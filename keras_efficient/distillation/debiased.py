@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
+from keras_efficient.distillation import _cross_entropies
 from keras_efficient.distillation import _output_checks
 from keras_efficient.distillation import teacher_accuracy as ta
 from keras_efficient.distillation._teacher_loss import TeacherOutputsLoss
@@ -170,8 +171,9 @@ class DebiasedDistillationLoss(TeacherOutputsLoss):
                 f"Received: y_true.shape={tuple(y_true.shape)}"
             )
         t = self.teacher_probabilities(y_true, y_pred)
-        ce = _common.soft_ce(t, y_pred, self.from_logits)
-        return self._weights_of(t) * ce
+        return _cross_entropies.weighted_cross_entropy(
+            t, y_pred, self._weights_of(t), self.from_logits
+        )
 
     def get_config(self) -> dict:
         config = super().get_config()

@@ -8,12 +8,10 @@ from keras import ops
 
 from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
+from keras_efficient.distillation import _cross_entropies
 from keras_efficient.distillation import _interpolation
 from keras_efficient.distillation import teacher_accuracy as ta
 from keras_efficient.distillation._teacher_loss import TeacherOutputsLoss
-
-# Smallest `1 - alpha` mass kept in log space (alpha = 1 is plain CE).
-_TINY = 1e-30
 
 # The `epsilon` every 0.1.0 config holds (the constructor's default then).
 _LEGACY_EPSILON = 1e-7
@@ -248,22 +246,18 @@ class SLaMLoss(TeacherOutputsLoss):
         estimate, accuracy = self._estimates(margin, t.shape[-1])
         k = self.example_k(t, margin, accuracy)
         topk = _common.khot(t, k, self._kmax(t.shape[-1]))
-        alpha = ops.expand_dims(self.alpha(t, k, margin, estimate), -1)
+        alpha = self.alpha(t, k, margin, estimate)
         if self.normalize:
-            norm = ops.expand_dims(ops.cast(k, "float32") - 1.0, -1)
-            r = (1.0 - alpha) / (alpha * norm)
+            r = (1.0 - alpha) / (alpha * (ops.cast(k, "float32") - 1.0))
         else:
             r = (1.0 - alpha) / alpha
-        logf = _common.student_log_probs(y_pred, self.from_logits)
-        mixed = ops.logaddexp(
-            ops.log(ops.maximum(r, _TINY)), ops.log1p(-r) + logf
-        )
-        logmix = ops.log(alpha) + ops.where(topk, mixed, logf)
         if self.target == "hard":
             target = ops.one_hot(ops.argmax(t, axis=-1), t.shape[-1])
         else:
             target = t
-        return -ops.sum(target * logmix, axis=-1)
+        return _cross_entropies.mixture_cross_entropy(
+            target, y_pred, alpha, r, topk, self.from_logits
+        )
 
     def _kmax(self, num_classes):
         if self._per_example():
