@@ -2,6 +2,8 @@
 its `keras.ops` reference: values and gradients, on the backend in use
 (a fast path of another backend is checked when the suite runs there)."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -9,7 +11,11 @@ from keras import ops
 
 from keras_efficient import _backend
 from keras_efficient.distillation import _common
+from keras_efficient.distillation import _cross_entropies as xe
 from keras_efficient.distillation import _interpolation
+from keras_efficient.losses import DebiasedDistillationLoss
+from keras_efficient.losses import SLaMLoss
+from keras_efficient.losses import TeacherAccuracy
 
 # Three knot tables of different lengths; the second has a repeated knot
 # (a jump) and the third a single knot (constant).
@@ -46,10 +52,11 @@ def _fast_path(name):
     return fast
 
 
-def _value_and_grad(fn, x):
-    """`fn(x)` and the gradient of `sum(fn(x) * w)` (a fixed `w`)."""
+def _value_and_grad(fn, x, dtype="float32"):
+    """`fn(x)` and the gradient of `sum(fn(x) * w)` (a fixed `w`), with
+    `x` made a tensor of `dtype`; both as float32 arrays."""
     backend = keras.backend.backend()
-    x = np.asarray(x, "float32")
+    x = ops.cast(np.asarray(x, "float32"), dtype)
     w = np.random.default_rng(1).normal(size=np.shape(fn(x))).astype("f4")
     if backend == "jax":
         import jax
@@ -59,7 +66,6 @@ def _value_and_grad(fn, x):
     elif backend == "tensorflow":
         import tensorflow as tf
 
-        x = tf.constant(x)
         with tf.GradientTape() as tape:
             tape.watch(x)
             value = fn(x)
@@ -68,11 +74,15 @@ def _value_and_grad(fn, x):
     else:
         import torch
 
-        x = torch.tensor(x, requires_grad=True)
+        x = x.detach().requires_grad_(True)
         value = fn(x)
         (value * torch.tensor(w)).sum().backward()
         grad = x.grad
-    return ops.convert_to_numpy(value), ops.convert_to_numpy(grad)
+        assert grad.dtype == x.dtype
+    return (
+        ops.convert_to_numpy(ops.cast(value, "float32")),
+        ops.convert_to_numpy(ops.cast(grad, "float32")),
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -214,3 +224,190 @@ def test_khot_pairwise_fast_path_matches_reference():
         reference[1, 2, : k[1, 2]].all()
         and not reference[1, 2, k[1, 2] :].any()
     )
+
+
+# SLaM's and debiased's per-example cross-entropies (`_cross_entropies`):
+# the dispatched function against a float64 NumPy formula of the value and
+# of its gradient to the student outputs (on every backend), and against
+# the `keras.ops` reference (the same function off torch).
+CROSS_ENTROPIES = ("mixture_cross_entropy", "weighted_cross_entropy")
+
+
+@contextlib.contextmanager
+def _reference_only():
+    """The `keras.ops` references of the cross-entropies, not the fast
+    paths, inside the block."""
+    saved = {
+        n: _backend._REGISTERED.pop(n)
+        for n in CROSS_ENTROPIES
+        if n in _backend._REGISTERED
+    }
+    try:
+        yield
+    finally:
+        _backend._REGISTERED.update(saved)
+
+
+def _np_log_probs(y, from_logits, floor):
+    if from_logits:
+        shifted = y - y.max(-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    return np.log(np.clip(y, floor, 1.0 if floor == xe.EPSILON else None))
+
+
+def _np_to_outputs(grad_logp, y, logp, from_logits, floor):
+    """The gradient to the outputs from the one to their log-probs."""
+    if from_logits:
+        return grad_logp - np.exp(logp) * grad_logp.sum(-1, keepdims=True)
+    passes = (y > floor) if floor == xe.TINY else (y >= floor) & (y <= 1)
+    return np.where(passes, grad_logp / np.where(y > 0, y, 1.0), 0.0)
+
+
+def _np_mixture(target, y, alpha, r, topk, from_logits, w):
+    """SLaM's value and the gradient of `sum(value * w)` to `y`."""
+    logf = _np_log_probs(y, from_logits, xe.TINY)
+    r, alpha = r[..., None], alpha[..., None]
+    shifted = np.log1p(-r) + logf
+    mixed = np.logaddexp(np.log(np.maximum(r, xe.TINY)), shifted)
+    logmix = np.log(alpha) + np.where(topk, mixed, logf)
+    value = -(target * logmix).sum(-1)
+    share = np.where(topk, np.exp(shifted - mixed), 1.0)
+    grad_logf = -target * share * w[..., None]
+    return value, _np_to_outputs(grad_logf, y, logf, from_logits, xe.TINY)
+
+
+def _np_weighted(target, y, weights, from_logits, w):
+    logp = _np_log_probs(y, from_logits, xe.EPSILON)
+    value = -(target * logp).sum(-1) * weights
+    grad_logp = -target * (weights * w)[..., None]
+    return value, _np_to_outputs(grad_logp, y, logp, from_logits, xe.EPSILON)
+
+
+def _cross_entropy_inputs(from_logits, hard, rng):
+    """Student outputs (rank 3, with exact zeros among the probabilities),
+    a soft or one-hot target, alpha (some exactly 1: r = 0), r, a random
+    mask of top-k classes, and weights."""
+    shape = (4, 3, 6)
+    if from_logits:
+        y = 3.0 * rng.normal(size=shape)
+    else:
+        y = rng.dirichlet(np.full(6, 0.4), size=shape[:-1])
+        y[0, 0, :2] = [0.0, 0.0]
+        y[0, 0] /= y[0, 0].sum()
+    target = rng.dirichlet(np.ones(6), size=shape[:-1])
+    if hard:
+        target = np.eye(6)[target.argmax(-1)]
+    alpha = rng.uniform(0.55, 1.0, size=shape[:-1])
+    alpha[1, :2] = 1.0
+    r = (1.0 - alpha) / alpha
+    topk = rng.random(shape) < 0.4
+    weights = rng.uniform(0.2, 2.0, size=shape[:-1])
+    f32 = lambda a: np.asarray(a, "float32")  # noqa: E731
+    return f32(y), f32(target), f32(alpha), f32(r), topk, f32(weights)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("name", CROSS_ENTROPIES)
+def test_cross_entropy_matches_numpy_and_reference(
+    name, hard, from_logits, dtype
+):
+    rng = np.random.default_rng(7)
+    y, target, alpha, r, topk, weights = _cross_entropy_inputs(
+        from_logits, hard, rng
+    )
+    tensors = [ops.convert_to_tensor(a) for a in (target, alpha, r, topk)]
+    target_t, alpha_t, r_t, topk_t = tensors
+    weights_t = ops.convert_to_tensor(weights)
+    if name == "mixture_cross_entropy":
+
+        def fn(x):
+            return xe.mixture_cross_entropy(
+                target_t, x, alpha_t, r_t, topk_t, from_logits
+            )
+    else:
+
+        def fn(x):
+            return xe.weighted_cross_entropy(
+                target_t, x, weights_t, from_logits
+            )
+
+    value, grad = _value_and_grad(fn, y, dtype)
+    with _reference_only():
+        ref_value, ref_grad = _value_and_grad(fn, y, dtype)
+    # The student outputs as the function saw them (rounded to `dtype`).
+    seen = ops.convert_to_numpy(ops.cast(ops.cast(y, dtype), "float32"))
+    w = np.random.default_rng(1).normal(size=y.shape[:-1]).astype("f4")
+    if name == "mixture_cross_entropy":
+        expected = _np_mixture(
+            target, seen.astype("f8"), alpha, r, topk, from_logits, w
+        )
+    else:
+        expected = _np_weighted(
+            target, seen.astype("f8"), weights, from_logits, w
+        )
+    # The gradient comes back in `dtype`: compare to its rounding (float16
+    # overflows where a tiny probability divides it, as the reference).
+    grad_tol = 1e-5 if dtype == "float32" else 1e-2
+    expected_grad = ops.convert_to_numpy(
+        ops.cast(ops.cast(expected[1].astype("f4"), dtype), "float32")
+    )
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grad, ref_grad, rtol=grad_tol, atol=1e-6)
+    np.testing.assert_allclose(value, expected[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        grad, expected_grad, rtol=grad_tol, atol=10 * grad_tol
+    )
+    # Not trivially equal: values spread, gradients reach nearly all rows.
+    assert np.ptp(expected[0]) > 0.5
+    assert np.mean(np.abs(expected[1]).sum(-1) > 1e-3) > 0.9
+
+
+def _distillation_data(c=6, n=48, seed=5):
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.ones(c) * 0.3, size=600)
+    order = np.argsort(-p, -1)
+    y = np.where(rng.random(600) < 0.6, order[:, 0], order[:, 1])
+    est = TeacherAccuracy().fit(p, y)
+    t = rng.dirichlet(np.ones(c) * 0.3, size=n).astype("float32")
+    logits = (2.0 * rng.normal(size=(n, c))).astype("float32")
+    return est, p, t, logits
+
+
+LOSS_CASES = {
+    "slam": dict(),  # per-example k(x)
+    "slam_normalize": dict(normalize=True),
+    "slam_hard": dict(target="hard", k=3),
+    "slam_probabilities": dict(from_logits=False, normalize=True),
+    "slam_no_estimator": dict(teacher_accuracy=None, k="global"),
+    "debiased": dict(),
+    "debiased_probabilities": dict(from_logits=False),
+    "debiased_per_batch": dict(per_batch=True, power=2.0),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("case", sorted(LOSS_CASES))
+def test_distillation_losses_match_their_reference(case, dtype):
+    """The losses' per-example values and gradients to the student outputs
+    with the fast paths equal those with the `keras.ops` references."""
+    est, pool, t, logits = _distillation_data()
+    kwargs = {"teacher_accuracy": est, **LOSS_CASES[case]}
+    if case.startswith("slam"):
+        loss = SLaMLoss(reduction="none", **kwargs)
+        assert case != "slam" or loss._per_example()
+    else:
+        if not kwargs.get("per_batch"):
+            kwargs["pool_teacher_outputs"] = pool
+        loss = DebiasedDistillationLoss(reduction="none", **kwargs)
+    y = logits
+    if not loss.from_logits:
+        y = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    value, grad = _value_and_grad(lambda x: loss(t, x), y, dtype)
+    with _reference_only():
+        ref_value, ref_grad = _value_and_grad(lambda x: loss(t, x), y, dtype)
+    grad_tol = 1e-5 if dtype == "float32" else 1e-2
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad, ref_grad, rtol=grad_tol, atol=1e-5)
+    assert np.ptp(value) > 0.1 and np.abs(grad).sum() > 1.0
