@@ -182,7 +182,8 @@ class SLaMLoss(TeacherOutputsLoss):
             accuracy = _interpolation.interpolate_tables(
                 est.topk_knots[: kmax - 2], margin
             )
-        below = ops.cast(ops.less(accuracy, self.coverage), "int32")
+        # `<`, not `ops.less`: no tensor made of `coverage` (eager torch).
+        below = ops.cast(accuracy < self.coverage, "int32")
         return 2 + ops.sum(ops.cumprod(below, axis=-1), axis=-1)
 
     def alpha(
@@ -210,6 +211,9 @@ class SLaMLoss(TeacherOutputsLoss):
             floor = ops.maximum(floor, self.min_alpha)
         elif self.min_alpha is not None:
             floor = max(floor, self.min_alpha)
+        if isinstance(floor, float):
+            # One op where the floor is a number in (0, 1].
+            return ops.clip(alpha, floor, 1.0)
         return ops.clip(ops.maximum(alpha, floor), 0.0, 1.0)
 
     def _estimates(self, margin, num_classes):
