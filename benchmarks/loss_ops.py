@@ -10,8 +10,11 @@ costs, not their FLOPs. This script counts, with `torch.profiler`, every
 - one loss call (forward) and one loss call plus its backward to the
   student logits, for cross-entropy, SLaM and debiased;
 - the parts of each loss call: the output-convention checks
-  (`check_outputs`), the margin, the knot interpolation(s) and the rest
-  (the loss math and Keras' `Loss.__call__` around it);
+  (`check_outputs`), the margin, the knot interpolation(s), SLaM's k(x)
+  and alpha(x) (`example_k`, `alpha`), its k-hot mask, the per-example
+  cross-entropy (`_cross_entropies`) and the rest (r(x), the weights,
+  Keras' `Loss.__call__` around it with its reduction); the backward's
+  aten calls are `forward_backward - forward`;
 - one whole train step (`model.train_on_batch`) of the overhead
   benchmark's MLP (40 -> d -> d -> 10, batch 256) with each loss.
 
@@ -49,9 +52,11 @@ from benchmarks.overhead_models import make_loss  # noqa: E402
 from benchmarks.overhead_models import make_teacher  # noqa: E402
 from keras_efficient import _backend  # noqa: E402
 from keras_efficient.distillation import _common  # noqa: E402
+from keras_efficient.distillation import _cross_entropies  # noqa: E402
 from keras_efficient.distillation import _interpolation  # noqa: E402
 from keras_efficient.distillation import _teacher_loss  # noqa: E402
 from keras_efficient.distillation import teacher_accuracy  # noqa: E402
+from keras_efficient.losses import SLaMLoss  # noqa: E402
 
 METHODS = ("cross_entropy", "slam", "debiased")
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
@@ -80,6 +85,11 @@ class _PartCounter:
         # The estimator's own name for it (debiased's alpha(x)).
         "margin ": (teacher_accuracy, "teacher_margin"),
         "interpolation": (_interpolation, "interpolate_tables"),
+        "k_and_alpha": (SLaMLoss, "example_k"),
+        "k_and_alpha ": (SLaMLoss, "alpha"),
+        "khot": (_common, "khot"),
+        "cross_entropy": (_cross_entropies, "mixture_cross_entropy"),
+        "cross_entropy ": (_cross_entropies, "weighted_cross_entropy"),
     }
 
     def __enter__(self):
@@ -128,10 +138,15 @@ def count_parts(fn):
             continue
         total += 1
         start = e.time_range.start
-        for part, spans in ranges.items():
-            if any(lo <= start <= hi for lo, hi in spans):
-                counts[part] += 1
-                break
+        # The innermost part around the call (the parts may nest).
+        around = [
+            (hi - lo, part)
+            for part, spans in ranges.items()
+            for lo, hi in spans
+            if lo <= start <= hi
+        ]
+        if around:
+            counts[min(around)[1]] += 1
     counts["loss_math_and_call"] = total - sum(counts.values())
     counts["total"] = total
     return counts
@@ -163,6 +178,7 @@ def measure(width):
             "forward": count_aten(forward),
             "forward_backward": count_aten(forward_backward),
         }
+        row["backward"] = row["forward_backward"] - row["forward"]
         if method != "cross_entropy":
             row["forward_parts"] = count_parts(forward)
         model, step_loss = build("loss", method, cfg, (probs, estimator))

@@ -13,6 +13,7 @@ from keras_efficient import _backend
 from keras_efficient.distillation import _common
 from keras_efficient.distillation import _cross_entropies as xe
 from keras_efficient.distillation import _interpolation
+from keras_efficient.distillation import slam
 from keras_efficient.losses import DebiasedDistillationLoss
 from keras_efficient.losses import SLaMLoss
 from keras_efficient.losses import TeacherAccuracy
@@ -411,3 +412,28 @@ def test_distillation_losses_match_their_reference(case, dtype):
     np.testing.assert_allclose(value, ref_value, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grad, ref_grad, rtol=grad_tol, atol=1e-5)
     assert np.ptp(value) > 0.1 and np.abs(grad).sum() > 1.0
+
+
+def test_count_leading_below_matches_reference():
+    """SLaM's k(x) count: the leading entries below the bound, stopping
+    at the first that reaches it (later dips below do not count)."""
+    values = np.array(
+        [
+            [0.5, 0.7, 0.96, 0.9, 0.8],  # reaches at 2, dips after: 2
+            [0.99, 0.1, 0.1, 0.1, 0.1],  # reaches at once: 0
+            [0.1, 0.2, 0.3, 0.4, 0.5],  # never: all 5
+            [0.94, 0.95, 0.2, 0.2, 0.2],  # == bound reaches it: 1
+        ],
+        "float32",
+    )
+    expected = np.array([2, 0, 5, 1])
+    count = _backend.dispatch("count_leading_below", slam._leading_below)
+    reference = slam._leading_below(ops.convert_to_tensor(values), 0.95)
+    got = count(ops.convert_to_tensor(values), 0.95)
+    assert keras.backend.standardize_dtype(got.dtype) == "int32"
+    assert keras.backend.standardize_dtype(reference.dtype) == "int32"
+    np.testing.assert_array_equal(ops.convert_to_numpy(reference), expected)
+    np.testing.assert_array_equal(ops.convert_to_numpy(got), expected)
+    # Leading axes kept (sequence outputs).
+    got = count(ops.convert_to_tensor(values.reshape(2, 2, 5)), 0.95)
+    np.testing.assert_array_equal(ops.convert_to_numpy(got), [[2, 0], [5, 1]])

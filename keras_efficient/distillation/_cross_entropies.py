@@ -100,8 +100,11 @@ def _log_probs_backward(grad_logp, x, logp, mask, from_logits):
     import torch
 
     if from_logits:
-        # log_softmax: g - softmax * sum(g).
-        return grad_logp - logp.exp() * grad_logp.sum(-1, keepdim=True)
+        # g - softmax * sum(g), in the one aten call autograd uses for
+        # `log_softmax` (four calls written out).
+        return torch._log_softmax_backward_data(
+            grad_logp, logp, -1, torch.float32
+        )
     return torch.where(mask, grad_logp / x, 0.0)
 
 
@@ -133,7 +136,7 @@ def _autograd_functions():
         def backward(ctx, grad):
             x, logp, mask, log_share, topk, target = ctx.saved_tensors
             share = torch.where(topk, log_share.exp(), 1.0)
-            grad_logp = -(target * share) * grad.unsqueeze(-1)
+            grad_logp = target * share * grad.neg().unsqueeze(-1)
             grad_x = _log_probs_backward(
                 grad_logp, x, logp, mask, ctx.from_logits
             )
@@ -152,7 +155,7 @@ def _autograd_functions():
         @staticmethod
         def backward(ctx, grad):
             x, logp, mask, target, weights = ctx.saved_tensors
-            grad_logp = -target * (grad * weights).unsqueeze(-1)
+            grad_logp = target * (grad * weights).neg_().unsqueeze(-1)
             grad_x = _log_probs_backward(
                 grad_logp, x, logp, mask, ctx.from_logits
             )

@@ -6,6 +6,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_efficient import _backend
 from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
 from keras_efficient.distillation import _cross_entropies
@@ -15,6 +16,24 @@ from keras_efficient.distillation._teacher_loss import TeacherOutputsLoss
 
 # The `epsilon` every 0.1.0 config holds (the constructor's default then).
 _LEGACY_EPSILON = 1e-7
+
+
+def _leading_below(values, bound):
+    """Per row of `values`, how many leading entries are below `bound`
+    (the `keras.ops` reference of `count_leading_below`; int32)."""
+    # `<`, not `ops.less`: no tensor made of `bound` (eager torch).
+    below = ops.cast(values < bound, "int32")
+    return ops.cast(ops.sum(ops.cumprod(below, axis=-1), axis=-1), "int32")
+
+
+@_backend.register_fast_path("count_leading_below", "torch")
+def _leading_below_torch(values, bound):
+    """`_leading_below` in 4 aten calls (the reference: ~25, casting
+    between int32 and int64 on the way)."""
+    import torch
+
+    below = ops.convert_to_tensor(values) < bound
+    return below.cumprod(-1).sum(-1, dtype=torch.int32)
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -182,9 +201,8 @@ class SLaMLoss(TeacherOutputsLoss):
             accuracy = _interpolation.interpolate_tables(
                 est.topk_knots[: kmax - 2], margin
             )
-        # `<`, not `ops.less`: no tensor made of `coverage` (eager torch).
-        below = ops.cast(accuracy < self.coverage, "int32")
-        return 2 + ops.sum(ops.cumprod(below, axis=-1), axis=-1)
+        count = _backend.dispatch("count_leading_below", _leading_below)
+        return 2 + count(accuracy, self.coverage)
 
     def alpha(
         self, t: Any, k: Any, margin: Any = None, estimate: Any = None
