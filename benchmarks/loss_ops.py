@@ -19,9 +19,12 @@ costs, not their FLOPs. This script counts, with `torch.profiler`, every
   benchmark's MLP (40 -> d -> d -> 10, batch 256) with each loss.
 
 With `--time-rounds N` it also times that train step, the three losses
-interleaved in N rounds, and reports each loss's median ratio to
-cross-entropy in wall and in process CPU time, with the load average
-(a timing, unlike the counts, depends on what else runs).
+and SLaM and debiased with their torch fast paths off (`LOSS_FAST_PATHS`:
+the `keras.ops` references run), interleaved step by step (20 N steps of
+each), and reports each one's median and 10th-percentile ratio to
+cross-entropy and each loss's to its reference, in wall and in process CPU
+time, with the load average (a timing, unlike the counts, depends on what
+else runs; the 10th percentile is the least disturbed by it).
 
     KERAS_BACKEND=torch python benchmarks/loss_ops.py [--width 256]
         [--output benchmarks/results/loss_ops.torch.json] [--label after]
@@ -190,12 +193,37 @@ def measure(width):
     return out
 
 
+# The torch fast paths of the losses' own math, switched off for the
+# `*_reference` variants of the timing (their `keras.ops` references run).
+LOSS_FAST_PATHS = (
+    "mixture_cross_entropy",
+    "weighted_cross_entropy",
+    "count_leading_below",
+)
+
+
+class _References:
+    """Inside the block, the `keras.ops` references of `LOSS_FAST_PATHS`."""
+
+    def __enter__(self):
+        registry = _backend._REGISTERED
+        self._saved = {
+            n: registry.pop(n) for n in LOSS_FAST_PATHS if n in registry
+        }
+
+    def __exit__(self, *exc):
+        _backend._REGISTERED.update(self._saved)
+
+
 def step_times(width, rounds, steps=20):
-    """Interleaved train steps (`train_on_batch`) of the MLP with each loss:
-    per round and method the median wall and process CPU time of `steps`
-    steps; returns the median over rounds of each method's ratio to
-    cross-entropy in the same round (CPU time is less disturbed by other
-    jobs on the machine than wall time)."""
+    """Interleaved train steps (`train_on_batch`) of the MLP with each loss,
+    SLaM and debiased also with `LOSS_FAST_PATHS` off (`*_reference`):
+    `rounds * steps` rounds of one step of every variant in turn (a burst
+    of other jobs then hits every variant alike), each step's wall and
+    process CPU time kept. Returns per variant the median and the 10th
+    percentile step time and their ratios to cross-entropy's, and each
+    loss's ratios to its reference."""
+    import contextlib
     import statistics
     import time
 
@@ -204,41 +232,50 @@ def step_times(width, rounds, steps=20):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(LOSS_BATCH, 40)).astype("float32")
     y = probs[:LOSS_BATCH]
-    models = {}
+    variants = {}
     for method in METHODS:
         model, loss = build("loss", method, cfg, (probs, estimator))
         model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=loss)
         for _ in range(3):
             model.train_on_batch(x, y)
-        models[method] = model
-    times = {m: {"wall": [], "cpu": []} for m in METHODS}
-    for _ in range(rounds):
-        for method, model in models.items():
-            wall, cpu = [], []
-            for _ in range(steps):
+        variants[method] = (model, contextlib.nullcontext)
+        if method != "cross_entropy":
+            with _References():
+                model.train_on_batch(x, y)
+            variants[f"{method}_reference"] = (model, _References)
+    times = {v: {"wall": [], "cpu": []} for v in variants}
+    for _ in range(rounds * steps):
+        for variant, (model, context) in variants.items():
+            with context():
                 w0, c0 = time.perf_counter(), time.process_time()
                 model.train_on_batch(x, y)
-                wall.append(time.perf_counter() - w0)
-                cpu.append(time.process_time() - c0)
-            times[method]["wall"].append(statistics.median(wall))
-            times[method]["cpu"].append(statistics.median(cpu))
-    out = {"rounds": rounds, "steps_per_round": steps}
-    for method in METHODS:
+                wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+            times[variant]["wall"].append(wall)
+            times[variant]["cpu"].append(cpu)
+
+    def summary(variant, base):
         row = {}
         for clock in ("wall", "cpu"):
-            ratios = [
-                t / b
-                for t, b in zip(
-                    times[method][clock], times["cross_entropy"][clock]
-                )
-            ]
-            qs = statistics.quantiles(ratios, n=4) if rounds > 1 else ratios
+            mine = sorted(times[variant][clock])
+            theirs = sorted(times[base][clock])
+            p10 = len(mine) // 10
             row[clock] = {
-                "median_ratio": statistics.median(ratios),
-                "iqr": [qs[0], qs[-1]],
-                "median_step_ms": 1e3 * statistics.median(times[method][clock]),
+                "median_ratio": statistics.median(mine)
+                / statistics.median(theirs),
+                "p10_ratio": mine[p10] / theirs[p10],
+                "median_step_ms": 1e3 * statistics.median(mine),
+                "p10_step_ms": 1e3 * mine[p10],
             }
-        out[method] = row
+        return row
+
+    out = {"steps_per_variant": rounds * steps, "interleaved": "per step"}
+    for variant in variants:
+        out[variant] = summary(variant, "cross_entropy")
+    out["fast_paths_vs_reference"] = {
+        method: summary(method, f"{method}_reference")
+        for method in METHODS
+        if method != "cross_entropy"
+    }
     out["load_1min"] = os.getloadavg()[0]
     return out
 
