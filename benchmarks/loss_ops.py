@@ -11,7 +11,7 @@ costs, not their FLOPs. This script counts, with `torch.profiler`, every
   student logits, for cross-entropy, SLaM and debiased;
 - the parts of each loss call: the output-convention checks
   (`check_outputs`), the margin, the knot interpolation(s), SLaM's k(x)
-  and alpha(x) (`example_k`, `alpha`), its k-hot mask, the per-example
+  and alpha(x) (`example_k`, `alpha`), its k-hot mask, its per-example
   cross-entropy (`_cross_entropies`) and the rest (r(x), the weights,
   Keras' `Loss.__call__` around it with its reduction); the backward's
   aten calls are `forward_backward - forward`;
@@ -92,7 +92,6 @@ class _PartCounter:
         "k_and_alpha ": (SLaMLoss, "alpha"),
         "khot": (_common, "khot"),
         "cross_entropy": (_cross_entropies, "mixture_cross_entropy"),
-        "cross_entropy ": (_cross_entropies, "weighted_cross_entropy"),
     }
 
     def __enter__(self):
@@ -197,7 +196,6 @@ def measure(width):
 # `*_reference` variants of the timing (their `keras.ops` references run).
 LOSS_FAST_PATHS = (
     "mixture_cross_entropy",
-    "weighted_cross_entropy",
     "count_leading_below",
 )
 

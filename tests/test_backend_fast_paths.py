@@ -14,7 +14,6 @@ from keras_efficient.distillation import _common
 from keras_efficient.distillation import _cross_entropies as xe
 from keras_efficient.distillation import _interpolation
 from keras_efficient.distillation import slam
-from keras_efficient.losses import DebiasedDistillationLoss
 from keras_efficient.losses import SLaMLoss
 from keras_efficient.losses import TeacherAccuracy
 
@@ -227,20 +226,26 @@ def test_khot_pairwise_fast_path_matches_reference():
     )
 
 
-# SLaM's and debiased's per-example cross-entropies (`_cross_entropies`):
-# the dispatched function against a float64 NumPy formula of the value and
-# of its gradient to the student outputs (on every backend), and against
-# the `keras.ops` reference (the same function off torch).
-CROSS_ENTROPIES = ("mixture_cross_entropy", "weighted_cross_entropy")
+# SLaM's per-example cross-entropy (`_cross_entropies`): the dispatched
+# function against a float64 NumPy formula of the value and of its
+# gradient to the student outputs (on every backend), and against the
+# `keras.ops` reference (the same function off torch).
+# Every fast path SLaM's loss takes (its checks' aside).
+SLAM_FAST_PATHS = (
+    "mixture_cross_entropy",
+    "count_leading_below",
+    "khot_pairwise",
+    "margin",
+    "interpolate_tables",
+)
 
 
 @contextlib.contextmanager
 def _reference_only():
-    """The `keras.ops` references of the cross-entropies, not the fast
-    paths, inside the block."""
+    """The `keras.ops` references of SLaM's fast paths inside the block."""
     saved = {
         n: _backend._REGISTERED.pop(n)
-        for n in CROSS_ENTROPIES
+        for n in SLAM_FAST_PATHS
         if n in _backend._REGISTERED
     }
     try:
@@ -253,15 +258,14 @@ def _np_log_probs(y, from_logits, floor):
     if from_logits:
         shifted = y - y.max(-1, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    return np.log(np.clip(y, floor, 1.0 if floor == xe.EPSILON else None))
+    return np.log(np.maximum(y, floor))
 
 
 def _np_to_outputs(grad_logp, y, logp, from_logits, floor):
     """The gradient to the outputs from the one to their log-probs."""
     if from_logits:
         return grad_logp - np.exp(logp) * grad_logp.sum(-1, keepdims=True)
-    passes = (y > floor) if floor == xe.TINY else (y >= floor) & (y <= 1)
-    return np.where(passes, grad_logp / np.where(y > 0, y, 1.0), 0.0)
+    return np.where(y > floor, grad_logp / np.where(y > 0, y, 1.0), 0.0)
 
 
 def _np_mixture(target, y, alpha, r, topk, from_logits, w):
@@ -277,17 +281,10 @@ def _np_mixture(target, y, alpha, r, topk, from_logits, w):
     return value, _np_to_outputs(grad_logf, y, logf, from_logits, xe.TINY)
 
 
-def _np_weighted(target, y, weights, from_logits, w):
-    logp = _np_log_probs(y, from_logits, xe.EPSILON)
-    value = -(target * logp).sum(-1) * weights
-    grad_logp = -target * (weights * w)[..., None]
-    return value, _np_to_outputs(grad_logp, y, logp, from_logits, xe.EPSILON)
-
-
 def _cross_entropy_inputs(from_logits, hard, rng):
     """Student outputs (rank 3, with exact zeros among the probabilities),
-    a soft or one-hot target, alpha (some exactly 1: r = 0), r, a random
-    mask of top-k classes, and weights."""
+    a soft or one-hot target, alpha (some exactly 1: r = 0), r and a
+    random mask of top-k classes."""
     shape = (4, 3, 6)
     if from_logits:
         y = 3.0 * rng.normal(size=shape)
@@ -302,37 +299,24 @@ def _cross_entropy_inputs(from_logits, hard, rng):
     alpha[1, :2] = 1.0
     r = (1.0 - alpha) / alpha
     topk = rng.random(shape) < 0.4
-    weights = rng.uniform(0.2, 2.0, size=shape[:-1])
     f32 = lambda a: np.asarray(a, "float32")  # noqa: E731
-    return f32(y), f32(target), f32(alpha), f32(r), topk, f32(weights)
+    return f32(y), f32(target), f32(alpha), f32(r), topk
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("from_logits", [True, False])
 @pytest.mark.parametrize("hard", [False, True])
-@pytest.mark.parametrize("name", CROSS_ENTROPIES)
-def test_cross_entropy_matches_numpy_and_reference(
-    name, hard, from_logits, dtype
+def test_mixture_cross_entropy_matches_numpy_and_reference(
+    hard, from_logits, dtype
 ):
     rng = np.random.default_rng(7)
-    y, target, alpha, r, topk, weights = _cross_entropy_inputs(
-        from_logits, hard, rng
-    )
+    y, target, alpha, r, topk = _cross_entropy_inputs(from_logits, hard, rng)
     tensors = [ops.convert_to_tensor(a) for a in (target, alpha, r, topk)]
-    target_t, alpha_t, r_t, topk_t = tensors
-    weights_t = ops.convert_to_tensor(weights)
-    if name == "mixture_cross_entropy":
 
-        def fn(x):
-            return xe.mixture_cross_entropy(
-                target_t, x, alpha_t, r_t, topk_t, from_logits
-            )
-    else:
-
-        def fn(x):
-            return xe.weighted_cross_entropy(
-                target_t, x, weights_t, from_logits
-            )
+    def fn(x):
+        return xe.mixture_cross_entropy(
+            tensors[0], x, tensors[1], tensors[2], tensors[3], from_logits
+        )
 
     value, grad = _value_and_grad(fn, y, dtype)
     with _reference_only():
@@ -340,14 +324,9 @@ def test_cross_entropy_matches_numpy_and_reference(
     # The student outputs as the function saw them (rounded to `dtype`).
     seen = ops.convert_to_numpy(ops.cast(ops.cast(y, dtype), "float32"))
     w = np.random.default_rng(1).normal(size=y.shape[:-1]).astype("f4")
-    if name == "mixture_cross_entropy":
-        expected = _np_mixture(
-            target, seen.astype("f8"), alpha, r, topk, from_logits, w
-        )
-    else:
-        expected = _np_weighted(
-            target, seen.astype("f8"), weights, from_logits, w
-        )
+    expected = _np_mixture(
+        target, seen.astype("f8"), alpha, r, topk, from_logits, w
+    )
     # The gradient comes back in `dtype`: compare to its rounding (float16
     # overflows where a tiny probability divides it, as the reference).
     grad_tol = 1e-5 if dtype == "float32" else 1e-2
@@ -373,7 +352,7 @@ def _distillation_data(c=6, n=48, seed=5):
     est = TeacherAccuracy().fit(p, y)
     t = rng.dirichlet(np.ones(c) * 0.3, size=n).astype("float32")
     logits = (2.0 * rng.normal(size=(n, c))).astype("float32")
-    return est, p, t, logits
+    return est, t, logits
 
 
 LOSS_CASES = {
@@ -382,26 +361,18 @@ LOSS_CASES = {
     "slam_hard": dict(target="hard", k=3),
     "slam_probabilities": dict(from_logits=False, normalize=True),
     "slam_no_estimator": dict(teacher_accuracy=None, k="global"),
-    "debiased": dict(),
-    "debiased_probabilities": dict(from_logits=False),
-    "debiased_per_batch": dict(per_batch=True, power=2.0),
 }
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("case", sorted(LOSS_CASES))
-def test_distillation_losses_match_their_reference(case, dtype):
-    """The losses' per-example values and gradients to the student outputs
-    with the fast paths equal those with the `keras.ops` references."""
-    est, pool, t, logits = _distillation_data()
+def test_slam_loss_matches_its_reference(case, dtype):
+    """SLaM's per-example values and gradients to the student outputs with
+    the fast paths equal those with the `keras.ops` references."""
+    est, t, logits = _distillation_data()
     kwargs = {"teacher_accuracy": est, **LOSS_CASES[case]}
-    if case.startswith("slam"):
-        loss = SLaMLoss(reduction="none", **kwargs)
-        assert case != "slam" or loss._per_example()
-    else:
-        if not kwargs.get("per_batch"):
-            kwargs["pool_teacher_outputs"] = pool
-        loss = DebiasedDistillationLoss(reduction="none", **kwargs)
+    loss = SLaMLoss(reduction="none", **kwargs)
+    assert case != "slam" or loss._per_example()
     y = logits
     if not loss.from_logits:
         y = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)

@@ -1,11 +1,13 @@
-"""The per-example cross-entropies of SLaM and debiased (private).
+"""SLaM's per-example cross-entropy against its mixture (private).
 
-Each is written once with `keras.ops` (the reference, run on JAX and
+It is written once with `keras.ops` (the reference, run on JAX and
 TensorFlow, where XLA fuses it) and once in plain torch calls for eager
 torch, which pays a host cost per call: every `keras.ops` call converts
 and checks its arguments before its aten call (~10 us each here). Both are
 picked through `_backend.dispatch` and compared, values and gradients, in
-tests/test_backend_fast_paths.py.
+tests/test_backend_fast_paths.py. Debiased's weighted cross-entropy has
+no such path: written in torch it measured no faster than its reference
+in a train step (1.013x, within the noise; `benchmarks/loss_ops.py`).
 
 Torch differentiates the fast paths itself: a `torch.autograd.Function`
 with the gradient written out (fewer aten calls backward) measured slower
@@ -24,8 +26,6 @@ from keras_efficient.distillation import _common
 # Smallest `1 - alpha` mass kept in log space (alpha = 1 is plain CE), and
 # the floor of a student probability before its log (`from_logits=False`).
 TINY = 1e-30
-# The clip of student probabilities in the soft cross-entropy.
-EPSILON = 1e-7
 
 
 def mixture_cross_entropy(
@@ -52,21 +52,6 @@ def _mixture_ce_reference(target, y_pred, alpha, r, topk, from_logits):
     mixed = ops.logaddexp(ops.log(ops.maximum(r, TINY)), ops.log1p(-r) + logf)
     logmix = ops.log(alpha) + ops.where(topk, mixed, logf)
     return -ops.sum(target * logmix, axis=-1)
-
-
-def weighted_cross_entropy(
-    target: Any, y_pred: Any, weights: Any, from_logits: bool
-) -> Any:
-    """`weights * cross_entropy(target, y_pred)` per example, float32:
-    debiased distillation's loss (`weights` of shape `y_pred.shape[:-1]`;
-    probabilities clipped to `[EPSILON, 1]` when not `from_logits`)."""
-    fn = _backend.dispatch("weighted_cross_entropy", _weighted_ce_reference)
-    return fn(target, y_pred, weights, from_logits)
-
-
-def _weighted_ce_reference(target, y_pred, weights, from_logits):
-    """The `keras.ops` reference of `weighted_cross_entropy`."""
-    return weights * _common.soft_ce(target, y_pred, from_logits, EPSILON)
 
 
 def _torch_inputs(*tensors):
@@ -98,18 +83,3 @@ def _mixture_ce_torch(target, y_pred, alpha, r, topk, from_logits):
     )
     logmix = alpha.log().unsqueeze(-1) + torch.where(topk, mixed, logf)
     return -(target * logmix).sum(-1)
-
-
-@_backend.register_fast_path("weighted_cross_entropy", "torch")
-def _weighted_ce_torch(target, y_pred, weights, from_logits):
-    """`weighted_cross_entropy` in torch calls (no `keras.ops` wrapper)."""
-    import torch
-
-    if not _torch_inputs(target, y_pred, weights):
-        return _weighted_ce_reference(target, y_pred, weights, from_logits)
-    x = y_pred.to(torch.float32)
-    if from_logits:
-        logp = torch.log_softmax(x, -1)
-    else:
-        logp = x.clamp(EPSILON, 1.0).log()
-    return weights * -(target * logp).sum(-1)

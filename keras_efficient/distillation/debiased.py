@@ -8,7 +8,6 @@ from keras import ops
 
 from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
-from keras_efficient.distillation import _cross_entropies
 from keras_efficient.distillation import _output_checks
 from keras_efficient.distillation import teacher_accuracy as ta
 from keras_efficient.distillation._teacher_loss import TeacherOutputsLoss
@@ -171,9 +170,8 @@ class DebiasedDistillationLoss(TeacherOutputsLoss):
                 f"Received: y_true.shape={tuple(y_true.shape)}"
             )
         t = self.teacher_probabilities(y_true, y_pred)
-        return _cross_entropies.weighted_cross_entropy(
-            t, y_pred, self._weights_of(t), self.from_logits
-        )
+        ce = _common.soft_ce(t, y_pred, self.from_logits)
+        return self._weights_of(t) * ce
 
     def get_config(self) -> dict:
         config = super().get_config()
