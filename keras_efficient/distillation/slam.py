@@ -28,8 +28,8 @@ def _leading_below(values, bound):
 
 @_backend.register_fast_path("count_leading_below", "torch")
 def _leading_below_torch(values, bound):
-    """`_leading_below` in 4 aten calls (the reference: ~25, casting
-    between int32 and int64 on the way)."""
+    """`_leading_below` in 3 torch calls (the reference: 5 `keras.ops`
+    calls, casting between int32 and int64 on the way)."""
     import torch
 
     below = ops.convert_to_tensor(values) < bound
