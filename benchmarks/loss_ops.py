@@ -10,15 +10,21 @@ costs, not their FLOPs. This script counts, with `torch.profiler`, every
 - one loss call (forward) and one loss call plus its backward to the
   student logits, for cross-entropy, SLaM and debiased;
 - the parts of each loss call: the output-convention checks
-  (`check_outputs`), the margin, the knot interpolation(s) and the rest
-  (the loss math and Keras' `Loss.__call__` around it);
+  (`check_outputs`), the margin, the knot interpolation(s), SLaM's k(x)
+  and alpha(x) (`example_k`, `alpha`), its k-hot mask, its per-example
+  cross-entropy (`_cross_entropies`) and the rest (r(x), the weights,
+  Keras' `Loss.__call__` around it with its reduction); the backward's
+  aten calls are `forward_backward - forward`;
 - one whole train step (`model.train_on_batch`) of the overhead
   benchmark's MLP (40 -> d -> d -> 10, batch 256) with each loss.
 
 With `--time-rounds N` it also times that train step, the three losses
-interleaved in N rounds, and reports each loss's median ratio to
-cross-entropy in wall and in process CPU time, with the load average
-(a timing, unlike the counts, depends on what else runs).
+and SLaM and debiased with their torch fast paths off (`LOSS_FAST_PATHS`:
+the `keras.ops` references run), interleaved step by step (20 N steps of
+each), and reports each one's median and 10th-percentile ratio to
+cross-entropy and each loss's to its reference, in wall and in process CPU
+time, with the load average (a timing, unlike the counts, depends on what
+else runs; the 10th percentile is the least disturbed by it).
 
     KERAS_BACKEND=torch python benchmarks/loss_ops.py [--width 256]
         [--output benchmarks/results/loss_ops.torch.json] [--label after]
@@ -49,9 +55,11 @@ from benchmarks.overhead_models import make_loss  # noqa: E402
 from benchmarks.overhead_models import make_teacher  # noqa: E402
 from keras_efficient import _backend  # noqa: E402
 from keras_efficient.distillation import _common  # noqa: E402
+from keras_efficient.distillation import _cross_entropies  # noqa: E402
 from keras_efficient.distillation import _interpolation  # noqa: E402
 from keras_efficient.distillation import _teacher_loss  # noqa: E402
 from keras_efficient.distillation import teacher_accuracy  # noqa: E402
+from keras_efficient.losses import SLaMLoss  # noqa: E402
 
 METHODS = ("cross_entropy", "slam", "debiased")
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
@@ -80,6 +88,10 @@ class _PartCounter:
         # The estimator's own name for it (debiased's alpha(x)).
         "margin ": (teacher_accuracy, "teacher_margin"),
         "interpolation": (_interpolation, "interpolate_tables"),
+        "k_and_alpha": (SLaMLoss, "example_k"),
+        "k_and_alpha ": (SLaMLoss, "alpha"),
+        "khot": (_common, "khot"),
+        "cross_entropy": (_cross_entropies, "mixture_cross_entropy"),
     }
 
     def __enter__(self):
@@ -128,10 +140,15 @@ def count_parts(fn):
             continue
         total += 1
         start = e.time_range.start
-        for part, spans in ranges.items():
-            if any(lo <= start <= hi for lo, hi in spans):
-                counts[part] += 1
-                break
+        # The innermost part around the call (the parts may nest).
+        around = [
+            (hi - lo, part)
+            for part, spans in ranges.items()
+            for lo, hi in spans
+            if lo <= start <= hi
+        ]
+        if around:
+            counts[min(around)[1]] += 1
     counts["loss_math_and_call"] = total - sum(counts.values())
     counts["total"] = total
     return counts
@@ -163,6 +180,7 @@ def measure(width):
             "forward": count_aten(forward),
             "forward_backward": count_aten(forward_backward),
         }
+        row["backward"] = row["forward_backward"] - row["forward"]
         if method != "cross_entropy":
             row["forward_parts"] = count_parts(forward)
         model, step_loss = build("loss", method, cfg, (probs, estimator))
@@ -174,12 +192,36 @@ def measure(width):
     return out
 
 
+# The torch fast paths of the losses' own math, switched off for the
+# `*_reference` variants of the timing (their `keras.ops` references run).
+LOSS_FAST_PATHS = (
+    "mixture_cross_entropy",
+    "count_leading_below",
+)
+
+
+class _References:
+    """Inside the block, the `keras.ops` references of `LOSS_FAST_PATHS`."""
+
+    def __enter__(self):
+        registry = _backend._REGISTERED
+        self._saved = {
+            n: registry.pop(n) for n in LOSS_FAST_PATHS if n in registry
+        }
+
+    def __exit__(self, *exc):
+        _backend._REGISTERED.update(self._saved)
+
+
 def step_times(width, rounds, steps=20):
-    """Interleaved train steps (`train_on_batch`) of the MLP with each loss:
-    per round and method the median wall and process CPU time of `steps`
-    steps; returns the median over rounds of each method's ratio to
-    cross-entropy in the same round (CPU time is less disturbed by other
-    jobs on the machine than wall time)."""
+    """Interleaved train steps (`train_on_batch`) of the MLP with each loss,
+    SLaM and debiased also with `LOSS_FAST_PATHS` off (`*_reference`):
+    `rounds * steps` rounds of one step of every variant in turn (a burst
+    of other jobs then hits every variant alike), each step's wall and
+    process CPU time kept. Returns per variant the median and the 10th
+    percentile step time and their ratios to cross-entropy's, and each
+    loss's ratios to its reference."""
+    import contextlib
     import statistics
     import time
 
@@ -188,41 +230,50 @@ def step_times(width, rounds, steps=20):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(LOSS_BATCH, 40)).astype("float32")
     y = probs[:LOSS_BATCH]
-    models = {}
+    variants = {}
     for method in METHODS:
         model, loss = build("loss", method, cfg, (probs, estimator))
         model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=loss)
         for _ in range(3):
             model.train_on_batch(x, y)
-        models[method] = model
-    times = {m: {"wall": [], "cpu": []} for m in METHODS}
-    for _ in range(rounds):
-        for method, model in models.items():
-            wall, cpu = [], []
-            for _ in range(steps):
+        variants[method] = (model, contextlib.nullcontext)
+        if method != "cross_entropy":
+            with _References():
+                model.train_on_batch(x, y)
+            variants[f"{method}_reference"] = (model, _References)
+    times = {v: {"wall": [], "cpu": []} for v in variants}
+    for _ in range(rounds * steps):
+        for variant, (model, context) in variants.items():
+            with context():
                 w0, c0 = time.perf_counter(), time.process_time()
                 model.train_on_batch(x, y)
-                wall.append(time.perf_counter() - w0)
-                cpu.append(time.process_time() - c0)
-            times[method]["wall"].append(statistics.median(wall))
-            times[method]["cpu"].append(statistics.median(cpu))
-    out = {"rounds": rounds, "steps_per_round": steps}
-    for method in METHODS:
+                wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+            times[variant]["wall"].append(wall)
+            times[variant]["cpu"].append(cpu)
+
+    def summary(variant, base):
         row = {}
         for clock in ("wall", "cpu"):
-            ratios = [
-                t / b
-                for t, b in zip(
-                    times[method][clock], times["cross_entropy"][clock]
-                )
-            ]
-            qs = statistics.quantiles(ratios, n=4) if rounds > 1 else ratios
+            mine = sorted(times[variant][clock])
+            theirs = sorted(times[base][clock])
+            p10 = len(mine) // 10
             row[clock] = {
-                "median_ratio": statistics.median(ratios),
-                "iqr": [qs[0], qs[-1]],
-                "median_step_ms": 1e3 * statistics.median(times[method][clock]),
+                "median_ratio": statistics.median(mine)
+                / statistics.median(theirs),
+                "p10_ratio": mine[p10] / theirs[p10],
+                "median_step_ms": 1e3 * statistics.median(mine),
+                "p10_step_ms": 1e3 * mine[p10],
             }
-        out[method] = row
+        return row
+
+    out = {"steps_per_variant": rounds * steps, "interleaved": "per step"}
+    for variant in variants:
+        out[variant] = summary(variant, "cross_entropy")
+    out["fast_paths_vs_reference"] = {
+        method: summary(method, f"{method}_reference")
+        for method in METHODS
+        if method != "cross_entropy"
+    }
     out["load_1min"] = os.getloadavg()[0]
     return out
 

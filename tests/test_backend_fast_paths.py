@@ -2,6 +2,8 @@
 its `keras.ops` reference: values and gradients, on the backend in use
 (a fast path of another backend is checked when the suite runs there)."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -9,7 +11,11 @@ from keras import ops
 
 from keras_efficient import _backend
 from keras_efficient.distillation import _common
+from keras_efficient.distillation import _cross_entropies as xe
 from keras_efficient.distillation import _interpolation
+from keras_efficient.distillation import slam
+from keras_efficient.losses import SLaMLoss
+from keras_efficient.losses import TeacherAccuracy
 
 # Three knot tables of different lengths; the second has a repeated knot
 # (a jump) and the third a single knot (constant).
@@ -46,10 +52,11 @@ def _fast_path(name):
     return fast
 
 
-def _value_and_grad(fn, x):
-    """`fn(x)` and the gradient of `sum(fn(x) * w)` (a fixed `w`)."""
+def _value_and_grad(fn, x, dtype="float32"):
+    """`fn(x)` and the gradient of `sum(fn(x) * w)` (a fixed `w`), with
+    `x` made a tensor of `dtype`; both as float32 arrays."""
     backend = keras.backend.backend()
-    x = np.asarray(x, "float32")
+    x = ops.cast(np.asarray(x, "float32"), dtype)
     w = np.random.default_rng(1).normal(size=np.shape(fn(x))).astype("f4")
     if backend == "jax":
         import jax
@@ -59,7 +66,6 @@ def _value_and_grad(fn, x):
     elif backend == "tensorflow":
         import tensorflow as tf
 
-        x = tf.constant(x)
         with tf.GradientTape() as tape:
             tape.watch(x)
             value = fn(x)
@@ -68,11 +74,15 @@ def _value_and_grad(fn, x):
     else:
         import torch
 
-        x = torch.tensor(x, requires_grad=True)
+        x = x.detach().requires_grad_(True)
         value = fn(x)
         (value * torch.tensor(w)).sum().backward()
         grad = x.grad
-    return ops.convert_to_numpy(value), ops.convert_to_numpy(grad)
+        assert grad.dtype == x.dtype
+    return (
+        ops.convert_to_numpy(ops.cast(value, "float32")),
+        ops.convert_to_numpy(ops.cast(grad, "float32")),
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -238,3 +248,187 @@ def test_khot_pairwise_fast_path_matches_reference():
         reference[1, 2, : k[1, 2]].all()
         and not reference[1, 2, k[1, 2] :].any()
     )
+
+
+# SLaM's per-example cross-entropy (`_cross_entropies`): the dispatched
+# function against a float64 NumPy formula of the value and of its
+# gradient to the student outputs (on every backend), and against the
+# `keras.ops` reference (the same function off torch).
+# Every fast path SLaM's loss takes (its checks' aside).
+SLAM_FAST_PATHS = (
+    "mixture_cross_entropy",
+    "count_leading_below",
+    "khot_pairwise",
+    "margin",
+    "interpolate_tables",
+)
+
+
+@contextlib.contextmanager
+def _reference_only():
+    """The `keras.ops` references of SLaM's fast paths inside the block."""
+    saved = {
+        n: _backend._REGISTERED.pop(n)
+        for n in SLAM_FAST_PATHS
+        if n in _backend._REGISTERED
+    }
+    try:
+        yield
+    finally:
+        _backend._REGISTERED.update(saved)
+
+
+def _np_log_probs(y, from_logits, floor):
+    if from_logits:
+        shifted = y - y.max(-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    return np.log(np.maximum(y, floor))
+
+
+def _np_to_outputs(grad_logp, y, logp, from_logits, floor):
+    """The gradient to the outputs from the one to their log-probs."""
+    if from_logits:
+        return grad_logp - np.exp(logp) * grad_logp.sum(-1, keepdims=True)
+    return np.where(y > floor, grad_logp / np.where(y > 0, y, 1.0), 0.0)
+
+
+def _np_mixture(target, y, alpha, r, topk, from_logits, w):
+    """SLaM's value and the gradient of `sum(value * w)` to `y`."""
+    logf = _np_log_probs(y, from_logits, xe.TINY)
+    r, alpha = r[..., None], alpha[..., None]
+    shifted = np.log1p(-r) + logf
+    mixed = np.logaddexp(np.log(np.maximum(r, xe.TINY)), shifted)
+    logmix = np.log(alpha) + np.where(topk, mixed, logf)
+    value = -(target * logmix).sum(-1)
+    share = np.where(topk, np.exp(shifted - mixed), 1.0)
+    grad_logf = -target * share * w[..., None]
+    return value, _np_to_outputs(grad_logf, y, logf, from_logits, xe.TINY)
+
+
+def _cross_entropy_inputs(from_logits, hard, rng):
+    """Student outputs (rank 3, with exact zeros among the probabilities),
+    a soft or one-hot target, alpha (some exactly 1: r = 0), r and a
+    random mask of top-k classes."""
+    shape = (4, 3, 6)
+    if from_logits:
+        y = 3.0 * rng.normal(size=shape)
+    else:
+        y = rng.dirichlet(np.full(6, 0.4), size=shape[:-1])
+        y[0, 0, :2] = [0.0, 0.0]
+        y[0, 0] /= y[0, 0].sum()
+    target = rng.dirichlet(np.ones(6), size=shape[:-1])
+    if hard:
+        target = np.eye(6)[target.argmax(-1)]
+    alpha = rng.uniform(0.55, 1.0, size=shape[:-1])
+    alpha[1, :2] = 1.0
+    r = (1.0 - alpha) / alpha
+    topk = rng.random(shape) < 0.4
+    f32 = lambda a: np.asarray(a, "float32")  # noqa: E731
+    return f32(y), f32(target), f32(alpha), f32(r), topk
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("hard", [False, True])
+def test_mixture_cross_entropy_matches_numpy_and_reference(
+    hard, from_logits, dtype
+):
+    rng = np.random.default_rng(7)
+    y, target, alpha, r, topk = _cross_entropy_inputs(from_logits, hard, rng)
+    tensors = [ops.convert_to_tensor(a) for a in (target, alpha, r, topk)]
+
+    def fn(x):
+        return xe.mixture_cross_entropy(
+            tensors[0], x, tensors[1], tensors[2], tensors[3], from_logits
+        )
+
+    value, grad = _value_and_grad(fn, y, dtype)
+    with _reference_only():
+        ref_value, ref_grad = _value_and_grad(fn, y, dtype)
+    # The student outputs as the function saw them (rounded to `dtype`).
+    seen = ops.convert_to_numpy(ops.cast(ops.cast(y, dtype), "float32"))
+    w = np.random.default_rng(1).normal(size=y.shape[:-1]).astype("f4")
+    expected = _np_mixture(
+        target, seen.astype("f8"), alpha, r, topk, from_logits, w
+    )
+    # The gradient comes back in `dtype`: compare to its rounding (float16
+    # overflows where a tiny probability divides it, as the reference).
+    grad_tol = 1e-5 if dtype == "float32" else 1e-2
+    expected_grad = ops.convert_to_numpy(
+        ops.cast(ops.cast(expected[1].astype("f4"), dtype), "float32")
+    )
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grad, ref_grad, rtol=grad_tol, atol=1e-6)
+    np.testing.assert_allclose(value, expected[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        grad, expected_grad, rtol=grad_tol, atol=10 * grad_tol
+    )
+    # Not trivially equal: values spread, gradients reach nearly all rows.
+    assert np.ptp(expected[0]) > 0.5
+    assert np.mean(np.abs(expected[1]).sum(-1) > 1e-3) > 0.9
+
+
+def _distillation_data(c=6, n=48, seed=5):
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.ones(c) * 0.3, size=600)
+    order = np.argsort(-p, -1)
+    y = np.where(rng.random(600) < 0.6, order[:, 0], order[:, 1])
+    est = TeacherAccuracy().fit(p, y)
+    t = rng.dirichlet(np.ones(c) * 0.3, size=n).astype("float32")
+    logits = (2.0 * rng.normal(size=(n, c))).astype("float32")
+    return est, t, logits
+
+
+LOSS_CASES = {
+    "slam": dict(),  # per-example k(x)
+    "slam_normalize": dict(normalize=True),
+    "slam_hard": dict(target="hard", k=3),
+    "slam_probabilities": dict(from_logits=False, normalize=True),
+    "slam_no_estimator": dict(teacher_accuracy=None, k="global"),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("case", sorted(LOSS_CASES))
+def test_slam_loss_matches_its_reference(case, dtype):
+    """SLaM's per-example values and gradients to the student outputs with
+    the fast paths equal those with the `keras.ops` references."""
+    est, t, logits = _distillation_data()
+    kwargs = {"teacher_accuracy": est, **LOSS_CASES[case]}
+    loss = SLaMLoss(reduction="none", **kwargs)
+    assert case != "slam" or loss._per_example()
+    y = logits
+    if not loss.from_logits:
+        y = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    value, grad = _value_and_grad(lambda x: loss(t, x), y, dtype)
+    with _reference_only():
+        ref_value, ref_grad = _value_and_grad(lambda x: loss(t, x), y, dtype)
+    grad_tol = 1e-5 if dtype == "float32" else 1e-2
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad, ref_grad, rtol=grad_tol, atol=1e-5)
+    assert np.ptp(value) > 0.1 and np.abs(grad).sum() > 1.0
+
+
+def test_count_leading_below_matches_reference():
+    """SLaM's k(x) count: the leading entries below the bound, stopping
+    at the first that reaches it (later dips below do not count)."""
+    values = np.array(
+        [
+            [0.5, 0.7, 0.96, 0.9, 0.8],  # reaches at 2, dips after: 2
+            [0.99, 0.1, 0.1, 0.1, 0.1],  # reaches at once: 0
+            [0.1, 0.2, 0.3, 0.4, 0.5],  # never: all 5
+            [0.94, 0.95, 0.2, 0.2, 0.2],  # == bound reaches it: 1
+        ],
+        "float32",
+    )
+    expected = np.array([2, 0, 5, 1])
+    count = _backend.dispatch("count_leading_below", slam._leading_below)
+    reference = slam._leading_below(ops.convert_to_tensor(values), 0.95)
+    got = count(ops.convert_to_tensor(values), 0.95)
+    assert keras.backend.standardize_dtype(got.dtype) == "int32"
+    assert keras.backend.standardize_dtype(reference.dtype) == "int32"
+    np.testing.assert_array_equal(ops.convert_to_numpy(reference), expected)
+    np.testing.assert_array_equal(ops.convert_to_numpy(got), expected)
+    # Leading axes kept (sequence outputs).
+    got = count(ops.convert_to_tensor(values.reshape(2, 2, 5)), 0.95)
+    np.testing.assert_array_equal(ops.convert_to_numpy(got), [[2, 0], [5, 1]])

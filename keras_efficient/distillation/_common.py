@@ -120,26 +120,25 @@ def _khot_pairwise(t, k):
 
 
 @functools.lru_cache(maxsize=16)
-def _torch_earlier(num_classes, device):
+def _torch_class_ranks(num_classes, device):
     import torch
 
-    return (
-        torch.ones(num_classes, num_classes, dtype=torch.bool)
-        .tril(-1)
-        .to(device)
-    )
+    return torch.arange(num_classes, device=device)
 
 
 @_backend.register_fast_path("khot_pairwise", "torch")
 def _khot_pairwise_torch(t, k):
-    """`_khot_pairwise` in ~10 aten calls (the reference: ~47, the
-    triangular mask made a tensor on every call)."""
+    """`_khot_pairwise` in 5 aten calls (the reference: ~47; pairwise
+    comparisons in torch: ~10 over C x C per row): the classes sorted by
+    a stable descending sort, so ties keep the lowest index first, and the
+    first k of that order marked."""
+    import torch
+
     t = ops.convert_to_tensor(t)
     k = ops.convert_to_tensor(k)
-    ti, tj = t.unsqueeze(-1), t.unsqueeze(-2)
-    earlier = _torch_earlier(t.shape[-1], t.device)
-    ahead = (tj > ti) | ((tj == ti) & earlier)
-    return ahead.sum(-1) < k.unsqueeze(-1)
+    order = torch.argsort(t, dim=-1, descending=True, stable=True)
+    first_k = _torch_class_ranks(t.shape[-1], t.device) < k.unsqueeze(-1)
+    return torch.zeros_like(t, dtype=torch.bool).scatter_(-1, order, first_k)
 
 
 def khot(t: Any, k: Any, kmax: int) -> Any:

@@ -7,17 +7,39 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_efficient import _backend
 from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
+from keras_efficient.distillation import _cross_entropies
 from keras_efficient.distillation import _interpolation
 from keras_efficient.distillation import teacher_accuracy as ta
 from keras_efficient.distillation._teacher_loss import TeacherOutputsLoss
 
-# Smallest `1 - alpha` mass kept in log space (alpha = 1 is plain CE).
-_TINY = 1e-30
-
 # The `epsilon` every 0.1.0 config holds (the constructor's default then).
 _LEGACY_EPSILON = 1e-7
+
+
+def _leading_below(values, bound):
+    """Per row of `values`, how many leading entries are below `bound`
+    (the `keras.ops` reference of `count_leading_below`; int32)."""
+    # The index of the first entry that reaches `bound` (all of them when
+    # none does). A minimum, not a cumulative product: XLA fuses it into
+    # one kernel (a cumprod is a reduce-window of its own).
+    n = values.shape[-1]
+    first_reached = ops.where(
+        ops.less(values, bound), n, np.arange(n, dtype="int32")
+    )
+    return ops.cast(ops.min(first_reached, axis=-1), "int32")
+
+
+@_backend.register_fast_path("count_leading_below", "torch")
+def _leading_below_torch(values, bound):
+    """`_leading_below` in 3 torch calls (the reference: 5 `keras.ops`
+    calls, casting between int32 and int64 on the way)."""
+    import torch
+
+    below = ops.convert_to_tensor(values) < bound
+    return below.cumprod(-1).sum(-1, dtype=torch.int32)
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -180,20 +202,13 @@ class SLaMLoss(TeacherOutputsLoss):
         if kmax <= 2:
             return ops.full(ops.shape(margin), 2, dtype="int32")
         # k(x) = 2 + the number of leading k whose estimated top-k accuracy
-        # stays below coverage: the first k that reaches it (all of them
-        # when none does). A minimum, not a cumulative product: XLA fuses
-        # it into one kernel (a cumprod is a reduce-window of its own).
+        # stays below coverage (the running best has not reached it yet).
         if accuracy is None:
             accuracy = _interpolation.interpolate_tables(
                 est.topk_knots[: kmax - 2], margin
             )
-        tables = accuracy.shape[-1]
-        first_reached = ops.where(
-            ops.less(accuracy, self.coverage),
-            tables,
-            np.arange(tables, dtype="int32"),
-        )
-        return 2 + ops.cast(ops.min(first_reached, axis=-1), "int32")
+        count = _backend.dispatch("count_leading_below", _leading_below)
+        return 2 + count(accuracy, self.coverage)
 
     def alpha(
         self, t: Any, k: Any, margin: Any = None, estimate: Any = None
@@ -220,6 +235,9 @@ class SLaMLoss(TeacherOutputsLoss):
             floor = ops.maximum(floor, self.min_alpha)
         elif self.min_alpha is not None:
             floor = max(floor, self.min_alpha)
+        if isinstance(floor, float):
+            # One op where the floor is a number in (0, 1].
+            return ops.clip(alpha, floor, 1.0)
         return ops.clip(ops.maximum(alpha, floor), 0.0, 1.0)
 
     def _estimates(self, margin, num_classes):
@@ -256,22 +274,18 @@ class SLaMLoss(TeacherOutputsLoss):
         estimate, accuracy = self._estimates(margin, t.shape[-1])
         k = self.example_k(t, margin, accuracy)
         topk = _common.khot(t, k, self._kmax(t.shape[-1]))
-        alpha = ops.expand_dims(self.alpha(t, k, margin, estimate), -1)
+        alpha = self.alpha(t, k, margin, estimate)
         if self.normalize:
-            norm = ops.expand_dims(ops.cast(k, "float32") - 1.0, -1)
-            r = (1.0 - alpha) / (alpha * norm)
+            r = (1.0 - alpha) / (alpha * (ops.cast(k, "float32") - 1.0))
         else:
             r = (1.0 - alpha) / alpha
-        logf = _common.student_log_probs(y_pred, self.from_logits)
-        mixed = ops.logaddexp(
-            ops.log(ops.maximum(r, _TINY)), ops.log1p(-r) + logf
-        )
-        logmix = ops.log(alpha) + ops.where(topk, mixed, logf)
         if self.target == "hard":
             target = ops.one_hot(ops.argmax(t, axis=-1), t.shape[-1])
         else:
             target = t
-        return -ops.sum(target * logmix, axis=-1)
+        return _cross_entropies.mixture_cross_entropy(
+            target, y_pred, alpha, r, topk, self.from_logits
+        )
 
     def _kmax(self, num_classes):
         if self._per_example():
