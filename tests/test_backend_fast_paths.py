@@ -258,6 +258,7 @@ def test_khot_pairwise_fast_path_matches_reference():
 SLAM_FAST_PATHS = (
     "mixture_cross_entropy",
     "count_leading_below",
+    "count_below_thresholds",
     "khot_pairwise",
     "margin",
     "interpolate_tables",
@@ -432,3 +433,16 @@ def test_count_leading_below_matches_reference():
     # Leading axes kept (sequence outputs).
     got = count(ops.convert_to_tensor(values.reshape(2, 2, 5)), 0.95)
     np.testing.assert_array_equal(ops.convert_to_numpy(got), [[2, 0], [5, 1]])
+
+
+def test_count_below_thresholds_matches_reference():
+    """SLaM's k(x) from coverage margins: how many thresholds exceed each
+    margin (equal is not below; inf always exceeds, -inf never)."""
+    thresholds = (np.inf, 0.6, 0.3, 0.3, -np.inf)
+    margins = np.array([[0.0, 0.3], [0.5, 0.7]], "float32")
+    expected = np.array([[4, 2], [2, 1]])
+    count = _backend.dispatch("count_below_thresholds", slam._count_below)
+    for fn in (count, slam._count_below):
+        got = fn(ops.convert_to_tensor(margins), thresholds)
+        assert keras.backend.standardize_dtype(got.dtype) == "int32"
+        np.testing.assert_array_equal(ops.convert_to_numpy(got), expected)

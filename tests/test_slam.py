@@ -294,3 +294,84 @@ def test_config_keeps_min_alpha_and_k_is_capped_at_classes():
     assert loss.resolved_k(3) == 3
     assert loss.resolved_k(8) == 5
     assert loss.resolved_k() == 5
+
+
+def test_first_reaching_hand_computed():
+    from keras_efficient.distillation._interpolation import first_reaching
+
+    xs, ys = [0.0, 0.2, 0.6, 1.0], [0.5, 0.9, 0.97, 1.0]
+    # Crosses 0.95 inside (0.2, 0.6): 0.2 + (0.05 / 0.07) * 0.4.
+    assert first_reaching(xs, ys, 0.95) == pytest.approx(0.2 + 0.4 * 5 / 7)
+    assert first_reaching(xs, ys, 0.9) == pytest.approx(0.2)  # at a knot
+    assert first_reaching(xs, ys, 0.4) == -np.inf  # from the start
+    assert first_reaching(xs, ys, 1.0) == pytest.approx(1.0)
+    assert first_reaching([0.0, 1.0], [0.2, 0.3], 0.95) == np.inf  # never
+    # A jump at a repeated knot: reached at the knot itself.
+    assert (
+        first_reaching([0.0, 0.3, 0.3, 1.0], [0.1, 0.2, 0.99, 1.0], 0.95) == 0.3
+    )
+    assert first_reaching([0.5], [0.96], 0.95) == -np.inf  # one knot
+    assert first_reaching([0.0, 1.0], [0.9, 0.8], 0.5) is None  # decreasing
+
+
+def _fitted_estimator(seed=5, c=8):
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.ones(c) * 0.3, size=600)
+    order = np.argsort(-p, -1)
+    m = np.sort(p, -1)[:, -1] - np.sort(p, -1)[:, -2]
+    # Wrong labels: the runner-up on confident rows, anything on the rest.
+    wrong = np.where(m > np.median(m), order[:, 1], rng.integers(0, c, 600))
+    y = np.where(rng.random(600) < 0.6, order[:, 0], wrong)
+    return TeacherAccuracy().fit(p, y)
+
+
+def test_example_k_from_coverage_margins_matches_interpolation():
+    """k(x) compares the margin with each map's coverage point; the same
+    k as interpolating every map, at margins spread over [0, 1] and at
+    every knot (the points where the two could part)."""
+    from keras_efficient.distillation import slam
+
+    est = _fitted_estimator()
+    seen = set()
+    for coverage in (0.8, 0.95, 0.99):
+        loss = SLaMLoss(est, coverage=coverage)
+        kmax = min(8, len(est.topk_knots) + 1)
+        assert loss._coverage_margins(kmax) is not None
+        knots = np.concatenate([xs for xs, _ in est.topk_knots])
+        m = np.concatenate([np.linspace(0, 1, 401), knots]).astype("float32")
+        t = np.zeros((len(m), 8), "float32")
+        t[:, 0], t[:, 1] = (1 + m) / 2, (1 - m) / 2  # margin m, 2 classes
+        margin = keras.ops.convert_to_tensor(m)
+        k = to_numpy(loss.example_k(t, margin))
+        acc = slam._interpolation.interpolate_tables(
+            est.topk_knots[: kmax - 2], margin
+        )
+        expected = 2 + to_numpy(slam._leading_below(acc, coverage))
+        np.testing.assert_array_equal(k, expected)
+        seen.update(np.unique(k).tolist())
+    assert len(seen) > 3  # k(x) spans several values over the coverages
+
+
+def test_example_k_with_a_decreasing_map_interpolates():
+    """A hand-made map that decreases has no single coverage point: k(x)
+    interpolates it and keeps the running best (the first k reaching
+    coverage)."""
+    est = TeacherAccuracy(
+        knots_x=[0.0, 1.0],
+        knots_y=[0.5, 1.0],
+        topk_accuracy=[0.7, 0.9, 0.95, 1.0],
+        topk_knots=[
+            [[0.0, 0.5, 1.0], [0.9, 0.97, 0.9]],  # up, then down
+            [[0.0, 1.0], [0.8, 0.99]],
+            [[0.0, 1.0], [0.99, 1.0]],
+        ],
+    )
+    loss = SLaMLoss(est, coverage=0.95)
+    assert loss._coverage_margins(4) is None  # reads the first two maps
+    m = np.array([0.1, 0.4, 0.9, 1.0], "float32")
+    t = np.zeros((4, 4), "float32")
+    t[:, 0], t[:, 1] = (1 + m) / 2, (1 - m) / 2
+    k = to_numpy(loss.example_k(t, keras.ops.convert_to_tensor(m)))
+    # Top-2 accuracy at m: 0.916, 0.958, 0.928, 0.9 (reaches 0.95 only at
+    # 0.4); top-3: 0.819, 0.876, 0.971, 0.99 (reaches from ~0.79 on).
+    np.testing.assert_array_equal(k, [4, 2, 3, 3])

@@ -71,6 +71,46 @@ def _interpolate_compare(tables, margin):
     return y0 + t * (y1 - y0)
 
 
+def first_reaching(xs: list, ys: list, level: float) -> float | None:
+    """The smallest margin at which the table `(xs, ys)` (as
+    `interpolate` evaluates it) reaches `level`: -inf when it starts
+    there, inf when it never does; None when `ys` decreases somewhere
+    (then no single threshold describes it). Host-side, float64.
+
+    For a non-decreasing table, `interpolate(xs, ys, m) >= level` exactly
+    when `m >= first_reaching(xs, ys, level)`, up to float32 rounding of
+    the interpolation at that point.
+    """
+    xs, ys = _padded(list(xs), list(ys))
+    if any(b < a for a, b in zip(ys, ys[1:])):
+        return None
+    if ys[0] >= level:
+        return -np.inf
+    for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:]):
+        if y1 >= level:  # y0 < level: the crossing is in this segment
+            if x1 <= x0:  # a jump at a repeated knot
+                return float(x0)
+            return float(x0 + (level - y0) * (x1 - x0) / (y1 - y0))
+    return np.inf
+
+
+@functools.lru_cache(maxsize=64)
+def _leading_thresholds(key, level):
+    bounds = [first_reaching(xs, ys, level) for xs, ys in key]
+    if any(b is None for b in bounds):
+        return None
+    return tuple(np.minimum.accumulate(bounds).tolist())
+
+
+def leading_thresholds(tables: list, level: float) -> tuple | None:
+    """Margins `M_j` such that the number of leading tables whose value at
+    `m` stays below `level` is `#{j: m < M_j}` (the running minimum of
+    each table's `first_reaching`); None when a table decreases. Cached
+    per table set and level."""
+    key = tuple((tuple(xs), tuple(ys)) for xs, ys in tables)
+    return _leading_thresholds(key, float(level))
+
+
 def _padded(xs, ys):
     if len(xs) == 1:
         return xs + [xs[0] + 1.0], ys + ys

@@ -1,5 +1,6 @@
 """SLaM: student-label mixing for distillation with unlabeled examples."""
 
+import functools
 import warnings
 from typing import Any
 
@@ -40,6 +41,32 @@ def _leading_below_torch(values, bound):
 
     below = ops.convert_to_tensor(values) < bound
     return below.cumprod(-1).sum(-1, dtype=torch.int32)
+
+
+def _count_below(margin, thresholds):
+    """Per margin, how many of `thresholds` (a tuple of floats) exceed it
+    (the `keras.ops` reference of `count_below_thresholds`; int32)."""
+    m = ops.expand_dims(ops.cast(margin, "float32"), -1)
+    below = ops.less(m, np.asarray(thresholds, "float32"))
+    return ops.cast(ops.sum(ops.cast(below, "int32"), axis=-1), "int32")
+
+
+@functools.lru_cache(maxsize=64)
+def _torch_thresholds(thresholds, device):
+    import torch
+
+    return torch.tensor(thresholds, dtype=torch.float32, device=device)
+
+
+@_backend.register_fast_path("count_below_thresholds", "torch")
+def _count_below_torch(margin, thresholds):
+    """`_count_below` in 3 torch calls, the thresholds made a tensor once
+    per device."""
+    import torch
+
+    m = ops.convert_to_tensor(margin, "float32").unsqueeze(-1)
+    bounds = _torch_thresholds(thresholds, m.device)
+    return (m < bounds).sum(-1, dtype=torch.int32)
 
 
 @keras.saving.register_keras_serializable(package="keras_efficient")
@@ -204,11 +231,26 @@ class SLaMLoss(TeacherOutputsLoss):
         # k(x) = 2 + the number of leading k whose estimated top-k accuracy
         # stays below coverage (the running best has not reached it yet).
         if accuracy is None:
+            # The isotonic maps never decrease, so each reaches coverage
+            # from one margin on: compare the margin with those points
+            # (found once, on the host) instead of interpolating each map.
+            bounds = self._coverage_margins(kmax)
+            if bounds is not None:
+                count = _backend.dispatch(
+                    "count_below_thresholds", _count_below
+                )
+                return 2 + count(margin, bounds)
             accuracy = _interpolation.interpolate_tables(
                 est.topk_knots[: kmax - 2], margin
             )
         count = _backend.dispatch("count_leading_below", _leading_below)
         return 2 + count(accuracy, self.coverage)
+
+    def _coverage_margins(self, kmax):
+        """`leading_thresholds` of the top-k maps k(x) reads at coverage,
+        or None (a map decreases somewhere: interpolate them instead)."""
+        tables = self.teacher_accuracy.topk_knots[: kmax - 2]
+        return _interpolation.leading_thresholds(tables, self.coverage)
 
     def alpha(
         self, t: Any, k: Any, margin: Any = None, estimate: Any = None
@@ -241,16 +283,22 @@ class SLaMLoss(TeacherOutputsLoss):
         return ops.clip(ops.maximum(alpha, floor), 0.0, 1.0)
 
     def _estimates(self, margin, num_classes):
-        """The estimator's alpha(x) (before the floor) and the top-k
-        accuracies k(x) reads, from one interpolation of all their tables
-        (eager torch pays per call); None for what is not estimated."""
+        """The estimator's alpha(x) (before the floor) and, only where a
+        top-k map decreases somewhere (else k(x) compares the margin with
+        the maps' coverage points), the top-k accuracies k(x) reads, from
+        one interpolation of all their tables (eager torch pays per call);
+        None for what is not estimated."""
         est = self.teacher_accuracy
         tables = []
         if est is not None and est.fitted:
             tables.append((est.knots_x, est.knots_y))
         first_topk = len(tables)
         kmax = self._kmax(num_classes)
-        if self._per_example() and kmax > 2:
+        if (
+            self._per_example()
+            and kmax > 2
+            and self._coverage_margins(kmax) is None
+        ):
             tables += list(est.topk_knots[: kmax - 2])
         if not tables:
             return None, None
