@@ -95,3 +95,25 @@ def test_joint_students_train_as_each_would_alone():
     assert not np.allclose(
         first, keras.ops.convert_to_numpy(joint.layers[1].weights[0])
     )
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax", reason="counts JAX compiled kernels"
+)
+def test_loss_parts_count_the_kernels_each_loss_launches():
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import loss_parts_jax
+
+    fns, probs = loss_parts_jax.functions()
+    t = jnp.asarray(probs[:8])
+    z = jnp.zeros((8, probs.shape[1]), "float32")
+    kernels = {
+        n: loss_parts_jax.entry_kernels(jax.jit(fns[n]).lower(t, z).compile())
+        for n in ("cross_entropy", "slam", "slam: k(x)")
+    }
+    # SLaM's value and gradient launch more kernels than cross-entropy's,
+    # and its k(x) (margin, then one compare-and-count) only a few.
+    assert kernels["slam"] > kernels["cross_entropy"] >= 1
+    assert 1 <= kernels["slam: k(x)"] <= 8
