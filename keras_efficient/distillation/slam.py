@@ -13,6 +13,7 @@ from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
 from keras_efficient.distillation import _cross_entropies
 from keras_efficient.distillation import _interpolation
+from keras_efficient.distillation import _slam_teacher
 from keras_efficient.distillation import teacher_accuracy as ta
 from keras_efficient.distillation._teacher_loss import TeacherOutputsLoss
 
@@ -318,15 +319,7 @@ class SLaMLoss(TeacherOutputsLoss):
                 f"k={self.k}"
             )
         t = self.teacher_probabilities(y_true, y_pred)
-        margin = _common.margin(t)  # once, for k(x) and alpha(x)
-        estimate, accuracy = self._estimates(margin, t.shape[-1])
-        k = self.example_k(t, margin, accuracy)
-        topk = _common.khot(t, k, self._kmax(t.shape[-1]))
-        alpha = self.alpha(t, k, margin, estimate)
-        if self.normalize:
-            r = (1.0 - alpha) / (alpha * (ops.cast(k, "float32") - 1.0))
-        else:
-            r = (1.0 - alpha) / alpha
+        topk, alpha, r = _slam_teacher.teacher_side(self, t)
         if self.target == "hard":
             target = ops.one_hot(ops.argmax(t, axis=-1), t.shape[-1])
         else:

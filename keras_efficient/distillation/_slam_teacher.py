@@ -1,0 +1,165 @@
+"""SLaM's teacher side: from teacher probabilities to the k-hot mask,
+alpha(x) and r (private).
+
+The reference composes `SLaMLoss`'s `keras.ops` methods (the margin, the
+estimator's alpha(x), k(x), the k-hot mask, the floor); JAX and TensorFlow
+compile it into a few fused kernels. Eager torch pays a host cost per aten
+call (~5 us), so torch has one fast path for the whole teacher side: one
+stable descending sort serves the margin, the top-1 probability and the
+k-hot mask; k(x) is read off the sorted positions by one comparison with
+cached per-position margins; alpha(x) is one `bucketize` and one gather
+into cached segments; the floors are cached per k. It covers the
+configurations whose k(x) is fixed or read at coverage points (see
+`_torch_plan`) and hands the rest to the reference; tests compare the two
+(tests/test_backend_fast_paths.py).
+"""
+
+import functools
+
+import numpy as np
+from keras import ops
+
+from keras_efficient import _backend
+from keras_efficient.distillation import _common
+from keras_efficient.distillation import _interpolation
+
+# Up to this many knots alpha(x)'s reference interpolates by comparisons
+# (`_interpolation._COMPARE_MAX_KNOTS`); beyond, by `searchsorted`.
+_MAX_KNOTS = _interpolation._COMPARE_MAX_KNOTS
+
+
+def teacher_side(loss, t):
+    """`(topk, alpha, r)` of `loss` (a `SLaMLoss`) for teacher
+    probabilities `t` (float32): the boolean k(x)-hot mask, alpha(x) after
+    its floor and `r = (1 - alpha) / (alpha * norm)`."""
+    return _backend.dispatch("slam_teacher_side", _reference)(loss, t)
+
+
+def _reference(loss, t):
+    """The `keras.ops` reference of `teacher_side`."""
+    num_classes = t.shape[-1]
+    margin = _common.margin(t)  # once, for k(x) and alpha(x)
+    estimate, accuracy = loss._estimates(margin, num_classes)
+    k = loss.example_k(t, margin, accuracy)
+    topk = _common.khot(t, k, loss._kmax(num_classes))
+    alpha = loss.alpha(t, k, margin, estimate)
+    if loss.normalize:
+        r = (1.0 - alpha) / (alpha * (ops.cast(k, "float32") - 1.0))
+    else:
+        r = (1.0 - alpha) / alpha
+    return topk, alpha, r
+
+
+def _plan_key(loss, num_classes):
+    """What the torch path needs of `loss`, hashable (the cache key), or
+    None where it hands over to the reference: fewer than two classes,
+    k(x) from interpolated top-k maps (a map decreases), alpha(x)'s knots
+    beyond `_MAX_KNOTS`."""
+    if num_classes is None or num_classes < 2:
+        return None
+    est = loss.teacher_accuracy
+    knots = None
+    if est is not None and est.fitted:
+        if len(est.knots_x) > _MAX_KNOTS:
+            return None
+        knots = (tuple(est.knots_x), tuple(est.knots_y))
+    kmax = loss._kmax(num_classes)
+    if loss._per_example() and kmax > 2:
+        bounds = loss._coverage_margins(kmax)
+        if bounds is None:
+            return None
+        k_rule = ("bounds", bounds)
+    else:
+        # As `example_k`: 2 where per-example maps stop at k = 2.
+        k_rule = ("fixed", 2 if loss._per_example() else kmax)
+    return (num_classes, knots, k_rule, loss.normalize, loss.min_alpha)
+
+
+@functools.lru_cache(maxsize=64)
+def _torch_plan(key, device):
+    """The torch tensors of a plan, made once per plan and device:
+
+    - `open_at`: per sorted position j, the margin below which position j
+      is in the k-hot set (inf for j < 2, the coverage margin of k = j + 1
+      next, -inf beyond kmax), so that `margin < open_at` is the mask in
+      sorted order and k(x) its row sum; None where k is fixed;
+    - `k`: the fixed k, or None;
+    - `segments`: alpha(x)'s knot segments, row `i` the segment that
+      `bucketize(margin, knots_x, right=True) == i` reads (`x0`, width,
+      `y0`, rise), and `knots_x`; None without a fitted estimator;
+    - `floor`: alpha(x)'s floor, a float, or (normalize) a tensor indexed
+      by k, computed with the reference's float32 operations;
+    - `k_minus_1`: float32 k - 1 indexed by k (normalize), else None.
+    """
+    import torch
+
+    num_classes, knots, (rule, value), normalize, min_alpha = key
+    open_at, k = None, None
+    if rule == "bounds":
+        positions = [np.inf, np.inf, *value]
+        positions += [-np.inf] * (num_classes - len(positions))
+        open_at = torch.tensor(positions, dtype=torch.float32, device=device)
+    else:
+        k = value
+    segments = knots_x = None
+    if knots is not None:
+        xs, ys = _interpolation._padded(list(knots[0]), list(knots[1]))
+        kx, ky = _interpolation._knot_arrays([(xs, ys)])
+        kx, ky = kx[0], ky[0]
+        width = np.maximum(kx[1:] - kx[:-1], np.float32(1e-12))
+        rows = np.stack([kx[:-1], width, ky[:-1], ky[1:] - ky[:-1]], -1)
+        # bucketize's index i counts the knots <= margin; the reference
+        # reads segment clip(i, 1, n - 1) - 1.
+        n = len(kx)
+        rows = rows[np.clip(np.arange(n + 1), 1, n - 1) - 1]
+        segments = torch.from_numpy(np.ascontiguousarray(rows)).to(device)
+        knots_x = torch.from_numpy(kx).to(device)
+    gap = 0.05 if min_alpha is None else 1e-3
+    k_minus_1 = None
+    if normalize:
+        ks = torch.arange(num_classes + 1, device=device).clamp_min(1)
+        floor = torch.minimum(
+            1.0 / ks.to(torch.float32) + gap, torch.tensor(1.0, device=device)
+        )
+        if min_alpha is not None:
+            floor = floor.clamp_min(min_alpha)
+        k_minus_1 = ks.to(torch.float32) - 1.0
+    else:
+        floor = min(0.5 + gap, 1.0)
+        if min_alpha is not None:
+            floor = max(floor, min_alpha)
+    return open_at, k, segments, knots_x, floor, k_minus_1
+
+
+@_backend.register_fast_path("slam_teacher_side", "torch")
+def _teacher_side_torch(loss, t):
+    """`_reference` in ~20 aten calls (the reference: ~90 on torch,
+    through five dispatched helpers and `keras.ops`)."""
+    import torch
+
+    key = _plan_key(loss, t.shape[-1]) if t.shape else None
+    if key is None or not isinstance(t, torch.Tensor):
+        return _reference(loss, t)
+    open_at, k, segments, knots_x, floor, k_minus_1 = _torch_plan(key, t.device)
+    # Stable: tied classes keep the lowest index first, as the reference.
+    values, order = torch.sort(t, dim=-1, descending=True, stable=True)
+    margin = values[..., 0] - values[..., 1]
+    if open_at is None:
+        topk = torch.zeros_like(t, dtype=torch.bool).scatter_(
+            -1, order[..., :k], True
+        )
+    else:
+        first_k = margin.unsqueeze(-1) < open_at
+        topk = torch.zeros_like(first_k).scatter_(-1, order, first_k)
+    if segments is None:
+        alpha = values[..., 0]
+    else:
+        segment = segments[torch.bucketize(margin, knots_x, right=True)]
+        x0, width, y0, rise = segment.unbind(-1)
+        alpha = y0 + ((margin - x0) / width).clamp(0.0, 1.0) * rise
+    if k_minus_1 is None:
+        alpha = alpha.clamp(floor, 1.0)
+        return topk, alpha, (1.0 - alpha) / alpha
+    ks = topk.sum(-1) if k is None else k
+    alpha = torch.maximum(alpha, floor[ks]).clamp_max(1.0)
+    return topk, alpha, (1.0 - alpha) / (alpha * k_minus_1[ks])
