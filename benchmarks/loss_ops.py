@@ -11,7 +11,9 @@ costs, not their FLOPs. This script counts, with `torch.profiler`, every
   student logits, for cross-entropy, SLaM and debiased;
 - the parts of each loss call: the output-convention checks
   (`check_outputs`), the margin, the knot interpolation(s), SLaM's k(x)
-  and alpha(x) (`example_k`, `alpha`), its k-hot mask, its per-example
+  and alpha(x) (`example_k`, `alpha`), its k-hot mask (or, where its
+  torch fast path runs, SLaM's whole teacher side, `teacher_side`, in
+  place of those five), its per-example
   cross-entropy (`_cross_entropies`) and the rest (r(x), the weights,
   Keras' `Loss.__call__` around it with its reduction); the backward's
   aten calls are `forward_backward - forward`;
@@ -57,6 +59,7 @@ from keras_efficient import _backend  # noqa: E402
 from keras_efficient.distillation import _common  # noqa: E402
 from keras_efficient.distillation import _cross_entropies  # noqa: E402
 from keras_efficient.distillation import _interpolation  # noqa: E402
+from keras_efficient.distillation import _slam_teacher  # noqa: E402
 from keras_efficient.distillation import _teacher_loss  # noqa: E402
 from keras_efficient.distillation import teacher_accuracy  # noqa: E402
 from keras_efficient.losses import SLaMLoss  # noqa: E402
@@ -91,6 +94,9 @@ class _PartCounter:
         "k_and_alpha": (SLaMLoss, "example_k"),
         "k_and_alpha ": (SLaMLoss, "alpha"),
         "khot": (_common, "khot"),
+        # SLaM's whole teacher side where its torch path takes it (the
+        # parts above, inside it, where the reference runs).
+        "teacher_side": (_slam_teacher, "teacher_side"),
         "cross_entropy": (_cross_entropies, "mixture_cross_entropy"),
     }
 
@@ -197,6 +203,7 @@ def measure(width):
 LOSS_FAST_PATHS = (
     "mixture_cross_entropy",
     "count_leading_below",
+    "slam_teacher_side",
 )
 
 

@@ -13,6 +13,7 @@ from keras_efficient import _backend
 from keras_efficient.distillation import _common
 from keras_efficient.distillation import _cross_entropies as xe
 from keras_efficient.distillation import _interpolation
+from keras_efficient.distillation import _slam_teacher
 from keras_efficient.distillation import slam
 from keras_efficient.losses import SLaMLoss
 from keras_efficient.losses import TeacherAccuracy
@@ -262,6 +263,7 @@ SLAM_FAST_PATHS = (
     "khot_pairwise",
     "margin",
     "interpolate_tables",
+    "slam_teacher_side",
 )
 
 
@@ -446,3 +448,98 @@ def test_count_below_thresholds_matches_reference():
         got = fn(ops.convert_to_tensor(margins), thresholds)
         assert keras.backend.standardize_dtype(got.dtype) == "int32"
         np.testing.assert_array_equal(ops.convert_to_numpy(got), expected)
+
+
+def _teacher_side_estimator(decreasing=False):
+    """Six classes; the top-k maps reach coverage 0.95 at margins 0.6
+    (k = 2), 0.4, 0.2, 0.05 and always (k = 6), so k(x) takes every value
+    from 2 to 6 over margins in [0, 1]. `decreasing`: the k = 3 map dips
+    (k(x) then interpolates the maps: the torch path hands over)."""
+    xs = [0.0, 0.5, 1.0]
+    topk_knots = [
+        [[0.0, 0.6, 1.0], [0.5, 0.95, 0.99]],
+        [[0.0, 0.4, 1.0], [0.6, 0.95, 0.99]],
+        [[0.0, 0.2, 1.0], [0.7, 0.95, 1.0]],
+        [[0.0, 0.05, 1.0], [0.8, 0.95, 1.0]],
+        [[0.0, 1.0], [1.0, 1.0]],
+    ]
+    if decreasing:
+        topk_knots[1] = [[0.0, 0.4, 1.0], [0.6, 0.97, 0.96]]
+    return TeacherAccuracy(
+        knots_x=xs,
+        knots_y=[0.3, 0.7, 0.95],
+        topk_accuracy=[0.6, 0.8, 0.9, 0.95, 0.98, 1.0],
+        topk_knots=topk_knots,
+    )
+
+
+TEACHER_SIDE_CASES = {
+    "per_example": dict(),
+    "per_example_normalize": dict(normalize=True),
+    "per_example_min_alpha": dict(min_alpha=0.8),
+    "per_example_normalize_min_alpha": dict(normalize=True, min_alpha=0.3),
+    "k_fixed": dict(k=3),
+    "k_fixed_normalize": dict(k=4, normalize=True),
+    "k_global": dict(k="global"),
+    "no_estimator": dict(teacher_accuracy=None),
+    "no_estimator_normalize_k": dict(
+        teacher_accuracy=None, k=5, normalize=True
+    ),
+    "decreasing_map": dict(teacher_accuracy="decreasing", normalize=True),
+}
+
+
+def _teacher_side_probs():
+    """Teacher rows over the whole margin range, with ties: a three-way
+    tie at the top (margin 0), all tied, two tied at the top and one
+    tied below at the k-th place."""
+    rng = np.random.default_rng(7)
+    top = np.linspace(0.17, 0.98, 40)
+    t = rng.dirichlet(np.ones(6), size=40) * (1 - top)[:, None]
+    t[np.arange(40), rng.integers(0, 6, 40)] += top
+    t[0] = [0.1, 0.25, 0.1, 0.25, 0.25, 0.05]
+    t[1] = 1.0 / 6.0
+    t[2] = [0.3, 0.05, 0.3, 0.15, 0.15, 0.05]
+    t[3] = [0.1, 0.1, 0.1, 0.6, 0.05, 0.05]
+    return (t / t.sum(-1, keepdims=True)).astype("float32")
+
+
+@pytest.mark.parametrize("case", sorted(TEACHER_SIDE_CASES))
+def test_slam_teacher_side_matches_reference(case):
+    """SLaM's teacher side through the dispatch (torch: one fast path)
+    gives the reference's k-hot mask, alpha(x) and r exactly."""
+    kwargs = dict(TEACHER_SIDE_CASES[case])
+    est = kwargs.pop("teacher_accuracy", "monotone")
+    if est is not None:
+        est = _teacher_side_estimator(decreasing=est == "decreasing")
+    loss = SLaMLoss(teacher_accuracy=est, **kwargs)
+    t = ops.convert_to_tensor(_teacher_side_probs())
+    covered = _slam_teacher._plan_key(loss, 6) is not None
+    assert covered == (case != "decreasing_map")
+    ref = [ops.convert_to_numpy(x) for x in _slam_teacher._reference(loss, t)]
+    got = [ops.convert_to_numpy(x) for x in _slam_teacher.teacher_side(loss, t)]
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+    np.testing.assert_array_equal(got[2], ref[2])
+    k = ref[0].sum(-1)
+    if case.startswith("per_example") or case == "decreasing_map":
+        assert set(k.tolist()) >= {2, 3, 4, 5, 6}
+    elif case == "k_global":
+        assert set(k.tolist()) == {4}  # topk_accuracy[3] = 0.95
+    else:
+        fixed = {"k_fixed": 3, "k_fixed_normalize": 4, "no_estimator": 2}
+        assert set(k.tolist()) == {fixed.get(case, 5)}
+    # Ties go to the lowest class index.
+    top3 = {2: [0, 1, 0, 1, 0, 0], 3: [0, 1, 0, 1, 1, 0]}
+    if k[0] in top3:
+        np.testing.assert_array_equal(ref[0][0], top3[k[0]])
+    np.testing.assert_array_equal(ref[0][1], np.arange(6) < k[1])
+    # alpha(x) floored, as `SLaMLoss.alpha` says.
+    gap = 0.05 if loss.min_alpha is None else 1e-3
+    floor = 1.0 / k + gap if loss.normalize else 0.5 + gap
+    floor = np.maximum(np.minimum(floor, 1.0), loss.min_alpha or 0.0)
+    assert np.all(ref[1] >= floor - 1e-6) and np.ptp(ref[1]) > 0.05
+    norm = k - 1.0 if loss.normalize else 1.0
+    np.testing.assert_allclose(
+        ref[2], (1 - ref[1]) / (ref[1] * norm), rtol=1e-6
+    )
