@@ -455,7 +455,6 @@ def _teacher_side_estimator(decreasing=False):
     (k = 2), 0.4, 0.2, 0.05 and always (k = 6), so k(x) takes every value
     from 2 to 6 over margins in [0, 1]. `decreasing`: the k = 3 map dips
     (k(x) then interpolates the maps: the torch path hands over)."""
-    xs = [0.0, 0.5, 1.0]
     topk_knots = [
         [[0.0, 0.6, 1.0], [0.5, 0.95, 0.99]],
         [[0.0, 0.4, 1.0], [0.6, 0.95, 0.99]],
@@ -466,8 +465,8 @@ def _teacher_side_estimator(decreasing=False):
     if decreasing:
         topk_knots[1] = [[0.0, 0.4, 1.0], [0.6, 0.97, 0.96]]
     return TeacherAccuracy(
-        knots_x=xs,
-        knots_y=[0.3, 0.7, 0.95],
+        knots_x=[0.0, 0.25, 0.25, 1.0],  # a jump at 0.25
+        knots_y=[0.3, 0.6, 0.8, 0.95],
         topk_accuracy=[0.6, 0.8, 0.9, 0.95, 0.98, 1.0],
         topk_knots=topk_knots,
     )
@@ -492,7 +491,8 @@ TEACHER_SIDE_CASES = {
 def _teacher_side_probs():
     """Teacher rows over the whole margin range, with ties: a three-way
     tie at the top (margin 0), all tied, two tied at the top and one
-    tied below at the k-th place."""
+    tied below at the k-th place; one row's margin is exactly alpha(x)'s
+    repeated knot."""
     rng = np.random.default_rng(7)
     top = np.linspace(0.17, 0.98, 40)
     t = rng.dirichlet(np.ones(6), size=40) * (1 - top)[:, None]
@@ -501,6 +501,7 @@ def _teacher_side_probs():
     t[1] = 1.0 / 6.0
     t[2] = [0.3, 0.05, 0.3, 0.15, 0.15, 0.05]
     t[3] = [0.1, 0.1, 0.1, 0.6, 0.05, 0.05]
+    t[4] = [0.125, 0.5, 0.25, 0.125, 0.0, 0.0]  # margin 0.25: the jump
     return (t / t.sum(-1, keepdims=True)).astype("float32")
 
 
