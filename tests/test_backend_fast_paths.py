@@ -540,6 +540,12 @@ def test_slam_teacher_side_matches_reference(case):
     floor = 1.0 / k + gap if loss.normalize else 0.5 + gap
     floor = np.maximum(np.minimum(floor, 1.0), loss.min_alpha or 0.0)
     assert np.all(ref[1] >= floor - 1e-6) and np.ptp(ref[1]) > 0.05
+    # Sequence outputs (batch, time, classes): the same, row by row.
+    seq = ops.reshape(t, (8, 5, 6))
+    for got, want in zip(_slam_teacher.teacher_side(loss, seq), ref):
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(got), want.reshape((8, 5) + want.shape[1:])
+        )
     norm = k - 1.0 if loss.normalize else 1.0
     np.testing.assert_allclose(
         ref[2], (1 - ref[1]) / (ref[1] * norm), rtol=1e-6
