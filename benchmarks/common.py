@@ -222,6 +222,23 @@ def accelerator_name():
     return "cpu"
 
 
+def write_run(path, label, run, what, command):
+    """Adds (or replaces) the run `label` in the results file at `path`
+    (`{"what", "command", "runs": {label: run}}`), keeping its other runs;
+    `what` and `command` describe the file and are rewritten."""
+    results = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            results = json.load(f)
+    results["what"] = what
+    results["command"] = command
+    results.setdefault("runs", {})[label] = run
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    return results
+
+
 def write_results(name, figures, args, extra=None):
     """Writes the results JSON and prints where it went."""
     if args.output:

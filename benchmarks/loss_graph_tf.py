@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import write_run  # noqa: E402
 from benchmarks.overhead_floor import LOSS_BATCH  # noqa: E402
 from benchmarks.overhead_floor import loss_config  # noqa: E402
 from benchmarks.overhead_models import build  # noqa: E402
@@ -185,28 +186,21 @@ def main():
         run["load_1min_at_start"] = os.getloadavg()[0]
         run["step_ms"] = step_times(models, args.time_rounds)
         run["load_1min_at_end"] = os.getloadavg()[0]
-    results = {}
-    if os.path.exists(args.output):
-        with open(args.output) as f:
-            results = json.load(f)
-    results["what"] = (
-        "The TensorFlow jit_compile=True train step of the overhead "
+    write_run(
+        args.output,
+        args.label,
+        run,
+        what="The TensorFlow jit_compile=True train step of the overhead "
         "benchmark's loss MLP (40 -> d -> d -> 10, batch "
         f"{LOSS_BATCH}, SGD): ops of Keras's calling graph, resource "
         "variables of the XLA call, the XLA step's optimized HLO "
         "(kernels: fusions, copies, dots, custom calls, conditionals); "
         "counts are load-independent. step_ms: interleaved, wall and "
-        "process CPU time, ratios to cross-entropy per round."
-    )
-    results["command"] = (
-        "KERAS_BACKEND=tensorflow python benchmarks/loss_graph_tf.py "
+        "process CPU time, ratios to cross-entropy per round.",
+        command="KERAS_BACKEND=tensorflow python benchmarks/loss_graph_tf.py "
         f"--width {args.width} --label {args.label}"
-        + (f" --time-rounds {args.time_rounds}" if args.time_rounds else "")
+        + (f" --time-rounds {args.time_rounds}" if args.time_rounds else ""),
     )
-    results.setdefault("runs", {})[args.label] = run
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(results, f, indent=1)
     print(json.dumps(run, indent=1))
 
 

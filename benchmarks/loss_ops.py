@@ -49,6 +49,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import write_run  # noqa: E402
 from benchmarks.overhead_floor import CLASSES  # noqa: E402
 from benchmarks.overhead_floor import LOSS_BATCH  # noqa: E402
 from benchmarks.overhead_floor import loss_config  # noqa: E402
@@ -308,34 +309,27 @@ def main():
         load = os.getloadavg()[0]
         timing = step_times(args.width, args.time_rounds)
         timing["load_1min_at_start"] = load
-    results = {}
-    if os.path.exists(args.output):
-        with open(args.output) as f:
-            results = json.load(f)
-    results.setdefault(
-        "what",
-        "aten:: events (nested included) counted with torch.profiler, "
-        f"loss inputs ({LOSS_BATCH}, {CLASSES}), after one warm-up call; "
-        "train_step: one `train_on_batch` of the overhead benchmark's MLP "
-        "(40 -> d -> d -> 10) with that loss. Load-independent.",
-    )
-    results["command"] = (
-        "KERAS_BACKEND=torch python benchmarks/loss_ops.py "
-        f"--width {args.width} --label {args.label}"
-        + (f" --time-rounds {args.time_rounds}" if args.time_rounds else "")
-    )
-    results.setdefault("runs", {})[args.label] = {
+    run = {
         "width": args.width,
         "torch": __import__("torch").__version__,
         "note": args.note,
         "counts": counts,
     }
     if timing is not None:
-        results["runs"][args.label]["step_time_vs_cross_entropy"] = timing
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(results, f, indent=1)
-    print(json.dumps(results["runs"][args.label], indent=1))
+        run["step_time_vs_cross_entropy"] = timing
+    write_run(
+        args.output,
+        args.label,
+        run,
+        what="aten:: events (nested included) counted with torch.profiler, "
+        f"loss inputs ({LOSS_BATCH}, {CLASSES}), after one warm-up call; "
+        "train_step: one `train_on_batch` of the overhead benchmark's MLP "
+        "(40 -> d -> d -> 10) with that loss. Load-independent.",
+        command="KERAS_BACKEND=torch python benchmarks/loss_ops.py "
+        f"--width {args.width} --label {args.label}"
+        + (f" --time-rounds {args.time_rounds}" if args.time_rounds else ""),
+    )
+    print(json.dumps(run, indent=1))
 
 
 if __name__ == "__main__":

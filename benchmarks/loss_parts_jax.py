@@ -15,7 +15,6 @@ Writes (adds the run `--label` to) `benchmarks/results/loss_parts.jax.json`.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -27,6 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import RESULTS_DIR  # noqa: E402
+from benchmarks.common import write_run  # noqa: E402
 from benchmarks.overhead_models import make_loss  # noqa: E402
 from benchmarks.overhead_models import make_teacher  # noqa: E402
 from benchmarks.step_timing import load_average  # noqa: E402
@@ -107,17 +107,7 @@ def main():
             f"{n:24s} kernels {f['kernels']:3d}  min {f['min_us']:7.1f} us"
             f"  p25 {f['p25_us']:7.1f} us"
         )
-    path = os.path.join(RESULTS_DIR, "loss_parts.jax.json")
-    try:
-        with open(path) as f:
-            results = json.load(f)
-    except (OSError, ValueError):
-        results = {
-            "what": __doc__.splitlines()[0],
-            "command": "KERAS_BACKEND=jax python benchmarks/loss_parts_jax.py",
-            "runs": {},
-        }
-    results["runs"][args.label] = {
+    run = {
         "note": args.note,
         "rounds": args.rounds,
         "calls_per_round": args.calls,
@@ -126,8 +116,13 @@ def main():
         "load_1min": load_average(),
         "figures": figures,
     }
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
+    write_run(
+        os.path.join(RESULTS_DIR, "loss_parts.jax.json"),
+        args.label,
+        run,
+        what=__doc__.splitlines()[0],
+        command="KERAS_BACKEND=jax python benchmarks/loss_parts_jax.py",
+    )
 
 
 if __name__ == "__main__":
