@@ -7,7 +7,6 @@ check here reduces a batch to a few scalars and raises through
 `_data_checks.raise_if` / `raise_with` on every backend.
 """
 
-import functools
 import math
 from typing import Any
 
@@ -110,15 +109,6 @@ def _output_stats_stacked(xs):
     ]
 
 
-@functools.lru_cache(maxsize=8)
-def _torch_zero(device):
-    """A float32 0-d zero on `device`: `sums == 0.0` would wrap the Python
-    number in a tensor and copy it on every call (4 aten calls more)."""
-    import torch
-
-    return torch.zeros((), device=device)
-
-
 @_backend.register_fast_path("output_stats", "torch")
 def _output_stats_torch(xs):
     """`output_stats` in ~21 aten calls for two float32 tensors of one
@@ -132,7 +122,8 @@ def _output_stats_torch(xs):
     Only what does work dispatches: under `no_grad` nothing is detached,
     a float32 tensor on the first one's device is not cast (`.to` would
     still be a call), tensors of one shape are concatenated and viewed
-    (stacking adds a call per tensor), and the zero is a cached tensor."""
+    (stacking adds a call per tensor), and the zero is a cached tensor
+    (`_backend.torch_constant`)."""
     import torch
 
     xs = [
@@ -161,7 +152,7 @@ def _output_stats_torch(xs):
             groups = [(both.view(len(xs), -1), both.sum(-1))]
         else:
             groups = [(x.reshape(1, -1), x.sum(-1).reshape(1, -1)) for x in xs]
-        zero = _torch_zero(device)
+        zero = _backend.torch_constant(0.0, device)
         scalars = []
         for entries, sums in groups:
             # amin / amax propagate NaN; a sum of 0 is finite either way.
