@@ -75,11 +75,11 @@ def _mixture_ce_torch(target, y_pred, alpha, r, topk, from_logits):
         return _mixture_ce_reference(
             target, y_pred, alpha, r, topk, from_logits
         )
-    x = y_pred.to(torch.float32)
+    # Only what does work dispatches: a float32 `y_pred` is not cast, `r`
+    # gets its class axis once.
+    x = y_pred if y_pred.dtype == torch.float32 else y_pred.to(torch.float32)
     logf = torch.log_softmax(x, -1) if from_logits else x.clamp_min(TINY).log()
-    mixed = torch.logaddexp(
-        r.clamp_min(TINY).log().unsqueeze(-1),
-        torch.log1p(-r).unsqueeze(-1) + logf,
-    )
+    r = r.unsqueeze(-1)
+    mixed = torch.logaddexp(r.clamp_min(TINY).log(), torch.log1p(-r) + logf)
     logmix = alpha.log().unsqueeze(-1) + torch.where(topk, mixed, logf)
     return -(target * logmix).sum(-1)
