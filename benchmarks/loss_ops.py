@@ -211,6 +211,7 @@ LOSS_FAST_PATHS = (
     "slam_teacher_side",
     "teacher_accuracy",
     "debiased_weights",
+    "soft_ce",
 )
 
 
