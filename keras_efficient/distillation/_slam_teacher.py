@@ -7,8 +7,9 @@ compile it into a few fused kernels. Eager torch pays a host cost per aten
 call (~5 us), so torch has one fast path for the whole teacher side: one
 stable descending sort serves the margin, the top-1 probability and the
 k-hot mask; k(x) is read off the sorted positions by one comparison with
-cached per-position margins; alpha(x) is one `bucketize` and one gather
-into cached segments; the floors are cached per k. It covers the
+cached per-position margins; alpha(x) is one `bucketize` and four
+gathers into cached segments (`_interpolation.torch_buckets`, shared with
+debiased's alpha(x)); the floors are cached per k. It covers the
 configurations whose k(x) is fixed or read at coverage points (see
 `_torch_plan`) and hands the rest to the reference; tests compare the two
 (tests/test_backend_fast_paths.py).
