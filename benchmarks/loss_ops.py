@@ -10,10 +10,11 @@ costs, not their FLOPs. This script counts, with `torch.profiler`, every
 - one loss call (forward) and one loss call plus its backward to the
   student logits, for cross-entropy, SLaM and debiased;
 - the parts of each loss call: the output-convention checks
-  (`check_outputs`), the margin, the knot interpolation(s), SLaM's k(x)
-  and alpha(x) (`example_k`, `alpha`), its k-hot mask (or, where its
-  torch fast path runs, SLaM's whole teacher side, `teacher_side`, in
-  place of those five), its per-example
+  (`check_outputs`), the margin, the knot interpolation(s) (debiased's
+  alpha(x) whole, `estimate`, where its torch fast path takes both),
+  SLaM's k(x) and alpha(x) (`example_k`, `alpha`), its k-hot mask (or,
+  where its torch fast path runs, SLaM's whole teacher side,
+  `teacher_side`, in place of those five), its per-example
   cross-entropy (`_cross_entropies`) and the rest (r(x), the weights,
   Keras' `Loss.__call__` around it with its reduction); the backward's
   aten calls are `forward_backward - forward`;
@@ -92,6 +93,9 @@ class _PartCounter:
         # The estimator's own name for it (debiased's alpha(x)).
         "margin ": (teacher_accuracy, "teacher_margin"),
         "interpolation": (_interpolation, "interpolate_tables"),
+        # Debiased's alpha(x) whole (margin and interpolation), where the
+        # torch fast paths of the estimator take it.
+        "alpha": (teacher_accuracy, "estimate"),
         "k_and_alpha": (SLaMLoss, "example_k"),
         "k_and_alpha ": (SLaMLoss, "alpha"),
         "khot": (_common, "khot"),
@@ -205,6 +209,9 @@ LOSS_FAST_PATHS = (
     "mixture_cross_entropy",
     "count_leading_below",
     "slam_teacher_side",
+    "teacher_accuracy",
+    "debiased_weights",
+    "soft_ce",
 )
 
 

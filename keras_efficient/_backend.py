@@ -16,6 +16,7 @@ through `dispatch`: the module registers a backend's version with
 `fast_paths(name)` lists them for the comparison test.
 """
 
+import functools
 import re
 
 import keras
@@ -63,6 +64,19 @@ def dispatch(name, reference):
 def fast_paths(name):
     """`{backend name: function}` registered for `name`."""
     return dict(_REGISTERED.get(name, {}))
+
+
+@functools.lru_cache(maxsize=64)
+def torch_constant(value, device):
+    """`value` as a float32 0-d torch tensor on `device`, made once.
+
+    For torch fast paths: a Python number in a torch operation is wrapped
+    in a tensor and copied to the other operand's dtype on every call (4
+    aten calls); a float32 tensor gives the same value with none.
+    """
+    import torch
+
+    return torch.tensor(value, dtype=torch.float32, device=device)
 
 
 def backend():

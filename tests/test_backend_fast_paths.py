@@ -179,6 +179,16 @@ def test_output_stats_fast_path_matches_reference():
             got = [float(ops.convert_to_numpy(s)) for s in got]
             np.testing.assert_array_equal(got[:4], ref[:4])
             assert (got[4] > 0) == (ref[4] > 0)
+    # Tensors of different shapes (and a float64 one): torch reduces each
+    # on its own, still in one transfer.
+    ragged = [xs[3], xs[6], xs[2][:3].astype("float64"), xs[5][:, :4]]
+    pair = [ops.convert_to_tensor(x) for x in ragged]
+    ref_pair = dc._output_stats(pair)
+    for ref, got in zip(ref_pair, dc.output_stats(pair)):
+        ref = [float(ops.convert_to_numpy(s)) for s in ref]
+        got = [float(ops.convert_to_numpy(s)) for s in got]
+        np.testing.assert_array_equal(got[:4], ref[:4])
+        assert (got[4] > 0) == (ref[4] > 0) == (ref[4] == 1.0)
     # Not trivially equal: the clean batches differ from the bad ones.
     assert float(ops.convert_to_numpy(reference[0][3])) <= 1.0 + 1e-6
     assert float(ops.convert_to_numpy(reference[1][0])) < 0.0

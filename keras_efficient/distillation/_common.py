@@ -31,12 +31,33 @@ def soft_ce(
     target: Any, y_pred: Any, from_logits: bool, eps: float = 1e-7
 ) -> Any:
     """Cross-entropy of probabilities `target` vs student output, float32."""
+    fn = _backend.dispatch("soft_ce", _soft_ce_reference)
+    return fn(target, y_pred, from_logits, eps)
+
+
+def _soft_ce_reference(target, y_pred, from_logits, eps):
+    """The `keras.ops` reference of `soft_ce`."""
     y_pred = ops.cast(y_pred, "float32")
     if from_logits:
         logp = ops.log_softmax(y_pred, axis=-1)
     else:
         logp = ops.log(ops.clip(y_pred, eps, 1.0))
     return -ops.sum(target * logp, axis=-1)
+
+
+@_backend.register_fast_path("soft_ce", "torch")
+def _soft_ce_torch(target, y_pred, from_logits, eps):
+    """`soft_ce` of student logits without the reference's two conversions
+    of tensors it already has (`ops.log_softmax` and `ops.sum` each call
+    `.to(device)`): the same three aten operations."""
+    import torch
+
+    tensors = isinstance(target, torch.Tensor) and isinstance(
+        y_pred, torch.Tensor
+    )
+    if not (from_logits and tensors and y_pred.dtype == torch.float32):
+        return _soft_ce_reference(target, y_pred, from_logits, eps)
+    return -(target * torch.log_softmax(y_pred, -1)).sum(-1)
 
 
 def margin(probs: Any) -> Any:

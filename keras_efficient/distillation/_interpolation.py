@@ -171,3 +171,42 @@ def _interpolate_compare_torch(tables, margin):
     idx = (m.unsqueeze(-1) >= kx).sum(-1).clamp(1, n - 1) + offsets
     x0, width, y0, rise = segments[idx].unbind(-1)
     return y0 + ((m - x0) / width).clamp(0.0, 1.0) * rise
+
+
+@functools.lru_cache(maxsize=64)
+def torch_buckets(xs, ys, device):
+    """One knot table `(xs, ys)` (tuples) as the torch tensors that
+    `interpolate_buckets_torch` reads, made once per table and device:
+    `knots_x` for `bucketize` and, per bucket `i` (the number of knots
+    <= the margin), the ends of the segment the reference reads there
+    (`clip(i, 1, n - 1) - 1`) in four 1-D tables, `x0`, the width floored
+    as the reference floors it, `y0` and the rise (computed in float32 as
+    the reference computes them), plus a float32 0 and 1 for the clamp
+    (Python numbers are wrapped and copied on every call)."""
+    import torch
+
+    kx, ky = _knot_arrays([_padded(list(xs), list(ys))])
+    kx, ky = kx[0], ky[0]
+    n = len(kx)
+    width = np.maximum(kx[1:] - kx[:-1], np.float32(1e-12))
+    columns = [kx[:-1], width, ky[:-1], ky[1:] - ky[:-1]]
+    bucket = np.clip(np.arange(n + 1), 1, n - 1) - 1
+    tables = [
+        torch.from_numpy(np.ascontiguousarray(c[bucket])).to(device)
+        for c in columns
+    ]
+    bounds = [_backend.torch_constant(v, device) for v in (0.0, 1.0)]
+    return (torch.from_numpy(kx).to(device), *tables, *bounds)
+
+
+def interpolate_buckets_torch(buckets: tuple, margin: Any) -> Any:
+    """`interpolate` of a float32 torch `margin` (any shape) at the table
+    of `torch_buckets`: one `bucketize` and four 1-D gathers (`take`; a
+    gather from one (n, 4) table and its `unbind` are 5 aten calls
+    more), then the reference's float32 arithmetic in its order."""
+    import torch
+
+    knots_x, x0, width, y0, rise, zero, one = buckets
+    i = torch.bucketize(margin, knots_x, right=True)
+    t = ((margin - x0.take(i)) / width.take(i)).clamp(zero, one)
+    return y0.take(i) + t * rise.take(i)

@@ -165,8 +165,12 @@ def _student_probabilities_message(cls):
 def check_outputs(loss: Any, y_true: Any, y_pred: Any) -> list:
     """`check_shapes` (raises), then `value_problems` (returned), on the
     outputs as received (not cast to the loss dtype yet)."""
-    y_true = ops.convert_to_tensor(y_true)
-    y_pred = ops.convert_to_tensor(y_pred)
+    # A tensor is read as it is: converting it again is a call per tensor
+    # on eager torch (`.to(device)`).
+    if not ops.is_tensor(y_true):
+        y_true = ops.convert_to_tensor(y_true)
+    if not ops.is_tensor(y_pred):
+        y_pred = ops.convert_to_tensor(y_pred)
     check_shapes(loss, y_true, y_pred)
     return value_problems(loss, y_true, y_pred)
 

@@ -7,8 +7,9 @@ compile it into a few fused kernels. Eager torch pays a host cost per aten
 call (~5 us), so torch has one fast path for the whole teacher side: one
 stable descending sort serves the margin, the top-1 probability and the
 k-hot mask; k(x) is read off the sorted positions by one comparison with
-cached per-position margins; alpha(x) is one `bucketize` and one gather
-into cached segments; the floors are cached per k. It covers the
+cached per-position margins; alpha(x) is one `bucketize` and four
+gathers into cached segments (`_interpolation.torch_buckets`, shared with
+debiased's alpha(x)); the floors are cached per k. It covers the
 configurations whose k(x) is fixed or read at coverage points (see
 `_torch_plan`) and hands the rest to the reference; tests compare the two
 (tests/test_backend_fast_paths.py).
@@ -85,14 +86,17 @@ def _torch_plan(key, device):
       for k(x), inf for j < 2, the coverage margin of k = j + 1 next and
       -inf beyond kmax;
     - `k`: the fixed k, or None;
-    - `segments`: alpha(x)'s knot segments, row `i` the segment that
-      `bucketize(margin, knots_x, right=True) == i` reads (`x0`, width,
-      `y0`, rise), and `knots_x`; None without a fitted estimator;
-    - `floor`: alpha(x)'s floor, a float, or (normalize) a tensor indexed
-      by k, computed with the reference's float32 operations;
-    - `k_minus_1`: float32 k - 1 indexed by k (normalize), else None;
-    - `one`: a float32 1 (torch wraps a Python number in a tensor and
-      copies it on every call).
+    - `buckets`: alpha(x)'s knot table for `bucketize`
+      (`_interpolation.torch_buckets`); None without a fitted estimator;
+    - `floor`: alpha(x)'s floor, a float32 0-d tensor, or (normalize with
+      k(x) per example) a tensor indexed by k, computed with the
+      reference's float32 operations;
+    - `k_minus_1`: float32 k - 1 (normalize), for the fixed k or indexed
+      by k; else None;
+    - `one`: a float32 1.
+
+    The constants are tensors: torch wraps a Python number in a tensor
+    and copies it on every call.
     """
     import torch
 
@@ -103,40 +107,31 @@ def _torch_plan(key, device):
         positions, k = [np.inf] * value, value
     positions += [-np.inf] * (num_classes - len(positions))
     open_at = torch.tensor(positions, dtype=torch.float32, device=device)
-    segments = knots_x = None
+    buckets = None
     if knots is not None:
-        xs, ys = _interpolation._padded(list(knots[0]), list(knots[1]))
-        kx, ky = _interpolation._knot_arrays([(xs, ys)])
-        kx, ky = kx[0], ky[0]
-        width = np.maximum(kx[1:] - kx[:-1], np.float32(1e-12))
-        rows = np.stack([kx[:-1], width, ky[:-1], ky[1:] - ky[:-1]], -1)
-        # bucketize's index i counts the knots <= margin; the reference
-        # reads segment clip(i, 1, n - 1) - 1.
-        n = len(kx)
-        rows = rows[np.clip(np.arange(n + 1), 1, n - 1) - 1]
-        segments = torch.from_numpy(np.ascontiguousarray(rows)).to(device)
-        knots_x = torch.from_numpy(kx).to(device)
+        buckets = _interpolation.torch_buckets(knots[0], knots[1], device)
     gap = 0.05 if min_alpha is None else 1e-3
+    one = _backend.torch_constant(1.0, device)
     k_minus_1 = None
     if normalize:
         ks = torch.arange(num_classes + 1, device=device).clamp_min(1)
-        floor = torch.minimum(
-            1.0 / ks.to(torch.float32) + gap, torch.tensor(1.0, device=device)
-        )
+        floor = torch.minimum(1.0 / ks.to(torch.float32) + gap, one)
         if min_alpha is not None:
             floor = floor.clamp_min(min_alpha)
         k_minus_1 = ks.to(torch.float32) - 1.0
+        if k is not None:
+            floor, k_minus_1 = floor[k].clone(), k_minus_1[k].clone()
     else:
         floor = min(0.5 + gap, 1.0)
         if min_alpha is not None:
             floor = max(floor, min_alpha)
-    one = torch.ones((), device=device)  # `1 - alpha` without a scalar
-    return open_at, k, segments, knots_x, floor, k_minus_1, one
+        floor = _backend.torch_constant(floor, device)
+    return open_at, k, buckets, floor, k_minus_1, one
 
 
 @_backend.register_fast_path("slam_teacher_side", "torch")
 def _teacher_side_torch(loss, t):
-    """`_reference` in 19 torch calls (45 aten events, nested ones
+    """`_reference` in 17 torch calls (38 aten events, nested ones
     included, for the default loss at 256 x 10; the reference: 102,
     through five dispatched helpers and `keras.ops`)."""
     import torch
@@ -144,24 +139,22 @@ def _teacher_side_torch(loss, t):
     key = _plan_key(loss, t.shape[-1]) if t.shape else None
     if key is None or not isinstance(t, torch.Tensor):
         return _reference(loss, t)
-    open_at, k, segments, knots_x, floor, k_minus_1, one = _torch_plan(
-        key, t.device
-    )
+    open_at, k, buckets, floor, k_minus_1, one = _torch_plan(key, t.device)
     # Stable: tied classes keep the lowest index first, as the reference.
     values, order = torch.sort(t, dim=-1, descending=True, stable=True)
     margin = values[..., 0] - values[..., 1]
     first_k = margin.unsqueeze(-1) < open_at
     # `order` is a permutation: the scatter writes every entry.
     topk = torch.empty_like(first_k).scatter_(-1, order, first_k)
-    if segments is None:
+    if buckets is None:
         alpha = values[..., 0]
     else:
-        segment = segments[torch.bucketize(margin, knots_x, right=True)]
-        x0, width, y0, rise = segment.unbind(-1)
-        alpha = y0 + ((margin - x0) / width).clamp(0.0, 1.0) * rise
+        alpha = _interpolation.interpolate_buckets_torch(buckets, margin)
     if k_minus_1 is None:
-        alpha = alpha.clamp(floor, 1.0)
+        alpha = alpha.clamp(floor, one)
         return topk, alpha, (one - alpha) / alpha
-    ks = topk.sum(-1) if k is None else k
-    alpha = torch.maximum(alpha, floor[ks]).clamp_max(1.0)
-    return topk, alpha, (one - alpha) / (alpha * k_minus_1[ks])
+    if k is None:
+        ks = topk.sum(-1)
+        floor, k_minus_1 = floor.take(ks), k_minus_1.take(ks)
+    alpha = torch.minimum(torch.maximum(alpha, floor), one)
+    return topk, alpha, (one - alpha) / (alpha * k_minus_1)

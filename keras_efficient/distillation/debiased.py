@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_efficient import _backend
 from keras_efficient import _validation as v
 from keras_efficient.distillation import _common
 from keras_efficient.distillation import _output_checks
@@ -140,16 +141,7 @@ class DebiasedDistillationLoss(TeacherOutputsLoss):
         return self._weights_of(t)
 
     def _weights_of(self, t):
-        w = ta.estimate(self.teacher_accuracy, t)
-        # The defaults change nothing (alpha >= 0): skipped, as eager torch
-        # pays for every op.
-        if self.power != 1.0:
-            w = ops.power(w, self.power)
-        if self.floor > 0.0:
-            w = ops.maximum(w, self.floor)
-        if self.per_batch:
-            return w / ops.maximum(ops.mean(w), 1e-12)
-        if self.normalizer is None:
+        if not self.per_batch and self.normalizer is None:
             raise ValueError(
                 "DebiasedDistillationLoss has no normaliser: pass "
                 "`pool_teacher_outputs=` (the teacher's outputs on the "
@@ -157,7 +149,7 @@ class DebiasedDistillationLoss(TeacherOutputsLoss):
                 "`per_batch=True`. Without one the weights would not "
                 "average 1."
             )
-        return w / self.normalizer
+        return _backend.dispatch("debiased_weights", _weights)(self, t)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         pool_classes = getattr(self, "_pool_classes", None)
@@ -183,3 +175,31 @@ class DebiasedDistillationLoss(TeacherOutputsLoss):
             per_batch=self.per_batch,
         )
         return config
+
+
+def _weights(loss, t):
+    """The `keras.ops` reference of w(x) for teacher probabilities `t`."""
+    w = ta.estimate(loss.teacher_accuracy, t)
+    # The defaults change nothing (alpha >= 0): skipped, as eager torch
+    # pays for every op.
+    if loss.power != 1.0:
+        w = ops.power(w, loss.power)
+    if loss.floor > 0.0:
+        w = ops.maximum(w, loss.floor)
+    if loss.per_batch:
+        return w / ops.maximum(ops.mean(w), 1e-12)
+    return w / loss.normalizer
+
+
+@_backend.register_fast_path("debiased_weights", "torch")
+def _weights_torch(loss, t):
+    """`_weights` with the fixed normaliser as a cached float32 tensor
+    (`_backend.torch_constant`: a Python number is wrapped and copied on
+    every call, 4 aten calls); alpha(x) through the estimator's own fast
+    path. Hands `power`, `floor` and `per_batch` to the reference."""
+    w = ta.estimate(loss.teacher_accuracy, t)
+    if loss.power != 1.0 or loss.floor > 0.0 or loss.per_batch:
+        return _weights(loss, t)
+    if not hasattr(w, "device"):
+        return w / loss.normalizer
+    return w / _backend.torch_constant(loss.normalizer, w.device)
