@@ -1,0 +1,236 @@
+"""Where LAuReL's step time goes, kernel by kernel, in the overhead
+benchmark's `TransformerLM` (JAX, CPU).
+
+The models are `overhead_models.build("transformer", method, cfg)` at the
+overhead benchmark's configuration (`overhead_floor.transformer_config`:
+at d = 512 that is batch 2, 128 tokens). Each one's jitted stateless SGD
+step runs `--steps` times under `jax.profiler.trace`, the models taking
+turns for `--rounds` rounds. Per kernel (matched across models by its
+HLO op name, shape and fused ops, since fusion numbers differ between
+compilations) it takes the 20th percentile of its durations times its
+launches a step: a duration that other jobs on a shared machine
+lengthen by preempting it mostly drops out. It reports, per method over
+the baseline, the kernels added and their time by kind (matmul,
+reduction, layout copy, elementwise), and the step's idle time (wall
+time of a step minus the time at least one kernel runs: what each extra
+launch costs the scheduler).
+
+    KERAS_BACKEND=jax python benchmarks/laurel_kernels.py [--width 512]
+        [--steps 30] [--rounds 3]
+
+writes `benchmarks/results/laurel_kernels.json`.
+"""
+
+import argparse
+import collections
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.overhead_floor import transformer_config  # noqa: E402
+from benchmarks.overhead_models import build  # noqa: E402
+from benchmarks.overhead_models import make_data  # noqa: E402
+from benchmarks.step_timing import load_average  # noqa: E402
+
+METHODS = ("plain", "rw", "rw+lr")
+_LINE = re.compile(r"\s*(?:ROOT\s+)?%?([\w.\-]+) = (\S+) ([a-z][\w\-]*)\(")
+_SKIP = ("parameter", "constant", "bitcast", "broadcast")
+# Profiler events that are not kernels.
+_NOT_KERNELS = ("Threadpool", "end:", "Slinky", "ThunkExecutor")
+
+
+def jitted_step(method, cfg):
+    """The jitted SGD step of one model and its arguments."""
+    import jax
+
+    model, loss_fn = build("transformer", method, cfg)
+    x, y = make_data("transformer", cfg, cfg["batch"])
+    model(x[:1])
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    def step(trainable, non_trainable, x, y):
+        def loss(trainable):
+            pred, updated = model.stateless_call(
+                trainable, non_trainable, x, training=True
+            )
+            return loss_fn(y, pred), updated
+
+        (value, updated), grads = jax.value_and_grad(loss, has_aux=True)(
+            trainable
+        )
+        new = [w - 1e-3 * g for w, g in zip(trainable, grads)]
+        return new, updated, value
+
+    return jax.jit(step), [trainable, non_trainable, x, y]
+
+
+def kernel_keys(hlo_text):
+    """Kernel name -> (shape, opcode, fused ops, op name) from compiled
+    HLO text; the key names the same kernel in another compilation."""
+    bodies, current = {}, None
+    for line in hlo_text.splitlines():
+        if line and not line[0].isspace() and "{" in line:
+            match = re.match(r"^(?:ENTRY )?%?([\w.\-]+) ", line)
+            current = match.group(1) if match else None
+            bodies[current] = []
+        elif current and line.strip() == "}":
+            current = None
+        elif current:
+            bodies[current].append(line)
+    keys = {}
+    for line in hlo_text.splitlines():
+        match = _LINE.match(line)
+        if not match:
+            continue
+        calls = re.search(r"calls=%?([\w.\-]+)", line)
+        fused = set()
+        for inner in bodies.get(calls.group(1), []) if calls else []:
+            op = _LINE.match(inner)
+            if op and op.group(3) not in _SKIP:
+                fused.add(op.group(3))
+        op_name = re.search(r'op_name="([^"]*)"', line)
+        # The LAuReL merges' ops carry the layer's name; drop it so that
+        # the enclosing block's kernels match across models.
+        op_name = op_name.group(1).replace("_laurel", "") if op_name else ""
+        shape = match.group(2).split("{")[0]
+        keys[match.group(1)] = (shape, match.group(3), tuple(sorted(fused)))
+        keys[match.group(1)] += (op_name,)
+    return keys
+
+
+def kind(key):
+    _, opcode, fused, _ = key
+    if opcode == "dot" or "dot" in fused:
+        return "matmul"
+    if "reduce" in fused:
+        return "reduction"
+    if opcode == "copy" or {"copy", "transpose"} & set(fused):
+        return "layout copy"
+    return "elementwise"
+
+
+def profile(fn, args, steps, directory):
+    """Kernel durations (name -> [ns]) and per-step (wall, busy) ms of
+    `steps` runs of the jitted step under the profiler."""
+    import jax
+    from jax.profiler import ProfileData
+
+    with jax.profiler.trace(directory):
+        for _ in range(steps):
+            out = fn(*args)
+            args[0] = out[0]
+        jax.block_until_ready(out)
+    path = sorted(glob.glob(f"{directory}/**/*.xplane.pb", recursive=True))
+    durations = collections.defaultdict(list)
+    walls, spans = [], []
+    for plane in ProfileData.from_file(path[-1]).planes:
+        for line in plane.lines:
+            for event in line.events:
+                end = event.start_ns + event.duration_ns
+                if line.name == "python" and event.name.startswith(
+                    "ThunkExecutor::Execute (wait"
+                ):
+                    walls.append((event.start_ns, end))
+                elif line.name.startswith("tf_XLAEigen") and not (
+                    event.name.startswith(_NOT_KERNELS)
+                ):
+                    durations[event.name].append(event.duration_ns)
+                    spans.append((event.start_ns, end))
+    return durations, [(b - a, _busy(spans, a, b)) for a, b in walls]
+
+
+def _busy(spans, start, end):
+    """Nanoseconds in [start, end] during which some kernel runs."""
+    busy, open_start, open_end = 0, None, None
+    for s, e in sorted((max(s, start), min(e, end)) for s, e in spans):
+        if e <= s:
+            continue
+        if open_end is None or s > open_end:
+            busy += 0 if open_end is None else open_end - open_start
+            open_start, open_end = s, e
+        else:
+            open_end = max(open_end, e)
+    return busy + (0 if open_end is None else open_end - open_start)
+
+
+def estimates(durations, keys, runs):
+    """Key -> sorted list of per-launch quiet estimates (us a step)."""
+    out = collections.defaultdict(list)
+    for name, values in durations.items():
+        if name in keys:
+            per_step = len(values) / runs
+            out[keys[name]].append(np.percentile(values, 20) * per_step / 1e3)
+    return out
+
+
+def compare(method, base):
+    """Kernels and time (us a step) that `method` adds over `base`, by
+    kind."""
+    added = collections.defaultdict(lambda: [0, 0.0])
+    for key in set(method) | set(base):
+        row = added[kind(key)]
+        row[0] += len(method.get(key, ())) - len(base.get(key, ()))
+        row[1] += sum(method.get(key, ())) - sum(base.get(key, ()))
+    return {k: {"kernels": n, "us": round(us)} for k, (n, us) in added.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    cfg = transformer_config(args.width)
+    steps = {m: jitted_step(m, cfg) for m in METHODS}
+    keys = {}
+    for method, (fn, fn_args) in steps.items():
+        keys[method] = kernel_keys(fn.lower(*fn_args).compile().as_text())
+        out = fn(*fn_args)  # compiles
+        fn_args[0] = out[0]
+    load_start = load_average()
+    durations = {m: collections.defaultdict(list) for m in METHODS}
+    idle = {m: [] for m in METHODS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for method in METHODS if r % 2 == 0 else METHODS[::-1]:
+                fn, fn_args = steps[method]
+                found, per_step = profile(
+                    fn, fn_args, args.steps, f"{tmp}/{method}{r}"
+                )
+                for name, values in found.items():
+                    durations[method][name] += values
+                idle[method] += [(w - b) / 1e6 for w, b in per_step]
+    runs = args.steps * args.rounds
+    quiet = {m: estimates(durations[m], keys[m], runs) for m in durations}
+    result = {
+        "config": cfg,
+        "load_1min": [load_start, load_average()],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "steps_profiled": runs,
+        "kernel_ms": {
+            m: round(sum(map(sum, q.values())) / 1e3, 2)
+            for m, q in quiet.items()
+        },
+        "idle_ms": {m: round(statistics.median(v), 2) for m, v in idle.items()},
+        "over_plain": {
+            m: compare(quiet[m], quiet["plain"]) for m in METHODS[1:]
+        },
+    }
+    path = os.path.join(os.path.dirname(__file__), "results")
+    with open(os.path.join(path, "laurel_kernels.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
