@@ -10,10 +10,10 @@ HLO op name, shape and fused ops, since fusion numbers differ between
 compilations) it takes the 20th percentile of its durations times its
 launches a step: a duration that other jobs on a shared machine
 lengthen by preempting it mostly drops out. It reports, per method over
-the baseline, the kernels added and their time by kind (matmul,
-reduction, layout copy, elementwise), and the step's idle time (wall
-time of a step minus the time at least one kernel runs: what each extra
-launch costs the scheduler).
+the baseline and by kind (matmul, reduction, layout copy, elementwise),
+the kernels it adds and removes with their time, and the step's idle
+time (wall time of a step minus the time at least one kernel runs: what
+each extra launch costs the scheduler).
 
     KERAS_BACKEND=jax python benchmarks/laurel_kernels.py [--width 512]
         [--steps 30] [--rounds 3]
@@ -44,8 +44,6 @@ from benchmarks.step_timing import load_average  # noqa: E402
 METHODS = ("plain", "rw", "rw+lr")
 _LINE = re.compile(r"\s*(?:ROOT\s+)?%?([\w.\-]+) = (\S+) ([a-z][\w\-]*)\(")
 _SKIP = ("parameter", "constant", "bitcast", "broadcast")
-# Profiler events that are not kernels.
-_NOT_KERNELS = ("Threadpool", "end:", "Slinky", "ThunkExecutor")
 
 
 def jitted_step(method, cfg):
@@ -119,9 +117,11 @@ def kind(key):
     return "elementwise"
 
 
-def profile(fn, args, steps, directory):
-    """Kernel durations (name -> [ns]) and per-step (wall, busy) ms of
-    `steps` runs of the jitted step under the profiler."""
+def profile(fn, args, steps, directory, kernels):
+    """Kernel durations (name -> [ns]) and per-step (wall, busy) ns of
+    `steps` runs of the jitted step under the profiler; `kernels`: the
+    HLO names of the step's kernels (they run on the worker threads and
+    on the calling one)."""
     import jax
     from jax.profiler import ProfileData
 
@@ -141,9 +141,7 @@ def profile(fn, args, steps, directory):
                     "ThunkExecutor::Execute (wait"
                 ):
                     walls.append((event.start_ns, end))
-                elif line.name.startswith("tf_XLAEigen") and not (
-                    event.name.startswith(_NOT_KERNELS)
-                ):
+                elif event.name in kernels:
                     durations[event.name].append(event.duration_ns)
                     spans.append((event.start_ns, end))
     return durations, [(b - a, _busy(spans, a, b)) for a, b in walls]
@@ -174,14 +172,34 @@ def estimates(durations, keys, runs):
 
 
 def compare(method, base):
-    """Kernels and time (us a step) that `method` adds over `base`, by
-    kind."""
-    added = collections.defaultdict(lambda: [0, 0.0])
+    """Per kind, the kernels only `method` runs (`added`: launches a step
+    and us a step), those only `base` runs (`removed`), and the change in
+    the time of the kernels both run (`shared_us`: mostly the noise of
+    the big matmuls on a loaded machine)."""
+    out = collections.defaultdict(
+        lambda: {"added": [0, 0.0], "removed": [0, 0.0], "shared_us": 0.0}
+    )
     for key in set(method) | set(base):
-        row = added[kind(key)]
-        row[0] += len(method.get(key, ())) - len(base.get(key, ()))
-        row[1] += sum(method.get(key, ())) - sum(base.get(key, ()))
-    return {k: {"kernels": n, "us": round(us)} for k, (n, us) in added.items()}
+        row = out[kind(key)]
+        if key not in base:
+            row["added"][0] += len(method[key])
+            row["added"][1] += sum(method[key])
+        elif key not in method:
+            row["removed"][0] += len(base[key])
+            row["removed"][1] += sum(base[key])
+        else:
+            row["shared_us"] += sum(method[key]) - sum(base[key])
+    return {
+        k: {
+            "added": {"kernels": v["added"][0], "us": round(v["added"][1])},
+            "removed": {
+                "kernels": v["removed"][0],
+                "us": round(v["removed"][1]),
+            },
+            "shared_us": round(v["shared_us"]),
+        }
+        for k, v in out.items()
+    }
 
 
 def main():
@@ -205,7 +223,7 @@ def main():
             for method in METHODS if r % 2 == 0 else METHODS[::-1]:
                 fn, fn_args = steps[method]
                 found, per_step = profile(
-                    fn, fn_args, args.steps, f"{tmp}/{method}{r}"
+                    fn, fn_args, args.steps, f"{tmp}/{method}{r}", keys[method]
                 )
                 for name, values in found.items():
                     durations[method][name] += values
