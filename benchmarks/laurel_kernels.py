@@ -15,8 +15,15 @@ the kernels it adds and removes with their time, and the step's idle
 time (wall time of a step minus the time at least one kernel runs: what
 each extra launch costs the scheduler).
 
+With `--time R` it also times the Keras-compiled models (SGD,
+`jit_compile=True`) with `compare_step_times`, R interleaved rounds of
+`model.fit` epochs, and with `--old-ops FILE` adds `rw+lr/old`: the same
+model whose RW+LR merge takes its gradient from another version of
+`layers/laurel_ops.py` (`git show REV:keras_efficient/layers/
+laurel_ops.py > FILE`), for a before/after in one process.
+
     KERAS_BACKEND=jax python benchmarks/laurel_kernels.py [--width 512]
-        [--steps 30] [--rounds 3]
+        [--steps 30] [--rounds 3] [--time 21] [--old-ops FILE]
 
 writes `benchmarks/results/laurel_kernels.json`.
 """
@@ -24,6 +31,7 @@ writes `benchmarks/results/laurel_kernels.json`.
 import argparse
 import collections
 import glob
+import importlib.util
 import json
 import os
 import re
@@ -39,7 +47,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.overhead_floor import transformer_config  # noqa: E402
 from benchmarks.overhead_models import build  # noqa: E402
 from benchmarks.overhead_models import make_data  # noqa: E402
+from benchmarks.step_timing import compare_step_times  # noqa: E402
+from benchmarks.step_timing import fit_time_per_step  # noqa: E402
 from benchmarks.step_timing import load_average  # noqa: E402
+from keras_efficient.layers import laurel_ops  # noqa: E402
 
 METHODS = ("plain", "rw", "rw+lr")
 _LINE = re.compile(r"\s*(?:ROOT\s+)?%?([\w.\-]+) = (\S+) ([a-z][\w\-]*)\(")
@@ -202,11 +213,64 @@ def compare(method, base):
     }
 
 
+def time_models(cfg, rounds, old_ops=None, steps=11):
+    """Interleaved `fit` step times of plain, rw and rw+lr (and
+    `rw+lr/old` with `old_ops`' `_lr_grads`): median ratio to plain with
+    its IQR, and rw+lr over rw+lr/old round by round."""
+    import keras
+
+    models = {}
+    x, y = make_data("transformer", cfg, cfg["batch"] * steps)
+    grads = {m: laurel_ops._lr_grads for m in METHODS}
+    if old_ops:
+        spec = importlib.util.spec_from_file_location("old_ops", old_ops)
+        old = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(old)
+        grads["rw+lr/old"] = old._lr_grads
+    current = laurel_ops._lr_grads
+    for name, lr_grads in grads.items():
+        model, loss = build("transformer", name.split("/")[0], cfg)
+        model.compile(
+            optimizer=keras.optimizers.SGD(1e-3), loss=loss, jit_compile=True
+        )
+        # The merge's gradient is traced on the first step.
+        laurel_ops._lr_grads = lr_grads
+        fit_time_per_step(model, x, y, cfg["batch"], steps)
+        models[name] = model
+    laurel_ops._lr_grads = current
+    load_start = load_average()
+    res = compare_step_times(models, x, y, cfg["batch"], steps, rounds)
+    out = {"load_1min": [load_start, load_average()], "rounds": rounds}
+    out["steps_per_epoch"] = steps
+    for name in list(models)[1:]:
+        q = statistics.quantiles(res[name]["ratios"], n=4)
+        out[name] = {
+            "ratio": round(statistics.median(res[name]["ratios"]), 3),
+            "iqr": [round(q[0], 3), round(q[2], 3)],
+            "step_ms": round(
+                statistics.median(res[name]["step_seconds"]) * 1e3, 2
+            ),
+        }
+    if old_ops:
+        pairs = zip(
+            res["rw+lr"]["step_seconds"], res["rw+lr/old"]["step_seconds"]
+        )
+        new_over_old = [a / b for a, b in pairs]
+        q = statistics.quantiles(new_over_old, n=4)
+        out["rw+lr_over_old"] = {
+            "ratio": round(statistics.median(new_over_old), 3),
+            "iqr": [round(q[0], 3), round(q[2], 3)],
+        }
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--time", type=int, default=0)
+    parser.add_argument("--old-ops", default=None)
     args = parser.parse_args()
     cfg = transformer_config(args.width)
     steps = {m: jitted_step(m, cfg) for m in METHODS}
@@ -244,6 +308,8 @@ def main():
             m: compare(quiet[m], quiet["plain"]) for m in METHODS[1:]
         },
     }
+    if args.time:
+        result["timing"] = time_models(cfg, args.time, args.old_ops)
     path = os.path.join(os.path.dirname(__file__), "results")
     with open(os.path.join(path, "laurel_kernels.json"), "w") as f:
         json.dump(result, f, indent=1)
