@@ -239,7 +239,9 @@ def time_models(cfg, rounds, old_ops=None, steps=11):
         models[name] = model
     laurel_ops._lr_grads = current
     load_start = load_average()
-    res = compare_step_times(models, x, y, cfg["batch"], steps, rounds)
+    res = compare_step_times(
+        models, x, y, cfg["batch"], steps, rounds, verbose=0
+    )
     out = {"load_1min": [load_start, load_average()], "rounds": rounds}
     out["steps_per_epoch"] = steps
     for name in list(models)[1:]:
