@@ -12,7 +12,9 @@ step of a 2-layer `TransformerLM` at d = 512, r = 64 (see
   `sum(g * x) + sum(B * (A x)^T g)` instead, an `r x D` sum;
 - it scales the upstream gradient `g` by `beta` into new `t x D` tensors
   (one per use, and a transposed copy for the `B` gradient); the fused
-  gradient scales the small factors instead (`beta B`, `beta (A x)^T g`);
+  gradient scales the `r x D` weight gradients instead, and `x`'s
+  gradient `beta (g + (g B^T) A^T)` in the add that forms it (a scalar
+  `beta`; one per dimension scales `B`);
 - the `B` gradient `(A x)^T g` contracts the token axis with `g` on the
   right, which XLA on CPU lays out as a transposed `D x t` copy of `g`; the
   fused gradient puts the skinny factor on the left of both weight
@@ -66,14 +68,22 @@ def _sum_to(value, like):
 def _lr_grads(g, x, projected, kernel_a, kernel_b, alpha, beta):
     """The gradients of `alpha f + beta (x + B(A x))` for `x`, `f`, `A`,
     `B`, and `(A x)^T g` (`r x D`), from `projected = A x`."""
-    scaled_b = beta * kernel_b  # r x D: beta on the small factor
-    grad_projected = ops.matmul(g, ops.transpose(scaled_b))
     # Both weight gradients contract the tokens with the skinny operand
     # (A x or its gradient) on the left: XLA lays that one out again,
     # not the t x D one.
     projected_g = _token_gram(projected, g)
-    grad_a = ops.transpose(_token_gram(grad_projected, x))
     grad_b = projected_g * beta
+    if len(beta.shape) == 0:
+        # A scalar beta goes on the outputs: `A`'s gradient (r x D) and
+        # `x`'s, where it joins the add that scales `g` anyway, so XLA
+        # folds it into kernels it runs already (no `beta B` kernel).
+        grad_projected = ops.matmul(g, ops.transpose(kernel_b))
+        grad_a = ops.transpose(_token_gram(grad_projected, x)) * beta
+        low_rank = ops.matmul(grad_projected, ops.transpose(kernel_a))
+        return beta * (g + low_rank), alpha * g, grad_a, grad_b, projected_g
+    # beta per dimension scales the columns of B: r x D, not t x D.
+    grad_projected = ops.matmul(g, ops.transpose(beta * kernel_b))
+    grad_a = ops.transpose(_token_gram(grad_projected, x))
     grad_x = beta * g + ops.matmul(grad_projected, ops.transpose(kernel_a))
     return grad_x, alpha * g, grad_a, grad_b, projected_g
 
