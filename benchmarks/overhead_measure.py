@@ -141,6 +141,10 @@ def run_width(family, d, quick, repeats, do_hlo):
         fig.update(
             {
                 "ratios": ratios,
+                # Process CPU time: the steadier figure where wall times
+                # are bimodal (TensorFlow here; docs/benchmarks.md).
+                "cpu_ratios": res[m]["cpu_ratios"],
+                "cpu": spread(res[m]["cpu_ratios"]),
                 "target_basis": basis,
                 "floor": floors[m]["floor"],
                 # What the method's FLOPs alone would cost.

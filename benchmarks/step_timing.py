@@ -29,6 +29,19 @@ def fit_time_per_step(model, x, y, batch_size, steps):
     return (time.perf_counter() - start) / steps
 
 
+def _timed_epoch(model, x, y, batch_size, steps):
+    """Wall and process CPU seconds per train step of one `fit` epoch.
+
+    CPU time counts every thread of this process. On TensorFlow (XLA) it
+    is the steadier figure on this 2-core machine: whole epochs there run
+    either with the runtime's two worker threads in parallel or one after
+    the other (1.9x the wall time, the same CPU time; docs/benchmarks.md).
+    """
+    cpu = time.process_time()
+    wall = fit_time_per_step(model, x, y, batch_size, steps)
+    return wall, (time.process_time() - cpu) / steps
+
+
 def _take(data, n):
     import keras
 
@@ -57,7 +70,8 @@ def compare_step_times(
         verbose: progress over the rounds (see `Progress`).
 
     Returns:
-        dict name -> {"step_seconds": [per round], "ratios": [per round]};
+        dict name -> {"step_seconds", "ratios", "cpu_step_seconds",
+        "cpu_ratios": [per round]}: wall and process CPU seconds a step;
         ratios are per round against the baseline's time in the same round.
     """
     names = list(models)
@@ -66,18 +80,26 @@ def compare_step_times(
         fit_time_per_step(models[name], x, y, batch_size, min(steps, 3))
         fit_time_per_step(models[name], x, y, batch_size, steps)
     times = {name: [] for name in names}
+    cpu_times = {name: [] for name in names}
     for r in Progress(range(repeats), "round", verbose):
         for name in names if r % 2 == 0 else names[::-1]:
-            times[name].append(
-                fit_time_per_step(models[name], x, y, batch_size, steps)
-            )
+            wall, cpu = _timed_epoch(models[name], x, y, batch_size, steps)
+            times[name].append(wall)
+            cpu_times[name].append(cpu)
     return {
         name: {
             "step_seconds": times[name],
-            "ratios": [t / b for t, b in zip(times[name], times[baseline])],
+            "ratios": _ratios(times[name], times[baseline]),
+            "cpu_step_seconds": cpu_times[name],
+            "cpu_ratios": _ratios(cpu_times[name], cpu_times[baseline]),
         }
         for name in names
     }
+
+
+def _ratios(times, baseline_times):
+    # A clock too coarse for a baseline epoch gives no ratio, not a crash.
+    return [t / b if b else float("nan") for t, b in zip(times, baseline_times)]
 
 
 def interleaved_cpu_times(models, x, y, batch, steps, repeats, baseline):

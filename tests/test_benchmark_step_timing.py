@@ -73,3 +73,31 @@ def test_compare_step_times_alternates_the_order_of_rounds():
     assert calls[6:] == list("abccbaabc")
     assert res["a"]["ratios"] == [1.0, 1.0, 1.0]
     assert len(res["c"]["step_seconds"]) == 3
+    assert len(res["c"]["cpu_step_seconds"]) == len(res["c"]["cpu_ratios"]) == 3
+
+
+class _SpinningModel:
+    """`fit` burns `seconds` of CPU time in this thread."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def fit(self, x, y, **kwargs):
+        import time
+
+        end = time.process_time() + self.seconds
+        while time.process_time() < end:
+            pass
+
+
+def test_compare_step_times_records_cpu_time_per_step():
+    models = {"base": _SpinningModel(0.004), "twice": _SpinningModel(0.008)}
+    x = y = np.zeros((8, 1), "float32")
+    res = step_timing.compare_step_times(
+        models, x, y, batch_size=2, steps=2, repeats=3, baseline="base"
+    )
+    # 4 ms of CPU over 2 steps: about 2 ms a step; twice that, about 2x.
+    for cpu in res["base"]["cpu_step_seconds"]:
+        assert 0.0019 <= cpu < 0.004
+    for ratio in res["twice"]["cpu_ratios"]:
+        assert 1.5 < ratio < 2.6

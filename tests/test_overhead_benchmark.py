@@ -108,7 +108,7 @@ def test_quick_core_on_tiny_shapes():
     )
     assert steps == 1  # quick sizes keep their steps
     assert set(res) == {"cross_entropy", "slam", "debiased"}
-    assert len(res["slam"]["ratios"]) == 1
+    assert len(res["slam"]["ratios"]) == len(res["slam"]["cpu_ratios"]) == 1
     assert params["slam"] == params["cross_entropy"]
     assert all(r["minor_faults_per_step"] >= 0 for r in res.values())
     if keras.backend.backend() == "jax":
