@@ -2,9 +2,10 @@
 benchmark's `TransformerLM` (JAX, CPU).
 
 The models are `overhead_models.build("transformer", method, cfg)` at the
-overhead benchmark's configuration (`overhead_floor.transformer_config`:
-at d = 512 that is batch 2, 128 tokens). Each one's jitted stateless SGD
-step runs `--steps` times under `jax.profiler.trace`, the models taking
+overhead benchmark's configuration (`overhead_floor.transformer_config`)
+with `--batch` sequences of 64 tokens (default 2: the 128-token step of
+docs/methods/laurel.md; the overhead benchmark runs 16). Each one's
+jitted stateless SGD step runs `--steps` times under `jax.profiler.trace`, the models taking
 turns for `--rounds` rounds. Per kernel (matched across models by its
 HLO op name, shape and fused ops, since fusion numbers differ between
 compilations) it takes the 20th percentile of its durations times its
@@ -23,7 +24,7 @@ model whose RW+LR merge takes its gradient from another version of
 laurel_ops.py > FILE`), for a before/after in one process.
 
     KERAS_BACKEND=jax python benchmarks/laurel_kernels.py [--width 512]
-        [--steps 30] [--rounds 3] [--time 21] [--old-ops FILE]
+        [--batch 2] [--steps 30] [--rounds 3] [--time 21] [--old-ops FILE]
 
 writes `benchmarks/results/laurel_kernels.json`.
 """
@@ -269,12 +270,13 @@ def time_models(cfg, rounds, old_ops=None, steps=11):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--time", type=int, default=0)
     parser.add_argument("--old-ops", default=None)
     args = parser.parse_args()
-    cfg = transformer_config(args.width)
+    cfg = {**transformer_config(args.width), "batch": args.batch}
     steps = {m: jitted_step(m, cfg) for m in METHODS}
     keys = {}
     for method, (fn, fn_args) in steps.items():

@@ -16,9 +16,11 @@ ratios, with IQR and min-max), next to the FLOOR the model's shapes allow:
 
 Every model trains with plain SGD (so the optimizer adds nothing that
 hides the method's cost) and `jit_compile=True` on JAX and TensorFlow.
-The batch is chosen per width so that one step costs ~2 GFLOP (at least 4
-images / 2 sequences), and the number of steps per timed epoch so that an
-epoch takes ~0.5 s (fit's per-epoch overhead stays small).
+The ResNet's and the MLP's batch is chosen per width so that one step
+costs ~2 GFLOP (at least 4 images); the Transformer runs 16 sequences of
+64 tokens at every width. The number of steps per timed epoch is chosen
+so that an epoch takes ~0.5 s (fit's per-epoch overhead stays small).
+Each round records wall and process CPU time (`ratios`, `cpu_ratios`).
 
 glibc's mmap threshold is pinned first (`allocator.pin_mmap_threshold`;
 `--allocator default` keeps glibc's moving one): XLA CPU mallocs a step's

@@ -46,9 +46,10 @@ loads most; 1 + min(...) is the strict lower bound and is reported too.
 F = 4  # bytes per float32
 ACT_PASSES = 4
 WEIGHT_PASSES = 6
-STEP_FLOPS = 2e9  # batch chosen so that one step costs about this much
+STEP_FLOPS = 2e9  # conv and loss batches: one step costs about this much
 RESNET_INPUT = 8
 SEQ, LAYERS, VOCAB, HEAD_SIZE = 64, 2, 256, 32
+TRANSFORMER_BATCH = 16  # sequences of SEQ tokens
 MLP_IN, CLASSES, LOSS_BATCH = 40, 10, 256
 
 
@@ -120,13 +121,16 @@ def resnet_floor(method, cfg):
 
 
 def transformer_config(d, quick=False):
+    # Every width runs the same 1,024 tokens a step (issue 30's setting),
+    # so the widths differ in width alone. A batch sized to STEP_FLOPS
+    # would shrink to 2 sequences at d = 512, where a step is matmul time
+    # and a method's extra kernels cost more than its FLOPs and bytes
+    # (docs/methods/laurel.md, "The overhead benchmark's step at d = 512").
     seq = 32 if quick else SEQ
-    per_token = 6 * (LAYERS * (12 * d * d + 2 * seq * d) + VOCAB * d)
-    batch = int(min(64, max(2, STEP_FLOPS / (per_token * seq))))
     return {
         "width": d,
         "seq": seq,
-        "batch": 8 if quick else batch,
+        "batch": 8 if quick else TRANSFORMER_BATCH,
         "heads": max(1, d // HEAD_SIZE),
         "rank": max(1, d // 8),
     }
