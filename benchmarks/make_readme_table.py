@@ -113,12 +113,15 @@ def render_claims(paths):
 
 
 def _overhead_cell(figure):
-    """`median [IQR] of <baseline step>; <= target ✓/✗` of one figure."""
+    """`median [IQR] of <baseline step>, CPU <median>; <= target ✓/✗` of
+    one figure (CPU where the figure records process CPU time)."""
     low, high = figure["iqr"]
     cell = f"{figure['median']:.3f} [{low:.2f}, {high:.2f}]"
     base = figure.get("baseline_step_seconds")
     if base is not None:
         cell += f" of {1e3 * base:.3g} ms"
+    if "cpu" in figure:
+        cell += f", CPU {figure['cpu']['median']:.3f}"
     if "target" in figure:
         mark = "✓" if figure["met"] else "✗"
         cell += f"; {figure['target'].replace('<=', '≤')} {mark}"
@@ -261,7 +264,10 @@ def main():
         "Step-time overhead, method step over baseline step (median of "
         "interleaved rounds [IQR] of the plain step's time; the target, ✗ "
         "where missed: on TensorFlow and torch within 0.05 of JAX's ratio "
-        "for the models, the losses' own target on every backend). FLOP "
+        "for the models, the losses' own target on every backend; CPU: "
+        "the median ratio of process CPU time, where recorded, the steadier "
+        "figure where wall times are bimodal, as TensorFlow's are here: "
+        "docs/benchmarks.md). FLOP "
         "share: 1 + the method's extra FLOPs over the plain step's; floor: "
         "1 + the larger of its extra FLOP and byte fractions "
         "(`benchmarks/overhead.py`):\n\n"
