@@ -1,20 +1,21 @@
 """Where LAuReL's step time goes, kernel by kernel, in the overhead
 benchmark's `TransformerLM` (JAX, CPU).
 
-The models are `overhead_models.build("transformer", method, cfg)` at the
-overhead benchmark's configuration (`overhead_floor.transformer_config`)
-with `--batch` sequences of 64 tokens (default 2: the 128-token step of
-docs/methods/laurel.md; the overhead benchmark runs 16). Each one's
-jitted stateless SGD step runs `--steps` times under `jax.profiler.trace`, the models taking
-turns for `--rounds` rounds. Per kernel (matched across models by its
-HLO op name, shape and fused ops, since fusion numbers differ between
-compilations) it takes the 20th percentile of its durations times its
-launches a step: a duration that other jobs on a shared machine
-lengthen by preempting it mostly drops out. It reports, per method over
-the baseline and by kind (matmul, reduction, layout copy, elementwise),
-the kernels it adds and removes with their time, and the step's idle
-time (wall time of a step minus the time at least one kernel runs: what
-each extra launch costs the scheduler).
+The models are `overhead_models.build("transformer", method, cfg)` at
+the overhead benchmark's configuration
+(`overhead_floor.transformer_config`) with `--batch` sequences of 64
+tokens (default 2: the 128-token step of docs/methods/laurel.md; the
+overhead benchmark runs 16). Each one's jitted stateless SGD step runs
+`--steps` times under `jax.profiler.trace`, the models taking turns for
+`--rounds` rounds. Per kernel (matched across models by its HLO op name,
+shape and fused ops, since fusion numbers differ between compilations)
+it takes the 20th percentile of its durations times its launches a step:
+a duration that other jobs on a shared machine lengthen by preempting it
+mostly drops out. It reports, per method over the baseline and by kind
+(matmul, reduction, layout copy, elementwise), the kernels it adds and
+removes with their time, and the step's idle time (wall time of a step
+minus the time at least one kernel runs: what each extra launch costs
+the scheduler).
 
 With `--time R` it also times the Keras-compiled models (SGD,
 `jit_compile=True`) with `compare_step_times`, R interleaved rounds of
