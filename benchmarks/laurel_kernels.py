@@ -51,6 +51,7 @@ from benchmarks.overhead_models import build  # noqa: E402
 from benchmarks.overhead_models import make_data  # noqa: E402
 from benchmarks.step_timing import compare_step_times  # noqa: E402
 from benchmarks.step_timing import fit_time_per_step  # noqa: E402
+from benchmarks.step_timing import jitted_train_step  # noqa: E402
 from benchmarks.step_timing import load_average  # noqa: E402
 from keras_efficient.layers import laurel_ops  # noqa: E402
 
@@ -61,28 +62,9 @@ _SKIP = ("parameter", "constant", "bitcast", "broadcast")
 
 def jitted_step(method, cfg):
     """The jitted SGD step of one model and its arguments."""
-    import jax
-
     model, loss_fn = build("transformer", method, cfg)
     x, y = make_data("transformer", cfg, cfg["batch"])
-    model(x[:1])
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-
-    def step(trainable, non_trainable, x, y):
-        def loss(trainable):
-            pred, updated = model.stateless_call(
-                trainable, non_trainable, x, training=True
-            )
-            return loss_fn(y, pred), updated
-
-        (value, updated), grads = jax.value_and_grad(loss, has_aux=True)(
-            trainable
-        )
-        new = [w - 1e-3 * g for w, g in zip(trainable, grads)]
-        return new, updated, value
-
-    return jax.jit(step), [trainable, non_trainable, x, y]
+    return jitted_train_step(model, loss_fn, x, y)
 
 
 def kernel_keys(hlo_text):

@@ -186,9 +186,10 @@ class CompileCounter:
         )
 
 
-def compiled_train_step(model, loss_fn, x, y):
-    """The jitted stateless SGD train step of `model` on `(x, y)`, lowered
-    and compiled (JAX), and XLA's cost analysis of it as a dict."""
+def jitted_train_step(model, loss_fn, x, y):
+    """The jitted stateless SGD train step of `model` (JAX) and its
+    arguments `[trainable, non_trainable, x, y]`; it returns the new
+    trainable values, the updated non-trainable ones and the loss."""
     import jax
 
     model(x[:1])  # builds the weights
@@ -208,6 +209,13 @@ def compiled_train_step(model, loss_fn, x, y):
         new = [w - 1e-3 * g for w, g in zip(trainable, grads)]
         return new, updated, value
 
-    compiled = jax.jit(step).lower(trainable, non_trainable, x, y).compile()
+    return jax.jit(step), [trainable, non_trainable, x, y]
+
+
+def compiled_train_step(model, loss_fn, x, y):
+    """The jitted stateless SGD train step of `model` on `(x, y)`, lowered
+    and compiled (JAX), and XLA's cost analysis of it as a dict."""
+    step, args = jitted_train_step(model, loss_fn, x, y)
+    compiled = step.lower(*args).compile()
     cost = compiled.cost_analysis()
     return compiled, cost[0] if isinstance(cost, (list, tuple)) else cost
