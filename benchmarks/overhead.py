@@ -23,7 +23,8 @@ so that an epoch takes ~0.5 s (fit's per-epoch overhead stays small).
 Each round records wall and process CPU time (`ratios`, `cpu_ratios`).
 
 glibc's mmap threshold is pinned and its mmap switched off first
-(`allocator.pin_mmap_threshold`; `--allocator default` keeps glibc's
+(`allocator.pin_mmap_threshold`; on TensorFlow also its BFC allocator,
+`allocator.use_tensorflow_bfc`; `--allocator default` keeps glibc's
 own): XLA CPU mallocs a step's temporary buffer at every call, and at
 some sizes glibc maps it afresh each time, so that every page faults
 (AltUp K=2 at d = 128 read 1.57x for that alone; docs/methods/altup.md).
@@ -60,11 +61,25 @@ import os
 import subprocess
 import sys
 
-import keras
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.allocator import pin_mmap_threshold  # noqa: E402
+from benchmarks.allocator import use_tensorflow_bfc  # noqa: E402
+
+# TensorFlow reads its allocator setting when it loads, which `keras`
+# does: decided here, before the arguments are parsed.
+TF_BFC = (
+    not {"--allocator=default", "--allocator default"}
+    & {
+        " ".join(sys.argv[i : i + n])
+        for n in (1, 2)
+        for i in range(len(sys.argv))
+    }
+    and use_tensorflow_bfc()
+)
+
+import keras  # noqa: E402
+
 from benchmarks.common import RESULTS_DIR  # noqa: E402
 from benchmarks.common import Progress  # noqa: E402
 from benchmarks.common import parse_args  # noqa: E402
@@ -134,7 +149,8 @@ def _arguments(parser):
         "--allocator",
         choices=("pinned", "default"),
         default="pinned",
-        help="pin glibc's mmap threshold (default) or keep glibc's own",
+        help="pin glibc's mmap threshold and give TensorFlow its BFC "
+        "allocator (default), or keep glibc's own",
     )
     parser.add_argument("--note", default="", help="appended to the note")
 
@@ -184,6 +200,8 @@ def main():
             if pin_mmap_threshold(mmap_max=0)
             else "glibc default (no mallopt here)"
         )
+        if BACKEND == "tensorflow" and TF_BFC:
+            allocator += "; TensorFlow's BFC allocator on CPU"
     load = load_average()
     figures = []
     for d, family in Progress(runs, "run"):
