@@ -12,9 +12,10 @@ training step time side by side. The step times come from the two
 trained models taking turns, epoch by epoch, for `TIMING_ROUNDS` rounds
 (so a busy machine slows both alike); the ratio printed is the median of
 the per-round ratios with its IQR, next to the share of extra FLOPs LAuReL
-adds (~2%). Three runs in a row on a quiet 2-core CPU (JAX, with the
-fused RW+LR gradient) gave 1.095, 1.093 and 1.052: within 0.03 of their
-mean, 1.08, but read the IQR before the second decimal.
+adds (~2%). Three runs in a row on a quiet 2-core CPU gave 1.073, 1.089
+and 1.082 on JAX, 1.111, 1.109 and 1.113 on torch, 1.127, 1.126 and 1.109
+on TensorFlow: within 0.012 of each backend's mean, but read the IQR
+before the second decimal.
 
 The data is scikit-learn's 8x8 handwritten digits (1,500 train / 297 test
 images): it is real image data, ships with scikit-learn (no download), and
