@@ -26,10 +26,11 @@ short of a page multiple did on 3 calls of 4 after warm-up), so the
 faults a step stay recorded beside each figure.
 
 TensorFlow's CPU tensors, and the buffers of its XLA steps, come from
-`malloc` too, from its own threads, and kept faulting with mmap off
-(3,500 faults a ResNet20 step, 35,000 a Transformer step at d = 512);
-`use_tensorflow_bfc` gives them TensorFlow's BFC allocator, which keeps
-the memory it has taken (2 faults a step).
+`malloc` too, and kept faulting with mmap off (3,500 faults a ResNet20
+step, 31,000 a Transformer step at d = 512, a number that varies with
+thread timing); `use_tensorflow_bfc` gives them TensorFlow's BFC
+allocator, which keeps the memory it has taken (14 and 8 faults a step
+there).
 """
 
 import ctypes
