@@ -56,6 +56,7 @@ widths asked for and writes the JSON.
 Writes `benchmarks/results/overhead.<backend>[.quick].json`.
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -67,14 +68,11 @@ from benchmarks.allocator import pin_mmap_threshold  # noqa: E402
 from benchmarks.allocator import use_tensorflow_bfc  # noqa: E402
 
 # TensorFlow reads its allocator setting when it loads, which `keras`
-# does: decided here, before the arguments are parsed.
+# does: `--allocator` is read here, before the other arguments.
+_pre_parser = argparse.ArgumentParser(add_help=False)
+_pre_parser.add_argument("--allocator", default="pinned")
 TF_BFC = (
-    not {"--allocator=default", "--allocator default"}
-    & {
-        " ".join(sys.argv[i : i + n])
-        for n in (1, 2)
-        for i in range(len(sys.argv))
-    }
+    _pre_parser.parse_known_args()[0].allocator != "default"
     and use_tensorflow_bfc()
 )
 

@@ -2,7 +2,8 @@
 pages, and a pinned glibc mmap threshold makes a block that glibc would
 otherwise mmap at every call come from the heap (each case runs in its
 own process, as pinning lasts for the process; whether a block was
-mmapped is glibc's IS_MMAPPED bit of its chunk header)."""
+mmapped is glibc's IS_MMAPPED bit of its chunk header), and TensorFlow
+takes its BFC allocator when asked before it loads."""
 
 import os
 import platform
