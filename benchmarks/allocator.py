@@ -22,8 +22,9 @@ At d = 512 that took a JAX step from 416 to 341 ms (39,000 faults a step
 to 0), the same for the model and its baseline, so the faults diluted
 every ratio toward 1. With mmap off, glibc's aligned allocation can
 still take fresh heap pages for some sizes (a 96 MiB block 176 bytes
-short of a page multiple did on 3 calls of 4 after warm-up), so the
-faults a step stay recorded beside each figure.
+short of a page multiple did on 3 calls of 4 after warm-up, and in one
+CI run a page multiple did on every call), so the faults a step stay
+recorded beside each figure.
 
 TensorFlow's CPU tensors, and the buffers of its XLA steps, come from
 `malloc` too, and kept faulting with mmap off (3,500 faults a ResNet20

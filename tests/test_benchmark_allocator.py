@@ -79,13 +79,14 @@ def test_a_block_over_the_largest_threshold_comes_from_the_heap_with_mmap_off():
     big = 12 * PAGES  # 96 MiB: above any threshold glibc accepts (32 MiB)
     _, mmapped, faults = _cycles(pin=True, size=big * 4096)
     assert mmapped == 4 and faults >= big * 0.9
-    # A page multiple: 176 bytes short, glibc's memalign kept taking
-    # fresh heap pages on 3 calls of 4 (docs in benchmarks/allocator.py).
-    pinned, mmapped, faults = _cycles(pin=True, size=big * 4096, mmap_max=0)
+    pinned, mmapped, _ = _cycles(pin=True, size=big * 4096, mmap_max=0)
     assert pinned
-    # Never mmapped; the heap block is reused on most calls (on every one
-    # in a quiet process, on 3 of 4 in one run beside other tests).
-    assert mmapped == 0 and faults <= big * 0.5
+    # Never mmapped. Whether the heap block is then reused without fresh
+    # pages is glibc's and the kernel's affair: every call here reused it,
+    # and one CI run faulted on every call (and a size 176 bytes short of
+    # a page multiple faults on 3 calls of 4), so the faults a step are a
+    # benchmark figure recorded beside each result, not asserted here.
+    assert mmapped == 0
 
 
 TF_ALLOCATOR = f"""
