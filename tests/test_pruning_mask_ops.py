@@ -1,5 +1,7 @@
 """The keras.ops masks (compiled step) equal the NumPy reference."""
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -25,6 +27,28 @@ def _kernels(seed, ties):
     return out
 
 
+def _compute_masks(kernels, sparsity, *args, **kwargs):
+    """`mask_ops.compute_masks`, compiled on JAX as in a train step (one
+    program per case, the sparsity an argument; eager JAX compiles every
+    op for every new shape, most of this file's time)."""
+    return _compiled(args, tuple(sorted(kwargs.items())))(
+        [keras.ops.convert_to_tensor(k) for k in kernels],
+        keras.ops.convert_to_tensor(sparsity, "float32"),
+    )
+
+
+@functools.cache
+def _compiled(args, kwargs):
+    def fn(kernels, sparsity):
+        return mask_ops.compute_masks(kernels, sparsity, *args, **dict(kwargs))
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
 CASES = [
     dict(structure="unstructured"),
     dict(structure="unstructured", scope="global"),
@@ -42,11 +66,7 @@ def test_ops_masks_equal_numpy_reference(case, ties):
     kernels = _kernels(0, ties)
     for sparsity in (0.0, 0.3, 0.5, 0.75, 0.9, 0.99):
         ref = masks_lib.compute_masks(kernels, sparsity, **case)
-        got = mask_ops.compute_masks(
-            [keras.ops.convert_to_tensor(k) for k in kernels],
-            keras.ops.convert_to_tensor(sparsity, "float32"),
-            **case,
-        )
+        got = _compute_masks(kernels, sparsity, **case)
         for r, g in zip(ref, got):
             np.testing.assert_array_equal(r, keras.ops.convert_to_numpy(g))
 
@@ -66,12 +86,7 @@ def test_ops_n_m_equal_numpy_reference(ties, n_m):
             w = rng.normal(size=shape).astype("float32")
         for sparsity in (0.0, 0.5):
             (ref,) = masks_lib.compute_masks([w], sparsity, "n_m", n_m=n_m)
-            (got,) = mask_ops.compute_masks(
-                [keras.ops.convert_to_tensor(w)],
-                keras.ops.convert_to_tensor(sparsity, "float32"),
-                "n_m",
-                n_m=n_m,
-            )
+            (got,) = _compute_masks([w], sparsity, "n_m", n_m=n_m)
             np.testing.assert_array_equal(ref, keras.ops.convert_to_numpy(got))
 
 
@@ -118,9 +133,7 @@ def test_n_m_equals_tfmot_rule(ties, m_by_n):
         )
         np.testing.assert_array_equal(ours, want)
         n_m = (m_by_n[1] - m_by_n[0], m_by_n[1])
-        (got,) = mask_ops.compute_masks(
-            [keras.ops.convert_to_tensor(w)], 0.5, "n_m", n_m=n_m
-        )
+        (got,) = _compute_masks([w], 0.5, "n_m", n_m=n_m)
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), want)
 
 
